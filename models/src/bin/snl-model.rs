@@ -1,0 +1,435 @@
+//! `snl-model`: create, inspect and evaluate models in the SNL model format.
+//!
+//! ```text
+//! snl-model new --arch resnet20 --classes 10 --input 3x32x32 --out runs/r20
+//! snl-model inspect runs/r20 [--json]
+//! snl-model eval runs/r20 --data ../shared/data/cifar10-q75 --executor fixed --limit 500
+//! snl-model public runs/r20 --out runs/r20-public
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rayon::prelude::*;
+use serde_json::json;
+
+use models::data::{Dataset, DatasetKind, Normalization, Split};
+use models::exec::{F32Executor, calibrate_batchnorm};
+use models::fixed::{FixedPointParams, FixedProgram};
+use models::{Mask, Model, PublicModel, arch, format};
+
+/// Create, inspect and evaluate SNL models (architecture + ReLU masks + weights).
+///
+/// A model is a directory: public.json and masks.safetensors (the public part, which the
+/// client may see) and weights.safetensors and model.json (the private part). See
+/// docs/model-format.md.
+#[derive(Parser)]
+#[command(name = "snl-model", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a randomly initialised model with every ReLU kept (or a random mask).
+    New(NewArgs),
+    /// Print a model's architecture summary, ReLU counts, parameters, version and hashes.
+    Inspect {
+        /// Model directory (full or public-only).
+        path: PathBuf,
+        /// Print the stable JSON document described in docs/model-format.md.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate accuracy on a test set with the f32 or the fixed-point executor.
+    Eval(EvalArgs),
+    /// Write only the public part (architecture, normalization, masks) of a model.
+    Public {
+        /// Full model directory.
+        path: PathBuf,
+        /// Output directory for the public part.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing output directory.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct NewArgs {
+    /// Architecture: resnet18, wrn22_8, resnet20 or lenet5.
+    #[arg(long)]
+    arch: String,
+    /// Number of classes.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Input shape CxHxW (default: the architecture's, e.g. 3x32x32).
+    #[arg(long)]
+    input: Option<String>,
+    /// Output model directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the weight initialisation (and of --keep-fraction).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Input normalization: cifar10, cifar100, fashion-mnist or none (default: by channels).
+    #[arg(long)]
+    norm: Option<String>,
+    /// Keep each ReLU with this probability instead of keeping all.
+    #[arg(long)]
+    keep_fraction: Option<f64>,
+    /// Set batch-norm statistics from this many training images of --calibrate-data.
+    #[arg(long, default_value_t = 256)]
+    calibrate_images: usize,
+    /// Dataset directory whose training images calibrate batch norms (optional).
+    #[arg(long)]
+    calibrate_data: Option<PathBuf>,
+    /// Fixed-point fractional bits f.
+    #[arg(long, default_value_t = FixedPointParams::default().frac_bits)]
+    frac_bits: u32,
+    /// Bits m of each share the ReLU circuit reads.
+    #[arg(long, default_value_t = FixedPointParams::default().relu_bits)]
+    relu_bits: u32,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Executor {
+    F32,
+    Fixed,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Model directory.
+    path: PathBuf,
+    /// Dataset directory (CIFAR-10/100 binary or Fashion-MNIST IDX files).
+    #[arg(long)]
+    data: PathBuf,
+    /// Dataset kind (default: detected from the directory).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Executor.
+    #[arg(long, value_enum, default_value = "f32")]
+    executor: Executor,
+    /// Evaluate only the first N test images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_shape(s: &str) -> Result<[usize; 3]> {
+    let v: Vec<usize> = s
+        .split(['x', 'X', ','])
+        .map(|d| d.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--input {s:?}: expected CxHxW, e.g. 3x32x32"))?;
+    match v.as_slice() {
+        [c, h, w] => Ok([*c, *h, *w]),
+        _ => bail!("--input {s:?}: expected three dimensions CxHxW, e.g. 3x32x32"),
+    }
+}
+
+fn normalization(name: Option<&str>, channels: usize) -> Result<Normalization> {
+    Ok(match name {
+        Some("none") => Normalization::identity(channels),
+        Some(n) => Normalization::for_dataset(n.parse::<DatasetKind>()?),
+        None if channels == 1 => Normalization::fashion_mnist(),
+        None if channels == 3 => Normalization::cifar10(),
+        None => Normalization::identity(channels),
+    })
+}
+
+fn cmd_new(a: NewArgs) -> Result<()> {
+    let info = arch::info(&a.arch)?;
+    let input = match &a.input {
+        Some(s) => parse_shape(s)?,
+        None => info.default_input,
+    };
+    let graph = arch::build(&a.arch, a.classes, input)?;
+    let params = FixedPointParams {
+        frac_bits: a.frac_bits,
+        relu_bits: a.relu_bits,
+        ..FixedPointParams::default()
+    };
+    let mut public = PublicModel::all_kept(
+        &a.arch,
+        graph,
+        normalization(a.norm.as_deref(), input[0])?,
+        params,
+    )?;
+    if let Some(f) = a.keep_fraction {
+        if !(0.0..=1.0).contains(&f) {
+            bail!("--keep-fraction {f} must be in [0, 1]");
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed ^ 0x6d61_736b);
+        for m in public.masks.values_mut() {
+            *m = Mask::random(m.shape, f, &mut rng);
+        }
+    }
+    let mut model = Model::random(public, a.seed)?;
+    if let Some(dir) = &a.calibrate_data {
+        let kind = DatasetKind::detect(dir)?;
+        let ds = Dataset::load(kind, dir, Split::Train, Some(a.calibrate_images))?;
+        if ds.shape != input {
+            bail!(
+                "calibration images are {:?}, the model takes {input:?}",
+                ds.shape
+            );
+        }
+        let norm = model.public.normalization.clone();
+        let xs: Vec<Vec<f32>> = (0..ds.len()).map(|i| norm.apply(ds.image(i))).collect();
+        calibrate_batchnorm(&mut model, &xs)?;
+        model.provenance["init"]["batchnorm_calibration"] =
+            json!({ "dataset": kind.name(), "images": ds.len() });
+    }
+    let hashes = format::save(&model, &a.out, a.force)?;
+    println!(
+        "wrote {} ({}, {} classes, input {:?}): {} of {} ReLUs kept, {} parameters",
+        a.out.display(),
+        a.arch,
+        a.classes,
+        input,
+        model.public.relu_kept(),
+        model.public.relu_total(),
+        model.parameter_count()
+    );
+    println!("public hash  {}", hashes.public);
+    println!("content hash {}", hashes.content.unwrap_or_default());
+    Ok(())
+}
+
+fn cmd_inspect(path: &Path, as_json: bool) -> Result<()> {
+    let (pdoc, mdoc) = format::read_manifests(path)?;
+    let (public, public_hash, weights_hash, content, params, provenance) = if mdoc.is_some() {
+        let (m, h) = format::load(path)?;
+        let n = m.parameter_count();
+        (
+            m.public,
+            h.public,
+            h.weights,
+            h.content,
+            Some(n),
+            Some(m.provenance),
+        )
+    } else {
+        let (p, h) = format::load_public(path)?;
+        (p, h, None, None, None, None)
+    };
+    let sites = public.site_counts()?;
+    let (total, kept) = (public.relu_total(), public.relu_kept());
+    let layers = models::fixed::layer_shapes(&public)?;
+    let macs = public.graph.macs()?;
+    let doc = json!({
+        "schema": "snl-model-inspect/1",
+        "path": path.display().to_string(),
+        "format_version": pdoc.format_version,
+        "writer": pdoc.writer,
+        "arch": public.arch,
+        "classes": public.classes()?,
+        "input": public.graph.input,
+        "normalization": public.normalization,
+        "fixed_point": public.fixed_point,
+        "parts": { "public": true, "private": mdoc.is_some() },
+        "hashes": { "public": public_hash, "weights": weights_hash, "content": content },
+        "relus": { "total": total, "kept": kept, "linearized": total - kept, "sites": sites },
+        "parameters": params,
+        "macs": macs,
+        "linear_layers": layers.len(),
+        "provenance": provenance,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("model        {}", path.display());
+    println!(
+        "format       v{} written by {}",
+        pdoc.format_version, pdoc.writer
+    );
+    println!(
+        "architecture {} ({} classes, input {:?}, {} nodes, {} linear layers after lowering)",
+        public.arch,
+        public.classes()?,
+        public.graph.input,
+        public.graph.nodes.len(),
+        layers.len()
+    );
+    match params {
+        Some(n) => println!(
+            "parameters   {n} ({:.1} M MACs per image)",
+            macs as f64 / 1e6
+        ),
+        None => println!(
+            "parameters   (public part only: no weights) ({:.1} M MACs per image)",
+            macs as f64 / 1e6
+        ),
+    }
+    let fp = public.fixed_point;
+    println!(
+        "fixed point  ring Z_2^{}, scale 2^{}, ReLU circuit reads {} bits (|y| < {})",
+        fp.ring_bits,
+        fp.frac_bits,
+        fp.relu_bits,
+        fp.relu_range()
+    );
+    println!(
+        "ReLUs        {kept} kept of {total} ({:.2}%), {} linearized",
+        100.0 * kept as f64 / total.max(1) as f64,
+        total - kept
+    );
+    println!(
+        "  {:<28} {:>14} {:>9} {:>9}",
+        "site", "shape", "kept", "total"
+    );
+    for s in &sites {
+        let shape = format!("{}x{}x{}", s.shape[0], s.shape[1], s.shape[2]);
+        println!(
+            "  {:<28} {:>14} {:>9} {:>9}",
+            s.name, shape, s.kept, s.total
+        );
+    }
+    println!("public hash  {public_hash}");
+    if let Some(c) = content {
+        println!("content hash {c}");
+    }
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let (model, hashes) = format::load(&a.path)?;
+    let kind = match &a.dataset {
+        Some(d) => d.parse::<DatasetKind>()?,
+        None => DatasetKind::detect(&a.data)?,
+    };
+    let ds = Dataset::load(kind, &a.data, Split::Test, a.limit)?;
+    if ds.shape != model.public.graph.input {
+        bail!(
+            "{} images are {:?}, the model takes {:?}",
+            kind.name(),
+            ds.shape,
+            model.public.graph.input
+        );
+    }
+    let classes = model.public.classes()?;
+    let norm = &model.public.normalization;
+    let bar = ProgressBar::new(ds.len() as u64).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(match a.executor {
+        Executor::F32 => "eval f32",
+        Executor::Fixed => "eval fixed",
+    });
+    let start = Instant::now();
+    let f32x = F32Executor::new(&model)?;
+    let prog = match a.executor {
+        Executor::Fixed => Some(FixedProgram::lower(&model)?),
+        Executor::F32 => None,
+    };
+    let results: Vec<(usize, usize, usize, f64)> = (0..ds.len())
+        .into_par_iter()
+        .map(|i| -> Result<_> {
+            let x = norm.apply(ds.image(i));
+            let r = match &prog {
+                None => {
+                    let l = f32x.forward(&x)?;
+                    (models::tensor::argmax(&l).unwrap_or(usize::MAX), 0, 0.0)
+                }
+                Some(p) => {
+                    let o = p.forward(&x, false)?;
+                    let over = o.stats.iter().map(|s| s.relu_overflows).sum();
+                    let maxk = o.stats.iter().map(|s| s.max_abs_kept).fold(0.0, f64::max);
+                    (
+                        models::tensor::argmax(&o.logits).unwrap_or(usize::MAX),
+                        over,
+                        maxk,
+                    )
+                }
+            };
+            bar.inc(1);
+            Ok((ds.label(i), r.0, r.1, r.2))
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let correct = results.iter().filter(|r| r.0 == r.1).count();
+    let overflows: usize = results.iter().map(|r| r.2).sum();
+    let max_kept = results.iter().map(|r| r.3).fold(0.0, f64::max);
+    let n = results.len();
+    let acc = correct as f64 / n.max(1) as f64;
+    let exec_name = if prog.is_some() { "fixed" } else { "f32" };
+    let doc = json!({
+        "schema": "snl-model-eval/1",
+        "model": a.path.display().to_string(),
+        "public_hash": hashes.public,
+        "dataset": kind.name(),
+        "split": "test",
+        "executor": exec_name,
+        "images": n,
+        "correct": correct,
+        "accuracy": acc,
+        "classes": classes,
+        "relus": { "total": model.public.relu_total(), "kept": model.public.relu_kept() },
+        "fixed_point": model.public.fixed_point,
+        "relu_overflows": prog.as_ref().map(|_| overflows),
+        "max_abs_preactivation_kept": prog.as_ref().map(|_| max_kept),
+        "seconds": secs,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "{}: {} executor on {} {} test images: accuracy {:.2}% ({correct}/{n}), {} of {} ReLUs kept, {:.1} s ({:.0} images/s)",
+            a.path.display(),
+            exec_name,
+            n,
+            kind.name(),
+            100.0 * acc,
+            model.public.relu_kept(),
+            model.public.relu_total(),
+            secs,
+            n as f64 / secs.max(1e-9)
+        );
+        if prog.is_some() {
+            println!(
+                "  fixed point: max |pre-activation| at kept ReLUs {max_kept:.2} (circuit range {}), {overflows} overflows",
+                model.public.fixed_point.relu_range()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::New(a) => cmd_new(a),
+        Cmd::Inspect { path, json } => cmd_inspect(&path, json),
+        Cmd::Eval(a) => cmd_eval(a),
+        Cmd::Public { path, out, force } => (|| {
+            let (m, _) = format::load(&path)?;
+            let h = format::save_public(&m.public, &out, force)?;
+            println!(
+                "wrote public part of {} to {} (public hash {h})",
+                path.display(),
+                out.display()
+            );
+            Ok(())
+        })(),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

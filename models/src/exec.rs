@@ -1,0 +1,396 @@
+//! The plaintext f32 executor: the network exactly as trained, one image at a time.
+//!
+//! It is the reference the fixed-point executor and the secure runtime are compared with,
+//! and the evaluator of `snl-model eval --executor f32`. At a ReLU site a kept position
+//! computes `max(x, 0)` and a linearized one passes `x` through, as SNL's binarized alphas do.
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::error::ModelError;
+use crate::graph::{Op, Shape};
+use crate::model::Model;
+
+/// Unfolds a C x H x W image into the [C*k*k, Ho*Wo] matrix of convolution patches
+/// (zero padding), so a convolution becomes one matrix product.
+pub(crate) fn im2col<T: Copy + Default>(
+    x: &[T],
+    [c, h, w]: Shape,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    [ho, wo]: [usize; 2],
+) -> Vec<T> {
+    let mut col = vec![T::default(); c * k * k * ho * wo];
+    for ci in 0..c {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = (ci * k + ky) * k + kx;
+                let dst = &mut col[row * ho * wo..(row + 1) * ho * wo];
+                for oy in 0..ho {
+                    let iy = (oy * stride + ky) as isize - pad as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let src = &x[ci * h * w + iy as usize * w..];
+                    for ox in 0..wo {
+                        let ix = (ox * stride + kx) as isize - pad as isize;
+                        if ix >= 0 && ix < w as isize {
+                            dst[oy * wo + ox] = src[ix as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    col
+}
+
+/// Output side of a convolution or pooling window.
+pub(crate) fn out_hw([_, h, w]: Shape, k: usize, s: usize, p: usize) -> [usize; 2] {
+    [(h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1]
+}
+
+/// `c[m x n] = a[m x k] * b[k x n]` in f32.
+fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    let (Ok(a), Ok(b), Ok(mut cv)) = (
+        ArrayView2::from_shape((m, k), a),
+        ArrayView2::from_shape((k, n), b),
+        ArrayViewMut2::from_shape((m, n), &mut c),
+    ) else {
+        unreachable!("shapes are validated by Graph::shapes")
+    };
+    ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut cv);
+    c
+}
+
+/// f32 convolution of one image; `weight` is [O, C, k, k].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    x: &[f32],
+    shape: Shape,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out_channels: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Vec<f32> {
+    let hw = out_hw(shape, k, stride, pad);
+    let col = if k == 1 && stride == 1 && pad == 0 {
+        x.to_vec()
+    } else {
+        im2col(x, shape, k, stride, pad, hw)
+    };
+    let n = hw[0] * hw[1];
+    let mut y = matmul(weight, &col, out_channels, shape[0] * k * k, n);
+    if let Some(b) = bias {
+        for (o, row) in y.chunks_exact_mut(n).enumerate() {
+            row.iter_mut().for_each(|v| *v += b[o]);
+        }
+    }
+    y
+}
+
+/// Average pooling of one image (no padding).
+pub(crate) fn avg_pool<T>(
+    x: &[T],
+    [c, h, w]: Shape,
+    k: usize,
+    s: usize,
+    mut f: impl FnMut(usize, &mut dyn Iterator<Item = T>) -> T,
+) -> Vec<T>
+where
+    T: Copy,
+{
+    let [ho, wo] = out_hw([c, h, w], k, s, 0);
+    let mut out = Vec::with_capacity(c * ho * wo);
+    for ci in 0..c {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut it = (0..k).flat_map(|ky| {
+                    let base = ci * h * w + (oy * s + ky) * w + ox * s;
+                    x[base..base + k].iter().copied()
+                });
+                out.push(f(ci, &mut it));
+            }
+        }
+    }
+    out
+}
+
+/// Runs a model in f32.
+#[derive(Debug)]
+pub struct F32Executor<'m> {
+    model: &'m Model,
+    shapes: Vec<Shape>,
+    last_use: Vec<usize>,
+}
+
+impl<'m> F32Executor<'m> {
+    /// Prepares an executor; validates the model.
+    pub fn new(model: &'m Model) -> Result<Self, ModelError> {
+        model.validate()?;
+        let shapes = model.public.graph.shapes()?;
+        let mut last_use: Vec<usize> = (0..shapes.len()).collect();
+        for (i, op) in model.public.graph.nodes.iter().enumerate() {
+            for j in op.inputs() {
+                last_use[j] = i;
+            }
+        }
+        if let Some(l) = last_use.last_mut() {
+            *l = usize::MAX;
+        }
+        Ok(F32Executor {
+            model,
+            shapes,
+            last_use,
+        })
+    }
+
+    /// Output shapes of every node.
+    pub fn shapes(&self) -> &[Shape] {
+        &self.shapes
+    }
+
+    fn check_input(&self, input: &[f32]) -> Result<(), ModelError> {
+        let n: usize = self.shapes[0].iter().product();
+        if input.len() != n {
+            return Err(ModelError::InvalidArgument(format!(
+                "input has {} values, the model expects {:?} = {n}",
+                input.len(),
+                self.shapes[0]
+            )));
+        }
+        Ok(())
+    }
+
+    fn w(&self, name: &str) -> &[f32] {
+        // Presence and shapes were checked by Model::validate in new().
+        self.model
+            .weights
+            .get(name)
+            .map_or(&[], |t| t.data.as_slice())
+    }
+
+    /// Evaluates node `i` given the values of its inputs.
+    fn node(&self, i: usize, vals: &[Option<Vec<f32>>]) -> Vec<f32> {
+        let get = |j: usize| vals[j].as_deref().unwrap_or(&[]);
+        match &self.model.public.graph.nodes[i] {
+            Op::Input => unreachable!("node 0 is set by the caller"),
+            Op::Conv2d {
+                name,
+                input,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                bias,
+                ..
+            } => {
+                let b = bias.then(|| self.w(&format!("{name}.bias")));
+                conv2d(
+                    get(*input),
+                    self.shapes[*input],
+                    self.w(&format!("{name}.weight")),
+                    b,
+                    *out_channels,
+                    *kernel,
+                    *stride,
+                    *padding,
+                )
+            }
+            Op::BatchNorm2d {
+                name, input, eps, ..
+            } => {
+                let (g, b) = (
+                    self.w(&format!("{name}.weight")),
+                    self.w(&format!("{name}.bias")),
+                );
+                let (m, v) = (
+                    self.w(&format!("{name}.running_mean")),
+                    self.w(&format!("{name}.running_var")),
+                );
+                let [_, h, w] = self.shapes[*input];
+                get(*input)
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &x)| {
+                        let c = j / (h * w);
+                        (x - m[c]) / (v[c] + eps).sqrt() * g[c] + b[c]
+                    })
+                    .collect()
+            }
+            Op::Relu { site, input } => {
+                let mask = &self.model.public.masks[site].kept;
+                get(*input)
+                    .iter()
+                    .zip(mask)
+                    .map(|(&x, &k)| if k != 0 { x.max(0.0) } else { x })
+                    .collect()
+            }
+            Op::Add { inputs } => get(inputs[0])
+                .iter()
+                .zip(get(inputs[1]))
+                .map(|(a, b)| a + b)
+                .collect(),
+            Op::AvgPool2d {
+                input,
+                kernel,
+                stride,
+            } => {
+                let inv = 1.0 / (kernel * kernel) as f32;
+                avg_pool(
+                    get(*input),
+                    self.shapes[*input],
+                    *kernel,
+                    *stride,
+                    |_, it| it.sum::<f32>() * inv,
+                )
+            }
+            Op::Linear {
+                name,
+                input,
+                in_features,
+                out_features,
+                bias,
+            } => {
+                let mut y = matmul(
+                    self.w(&format!("{name}.weight")),
+                    get(*input),
+                    *out_features,
+                    *in_features,
+                    1,
+                );
+                if *bias {
+                    y.iter_mut()
+                        .zip(self.w(&format!("{name}.bias")))
+                        .for_each(|(y, b)| *y += b);
+                }
+                y
+            }
+        }
+    }
+
+    /// The logits for one normalized input (C x H x W, row-major).
+    pub fn forward(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        Ok(self.run(input, false)?.pop().flatten().unwrap_or_default())
+    }
+
+    /// The value of every node for one input (for comparisons and debugging).
+    pub fn trace(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, ModelError> {
+        Ok(self
+            .run(input, true)?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect())
+    }
+
+    fn run(&self, input: &[f32], keep: bool) -> Result<Vec<Option<Vec<f32>>>, ModelError> {
+        self.check_input(input)?;
+        let n = self.shapes.len();
+        let mut vals: Vec<Option<Vec<f32>>> = vec![None; n];
+        vals[0] = Some(input.to_vec());
+        for i in 1..n {
+            vals[i] = Some(self.node(i, &vals));
+            if !keep {
+                for j in self.model.public.graph.nodes[i].inputs() {
+                    if self.last_use[j] == i {
+                        vals[j] = None;
+                    }
+                }
+            }
+        }
+        Ok(vals)
+    }
+}
+
+/// Sets every batch norm's running statistics to the batch statistics of `inputs`, layer
+/// by layer (later layers see the already calibrated earlier ones).
+///
+/// A freshly initialised network then has well-scaled activations, like a trained one,
+/// which makes it a realistic subject for fixed-point and protocol tests.
+pub fn calibrate_batchnorm(model: &mut Model, inputs: &[Vec<f32>]) -> Result<(), ModelError> {
+    let nodes = model.public.graph.nodes.clone();
+    let shapes = model.public.graph.shapes()?;
+    if inputs.is_empty() {
+        return Err(ModelError::InvalidArgument(
+            "calibration needs at least one input".into(),
+        ));
+    }
+    let mut per_image: Vec<Vec<Option<Vec<f32>>>> = inputs
+        .iter()
+        .map(|x| {
+            let mut v = vec![None; nodes.len()];
+            v[0] = Some(x.clone());
+            v
+        })
+        .collect();
+    for (i, op) in nodes.iter().enumerate().skip(1) {
+        if let Op::BatchNorm2d { name, input, .. } = op {
+            let [c, h, w] = shapes[*input];
+            let mut sum = vec![0f64; c];
+            let mut sq = vec![0f64; c];
+            for vals in &per_image {
+                for (j, &x) in vals[*input].as_deref().unwrap_or(&[]).iter().enumerate() {
+                    sum[j / (h * w)] += f64::from(x);
+                    sq[j / (h * w)] += f64::from(x) * f64::from(x);
+                }
+            }
+            let n = (inputs.len() * h * w) as f64;
+            let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+            let var: Vec<f32> = sq
+                .iter()
+                .zip(&sum)
+                .map(|(q, s)| ((q / n) - (s / n).powi(2)).max(0.0) as f32)
+                .collect();
+            if let Some(t) = model.weights.get_mut(&format!("{name}.running_mean")) {
+                t.data = mean;
+            }
+            if let Some(t) = model.weights.get_mut(&format!("{name}.running_var")) {
+                t.data = var;
+            }
+        }
+        let exec = F32Executor::new(model)?;
+        for vals in per_image.iter_mut() {
+            vals[i] = Some(exec.node(i, vals));
+        }
+    }
+    per_image.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_matches_direct_sum() {
+        // 2 input channels, 3x3 image, 3x3 kernel, stride 2, pad 1.
+        let x: Vec<f32> = (0..18).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let w: Vec<f32> = (0..2 * 2 * 9).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+        let b = [0.25f32, -1.0];
+        let y = conv2d(&x, [2, 3, 3], &w, Some(&b), 2, 3, 2, 1);
+        assert_eq!(y.len(), 2 * 2 * 2);
+        for o in 0..2 {
+            for oy in 0..2 {
+                for ox in 0..2 {
+                    let mut s = b[o];
+                    for c in 0..2 {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let iy = (oy * 2 + ky) as isize - 1;
+                                let ix = (ox * 2 + kx) as isize - 1;
+                                if (0..3).contains(&iy) && (0..3).contains(&ix) {
+                                    s += w[((o * 2 + c) * 3 + ky) * 3 + kx]
+                                        * x[c * 9 + iy as usize * 3 + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                    assert!((y[(o * 2 + oy) * 2 + ox] - s).abs() < 1e-5);
+                }
+            }
+        }
+    }
+}

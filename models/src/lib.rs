@@ -1,0 +1,35 @@
+//! The common language of the SNL private-inference system.
+//!
+//! Everything else (trainer, two-party runtime, benchmarks) speaks through this crate:
+//!
+//! - [`graph`]: the network description (a list of operations with named parameters and
+//!   named ReLU sites), [`arch`]: the built-in networks (`resnet18`, `wrn22_8`, `resnet20`,
+//!   `lenet5`) laid out as SNL's reference code lays them out.
+//! - [`model`]: a model in memory, split into the public part (architecture, normalization,
+//!   fixed-point parameters, masks) and the private part (weights).
+//! - [`format`]: the versioned on-disk model directory (JSON manifests with magic, format
+//!   version, writer version and hashes; tensors as safetensors).
+//! - [`data`]: readers for CIFAR-10/100 (binary) and Fashion-MNIST (IDX) with their
+//!   normalization.
+//! - [`exec`]: the plaintext f32 executor; [`fixed`]: the fixed-point executor that
+//!   reproduces the secure protocol's arithmetic (ring Z_2^61, scale 2^14, batch norm folded,
+//!   round-half-up truncation), with its lowering into linear layers and ReLU layers.
+//!
+//! `docs/fixed-point.md` and `docs/model-format.md` in the repository describe the choices.
+
+pub mod arch;
+pub mod data;
+pub mod error;
+pub mod exec;
+pub mod fixed;
+pub mod format;
+pub mod graph;
+pub mod model;
+pub mod tensor;
+
+pub use error::{DataError, ModelError};
+pub use model::{Mask, Model, PublicModel};
+pub use tensor::Tensor;
+
+/// This crate's version, recorded as the writer of every model file.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

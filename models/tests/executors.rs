@@ -1,0 +1,223 @@
+//! The fixed-point executor against the f32 executor on real images, within the error
+//! bound derived in docs/fixed-point.md.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use models::data::{Dataset, DatasetKind, Split};
+use models::exec::{F32Executor, calibrate_batchnorm};
+use models::fixed::FixedProgram;
+use models::tensor::argmax;
+
+struct Report {
+    images: usize,
+    worst_ratio: f64,
+    max_err: f64,
+    max_sigma: f64,
+    agree: usize,
+    decided: usize,
+    logit_scale: f64,
+    overflows: usize,
+}
+
+/// Compares the executors on the first `n` images; fails on any logit outside the bound.
+fn compare(m: &models::Model, ds: &Dataset, n: usize) -> Report {
+    let f = F32Executor::new(m).unwrap();
+    let p = FixedProgram::lower(m).unwrap();
+    let mut r = Report {
+        images: 0,
+        worst_ratio: 0.0,
+        max_err: 0.0,
+        max_sigma: 0.0,
+        agree: 0,
+        decided: 0,
+        logit_scale: 0.0,
+        overflows: 0,
+    };
+    for i in 0..n.min(ds.len()) {
+        let x = m.public.normalization.apply(ds.image(i));
+        let a = f.forward(&x).unwrap();
+        let b = p.forward(&x, true).unwrap();
+        let est = b.error.as_ref().unwrap();
+        let sigma = est.bound();
+        r.overflows += b.stats.iter().map(|s| s.relu_overflows).sum::<usize>();
+        for ((&ya, &yb), &s) in a.iter().zip(&b.logits).zip(&sigma) {
+            let err = (f64::from(ya) - yb).abs();
+            // f32 rounding of the reference itself: a few ulps of the logit's magnitude.
+            let bound = s + 1e-5 * (1.0 + f64::from(ya).abs());
+            assert!(
+                err <= bound,
+                "image {i}: logit error {err:.3e} exceeds the bound {bound:.3e} (f32 {ya}, fixed {yb})"
+            );
+            r.worst_ratio = r.worst_ratio.max(err / s);
+            r.max_err = r.max_err.max(err);
+            r.max_sigma = r.max_sigma.max(s);
+        }
+        let same = argmax(&a) == argmax(&b.logits);
+        r.agree += usize::from(same);
+        // Where the f32 winner leads by more than both bounds, the classes must agree.
+        let top = argmax(&a).unwrap();
+        let margin = a
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != top)
+            .map(|(j, &v)| f64::from(a[top] - v) - (sigma[top] + sigma[j]))
+            .fold(f64::INFINITY, f64::min);
+        if margin > 0.0 {
+            r.decided += 1;
+            assert!(
+                same,
+                "image {i}: the class changed although the margin exceeds the bound"
+            );
+        }
+        let mean = a.iter().map(|&v| f64::from(v)).sum::<f64>() / a.len() as f64;
+        let sd = (a
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / a.len() as f64)
+            .sqrt();
+        r.logit_scale = r.logit_scale.max(sd);
+        r.images += 1;
+    }
+    r
+}
+
+fn calibrated(name: &str, keep: f64, ds: &Dataset, calib: &Dataset) -> models::Model {
+    let mut m = common::model(name, keep, 11);
+    let xs: Vec<Vec<f32>> = (0..calib.len())
+        .map(|i| m.public.normalization.apply(calib.image(i)))
+        .collect();
+    calibrate_batchnorm(&mut m, &xs).unwrap();
+    assert_eq!(ds.shape, m.public.graph.input);
+    m
+}
+
+fn check(name: &str, keep: f64, kind: DatasetKind, dir: &std::path::Path, n: usize) {
+    let ds = Dataset::load(kind, dir, Split::Test, Some(n)).unwrap();
+    let calib = Dataset::load(kind, dir, Split::Train, Some(64)).unwrap();
+    let m = calibrated(name, keep, &ds, &calib);
+    let r = compare(&m, &ds, n);
+    eprintln!(
+        "{name} keep {keep}: {} images, logit spread (sd) up to {:.2}, max logit error {:.2e}, max bound {:.2e}, worst error/bound {:.2}, argmax agrees on {} ({} decided by the bound), {} ReLU-window overflows",
+        r.images,
+        r.logit_scale,
+        r.max_err,
+        r.max_sigma,
+        r.worst_ratio,
+        r.agree,
+        r.decided,
+        r.overflows
+    );
+    assert_eq!(r.images, n);
+    // The bound must not be vacuous: within two orders of magnitude of the errors seen
+    // (a worst-case interval bound would be astronomically larger on these depths).
+    assert!(
+        r.max_sigma <= 20.0 * r.max_err.max(1e-6),
+        "{name}: bound {} is vacuous against observed error {}",
+        r.max_sigma,
+        r.max_err
+    );
+    assert_eq!(
+        r.overflows, 0,
+        "{name}: pre-activations left the ReLU circuit's window"
+    );
+    assert!(
+        r.agree * 10 >= r.images * 9,
+        "{name}: argmax agrees on only {} of {}",
+        r.agree,
+        r.images
+    );
+}
+
+#[test]
+fn fixed_matches_f32_on_cifar10_resnet20() {
+    let Some(dir) = common::cifar10_dir() else {
+        return;
+    };
+    check("resnet20", 1.0, DatasetKind::Cifar10, &dir, 100);
+    check("resnet20", 0.1, DatasetKind::Cifar10, &dir, 100);
+}
+
+#[test]
+fn fixed_matches_f32_on_cifar10_resnet18() {
+    let Some(dir) = common::cifar10_dir() else {
+        return;
+    };
+    check("resnet18", 0.5, DatasetKind::Cifar10, &dir, 8);
+}
+
+#[test]
+fn fixed_matches_f32_on_cifar10_wrn22_8() {
+    let Some(dir) = common::cifar10_dir() else {
+        return;
+    };
+    check("wrn22_8", 1.0, DatasetKind::Cifar10, &dir, 2);
+}
+
+#[test]
+fn fixed_matches_f32_on_fashion_mnist_lenet5() {
+    let Some(dir) = common::fashion_mnist_dir() else {
+        return;
+    };
+    check("lenet5", 1.0, DatasetKind::FashionMnist, &dir, 200);
+    check("lenet5", 0.0, DatasetKind::FashionMnist, &dir, 200);
+}
+
+#[test]
+fn fully_linearized_network_is_affine() {
+    // With every ReLU linearized the network is affine: f(a) + f(b) - f(0) == f(a + b - 0)
+    // in f32 up to rounding, for both executors' shared description.
+    let m = common::model("lenet5", 0.0, 5);
+    let f = F32Executor::new(&m).unwrap();
+    let n = 784;
+    let a: Vec<f32> = (0..n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
+    let b: Vec<f32> = (0..n)
+        .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+        .collect();
+    let z = vec![0.0f32; n];
+    let ab: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    let (fa, fb, fz, fab) = (
+        f.forward(&a).unwrap(),
+        f.forward(&b).unwrap(),
+        f.forward(&z).unwrap(),
+        f.forward(&ab).unwrap(),
+    );
+    for i in 0..10 {
+        assert!((fa[i] + fb[i] - fz[i] - fab[i]).abs() < 1e-3, "{i}");
+    }
+    // Keeping the ReLUs breaks affinity on the same inputs.
+    let m = common::model("lenet5", 1.0, 5);
+    let f = F32Executor::new(&m).unwrap();
+    let d: f32 = (0..10)
+        .map(|i| {
+            let (fa, fb, fz, fab) = (
+                f.forward(&a).unwrap()[i],
+                f.forward(&b).unwrap()[i],
+                f.forward(&z).unwrap()[i],
+                f.forward(&ab).unwrap()[i],
+            );
+            (fa + fb - fz - fab).abs()
+        })
+        .sum();
+    assert!(d > 1e-2);
+}
+
+#[test]
+fn lowering_folds_into_the_expected_layers() {
+    // ResNet18: stem (no ReLU, read twice) + 16 site layers + logits = 18 linear layers.
+    let m = common::model("resnet18", 1.0, 1);
+    let p = FixedProgram::lower(&m).unwrap();
+    assert_eq!(p.layers.len(), 18);
+    assert_eq!(p.kept_per_layer().iter().sum::<usize>(), 491_520);
+    // LeNet: the two average pools fold into the following conv / dense as their own
+    // terms, so each site is one layer: 4 sites + logits.
+    let m = common::model("lenet5", 1.0, 1);
+    assert_eq!(FixedProgram::lower(&m).unwrap().layers.len(), 5 + 2);
+    let m = common::model("wrn22_8", 1.0, 1);
+    let p = FixedProgram::lower(&m).unwrap();
+    assert_eq!(p.kept_per_layer().iter().sum::<usize>(), 1_359_872);
+}

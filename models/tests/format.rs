@@ -1,0 +1,285 @@
+//! The model format: round trips and a clear error for every kind of damage.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::path::Path;
+
+use models::ModelError;
+use models::format::{self, MASKS_FILE, MODEL_FILE, PUBLIC_FILE, WEIGHTS_FILE};
+use safetensors::tensor::{Dtype, TensorView};
+use sha2::{Digest, Sha256};
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn write_json(p: &Path, v: &serde_json::Value) {
+    std::fs::write(p, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+}
+
+/// Recomputes every recorded hash after a test edited a file, so that the reader's
+/// deeper checks (shapes, names, values) are the ones that fire.
+fn rehash(dir: &Path) {
+    let mut p = read_json(&dir.join(PUBLIC_FILE));
+    p["masks"]["sha256"] = sha(&std::fs::read(dir.join(MASKS_FILE)).unwrap()).into();
+    write_json(&dir.join(PUBLIC_FILE), &p);
+    let ph = sha(&std::fs::read(dir.join(PUBLIC_FILE)).unwrap());
+    let wh = sha(&std::fs::read(dir.join(WEIGHTS_FILE)).unwrap());
+    let mut m = read_json(&dir.join(MODEL_FILE));
+    m["public"]["sha256"] = ph.clone().into();
+    m["weights"]["sha256"] = wh.clone().into();
+    m["content_hash"] = format::content_hash(&ph, &wh).into();
+    write_json(&dir.join(MODEL_FILE), &m);
+}
+
+/// Rewrites a safetensors file with `edit` applied to its (name, dtype, shape, bytes) list.
+fn rewrite_tensors(
+    path: &Path,
+    kind: &str,
+    edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>),
+) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut list: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut list);
+    let views: Vec<_> = list
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let meta = std::collections::HashMap::from([("format".to_string(), kind.to_string())]);
+    std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
+
+fn saved(name: &str, keep: f64) -> (tempfile::TempDir, std::path::PathBuf, models::Model) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    let m = common::model(name, keep, 3);
+    format::save(&m, &dir, false).unwrap();
+    (tmp, dir, m)
+}
+
+#[test]
+fn round_trip_is_bit_exact() {
+    for (arch, keep) in [("lenet5", 0.3), ("resnet20", 0.1)] {
+        let (tmp, dir, m) = saved(arch, keep);
+        let (back, h) = format::load(&dir).unwrap();
+        assert_eq!(back, m, "{arch}");
+        for (k, t) in &m.weights {
+            let b = &back.weights[k];
+            assert!(
+                t.data
+                    .iter()
+                    .zip(&b.data)
+                    .all(|(x, y)| x.to_bits() == y.to_bits())
+            );
+        }
+        // Writing again yields identical bytes and hashes.
+        let dir2 = tmp.path().join("again");
+        let h2 = format::save(&back, &dir2, false).unwrap();
+        assert_eq!(h, h2);
+        for f in [PUBLIC_FILE, MASKS_FILE, WEIGHTS_FILE, MODEL_FILE] {
+            assert_eq!(
+                std::fs::read(dir.join(f)).unwrap(),
+                std::fs::read(dir2.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+    }
+}
+
+#[test]
+fn public_part_stands_alone() {
+    let (tmp, dir, m) = saved("lenet5", 0.5);
+    let pub_dir = tmp.path().join("public");
+    let h = format::save_public(&m.public, &pub_dir, false).unwrap();
+    assert!(!pub_dir.join(WEIGHTS_FILE).exists() && !pub_dir.join(MODEL_FILE).exists());
+    let (p, h2) = format::load_public(&pub_dir).unwrap();
+    assert_eq!(p, m.public);
+    assert_eq!(h, h2);
+    // The same public hash as the full model's.
+    assert_eq!(format::load(&dir).unwrap().1.public, h);
+    let e = format::load(&pub_dir).unwrap_err().to_string();
+    assert!(e.contains("only a public part"), "{e}");
+}
+
+#[test]
+fn truncated_files_are_named() {
+    let (_t, dir, _) = saved("lenet5", 1.0);
+    let w = std::fs::read(dir.join(WEIGHTS_FILE)).unwrap();
+    std::fs::write(dir.join(WEIGHTS_FILE), &w[..w.len() / 2]).unwrap();
+    let e = format::load(&dir).unwrap_err();
+    assert!(
+        matches!(e, ModelError::HashMismatch { ref path, .. } if path.ends_with(WEIGHTS_FILE)),
+        "{e}"
+    );
+    // With the hash "repaired", the safetensors reader itself reports the truncation.
+    rehash(&dir);
+    let e = format::load(&dir).unwrap_err();
+    assert!(e.to_string().contains("invalid safetensors"), "{e}");
+    let p = std::fs::read(dir.join(PUBLIC_FILE)).unwrap();
+    std::fs::write(dir.join(PUBLIC_FILE), &p[..p.len() / 3]).unwrap();
+    let e = format::load_public(&dir).unwrap_err().to_string();
+    assert!(e.contains("not valid JSON (truncated?)"), "{e}");
+}
+
+#[test]
+fn wrong_magic_and_future_version_are_named() {
+    let (_t, dir, _) = saved("lenet5", 1.0);
+    let mut p = read_json(&dir.join(PUBLIC_FILE));
+    p["magic"] = "onnx".into();
+    write_json(&dir.join(PUBLIC_FILE), &p);
+    let e = format::load_public(&dir).unwrap_err();
+    assert!(
+        matches!(e, ModelError::BadMagic { ref found, .. } if found == "onnx"),
+        "{e}"
+    );
+    p["magic"] = "snl-model-public".into();
+    p["format_version"] = 2.into();
+    write_json(&dir.join(PUBLIC_FILE), &p);
+    let e = format::load_public(&dir).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::UnsupportedVersion {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("upgrade"));
+    let mut m = read_json(&dir.join(MODEL_FILE));
+    m["format_version"] = 7.into();
+    write_json(&dir.join(MODEL_FILE), &m);
+    let e = format::load(&dir).unwrap_err();
+    assert!(
+        matches!(e, ModelError::UnsupportedVersion { found: 7, .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_shape_missing_and_extra_tensors_are_named() {
+    let (_t, dir, _) = saved("lenet5", 1.0);
+    let w = dir.join(WEIGHTS_FILE);
+    let orig = std::fs::read(&w).unwrap();
+    rewrite_tensors(&w, "snl-model weights", |l| {
+        let t = l.iter_mut().find(|t| t.0 == "fc2.weight").unwrap();
+        t.2 = vec![120, 84];
+    });
+    rehash(&dir);
+    let e = format::load(&dir).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::ShapeMismatch { name, found, expected } if name == "fc2.weight" && found == &[120, 84] && expected == &[84, 120]),
+        "{e}"
+    );
+    std::fs::write(&w, &orig).unwrap();
+    rewrite_tensors(&w, "snl-model weights", |l| {
+        l.retain(|t| t.0 != "conv2.bias")
+    });
+    rehash(&dir);
+    let e = format::load(&dir).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::MissingTensor { name, .. } if name == "conv2.bias"),
+        "{e}"
+    );
+    std::fs::write(&w, &orig).unwrap();
+    rewrite_tensors(&w, "snl-model weights", |l| {
+        l.push(("conv3.weight".into(), Dtype::F32, vec![1], vec![0; 4]))
+    });
+    rehash(&dir);
+    let e = format::load(&dir).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::UnexpectedTensor { name } if name == "conv3.weight"),
+        "{e}"
+    );
+    std::fs::write(&w, &orig).unwrap();
+    rewrite_tensors(&w, "snl-model weights", |l| {
+        let t = l.iter_mut().find(|t| t.0 == "fc3.bias").unwrap();
+        t.1 = Dtype::I32;
+    });
+    rehash(&dir);
+    let e = format::load(&dir).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::DtypeMismatch { name, .. } if name == "fc3.bias"),
+        "{e}"
+    );
+}
+
+#[test]
+fn masks_of_the_wrong_size_or_value_are_named() {
+    let (_t, dir, _) = saved("lenet5", 1.0);
+    let mpath = dir.join(MASKS_FILE);
+    let orig = std::fs::read(&mpath).unwrap();
+    rewrite_tensors(&mpath, "snl-model masks", |l| {
+        let t = l.iter_mut().find(|t| t.0 == "alpha2").unwrap();
+        t.2 = vec![16, 10, 9];
+        t.3.truncate(1440);
+    });
+    rehash(&dir);
+    let e = format::load_public(&dir).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::ShapeMismatch { name, expected, .. } if name == "alpha2" && expected == &[16, 10, 10]),
+        "{e}"
+    );
+    std::fs::write(&mpath, &orig).unwrap();
+    rewrite_tensors(&mpath, "snl-model masks", |l| {
+        l.iter_mut().find(|t| t.0 == "alpha3").unwrap().3[5] = 7;
+    });
+    rehash(&dir);
+    let e = format::load_public(&dir).unwrap_err().to_string();
+    assert!(e.contains("alpha3") && e.contains("mask value 7"), "{e}");
+    // Recorded counts that disagree with the masks.
+    std::fs::write(&mpath, &orig).unwrap();
+    rehash(&dir);
+    let mut p = read_json(&dir.join(PUBLIC_FILE));
+    p["relus"]["kept"] = 5.into();
+    write_json(&dir.join(PUBLIC_FILE), &p);
+    rehash(&dir);
+    let e = format::load_public(&dir).unwrap_err().to_string();
+    assert!(e.contains("disagree with the masks"), "{e}");
+}
+
+#[test]
+fn existing_models_are_not_overwritten_unless_asked() {
+    let (_t, dir, m) = saved("lenet5", 1.0);
+    let before = std::fs::read(dir.join(WEIGHTS_FILE)).unwrap();
+    let other = common::model("lenet5", 0.5, 9);
+    let e = format::save(&other, &dir, false).unwrap_err();
+    assert!(matches!(e, ModelError::AlreadyExists { .. }), "{e}");
+    assert_eq!(std::fs::read(dir.join(WEIGHTS_FILE)).unwrap(), before);
+    format::save(&other, &dir, true).unwrap();
+    assert_eq!(format::load(&dir).unwrap().0, other);
+    assert_ne!(other, m);
+    // No temporary directories are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn hash_mismatch_on_edited_public_part() {
+    let (_t, dir, _) = saved("lenet5", 1.0);
+    let mut p = read_json(&dir.join(PUBLIC_FILE));
+    p["normalization"]["mean"][0] = 0.5.into();
+    write_json(&dir.join(PUBLIC_FILE), &p);
+    let e = format::load(&dir).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::HashMismatch { path, .. } if path.ends_with(PUBLIC_FILE)),
+        "{e}"
+    );
+}

@@ -108,7 +108,9 @@ pub enum ModelError {
     #[error("{0}")]
     InvalidArgument(String),
     /// The target already exists and overwriting was not requested.
-    #[error("{path} already exists; refusing to overwrite it (choose another path, or ask to replace it: --force)")]
+    #[error(
+        "{path} already exists; refusing to overwrite it (choose another path, or ask to replace it: --force)"
+    )]
     AlreadyExists {
         /// The existing path.
         path: PathBuf,

@@ -20,6 +20,21 @@ else
     log "Fashion-MNIST present in $FMNIST"
 fi
 
+# libtorch for the trainer (tch 0.24.0 is pinned to torch 2.11.0): the PyPI wheel in a
+# project-local venv. Only libtorch_cpu/libc10 and, of the CUDA wheels, the runtime and
+# CUPTI are linked, so a --no-deps install of those three is enough (about 1.3 GB).
+# .venv/libtorch points at the wheel's torch/ directory (.cargo/config.toml reads it).
+if [ ! -f .venv/libtorch/lib/libtorch_cpu.so ]; then
+    log "installing torch 2.11.0 into .venv (libtorch for tch)"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps \
+        torch==2.11.0 "nvidia-cuda-runtime==13.0.96.*" "nvidia-cuda-cupti==13.0.85.*"
+    site=$(.venv/bin/python -c "import os, sysconfig; print(os.path.relpath(sysconfig.get_paths()['purelib'], os.path.abspath('.venv')))")
+    ln -sfn "$site/torch" .venv/libtorch
+else
+    log "libtorch present in .venv/libtorch"
+fi
+
 log "building the workspace (release)"
 cargo build --release --workspace --quiet
 log "done"

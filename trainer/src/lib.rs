@@ -1,11 +1,167 @@
 //! SNL training (Cho et al., ICML 2022) for the networks of the `models` crate.
 //!
-//! The trainer turns a dataset and a ReLU budget into a linearized model file in the
-//! `models` format: pretraining, the per-position mask search with trainable alphas,
-//! binarization and fine-tuning with distillation. It is the only crate that links
-//! libtorch (through `tch`); the networks it trains are built from the same
-//! [`models::graph::Graph`] descriptions the runtime executes, with identical parameter
-//! names. The tch-based implementation is tracked by the project's trainer issue; until it
-//! lands this crate only re-exports the descriptions it will train.
+//! The trainer turns a dataset and a ReLU budget into a linearized model in the `models`
+//! format: [`snl::pretrain`] (SGD, multi-step decay, crop + flip), then
+//! [`snl::linearize`]: the mask search with one trainable alpha per ReLU position (or per
+//! channel), cross-entropy + distillation from the frozen pretrained network + lambda times
+//! the alphas' L1 norm, lambda grown by 1.1 each epoch without a new low; the mask is
+//! snapshotted each time the count crosses one of the requested budgets (one search yields
+//! a whole accuracy-vs-ReLU front), binarized at the threshold, and each snapshot is
+//! fine-tuned with distillation.
+//!
+//! It is the only crate that links libtorch (through `tch`). Networks are built from the
+//! same [`models::graph::Graph`] descriptions the runtime executes ([`net::Net`]), with
+//! parameters under exactly the model format's names, so export is a name-for-name copy.
 
-pub use models::arch;
+pub mod data;
+pub mod net;
+pub mod optim;
+pub mod snl;
+
+use std::collections::BTreeMap;
+
+use models::{Model, PublicModel, Tensor as MTensor};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// Errors of the trainer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A model file or description problem.
+    #[error(transparent)]
+    Model(#[from] models::ModelError),
+    /// A dataset problem.
+    #[error(transparent)]
+    Data(#[from] models::DataError),
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// Reading or writing a run file failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The run stopped on request after this many epochs (see `Common::stop_after`); run
+    /// the same command again to resume.
+    #[error("stopped after {0} epochs as requested; run again to resume")]
+    Stopped(usize),
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl TrainError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Resolves `cpu`, `cuda` or `cuda:N`. For CUDA, libtorch's CUDA library is loaded first:
+/// the binary links only `libtorch_cpu`, so without this libtorch would not see the GPU.
+pub fn device(name: &str) -> Result<Device, TrainError> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let idx: usize = match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().map_err(|_| {
+                    TrainError::Invalid(format!("--device {s}: expected cuda or cuda:N"))
+                })?,
+                None => 0,
+            };
+            load_torch_cuda();
+            if !tch::Cuda::is_available() {
+                return Err(TrainError::Invalid(
+                    "--device cuda: libtorch sees no CUDA device (is libtorch_cuda.so next to libtorch_cpu.so, with its CUDA libraries on LD_LIBRARY_PATH?)".into(),
+                ));
+            }
+            Ok(Device::Cuda(idx))
+        }
+        other => Err(TrainError::Invalid(format!(
+            "--device {other}: expected cpu, cuda or cuda:N"
+        ))),
+    }
+}
+
+/// Loads `libtorch_cuda.so` into the process so libtorch registers its CUDA backend.
+#[allow(unsafe_code)]
+fn load_torch_cuda() {
+    let name = c"libtorch_cuda.so";
+    // SAFETY: dlopen with a valid NUL-terminated name and standard flags; the handle is
+    // intentionally never closed (the library must stay loaded for the process lifetime).
+    unsafe {
+        libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL);
+    }
+}
+
+/// Copies a model's weights into a var store by name. Every parameter of the graph must
+/// exist in both; alphas (not model parameters) are left as they are.
+pub fn load_weights(vs: &VarStore, model: &Model) -> Result<(), TrainError> {
+    let vars = vs.variables();
+    tch::no_grad(|| -> Result<(), TrainError> {
+        for p in model.public.graph.params() {
+            let t = model.weight(&p.name)?;
+            let mut dst = vars
+                .get(&p.name)
+                .ok_or_else(|| {
+                    TrainError::Invalid(format!("the network has no variable {}", p.name))
+                })?
+                .shallow_clone();
+            let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            let src = Tensor::from_slice(&t.data)
+                .reshape(shape)
+                .to_device(dst.device());
+            dst.f_copy_(&src)?;
+        }
+        Ok(())
+    })
+}
+
+/// Builds a `models::Model` from a var store's parameters and the given masks.
+pub fn export(
+    vs: &VarStore,
+    template: &PublicModel,
+    masks: &BTreeMap<String, Vec<u8>>,
+    provenance: serde_json::Value,
+) -> Result<Model, TrainError> {
+    let vars = vs.variables();
+    let mut weights = BTreeMap::new();
+    for p in template.graph.params() {
+        let t = vars.get(&p.name).ok_or_else(|| {
+            TrainError::Invalid(format!("the network has no variable {}", p.name))
+        })?;
+        let data = Vec::<f32>::try_from(
+            t.detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .flatten(0, -1),
+        )?;
+        weights.insert(
+            p.name.clone(),
+            MTensor {
+                shape: p.shape,
+                data,
+            },
+        );
+    }
+    let mut public = template.clone();
+    for (name, m) in public.masks.iter_mut() {
+        let src = masks
+            .get(name)
+            .ok_or_else(|| TrainError::Invalid(format!("no mask for site {name}")))?;
+        m.kept = src.clone();
+    }
+    let model = Model {
+        public,
+        weights,
+        provenance,
+    };
+    model.validate()?;
+    Ok(model)
+}

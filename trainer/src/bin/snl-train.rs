@@ -1,0 +1,250 @@
+//! `snl-train`: Selective Network Linearization on libtorch.
+//!
+//! ```text
+//! snl-train pretrain  --dataset cifar10 --data ../shared/data/cifar10-q75 --arch resnet20 --epochs 30 --out runs/r20
+//! snl-train linearize --model runs/r20/model --data ../shared/data/cifar10-q75 --budget 5%,10%,20% --out runs/r20-snl
+//! snl-train eval      --model runs/r20-snl/budget-18841 --data ../shared/data/cifar10-q75
+//! ```
+//! Every run directory holds `log.jsonl` (one JSON object per epoch) and checkpoints; run
+//! the same command again to resume a killed run where it stopped.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use models::data::DatasetKind;
+use models::format;
+use trainer::net::Granularity;
+use trainer::snl::{self, Budget, Common, Linearize, Pretrain};
+
+/// Train networks and linearize their ReLUs to a budget (SNL, Cho et al., ICML 2022).
+#[derive(Parser)]
+#[command(name = "snl-train", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a network from scratch with every ReLU kept; writes OUT/model.
+    Pretrain {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Architecture: resnet18, wrn22_8, resnet20 or lenet5.
+        #[arg(long)]
+        arch: String,
+        /// Epochs (SNL's paper setting: 160).
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        /// Initial SGD learning rate (x0.1 at 50% and 75% of the epochs).
+        #[arg(long, default_value_t = 0.1)]
+        lr: f64,
+    },
+    /// Mask search through every budget, binarize, fine-tune each; writes OUT/budget-N.
+    Linearize {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The pretrained model directory (teacher and starting point).
+        #[arg(long)]
+        model: PathBuf,
+        /// ReLU budgets, comma separated: counts (15000), fractions (0.1) or percentages (10%).
+        #[arg(long, value_delimiter = ',', required = true)]
+        budget: Vec<String>,
+        /// Initial lambda of the alphas' L1 penalty (reference: 1e-5).
+        #[arg(long, default_value_t = 1e-5)]
+        lambda: f64,
+        /// Lambda's growth factor after an epoch without a new low.
+        #[arg(long, default_value_t = 1.1)]
+        lambda_growth: f64,
+        /// Epochs before lambda may grow.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Alpha threshold: above it a ReLU is kept.
+        #[arg(long, default_value_t = 1e-2)]
+        threshold: f64,
+        /// Adam learning rate of the mask search.
+        #[arg(long, default_value_t = 1e-3)]
+        search_lr: f64,
+        /// Give up when the budgets are not reached after this many search epochs.
+        #[arg(long, default_value_t = 2000)]
+        max_search_epochs: usize,
+        /// Fine-tuning epochs per budget (paper setting: 100).
+        #[arg(long, default_value_t = 20)]
+        finetune_epochs: usize,
+        /// Fine-tuning SGD learning rate (cosine schedule).
+        #[arg(long, default_value_t = 1e-3)]
+        finetune_lr: f64,
+        /// One alpha per channel instead of per position.
+        #[arg(long)]
+        channelwise: bool,
+    },
+    /// Test accuracy of a model, computed with libtorch.
+    Eval {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Dataset: cifar10, cifar100 or fashion-mnist (default: detected from --data).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Directory holding the dataset files.
+    #[arg(long)]
+    data: PathBuf,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Seed of initialisation, shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run directory (not needed by eval).
+    #[arg(long, default_value = "runs/snl")]
+    out: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Use only the first N training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+    /// Stop after this many epochs of work, as if killed (to exercise resumption).
+    #[arg(long, hide = true)]
+    stop_after_epochs: Option<usize>,
+}
+
+impl CommonArgs {
+    fn resolve(&self) -> Result<Common> {
+        let dataset = match &self.dataset {
+            Some(d) => d.parse::<DatasetKind>()?,
+            None => DatasetKind::detect(&self.data)?,
+        };
+        if self.batch == 0 {
+            bail!("--batch must be positive");
+        }
+        if let Some(t) = self.threads {
+            if t < 1 {
+                bail!("--threads must be positive");
+            }
+            tch::set_num_threads(t);
+        }
+        Ok(Common {
+            dataset,
+            data_dir: self.data.clone(),
+            batch: self.batch,
+            seed: self.seed,
+            out: self.out.clone(),
+            device: trainer::device(&self.device)?,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            progress: !self.quiet,
+            stop_after: self.stop_after_epochs,
+        })
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Pretrain {
+            common,
+            arch,
+            epochs,
+            lr,
+        } => {
+            let p = Pretrain {
+                common: common.resolve()?,
+                arch,
+                epochs,
+                lr,
+            };
+            let dir = snl::pretrain(&p)?;
+            println!("pretrained model written to {}", dir.display());
+        }
+        Cmd::Linearize {
+            common,
+            model,
+            budget,
+            lambda,
+            lambda_growth,
+            warmup,
+            threshold,
+            search_lr,
+            max_search_epochs,
+            finetune_epochs,
+            finetune_lr,
+            channelwise,
+        } => {
+            let budgets = budget
+                .iter()
+                .map(|b| Budget::parse(b))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !(lambda > 0.0 && lambda_growth >= 1.0 && threshold > 0.0 && threshold < 1.0) {
+                bail!("need lambda > 0, lambda-growth >= 1 and 0 < threshold < 1");
+            }
+            let l = Linearize {
+                common: common.resolve()?,
+                model,
+                budgets,
+                lambda,
+                lambda_growth,
+                warmup,
+                threshold,
+                search_lr,
+                max_search_epochs,
+                finetune_epochs,
+                finetune_lr,
+                granularity: if channelwise {
+                    Granularity::Channel
+                } else {
+                    Granularity::Position
+                },
+            };
+            let out = snl::linearize(&l)?;
+            println!("{:>10} {:>10} {:>10}  model", "budget", "kept", "test acc");
+            for o in out {
+                println!(
+                    "{:>10} {:>10} {:>9.2}%  {}",
+                    o.budget,
+                    o.kept,
+                    100.0 * o.test_accuracy,
+                    o.path.display()
+                );
+            }
+        }
+        Cmd::Eval { common, model } => {
+            let c = common.resolve()?;
+            let (m, _) =
+                format::load(&model).with_context(|| format!("loading {}", model.display()))?;
+            let acc = snl::evaluate(&m, &c)?;
+            println!(
+                "{}: test accuracy {:.2}% on {} ({} of {} ReLUs kept)",
+                model.display(),
+                100.0 * acc,
+                c.dataset.name(),
+                m.public.relu_kept(),
+                m.public.relu_total()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

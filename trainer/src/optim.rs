@@ -1,0 +1,139 @@
+//! SGD with momentum and Adam, written out so their state can be checkpointed: a killed
+//! run resumes with the same moments and continues exactly as if it had not stopped.
+//! Semantics follow PyTorch's `torch.optim.SGD` (dampening 0, no Nesterov, weight decay
+//! added to the gradient) and `torch.optim.Adam` (no weight decay, bias-corrected).
+
+use std::collections::BTreeMap;
+
+use tch::Tensor;
+
+/// Which optimizer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    /// SGD with momentum and weight decay.
+    Sgd {
+        /// Momentum.
+        momentum: f64,
+        /// Weight decay.
+        weight_decay: f64,
+    },
+    /// Adam.
+    Adam {
+        /// beta1.
+        beta1: f64,
+        /// beta2.
+        beta2: f64,
+        /// epsilon.
+        eps: f64,
+    },
+}
+
+/// An optimizer over named parameters.
+#[derive(Debug)]
+pub struct Optimizer {
+    kind: Kind,
+    params: Vec<(String, Tensor)>,
+    state: BTreeMap<String, Tensor>,
+    step: i64,
+}
+
+impl Optimizer {
+    /// Optimizes the given named parameters (those with `requires_grad`).
+    pub fn new(kind: Kind, params: Vec<(String, Tensor)>) -> Self {
+        let mut params: Vec<_> = params
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        Optimizer {
+            kind,
+            params,
+            state: BTreeMap::new(),
+            step: 0,
+        }
+    }
+
+    /// Clears the gradients.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// One update with learning rate `lr`.
+    pub fn step(&mut self, lr: f64) {
+        self.step += 1;
+        let t = self.step;
+        tch::no_grad(|| {
+            for (name, p) in &mut self.params {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                match self.kind {
+                    Kind::Sgd {
+                        momentum,
+                        weight_decay,
+                    } => {
+                        let d = if weight_decay != 0.0 {
+                            &g + &*p * weight_decay
+                        } else {
+                            g.shallow_clone()
+                        };
+                        let key = format!("{name}.momentum");
+                        let buf = match self.state.get_mut(&key) {
+                            Some(b) => {
+                                let _ = b.g_mul_scalar_(momentum).g_add_(&d);
+                                b.shallow_clone()
+                            }
+                            None => {
+                                let b = d.detach().copy();
+                                self.state.insert(key, b.shallow_clone());
+                                b
+                            }
+                        };
+                        let _ = p.g_sub_(&(buf * lr));
+                    }
+                    Kind::Adam { beta1, beta2, eps } => {
+                        let m = self
+                            .state
+                            .entry(format!("{name}.exp_avg"))
+                            .or_insert_with(|| g.zeros_like());
+                        let _ = m.g_mul_scalar_(beta1).g_add_(&(&g * (1.0 - beta1)));
+                        let m = m.shallow_clone();
+                        let v = self
+                            .state
+                            .entry(format!("{name}.exp_avg_sq"))
+                            .or_insert_with(|| g.zeros_like());
+                        let _ = v.g_mul_scalar_(beta2).g_add_(&(&g * &g * (1.0 - beta2)));
+                        let v = v.shallow_clone();
+                        let bc1 = 1.0 - beta1.powi(t as i32);
+                        let bc2 = 1.0 - beta2.powi(t as i32);
+                        let denom = (v / bc2).sqrt() + eps;
+                        let _ = p.g_sub_(&(m / denom * (lr / bc1)));
+                    }
+                }
+            }
+        });
+    }
+
+    /// The state to checkpoint: moments by parameter name, and the step count.
+    pub fn state(&self) -> (Vec<(String, Tensor)>, i64) {
+        (
+            self.state
+                .iter()
+                .map(|(k, v)| (k.clone(), v.shallow_clone()))
+                .collect(),
+            self.step,
+        )
+    }
+
+    /// Restores a checkpointed state.
+    pub fn restore(&mut self, state: Vec<(String, Tensor)>, step: i64) {
+        self.state = state.into_iter().collect();
+        self.step = step;
+    }
+}

@@ -1,0 +1,222 @@
+//! SNL end to end on a Fashion-MNIST subset (CPU, seconds): budgets reached, exported
+//! masks consistent, accuracy far above chance, f32 executor parity, resumption.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+
+use models::data::{Dataset, DatasetKind, Split};
+use models::exec::F32Executor;
+use models::format;
+use tch::{Device, Tensor};
+use trainer::TrainError;
+use trainer::net::Granularity;
+use trainer::snl::{self, Budget, Common, Linearize, Pretrain};
+
+fn fmnist() -> Option<PathBuf> {
+    let dir = PathBuf::from("/usr/share/datasets/fashion-mnist");
+    if dir.join("t10k-images-idx3-ubyte.gz").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("SNL_REQUIRE_DATA").as_deref() != Ok("1"),
+        "Fashion-MNIST missing (apt-get install dataset-fashion-mnist)"
+    );
+    eprintln!("skipping: Fashion-MNIST not installed");
+    None
+}
+
+fn common(data: &Path, out: &Path, train: usize) -> Common {
+    tch::set_num_threads(1);
+    Common {
+        dataset: DatasetKind::FashionMnist,
+        data_dir: data.to_path_buf(),
+        batch: 128,
+        seed: 7,
+        out: out.to_path_buf(),
+        device: Device::Cpu,
+        train_limit: Some(train),
+        test_limit: Some(500),
+        progress: false,
+        stop_after: None,
+    }
+}
+
+fn linearize(c: Common, model: &Path, budgets: Vec<Budget>, finetune: usize) -> Linearize {
+    Linearize {
+        common: c,
+        model: model.to_path_buf(),
+        budgets,
+        lambda: 1e-3,
+        lambda_growth: 1.1,
+        warmup: 1,
+        threshold: 1e-2,
+        search_lr: 5e-3,
+        max_search_epochs: 60,
+        finetune_epochs: finetune,
+        finetune_lr: 1e-3,
+        granularity: Granularity::Position,
+    }
+}
+
+#[test]
+fn tiny_run_reaches_every_budget_and_exports_what_it_reports() {
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let c = common(&data, &t.path().join("pre"), 4000);
+    let base = snl::pretrain(&Pretrain {
+        common: c.clone(),
+        arch: "lenet5".into(),
+        epochs: 2,
+        lr: 0.1,
+    })
+    .unwrap();
+    let (base_model, _) = format::load(&base).unwrap();
+    let total = base_model.public.relu_total();
+    assert_eq!(total, 6508);
+
+    let c2 = common(&data, &t.path().join("snl"), 4000);
+    let out = snl::linearize(&linearize(
+        c2.clone(),
+        &base,
+        vec![Budget::Relative(0.3), Budget::Absolute(500)],
+        1,
+    ))
+    .unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].budget, (6508.0 * 0.3f64).floor() as usize);
+    assert_eq!(out[1].budget, 500);
+
+    // An untrained network of the same architecture, for the margin.
+    let untrained = models::Model::random(base_model.public.clone(), 99).unwrap();
+    let chance = snl::evaluate(&untrained, &c2).unwrap();
+    for o in &out {
+        let (m, _) = format::load(&o.path).unwrap();
+        assert!(
+            o.kept <= o.budget,
+            "{} kept for budget {}",
+            o.kept,
+            o.budget
+        );
+        assert_eq!(m.public.relu_kept(), o.kept);
+        assert_eq!(m.provenance["budget"], o.budget);
+        assert_eq!(m.provenance["relu_kept"], o.kept);
+        let acc = snl::evaluate(&m, &c2).unwrap();
+        assert!(
+            (acc - o.test_accuracy).abs() < 1e-9,
+            "stored {} vs evaluated {acc}",
+            o.test_accuracy
+        );
+        assert!(
+            acc > chance + 0.4,
+            "budget {}: accuracy {acc} vs untrained {chance}",
+            o.budget
+        );
+    }
+
+    // The models crate's f32 executor reproduces libtorch's logits for the exported model.
+    let (m, _) = format::load(&out[1].path).unwrap();
+    let ds = Dataset::load(DatasetKind::FashionMnist, &data, Split::Test, Some(100)).unwrap();
+    let xs: Vec<Vec<f32>> = (0..ds.len())
+        .map(|i| m.public.normalization.apply(ds.image(i)))
+        .collect();
+    let flat: Vec<f32> = xs.concat();
+    let input = Tensor::from_slice(&flat).reshape([100, 1, 28, 28]);
+    let torch_logits = snl::logits(&m, &input).unwrap();
+    let exec = F32Executor::new(&m).unwrap();
+    let mut worst = 0f64;
+    for (i, x) in xs.iter().enumerate() {
+        let ours = exec.forward(x).unwrap();
+        let theirs = Vec::<f32>::try_from(torch_logits.get(i as i64)).unwrap();
+        let scale = theirs.iter().fold(1f32, |a, v| a.max(v.abs()));
+        for (a, b) in ours.iter().zip(&theirs) {
+            worst = worst.max(f64::from((a - b).abs() / scale));
+        }
+    }
+    assert!(worst <= 1e-4, "max relative logit error {worst}");
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_result() {
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let base = snl::pretrain(&Pretrain {
+        common: common(&data, &t.path().join("pre"), 2000),
+        arch: "lenet5".into(),
+        epochs: 1,
+        lr: 0.1,
+    })
+    .unwrap();
+    let budgets = vec![Budget::Relative(0.2)];
+    let whole = snl::linearize(&linearize(
+        common(&data, &t.path().join("a"), 2000),
+        &base,
+        budgets.clone(),
+        2,
+    ))
+    .unwrap();
+
+    // Killed after 2 epochs of work, then after 2 more, then run to the end.
+    let mut c = common(&data, &t.path().join("b"), 2000);
+    c.stop_after = Some(2);
+    for _ in 0..2 {
+        match snl::linearize(&linearize(c.clone(), &base, budgets.clone(), 2)) {
+            Err(TrainError::Stopped(2)) => {}
+            other => panic!("expected a stop, got {other:?}"),
+        }
+    }
+    c.stop_after = None;
+    let resumed = snl::linearize(&linearize(c, &base, budgets, 2)).unwrap();
+
+    let (a, _) = format::load(&whole[0].path).unwrap();
+    let (b, _) = format::load(&resumed[0].path).unwrap();
+    assert_eq!(
+        a.public.masks, b.public.masks,
+        "masks differ after resumption"
+    );
+    assert_eq!(whole[0].test_accuracy, resumed[0].test_accuracy);
+    assert_eq!(a.weights, b.weights);
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let c = common(&data, &t.path().join("x"), 500);
+    let e = snl::pretrain(&Pretrain {
+        common: c.clone(),
+        arch: "resnet20".into(),
+        epochs: 1,
+        lr: 0.1,
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("takes [3, 32, 32] images"), "{e}");
+    assert!(
+        Budget::parse("abc").is_err()
+            && Budget::parse("0").is_err()
+            && Budget::parse("150%").is_err()
+    );
+    assert_eq!(Budget::parse("10%").unwrap(), Budget::Relative(0.1));
+    assert_eq!(Budget::parse("0.25").unwrap(), Budget::Relative(0.25));
+    assert_eq!(Budget::parse("15000").unwrap(), Budget::Absolute(15000));
+    let e = snl::linearize(&linearize(
+        c.clone(),
+        &t.path().join("missing"),
+        vec![Budget::Absolute(10)],
+        1,
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("missing"), "{e}");
+    let mut bad = c;
+    bad.data_dir = t.path().join("nodata");
+    let e = snl::pretrain(&Pretrain {
+        common: bad,
+        arch: "lenet5".into(),
+        epochs: 1,
+        lr: 0.1,
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("nodata"), "{e}");
+    let e = trainer::device("tpu").unwrap_err();
+    assert!(e.to_string().contains("expected cpu, cuda"), "{e}");
+}

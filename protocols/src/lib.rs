@@ -1,4 +1,38 @@
 //! Two-party cryptography for private inference on selectively linearized networks.
 //!
-//! This crate computes; it never opens a socket or a file. The cryptographic core is
-//! tracked by the project's issue on the cryptographic core.
+//! A server holds the model weights, a client holds an image. Linear layers run on
+//! additive secret shares in `Z_{2^61}`; the ReLUs that were not linearized run as garbled
+//! circuits (the server garbles, the client evaluates).
+//!
+//! This crate computes; it never opens a socket or a file. Everything the two parties
+//! exchange goes through a [`Channel`](channel::Channel) supplied by the caller
+//! (`pi-runtime` supplies TCP and TLS; tests use [`MemoryChannel`](channel::MemoryChannel)).
+//! Protocols are synchronous and blocking (see `docs/protocols.md` for why).
+//!
+//! Modules:
+//! * [`block`]: the 128-bit [`Block`](block::Block) (labels, hash inputs, OT messages);
+//! * [`aes_hash`]: fixed-key AES-128 and the tweakable correlation-robust hash;
+//! * [`prg`]: AES-CTR pseudorandom generator seeded from the OS or a given seed;
+//! * [`channel`]: the [`Channel`](channel::Channel) trait, typed helpers, an in-memory
+//!   pair, a wrapper for caller-supplied byte streams, byte/round counting and
+//!   transcript recording wrappers;
+//! * [`gc`]: garbled circuits (free-XOR, half-gates, point-and-permute), backends,
+//!   gadgets and the batched ReLU gadget API;
+//! * [`ot`]: base OT over ristretto255 and IKNP OT extension (random, correlated and
+//!   chosen-message OTs);
+//! * [`share`]: additive secret sharing and fixed-point encoding in `Z_{2^61}`, local
+//!   share truncation;
+//! * [`error`]: error types that say whose fault an error is.
+
+pub mod aes_hash;
+pub mod block;
+pub mod channel;
+pub mod error;
+pub mod gc;
+pub mod ot;
+pub mod prg;
+pub mod share;
+
+pub use block::Block;
+pub use channel::{Channel, ChannelExt, CountingChannel, MemoryChannel, StreamChannel};
+pub use error::{ChannelError, Fault, ProtocolError};

@@ -1,0 +1,637 @@
+//! The ReLU gadget used between two linear layers, and its batched garble/evaluate API.
+//!
+//! Inputs (per gadget, in this declaration order):
+//! * `a` (`m` bits, garbler/server): `(server share + 2^(f-1)) mod 2^m`;
+//! * `b` (`m` bits, evaluator/client): `client share mod 2^m`;
+//! * `q` (`l` bits, evaluator/client): `(-r') mod 2^l`, `r'` the client's next-layer mask.
+//!
+//! The circuit computes `z = (a + b) mod 2^m` read as a signed `m`-bit value,
+//! `t = z >> f` (arithmetic; only wires), `u = relu(t)` and outputs `o = (u + q) mod 2^l`
+//! (`l` bits). Only the garbler can decode `o`; it is the server's share of the next
+//! layer's masked input `x' - r'`.
+//!
+//! AND gates: `(m - 1)` for the `m`-bit adder, `(m - f - 1)` for the ReLU (bits
+//! `f..m-2` of `z` masked with `¬sign`), `(l - 1)` for the final adder:
+//! `(m - 1) + (m - f - 1) + (l - 1)`, which is **116** for `l = 61, f = 14, m = 36`,
+//! i.e. 3,712 bytes of garbled tables per ReLU.
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::backends::{blocks_from_bytes, read_u64};
+use super::gadgets::{add_mod, add_mod_zero_extended};
+use super::wide::{LANES, WideEvaluator, WideGarbler};
+use super::{Backend, Delta, GarbledTables, GarblerSecrets, Party, bits_to_u64};
+use crate::aes_hash::TccrHash;
+use crate::block::Block;
+use crate::channel::{Channel, ChannelExt};
+use crate::error::{ProtocolError, Result};
+use crate::prg::Prg;
+
+/// Parameters of the ReLU gadget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReluParams {
+    /// Ring bit width `l` (shares live in `Z_{2^l}`).
+    pub l: u32,
+    /// Fractional bits `f` dropped by the truncation.
+    pub f: u32,
+    /// Low bits `m` of each share read by the circuit (`|y| < 2^(m-1)` required).
+    pub m: u32,
+}
+
+impl Default for ReluParams {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// `2^bits - 1` for `bits <= 64`.
+#[inline]
+pub(crate) const fn mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+impl ReluParams {
+    /// The project's parameters: `l = 61, f = 14, m = 36` (the defaults of
+    /// `models::fixed::FixedPointParams`; see `docs/fixed-point.md`).
+    pub const DEFAULT: ReluParams = ReluParams {
+        l: 61,
+        f: 14,
+        m: 36,
+    };
+
+    /// Checks `1 <= f`, `f + 2 <= m <= l <= 64`.
+    pub fn validate(&self) -> Result<()> {
+        let f_ok = self.f >= 1 && self.f.checked_add(2).is_some_and(|x| x <= self.m);
+        if f_ok && self.m <= self.l && self.l <= 64 {
+            Ok(())
+        } else {
+            Err(ProtocolError::arg(format!(
+                "invalid ReLU parameters {self:?}: need 1 <= f, f + 2 <= m <= l <= 64"
+            )))
+        }
+    }
+
+    /// AND gates per gadget: `(m - 1) + (m - f - 1) + (l - 1)`.
+    pub const fn and_gates(&self) -> usize {
+        let adder = self.m.saturating_sub(1);
+        let relu = self.m.saturating_sub(self.f).saturating_sub(1);
+        let out = self.l.saturating_sub(1);
+        adder as usize + relu as usize + out as usize
+    }
+
+    /// Garbled-table bytes per gadget (`32 × AND gates`).
+    pub const fn table_bytes(&self) -> usize {
+        32 * self.and_gates()
+    }
+
+    /// Garbler (server) input bits per gadget: `m`.
+    pub const fn garbler_input_bits(&self) -> usize {
+        self.m as usize
+    }
+
+    /// Evaluator (client) input bits per gadget: `m + l`.
+    pub const fn evaluator_input_bits(&self) -> usize {
+        self.m as usize + self.l as usize
+    }
+
+    /// Output bits per gadget: `l`.
+    pub const fn output_bits(&self) -> usize {
+        self.l as usize
+    }
+}
+
+/// The server's gadget input `a = (share + 2^(f-1)) mod 2^m` (round half up).
+pub fn server_gadget_input(share: u64, params: ReluParams) -> u64 {
+    share.wrapping_add(crate::share::round_offset(params.f)) & mask(params.m)
+}
+
+/// The client's gadget inputs `b = share mod 2^m` and `q = (-r_next) mod 2^l`.
+pub fn client_gadget_inputs(share: u64, r_next: u64, params: ReluParams) -> (u64, u64) {
+    (
+        share & mask(params.m),
+        r_next.wrapping_neg() & mask(params.l),
+    )
+}
+
+/// Integer reference of the gadget: `((max((a + b) mod 2^m as signed) >> f, 0) + q) mod 2^l`.
+/// Inputs are reduced mod `2^m`, `2^m` and `2^l` first. Meaningful for valid parameters
+/// (see [`ReluParams::validate`]); `m` is clamped to `1..=64` and `f` to `0..=63`.
+pub fn relu_gadget_reference(a: u64, b: u64, q: u64, params: ReluParams) -> u64 {
+    let m = params.m.clamp(1, 64);
+    let z = (a & mask(m)).wrapping_add(b & mask(m)) & mask(m);
+    // Sign-extend from m bits.
+    let z = ((z << (64 - m)) as i64) >> (64 - m);
+    let t = z >> params.f.min(63);
+    let u = t.max(0) as u64;
+    u.wrapping_add(q & mask(params.l)) & mask(params.l)
+}
+
+/// Declares the inputs of one gadget on `b`, builds it and marks its `l` outputs.
+pub fn relu_gadget<B: Backend>(b: &mut B, params: ReluParams) -> Result<()> {
+    params.validate()?;
+    let (m, l) = (params.m as usize, params.l as usize);
+    let a_bits = b.inputs(Party::Garbler, m)?;
+    let b_bits = b.inputs(Party::Evaluator, m)?;
+    let q_bits = b.inputs(Party::Evaluator, l)?;
+    let o = relu_core(b, &a_bits, &b_bits, &q_bits, params)?;
+    b.outputs(&o)
+}
+
+/// The gadget on given input wires (`m`, `m` and `l` of them); returns the `l` output
+/// wires. Used by [`relu_gadget`] and by the lane-parallel batch garbling.
+pub fn relu_core<B: Backend>(
+    b: &mut B,
+    a_bits: &[B::Wire],
+    b_bits: &[B::Wire],
+    q_bits: &[B::Wire],
+    params: ReluParams,
+) -> Result<Vec<B::Wire>> {
+    params.validate()?;
+    let (m, f, l) = (params.m as usize, params.f as usize, params.l as usize);
+    if a_bits.len() != m || b_bits.len() != m || q_bits.len() != l {
+        return Err(ProtocolError::arg(
+            "ReLU gadget: wrong number of input wires",
+        ));
+    }
+    let z = add_mod(b, a_bits, b_bits)?;
+    let not_sign = b.not(&z[m - 1]);
+    let u = z[f..m - 1]
+        .iter()
+        .map(|w| b.and(w, &not_sign))
+        .collect::<Result<Vec<_>>>()?;
+    add_mod_zero_extended(b, &u, q_bits)
+}
+
+/// The client's choice bits (evaluator input bits) for gadgets with inputs `bs` and `qs`,
+/// in the order the garbling consumes evaluator labels.
+pub fn client_input_bits(bs: &[u64], qs: &[u64], params: ReluParams) -> Result<Vec<bool>> {
+    if bs.len() != qs.len() {
+        return Err(ProtocolError::arg("b and q must have equal lengths"));
+    }
+    let mut out = Vec::with_capacity(bs.len() * params.evaluator_input_bits());
+    for (&bv, &qv) in bs.iter().zip(qs) {
+        if bv > mask(params.m) || qv > mask(params.l) {
+            return Err(ProtocolError::arg("client gadget input out of range"));
+        }
+        out.extend((0..params.m).map(|i| (bv >> i) & 1 == 1));
+        out.extend((0..params.l).map(|i| (qv >> i) & 1 == 1));
+    }
+    Ok(out)
+}
+
+/// The garbled tables of a batch of ReLU gadgets (what the server sends offline).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GarbledRelus {
+    /// Gadget parameters.
+    pub params: ReluParams,
+    /// Number of gadgets.
+    pub count: usize,
+    /// The tables, in groups of up to [`LANES`] gadgets (layout: see [`garble_relus`]).
+    pub tables: GarbledTables,
+}
+
+const TABLES_MAGIC: [u8; 4] = *b"RLT1";
+const SECRETS_MAGIC: [u8; 4] = *b"RLS1";
+
+fn parse_params(bytes: &[u8], magic: [u8; 4]) -> Result<(ReluParams, &[u8])> {
+    let (head, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| ProtocolError::peer("ReLU batch: short header"))?;
+    if head[..4] != magic {
+        return Err(ProtocolError::peer("ReLU batch: bad magic"));
+    }
+    let params = ReluParams {
+        l: head[4] as u32,
+        f: head[5] as u32,
+        m: head[6] as u32,
+    };
+    if head[7] != 0 {
+        return Err(ProtocolError::peer("ReLU batch: nonzero reserved byte"));
+    }
+    params
+        .validate()
+        .map_err(|e| ProtocolError::peer(format!("ReLU batch: {e}")))?;
+    Ok((params, rest))
+}
+
+fn write_params(out: &mut Vec<u8>, magic: [u8; 4], p: ReluParams) {
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&[p.l as u8, p.f as u8, p.m as u8, 0]);
+}
+
+impl GarbledRelus {
+    /// Serialises as `"RLT1" ‖ l ‖ f ‖ m ‖ 0 ‖ count (u64 LE) ‖ tables` (see
+    /// [`GarbledTables::to_bytes`]).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.tables.byte_len());
+        write_params(&mut out, TABLES_MAGIC, self.params);
+        out.extend_from_slice(&(self.count as u64).to_le_bytes());
+        out.extend_from_slice(&self.tables.to_bytes());
+        out
+    }
+
+    /// Parses [`GarbledRelus::to_bytes`], checking that the table length matches the count.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (params, rest) = parse_params(bytes, TABLES_MAGIC)?;
+        let (count, rest) =
+            read_u64(rest).ok_or_else(|| ProtocolError::peer("ReLU batch: short header"))?;
+        let tables = GarbledTables::from_bytes(rest)?;
+        let expected = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(2 * params.and_gates()));
+        if expected != Some(tables.blocks.len()) {
+            return Err(ProtocolError::peer(
+                "ReLU batch: table length does not match gadget count",
+            ));
+        }
+        Ok(GarbledRelus {
+            params,
+            count: tables.blocks.len() / (2 * params.and_gates()),
+            tables,
+        })
+    }
+}
+
+/// What the server keeps after garbling a batch of ReLU gadgets.
+#[derive(Clone, Debug)]
+pub struct ReluGarblerSecrets {
+    /// Gadget parameters.
+    pub params: ReluParams,
+    /// Number of gadgets.
+    pub count: usize,
+    /// Batch id of the garbling (hash tweak domain).
+    pub batch_id: u64,
+    /// Offset, input zero labels and output decoding bits.
+    pub secrets: GarblerSecrets,
+}
+
+impl ReluGarblerSecrets {
+    /// The active labels of the server's inputs `a[i]` (each `< 2^m`), gadget after gadget.
+    pub fn encode_server_inputs(&self, a: &[u64]) -> Result<Vec<Block>> {
+        self.params.validate()?;
+        if a.len() != self.count {
+            return Err(ProtocolError::arg(format!(
+                "expected {} server inputs, got {}",
+                self.count,
+                a.len()
+            )));
+        }
+        let m = self.params.m as usize;
+        let d = self.secrets.delta.block();
+        let mut out = Vec::with_capacity(self.count * m);
+        for (i, &v) in a.iter().enumerate() {
+            if v > mask(self.params.m) {
+                return Err(ProtocolError::arg("server gadget input out of range"));
+            }
+            let zero = self
+                .secrets
+                .garbler_zero_labels
+                .get(i * m..(i + 1) * m)
+                .ok_or_else(|| ProtocolError::arg("secrets hold too few server zero labels"))?;
+            out.extend(
+                zero.iter()
+                    .enumerate()
+                    .map(|(j, w)| *w ^ d.select((v >> j) & 1 == 1)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Decodes the client's output colour bits into one `l`-bit output per gadget.
+    pub fn decode_outputs(&self, colours: &[bool]) -> Result<Vec<u64>> {
+        self.params.validate()?;
+        let l = self.params.l as usize;
+        if colours.len() != self.count * l {
+            return Err(ProtocolError::peer(format!(
+                "expected {} colour bits, got {}",
+                self.count * l,
+                colours.len()
+            )));
+        }
+        if self.secrets.decode.len() != colours.len() {
+            return Err(ProtocolError::arg(
+                "secrets hold the wrong number of decoding bits",
+            ));
+        }
+        Ok(colours
+            .chunks_exact(l)
+            .zip(self.secrets.decode.chunks_exact(l))
+            .map(|(c, d)| {
+                let bits: Vec<bool> = c.iter().zip(d).map(|(x, y)| x ^ y).collect();
+                bits_to_u64(&bits)
+            })
+            .collect())
+    }
+
+    /// Serialises (for storage by the server between offline and online phases) as
+    /// `"RLS1" ‖ l ‖ f ‖ m ‖ 0 ‖ count ‖ batch_id ‖ Δ ‖ server zero labels ‖ client zero
+    /// labels ‖ decode bits (packed)`. This contains `Δ`: keep it secret.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_params(&mut out, SECRETS_MAGIC, self.params);
+        out.extend_from_slice(&(self.count as u64).to_le_bytes());
+        out.extend_from_slice(&self.batch_id.to_le_bytes());
+        out.extend_from_slice(&self.secrets.delta.block().to_bytes());
+        for b in self
+            .secrets
+            .garbler_zero_labels
+            .iter()
+            .chain(&self.secrets.evaluator_zero_labels)
+        {
+            out.extend_from_slice(&b.to_bytes());
+        }
+        out.extend_from_slice(&crate::block::pack_bits(&self.secrets.decode));
+        out
+    }
+
+    /// Parses [`ReluGarblerSecrets::to_bytes`]; the length must match exactly.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (params, rest) = parse_params(bytes, SECRETS_MAGIC)?;
+        let short = || ProtocolError::peer("ReLU secrets: truncated");
+        let (count, rest) = read_u64(rest).ok_or_else(short)?;
+        let (batch_id, rest) = read_u64(rest).ok_or_else(short)?;
+        let (delta, rest) = rest.split_first_chunk::<16>().ok_or_else(short)?;
+        let delta = Block::from_bytes(*delta);
+        if !delta.lsb() {
+            return Err(ProtocolError::peer("ReLU secrets: delta with lsb 0"));
+        }
+        let count = usize::try_from(count).map_err(|_| short())?;
+        let sizes = (|| {
+            let g = count.checked_mul(params.garbler_input_bits())?;
+            let e = count.checked_mul(params.evaluator_input_bits())?;
+            let o = count.checked_mul(params.output_bits())?;
+            let total = g
+                .checked_add(e)?
+                .checked_mul(16)?
+                .checked_add(o.div_ceil(8))?;
+            Some((g, e, o, total))
+        })();
+        let (g, e, o, total) =
+            sizes.ok_or_else(|| ProtocolError::peer("ReLU secrets: count too large"))?;
+        if rest.len() != total {
+            return Err(ProtocolError::peer(
+                "ReLU secrets: length does not match count",
+            ));
+        }
+        let labels = blocks_from_bytes(&rest[..16 * (g + e)]);
+        let decode = crate::block::unpack_bits(&rest[16 * (g + e)..], o).ok_or_else(short)?;
+        Ok(ReluGarblerSecrets {
+            params,
+            count,
+            batch_id,
+            secrets: GarblerSecrets {
+                delta: Delta::from_block(delta),
+                garbler_zero_labels: labels[..g].to_vec(),
+                evaluator_zero_labels: labels[g..].to_vec(),
+                decode,
+            },
+        })
+    }
+}
+
+/// Garbles `count` ReLU gadgets with offset `delta`.
+///
+/// `client_zero_labels`, if given, are the zero labels of the client's inputs
+/// (`count × (m + l)` of them, in the order of [`client_input_bits`]), typically the
+/// sender's output of a correlated OT with the same `Δ`; otherwise fresh ones are drawn.
+/// `batch_id` must be unique per `Δ`.
+///
+/// Gadgets are garbled [`LANES`] at a time in lockstep (see [`super::wide`]); the tables
+/// hold, for each group of up to `LANES` consecutive gadgets, each AND gate's ciphertexts
+/// for every gadget of the group. The labels, decoding bits and the
+/// [`evaluate_relus`] interface are per gadget, in gadget order.
+pub fn garble_relus<R: RngCore + CryptoRng>(
+    params: ReluParams,
+    count: usize,
+    delta: Delta,
+    client_zero_labels: Option<Vec<Block>>,
+    batch_id: u64,
+    mut rng: R,
+) -> Result<(GarbledRelus, ReluGarblerSecrets)> {
+    params.validate()?;
+    let (m, l) = (params.m as usize, params.l as usize);
+    let e = params.evaluator_input_bits();
+    let client = match client_zero_labels {
+        Some(labels) => {
+            if labels.len() != count * e {
+                return Err(ProtocolError::arg(format!(
+                    "expected {} client zero labels, got {}",
+                    count * e,
+                    labels.len()
+                )));
+            }
+            labels
+        }
+        None => Prg::from_rng(&mut rng).random_blocks(count * e),
+    };
+    // Bulk labels: expand a fresh 128-bit seed with AES-CTR.
+    let server: Vec<Block> = Prg::from_rng(&mut rng).random_blocks(count * m);
+    let mut decode = vec![false; count * l];
+    let mut tables = Vec::with_capacity(count * 2 * params.and_gates());
+    let hash = TccrHash::new();
+    let mut gate = 0u64;
+    for start in (0..count).step_by(LANES) {
+        let lanes = LANES.min(count - start);
+        let lane_wire =
+            |labels: &[Block], stride: usize, offset: usize, bit: usize| -> [Block; LANES] {
+                core::array::from_fn(|j| {
+                    if j < lanes {
+                        labels[(start + j) * stride + offset + bit]
+                    } else {
+                        Block::ZERO
+                    }
+                })
+            };
+        let a_w: Vec<_> = (0..m).map(|i| lane_wire(&server, m, 0, i)).collect();
+        let b_w: Vec<_> = (0..m).map(|i| lane_wire(&client, e, 0, i)).collect();
+        let q_w: Vec<_> = (0..l).map(|i| lane_wire(&client, e, m, i)).collect();
+        let mut g = WideGarbler {
+            delta: delta.block(),
+            hash: &hash,
+            batch_id,
+            gate,
+            lanes,
+            tables: &mut tables,
+        };
+        let out = relu_core(&mut g, &a_w, &b_w, &q_w, params)?;
+        gate = g.gate;
+        for (i, w) in out.iter().enumerate() {
+            for j in 0..lanes {
+                decode[(start + j) * l + i] = w[j].lsb();
+            }
+        }
+    }
+    Ok((
+        GarbledRelus {
+            params,
+            count,
+            tables: GarbledTables {
+                batch_id,
+                blocks: tables,
+            },
+        },
+        ReluGarblerSecrets {
+            params,
+            count,
+            batch_id,
+            secrets: GarblerSecrets {
+                delta,
+                garbler_zero_labels: server,
+                evaluator_zero_labels: client,
+                decode,
+            },
+        },
+    ))
+}
+
+/// Evaluates a batch given the active labels of the server's inputs (`count × m`) and of
+/// the client's inputs (`count × (m + l)`), each in gadget order. Returns `count × l`
+/// output colour bits, in gadget order.
+pub fn evaluate_relus(
+    garbled: &GarbledRelus,
+    server_labels: &[Block],
+    client_labels: &[Block],
+) -> Result<Vec<bool>> {
+    let p = garbled.params;
+    p.validate()?;
+    let count = garbled.count;
+    let (m, l) = (p.m as usize, p.l as usize);
+    let e = p.evaluator_input_bits();
+    if server_labels.len() != count * m {
+        return Err(ProtocolError::peer("wrong number of server input labels"));
+    }
+    if client_labels.len() != count * e {
+        return Err(ProtocolError::arg("wrong number of client input labels"));
+    }
+    let hash = TccrHash::new();
+    let tables = &garbled.tables.blocks;
+    let mut pos = 0usize;
+    let mut gate = 0u64;
+    let mut colours = vec![false; count * l];
+    for start in (0..count).step_by(LANES) {
+        let lanes = LANES.min(count - start);
+        let lane_wire =
+            |labels: &[Block], stride: usize, offset: usize, bit: usize| -> [Block; LANES] {
+                core::array::from_fn(|j| {
+                    if j < lanes {
+                        labels[(start + j) * stride + offset + bit]
+                    } else {
+                        Block::ZERO
+                    }
+                })
+            };
+        let a_w: Vec<_> = (0..m).map(|i| lane_wire(server_labels, m, 0, i)).collect();
+        let b_w: Vec<_> = (0..m).map(|i| lane_wire(client_labels, e, 0, i)).collect();
+        let q_w: Vec<_> = (0..l).map(|i| lane_wire(client_labels, e, m, i)).collect();
+        let mut ev = WideEvaluator {
+            hash: &hash,
+            batch_id: garbled.tables.batch_id,
+            gate,
+            lanes,
+            tables,
+            pos,
+        };
+        let out = relu_core(&mut ev, &a_w, &b_w, &q_w, p)?;
+        gate = ev.gate;
+        pos = ev.pos;
+        for (i, w) in out.iter().enumerate() {
+            for j in 0..lanes {
+                colours[(start + j) * l + i] = w[j].lsb();
+            }
+        }
+    }
+    if pos != tables.len() {
+        return Err(ProtocolError::peer(format!(
+            "garbled tables have {} unused blocks",
+            tables.len() - pos
+        )));
+    }
+    Ok(colours)
+}
+
+/// Online phase, server side: sends the labels of its inputs `a`, waits for the client's
+/// colour bits and decodes them. Returns one `l`-bit output per gadget (the server's share
+/// of the next layer's masked input).
+///
+/// Takes the secrets by value: a garbled batch must be used for exactly one input
+/// (sending labels of two different inputs of the same gadget would reveal `Δ`).
+pub fn relu_online_server<C: Channel + ?Sized>(
+    ch: &mut C,
+    secrets: ReluGarblerSecrets,
+    a: &[u64],
+) -> Result<Vec<u64>> {
+    let labels = secrets.encode_server_inputs(a)?;
+    ch.send_blocks(&labels)?;
+    ch.flush()?;
+    let colours = ch.recv_bits(secrets.count * secrets.params.output_bits())?;
+    secrets.decode_outputs(&colours)
+}
+
+/// Online phase, client side: receives the server's input labels, evaluates and sends the
+/// output colour bits back.
+pub fn relu_online_client<C: Channel + ?Sized>(
+    ch: &mut C,
+    garbled: &GarbledRelus,
+    client_labels: &[Block],
+) -> Result<()> {
+    let server_labels = ch.recv_blocks(garbled.count * garbled.params.garbler_input_bits())?;
+    let colours = evaluate_relus(garbled, &server_labels, client_labels)?;
+    ch.send_bits(&colours)?;
+    ch.flush()?;
+    Ok(())
+}
+
+/// Offline phase, server side: runs `count × (m + l)` correlated OTs (their zero
+/// messages become the zero labels of the client's inputs, with `Δ` = the OT sender's
+/// correlation), garbles `count` gadgets and sends the tables (length-prefixed
+/// [`GarbledRelus::to_bytes`]). Returns the secrets to keep for the online phase.
+pub fn relu_offline_server<C: Channel + ?Sized, R: RngCore + CryptoRng>(
+    ch: &mut C,
+    ot: &mut crate::ot::OtSender,
+    params: ReluParams,
+    count: usize,
+    batch_id: u64,
+    rng: R,
+) -> Result<ReluGarblerSecrets> {
+    params.validate()?;
+    let zero = ot.send_correlated(ch, count * params.evaluator_input_bits())?;
+    let (garbled, secrets) = garble_relus(params, count, ot.delta(), Some(zero), batch_id, rng)?;
+    ch.send_prefixed(&garbled.to_bytes())?;
+    ch.flush()?;
+    Ok(secrets)
+}
+
+/// Offline phase, client side: obtains the labels of its inputs `bs`, `qs` (see
+/// [`client_gadget_inputs`]) by correlated OT and receives the garbled tables, checking
+/// that they are for `bs.len()` gadgets with `params`.
+pub fn relu_offline_client<C: Channel + ?Sized>(
+    ch: &mut C,
+    ot: &mut crate::ot::OtReceiver,
+    params: ReluParams,
+    bs: &[u64],
+    qs: &[u64],
+) -> Result<(GarbledRelus, Vec<Block>)> {
+    params.validate()?;
+    let choices = client_input_bits(bs, qs, params)?;
+    let labels = ot.receive_correlated(ch, &choices)?;
+    let max_len = bs
+        .len()
+        .checked_mul(params.table_bytes())
+        .and_then(|t| t.checked_add(64))
+        .ok_or_else(|| ProtocolError::arg("too many gadgets"))?;
+    let garbled = GarbledRelus::from_bytes(&ch.recv_prefixed(max_len)?)?;
+    if garbled.params != params || garbled.count != bs.len() {
+        return Err(ProtocolError::peer(format!(
+            "server garbled {} gadgets with {:?}, expected {} with {:?}",
+            garbled.count,
+            garbled.params,
+            bs.len(),
+            params
+        )));
+    }
+    Ok((garbled, labels))
+}

@@ -1,0 +1,444 @@
+//! IKNP OT extension (Ishai, Kilian, Nissim, Petrank 2003), semi-honest.
+//!
+//! Setup: the extension *sender* acts as base-OT receiver with choice bits `s = Δ`
+//! (bit `j` of `Δ` for base OT `j`) and gets seeds `k_j^{s_j}`; the extension *receiver*
+//! acts as base-OT sender and gets both seeds `(k_j^0, k_j^1)`. Each seed keys an AES-CTR
+//! [`Prg`] that persists across extensions.
+//!
+//! Extension of `n` OTs with receiver choices `r` (processed in chunks of
+//! [`CHUNK`] OTs, `n` rounded up to a multiple of 128):
+//! receiver: `t_j = G(k_j^0)`, sends `u_j = t_j ⊕ G(k_j^1) ⊕ r` for `j < 128`;
+//! sender: `q_j = G(k_j^{s_j}) ⊕ s_j·u_j = t_j ⊕ s_j·r`.
+//! Transposing, row `i` satisfies `Q_i = T_i ⊕ r_i·Δ`: a correlated OT where the sender
+//! holds `(Q_i, Q_i ⊕ Δ)` and the receiver `T_i`. Random OTs hash rows with the
+//! tweakable correlation-robust hash under a per-OT tweak `(2^64 − 1, counter)`;
+//! chosen-message OTs encrypt the sender's messages under the random-OT keys.
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::base::{BaseOtReceiver, BaseOtSender};
+use crate::aes_hash::TccrHash;
+use crate::block::{Block, pack_bits};
+use crate::channel::{Channel, ChannelExt};
+use crate::error::{ProtocolError, Result};
+use crate::gc::Delta;
+use crate::prg::Prg;
+
+/// Security parameter: number of base OTs.
+pub const KAPPA: usize = 128;
+/// OTs per extension message (one flight of `16 × CHUNK` bytes).
+pub const CHUNK: usize = 1 << 16;
+/// High half of the hash tweak for OT outputs (keep GC batch ids below it).
+const OT_TWEAK_DOMAIN: u64 = u64::MAX;
+
+/// Transposes a 128×128 bit matrix in place: bit `c` of `a[r]` moves to bit `r` of `a[c]`.
+pub fn transpose_128(a: &mut [u128; 128]) {
+    let mut j = 64usize;
+    let mut m: u128 = (1u128 << 64) - 1;
+    while j != 0 {
+        let mut k = 0usize;
+        while k < 128 {
+            for r in k..k + j {
+                let t = ((a[r] >> j) ^ a[r + j]) & m;
+                a[r] ^= t << j;
+                a[r + j] ^= t;
+            }
+            k += 2 * j;
+        }
+        j >>= 1;
+        m ^= m << j;
+    }
+}
+
+/// Turns 128 column bit-vectors (column `j` at `cols[j*cb..(j+1)*cb]`, `cb` bytes each,
+/// `cb` a multiple of 16) into `8·cb` rows of 128 bits.
+fn columns_to_rows(cols: &[u8], cb: usize, rows: &mut Vec<Block>) {
+    let mut m = [0u128; 128];
+    for chunk in 0..cb / 16 {
+        for (j, mj) in m.iter_mut().enumerate() {
+            let off = j * cb + 16 * chunk;
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&cols[off..off + 16]);
+            *mj = u128::from_le_bytes(b);
+        }
+        transpose_128(&mut m);
+        rows.extend(m.iter().map(|&v| Block(v)));
+    }
+}
+
+fn check_kappa(v: &[impl Sized]) -> Result<()> {
+    if v.len() == KAPPA {
+        Ok(())
+    } else {
+        Err(ProtocolError::arg(
+            "base OT returned the wrong number of seeds",
+        ))
+    }
+}
+
+/// The IKNP sender (holds `Δ`; in this project the server/garbler).
+#[derive(Debug)]
+pub struct OtSender {
+    delta: Delta,
+    prgs: Vec<Prg>,
+    hash: TccrHash,
+    counter: u64,
+}
+
+impl OtSender {
+    /// Runs the 128 base OTs (as base-OT receiver with choices = bits of `delta`).
+    pub fn setup<C: Channel + ?Sized, R: RngCore + CryptoRng>(
+        ch: &mut C,
+        delta: Delta,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let d = delta.block().0;
+        let s: Vec<bool> = (0..KAPPA).map(|j| (d >> j) & 1 == 1).collect();
+        let seeds = BaseOtReceiver::receive_random(ch, &s, rng)?;
+        check_kappa(&seeds)?;
+        Ok(OtSender {
+            delta,
+            prgs: seeds.into_iter().map(Prg::from_seed).collect(),
+            hash: TccrHash::new(),
+            counter: 0,
+        })
+    }
+
+    /// The global correlation `Δ`.
+    pub fn delta(&self) -> Delta {
+        self.delta
+    }
+
+    /// `n` correlated OTs: returns the zero messages `m0_i`; the pairs are
+    /// `(m0_i, m0_i ⊕ Δ)`.
+    pub fn send_correlated<C: Channel + ?Sized>(
+        &mut self,
+        ch: &mut C,
+        n: usize,
+    ) -> Result<Vec<Block>> {
+        let mut out = Vec::with_capacity(n);
+        let mut done = 0;
+        let d = self.delta.block().0;
+        while done < n {
+            let k = (n - done).min(CHUNK);
+            let cb = k.div_ceil(128) * 16;
+            let mut u = vec![0u8; KAPPA * cb];
+            ch.recv(&mut u)?;
+            let mut q = vec![0u8; KAPPA * cb];
+            for (j, prg) in self.prgs.iter_mut().enumerate() {
+                let col = &mut q[j * cb..(j + 1) * cb];
+                prg.fill_bytes(col);
+                // Branch-free in the secret bit s_j of Δ.
+                let mask = 0u8.wrapping_sub(((d >> j) & 1) as u8);
+                for (x, y) in col.iter_mut().zip(&u[j * cb..(j + 1) * cb]) {
+                    *x ^= *y & mask;
+                }
+            }
+            let start = out.len();
+            columns_to_rows(&q, cb, &mut out);
+            out.truncate(start + k);
+            done += k;
+        }
+        Ok(out)
+    }
+
+    /// `n` random OTs: returns the pairs `(m0_i, m1_i)`.
+    pub fn send_random<C: Channel + ?Sized>(
+        &mut self,
+        ch: &mut C,
+        n: usize,
+    ) -> Result<Vec<(Block, Block)>> {
+        let q = self.send_correlated(ch, n)?;
+        let d = self.delta.block();
+        let mut m0 = q.clone();
+        let mut m1: Vec<Block> = q.iter().map(|&x| x ^ d).collect();
+        let tweaks: Vec<Block> = (0..n as u64)
+            .map(|i| Block::from_halves(OT_TWEAK_DOMAIN, self.counter + i))
+            .collect();
+        self.counter += n as u64;
+        self.hash.hash_many(&mut m0, &tweaks);
+        self.hash.hash_many(&mut m1, &tweaks);
+        Ok(m0.into_iter().zip(m1).collect())
+    }
+
+    /// Chosen-message OTs: the receiver learns `msgs[i].0` or `msgs[i].1` by its choice.
+    pub fn send_chosen<C: Channel + ?Sized>(
+        &mut self,
+        ch: &mut C,
+        msgs: &[(Block, Block)],
+    ) -> Result<()> {
+        let keys = self.send_random(ch, msgs.len())?;
+        let mut ct = Vec::with_capacity(2 * msgs.len());
+        for ((x0, x1), (k0, k1)) in msgs.iter().zip(keys) {
+            ct.push(*x0 ^ k0);
+            ct.push(*x1 ^ k1);
+        }
+        ch.send_blocks(&ct)?;
+        ch.flush()?;
+        Ok(())
+    }
+}
+
+/// The IKNP receiver (holds the choice bits; in this project the client/evaluator).
+#[derive(Debug)]
+pub struct OtReceiver {
+    prgs: Vec<(Prg, Prg)>,
+    hash: TccrHash,
+    counter: u64,
+}
+
+impl OtReceiver {
+    /// Runs the 128 base OTs (as base-OT sender).
+    pub fn setup<C: Channel + ?Sized, R: RngCore + CryptoRng>(
+        ch: &mut C,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let seeds = BaseOtSender::send_random(ch, KAPPA, rng)?;
+        check_kappa(&seeds)?;
+        Ok(OtReceiver {
+            prgs: seeds
+                .into_iter()
+                .map(|(a, b)| (Prg::from_seed(a), Prg::from_seed(b)))
+                .collect(),
+            hash: TccrHash::new(),
+            counter: 0,
+        })
+    }
+
+    /// Correlated OTs: returns `m0_i ⊕ r_i·Δ` for each choice `r_i`.
+    pub fn receive_correlated<C: Channel + ?Sized>(
+        &mut self,
+        ch: &mut C,
+        choices: &[bool],
+    ) -> Result<Vec<Block>> {
+        let mut out = Vec::with_capacity(choices.len());
+        for chunk in choices.chunks(CHUNK) {
+            let k = chunk.len();
+            let cb = k.div_ceil(128) * 16;
+            let mut r = pack_bits(chunk);
+            r.resize(cb, 0);
+            let mut t = vec![0u8; KAPPA * cb];
+            let mut u = vec![0u8; KAPPA * cb];
+            for (j, (p0, p1)) in self.prgs.iter_mut().enumerate() {
+                let tc = &mut t[j * cb..(j + 1) * cb];
+                let uc = &mut u[j * cb..(j + 1) * cb];
+                p0.fill_bytes(tc);
+                p1.fill_bytes(uc);
+                for ((x, y), z) in uc.iter_mut().zip(tc.iter()).zip(&r) {
+                    *x ^= *y ^ *z;
+                }
+            }
+            ch.send(&u)?;
+            ch.flush()?;
+            let start = out.len();
+            columns_to_rows(&t, cb, &mut out);
+            out.truncate(start + k);
+        }
+        Ok(out)
+    }
+
+    /// Random OTs: returns `m_{r_i}` of the sender's random pairs.
+    pub fn receive_random<C: Channel + ?Sized>(
+        &mut self,
+        ch: &mut C,
+        choices: &[bool],
+    ) -> Result<Vec<Block>> {
+        let mut t = self.receive_correlated(ch, choices)?;
+        let n = choices.len() as u64;
+        let tweaks: Vec<Block> = (0..n)
+            .map(|i| Block::from_halves(OT_TWEAK_DOMAIN, self.counter + i))
+            .collect();
+        self.counter += n;
+        self.hash.hash_many(&mut t, &tweaks);
+        Ok(t)
+    }
+
+    /// Chosen-message OTs: returns `msgs[i].{r_i}` of the sender's messages.
+    pub fn receive_chosen<C: Channel + ?Sized>(
+        &mut self,
+        ch: &mut C,
+        choices: &[bool],
+    ) -> Result<Vec<Block>> {
+        let keys = self.receive_random(ch, choices)?;
+        let ct = ch.recv_blocks(2 * choices.len())?;
+        Ok(keys
+            .iter()
+            .zip(choices)
+            .enumerate()
+            // Branch- and index-free in the choice bit.
+            .map(|(i, (k, &c))| ct[2 * i] ^ (ct[2 * i] ^ ct[2 * i + 1]).select(c) ^ *k)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{CountingChannel, MemoryChannel, RecordingChannel};
+    use crate::error::Fault;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha12Rng;
+
+    #[test]
+    fn transpose_matches_naive() {
+        let mut rng = ChaCha12Rng::seed_from_u64(3);
+        let a: [u128; 128] = core::array::from_fn(|_| rng.r#gen());
+        let mut b = a;
+        transpose_128(&mut b);
+        for (r, ar) in a.iter().enumerate() {
+            for (c, bc) in b.iter().enumerate() {
+                assert_eq!((ar >> c) & 1, (bc >> r) & 1);
+            }
+        }
+        transpose_128(&mut b);
+        assert_eq!(a, b);
+    }
+
+    fn setup_pair(delta: Delta) -> (OtSender, OtReceiver, MemoryChannel, MemoryChannel) {
+        let (mut a, mut b) = MemoryChannel::pair();
+        let h = std::thread::spawn(move || {
+            let r = OtReceiver::setup(&mut b, &mut ChaCha12Rng::seed_from_u64(22)).unwrap();
+            (r, b)
+        });
+        let s = OtSender::setup(&mut a, delta, &mut ChaCha12Rng::seed_from_u64(21)).unwrap();
+        let (r, b) = h.join().unwrap();
+        (s, r, a, b)
+    }
+
+    #[test]
+    fn correlated_random_and_chosen() {
+        let mut rng = ChaCha12Rng::seed_from_u64(1);
+        let delta = Delta::random(&mut rng);
+        let (mut s, mut r, mut a, mut b) = setup_pair(delta);
+        for n in [1usize, 129, 1000] {
+            let choices: Vec<bool> = (0..n).map(|_| rng.r#gen()).collect();
+            let msgs: Vec<(Block, Block)> = (0..n)
+                .map(|_| (Block::random(&mut rng), Block::random(&mut rng)))
+                .collect();
+            let ch2 = choices.clone();
+            let h = std::thread::spawn(move || {
+                let c = r.receive_correlated(&mut b, &ch2).unwrap();
+                let rr = r.receive_random(&mut b, &ch2).unwrap();
+                let cc = r.receive_chosen(&mut b, &ch2).unwrap();
+                (r, b, c, rr, cc)
+            });
+            let m0 = s.send_correlated(&mut a, n).unwrap();
+            let pairs = s.send_random(&mut a, n).unwrap();
+            s.send_chosen(&mut a, &msgs).unwrap();
+            let (r2, b2, c, rr, cc) = h.join().unwrap();
+            (r, b) = (r2, b2);
+            for i in 0..n {
+                assert_eq!(
+                    c[i],
+                    m0[i] ^ delta.block().select(choices[i]),
+                    "n={n} i={i}"
+                );
+                let (k0, k1) = pairs[i];
+                assert_ne!(k0 ^ k1, delta.block());
+                assert_eq!(rr[i], if choices[i] { k1 } else { k0 });
+                assert_eq!(cc[i], if choices[i] { msgs[i].1 } else { msgs[i].0 });
+            }
+        }
+    }
+
+    #[test]
+    fn many_sizes() {
+        let mut rng = ChaCha12Rng::seed_from_u64(9);
+        let delta = Delta::random(&mut rng);
+        let (mut s, r, mut a, b) = setup_pair(delta);
+        let sizes = [1usize, 127, 128, 129, 1000, CHUNK + 300];
+        let all: Vec<Vec<bool>> = sizes
+            .iter()
+            .map(|&n| (0..n).map(|_| rng.r#gen()).collect())
+            .collect();
+        let all2 = all.clone();
+        let h = std::thread::spawn(move || {
+            let (mut r, mut b) = (r, b);
+            all2.iter()
+                .map(|c| r.receive_correlated(&mut b, c).unwrap())
+                .collect::<Vec<_>>()
+        });
+        let m0s: Vec<Vec<Block>> = sizes
+            .iter()
+            .map(|&n| s.send_correlated(&mut a, n).unwrap())
+            .collect();
+        let got = h.join().unwrap();
+        for ((m0, g), c) in m0s.iter().zip(&got).zip(&all) {
+            assert_eq!(m0.len(), c.len());
+            for i in 0..c.len() {
+                assert_eq!(g[i], m0[i] ^ delta.block().select(c[i]));
+            }
+        }
+    }
+
+    /// Runs setup + one correlated extension with the receiver's traffic recorded.
+    fn receiver_transcript(choices: Vec<bool>) -> Vec<u8> {
+        let (mut a, b) = MemoryChannel::pair();
+        let n = choices.len();
+        let h = std::thread::spawn(move || {
+            let mut b = RecordingChannel::new(b);
+            let mut r = OtReceiver::setup(&mut b, &mut ChaCha12Rng::seed_from_u64(5)).unwrap();
+            r.receive_correlated(&mut b, &choices).unwrap();
+            b.sent
+        });
+        let delta = Delta::from_block(Block(0x1234_5678_9abc_def0_1111_2222_3333_4445));
+        let mut s = OtSender::setup(&mut a, delta, &mut ChaCha12Rng::seed_from_u64(6)).unwrap();
+        s.send_correlated(&mut a, n).unwrap();
+        h.join().unwrap()
+    }
+
+    #[test]
+    fn choices_do_not_appear_in_transcript() {
+        let mut rng = ChaCha12Rng::seed_from_u64(77);
+        let choices: Vec<bool> = (0..1024).map(|_| rng.r#gen()).collect();
+        let flipped: Vec<bool> = choices.iter().map(|c| !c).collect();
+        let t1 = receiver_transcript(choices.clone());
+        let t2 = receiver_transcript(flipped.clone());
+        assert_eq!(t1.len(), t2.len());
+        // Base OT: the receiver (as base-OT sender) sends one point; then 16 bytes per OT.
+        assert_eq!(t1.len(), 32 + 16 * 1024);
+        let packed = pack_bits(&choices);
+        let packed_flipped = pack_bits(&flipped);
+        for pattern in [&packed[..16], &packed[100..116], &packed_flipped[..16]] {
+            assert!(!t1.windows(16).any(|w| w == pattern));
+            assert!(!t2.windows(16).any(|w| w == pattern));
+        }
+    }
+
+    #[test]
+    fn traffic_accounting() {
+        let (a, b) = MemoryChannel::pair();
+        let h = std::thread::spawn(move || {
+            let mut b = CountingChannel::new(b);
+            let mut r = OtReceiver::setup(&mut b, &mut ChaCha12Rng::seed_from_u64(5)).unwrap();
+            b.reset();
+            r.receive_correlated(&mut b, &[true; 1000]).unwrap();
+            b.stats()
+        });
+        let mut a = CountingChannel::new(a);
+        let mut s = OtSender::setup(
+            &mut a,
+            Delta::from_block(Block(3)),
+            &mut ChaCha12Rng::seed_from_u64(6),
+        )
+        .unwrap();
+        assert_eq!(a.stats().bytes_sent, 32 * KAPPA as u64);
+        assert_eq!(a.stats().bytes_received, 32);
+        s.send_correlated(&mut a, 1000).unwrap();
+        let st = h.join().unwrap();
+        assert_eq!(st.bytes_sent, 16 * 1024);
+        assert_eq!(st.messages, 1);
+        assert_eq!(st.bytes_received, 0);
+    }
+
+    #[test]
+    fn truncated_extension_is_a_peer_error() {
+        let mut rng = ChaCha12Rng::seed_from_u64(1);
+        let delta = Delta::random(&mut rng);
+        let (mut s, _r, mut a, mut b) = setup_pair(delta);
+        b.send(&[0u8; 100]).unwrap();
+        drop(b);
+        let e = s.send_correlated(&mut a, 128).unwrap_err();
+        assert_eq!(e.fault(), Fault::Peer);
+    }
+}

@@ -235,11 +235,28 @@ impl Net {
             .sum())
     }
 
-    /// L1 norm of all alphas (the sparsity penalty).
+    /// L1 norm of all alphas (the sparsity penalty), each alpha weighted by the number of
+    /// ReLU positions it stands for (1 per position; H x W for a channel alpha), so that
+    /// lambda prices ReLUs the same way in both variants and budgets count ReLUs.
     pub fn alpha_l1(&self) -> Option<Tensor> {
         self.alphas
-            .values()
-            .map(|a| a.abs().sum(Kind::Float))
+            .iter()
+            .map(|(site, a)| {
+                let l1 = a.abs().sum(Kind::Float);
+                let size = a.size();
+                let node = self
+                    .graph
+                    .nodes
+                    .iter()
+                    .position(|op| matches!(op, Op::Relu { site: s, .. } if s == site));
+                match node {
+                    Some(i) if size[2] == 1 && size[3] == 1 => {
+                        let [_, h, w] = self.shapes[i];
+                        l1 * (h * w) as f64
+                    }
+                    _ => l1,
+                }
+            })
             .reduce(|a, b| a + b)
     }
 

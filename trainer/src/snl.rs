@@ -812,3 +812,46 @@ pub fn logits(model: &Model, inputs: &Tensor) -> Result<Tensor, TrainError> {
     let (_vs, net) = teacher_net(model, inputs.device())?;
     Ok(tch::no_grad(|| net.forward_t(inputs, false)))
 }
+
+/// Training-step throughput (images per second) of a built-in architecture in pretraining
+/// mode: forward, cross-entropy, backward and an SGD step on a fixed random batch, timed
+/// over `steps` steps after `warmup` untimed ones. The counterpart of
+/// `scripts/torch_step_bench.py`, which does the same in Python PyTorch.
+pub fn step_throughput(
+    arch_name: &str,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    device: Device,
+) -> Result<f64, TrainError> {
+    let info = arch::info(arch_name)?;
+    let graph = arch::build(arch_name, 10, info.default_input)?;
+    tch::manual_seed(0);
+    let vs = VarStore::new(device);
+    let net = Net::new(&vs, &graph, None)?;
+    let mut opt = Optimizer::new(
+        optim::Kind::Sgd {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        },
+        named_params(&vs),
+    );
+    let [c, h, w] = info.default_input;
+    let x = Tensor::randn(
+        [batch as i64, c as i64, h as i64, w as i64],
+        (Kind::Float, device),
+    );
+    let y = Tensor::randint(10, [batch as i64], (Kind::Int64, device));
+    let mut start = Instant::now();
+    for i in 0..warmup + steps {
+        if i == warmup {
+            start = Instant::now();
+        }
+        opt.zero_grad();
+        let loss = net.forward_t(&x, true).cross_entropy_for_logits(&y);
+        loss.backward();
+        opt.step(0.1);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((batch * steps) as f64 / secs.max(1e-9))
+}

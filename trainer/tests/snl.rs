@@ -220,3 +220,35 @@ fn bad_requests_are_clear_errors() {
     let e = trainer::device("tpu").unwrap_err();
     assert!(e.to_string().contains("expected cpu, cuda"), "{e}");
 }
+
+#[test]
+fn channelwise_search_keeps_whole_channels() {
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let base = snl::pretrain(&Pretrain {
+        common: common(&data, &t.path().join("pre"), 2000),
+        arch: "lenet5".into(),
+        epochs: 1,
+        lr: 0.1,
+    })
+    .unwrap();
+    let mut l = linearize(
+        common(&data, &t.path().join("ch"), 2000),
+        &base,
+        vec![Budget::Relative(0.5)],
+        0,
+    );
+    l.granularity = Granularity::Channel;
+    let out = snl::linearize(&l).unwrap();
+    let (m, _) = format::load(&out[0].path).unwrap();
+    assert!(out[0].kept <= out[0].budget);
+    for (site, mask) in &m.public.masks {
+        let plane = mask.shape[1] * mask.shape[2];
+        for ch in mask.kept.chunks(plane) {
+            assert!(
+                ch.iter().all(|&k| k == ch[0]),
+                "{site}: a channel is partly kept"
+            );
+        }
+    }
+}

@@ -79,6 +79,34 @@ enum Cmd {
         #[arg(long)]
         channelwise: bool,
     },
+    /// Compare training-step throughput with the same network in Python PyTorch (same
+    /// torch wheel, same threads, same batch) and print the ratio.
+    Bench {
+        /// Architecture: resnet18, wrn22_8, resnet20 or lenet5.
+        #[arg(long, default_value = "resnet20")]
+        arch: String,
+        /// Batch size.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Threads for both (libtorch intra-op).
+        #[arg(long, default_value_t = 2)]
+        threads: i32,
+        /// Python interpreter with torch 2.11.0 (the full wheel, for `import torch`).
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+        /// The PyTorch side of the benchmark.
+        #[arg(long, default_value = "scripts/torch_step_bench.py")]
+        script: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Test accuracy of a model, computed with libtorch.
     Eval {
         #[command(flatten)]
@@ -222,6 +250,62 @@ fn run(cli: Cli) -> Result<()> {
                     100.0 * o.test_accuracy,
                     o.path.display()
                 );
+            }
+        }
+        Cmd::Bench {
+            arch,
+            batch,
+            steps,
+            warmup,
+            threads,
+            python,
+            script,
+            json,
+        } => {
+            if threads < 1 || batch == 0 || steps == 0 {
+                bail!("--threads, --batch and --steps must be positive");
+            }
+            tch::set_num_threads(threads);
+            let ours = snl::step_throughput(&arch, batch, steps, warmup, tch::Device::Cpu)?;
+            let out = std::process::Command::new(&python)
+                .arg(&script)
+                .args([
+                    arch.clone(),
+                    batch.to_string(),
+                    steps.to_string(),
+                    threads.to_string(),
+                    warmup.to_string(),
+                ])
+                .output()
+                .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "the PyTorch side failed (needs the full torch wheel: .venv/bin/pip install torch==2.11.0):\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let py: serde_json::Value =
+                serde_json::from_slice(&out.stdout).context("parsing the PyTorch side's JSON")?;
+            let theirs = py["images_per_second"]
+                .as_f64()
+                .context("no images_per_second from the PyTorch side")?;
+            let ratio = ours / theirs;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "schema": "snl-train-bench/1", "arch": arch, "batch": batch, "steps": steps,
+                        "threads": threads, "snl_train_images_per_second": ours,
+                        "pytorch_images_per_second": theirs, "ratio": ratio, "pytorch": py,
+                    })
+                );
+            } else {
+                println!(
+                    "{arch}, batch {batch}, {threads} threads, {steps} timed steps (SGD momentum, cross-entropy):"
+                );
+                println!("  snl-train (tch)  {ours:>9.1} images/s");
+                println!("  PyTorch (Python) {theirs:>9.1} images/s");
+                println!("  ratio            {ratio:>9.3}");
             }
         }
         Cmd::Eval { common, model } => {

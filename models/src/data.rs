@@ -462,6 +462,37 @@ mod tests {
     }
 
     #[test]
+    fn cifar100_uses_fine_labels_and_checks_their_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("cifar-100-binary");
+        std::fs::create_dir(&sub).unwrap();
+        let rec = |coarse: u8, fine: u8| {
+            let mut r = vec![coarse, fine];
+            r.extend(std::iter::repeat_n(9u8, 3072));
+            r
+        };
+        let mut file = rec(3, 57);
+        file.extend(rec(19, 99));
+        std::fs::write(sub.join("test.bin"), &file).unwrap();
+        let ds = Dataset::load(DatasetKind::Cifar100, dir.path(), Split::Test, None).unwrap();
+        assert_eq!((ds.len(), ds.label(0), ds.label(1)), (2, 57, 99));
+        assert_eq!(
+            DatasetKind::detect(dir.path()).unwrap(),
+            DatasetKind::Cifar100
+        );
+        let mut bad = rec(3, 100);
+        bad.extend(rec(3, 1));
+        std::fs::write(sub.join("test.bin"), &bad).unwrap();
+        let e = Dataset::load(DatasetKind::Cifar100, dir.path(), Split::Test, None).unwrap_err();
+        assert!(
+            e.to_string().contains("label 100 out of range 0..100"),
+            "{e}"
+        );
+        let ds = Dataset::load(DatasetKind::Cifar100, dir.path(), Split::Test, Some(0)).unwrap();
+        assert!(ds.is_empty());
+    }
+
+    #[test]
     fn idx_gzip_is_read_and_bad_magic_named() {
         use flate2::write::GzEncoder;
         use std::io::Write;

@@ -852,6 +852,40 @@ impl FixedProgram {
             .collect()
     }
 
+    /// The linear part of layer `i` without its bias, `sum_t T_t(x_t)`, in the ring
+    /// (signed representation). `values[v]` must hold every value the layer reads; they may
+    /// be any ring elements (e.g. one party's masked values or shares, as i64 bit patterns),
+    /// since the arithmetic is exact mod 2^l. This is the server's online computation of a
+    /// secure linear layer and the function the offline correlations are computed for.
+    pub fn apply_linear(&self, i: usize, values: &[Vec<i64>]) -> Vec<i64> {
+        let layer = &self.layers[i];
+        let n: usize = layer.out_shape.iter().product();
+        let mut acc = vec![0i64; n];
+        for t in &layer.terms {
+            t.apply(
+                &values[t.input],
+                self.values[t.input],
+                layer.out_shape,
+                &mut acc,
+            );
+        }
+        acc.iter_mut().for_each(|v| *v = self.params.reduce(*v));
+        acc
+    }
+
+    /// Layer `i`'s bias broadcast over its output positions (ring, scale 2^(2f)).
+    pub fn bias(&self, i: usize) -> Vec<i64> {
+        let layer = &self.layers[i];
+        let n: usize = layer.out_shape.iter().product();
+        let plane = layer.out_shape[1] * layer.out_shape[2];
+        (0..n).map(|j| layer.bias[j / plane]).collect()
+    }
+
+    /// The values layer `i` reads, in term order (a value may appear more than once).
+    pub fn inputs_of(&self, i: usize) -> Vec<ValueId> {
+        self.layers[i].terms.iter().map(|t| t.input).collect()
+    }
+
     /// Encodes a normalized input at scale 2^f.
     pub fn encode_input(&self, input: &[f32]) -> Result<Vec<i64>, ModelError> {
         let n: usize = self.values[0].iter().product();
@@ -889,19 +923,12 @@ impl FixedProgram {
         }
         let mut stats = Vec::with_capacity(self.layers.len());
         let mut out = None;
-        for layer in &self.layers {
+        for (li, layer) in self.layers.iter().enumerate() {
             let n: usize = layer.out_shape.iter().product();
-            let plane = layer.out_shape[1] * layer.out_shape[2];
-            let mut acc: Vec<i64> = (0..n).map(|j| layer.bias[j / plane]).collect();
-            for t in &layer.terms {
-                t.apply(
-                    &vals[t.input],
-                    self.values[t.input],
-                    layer.out_shape,
-                    &mut acc,
-                );
+            let mut acc = self.apply_linear(li, &vals);
+            for (a, b) in acc.iter_mut().zip(self.bias(li)) {
+                *a = p.reduce(a.wrapping_add(b));
             }
-            acc.iter_mut().for_each(|v| *v = p.reduce(*v));
             let err = error_model.then(|| self.layer_error(layer, &vals, &dets, &vars));
             let scale2 = (1u64 << (2 * f)) as f64;
             let mut st = LayerStats::default();
@@ -1059,22 +1086,26 @@ mod tests {
     #[test]
     fn rescale_rules() {
         let p = FixedPointParams::default();
-        let one = 1i64 << 24; // 1.0 at scale 2^(2f)
-        assert_eq!(p.rescale(one), 4096);
-        assert_eq!(p.rescale(-one), -4096);
-        assert_eq!(p.rescale(2047), 0); // just below half an ulp
-        assert_eq!(p.rescale(2048), 1); // half rounds up
-        assert_eq!(p.rescale(-2048), 0);
-        assert_eq!(p.rescale(-2049), -1);
+        let f = p.frac_bits;
+        let ulp = 1i64 << f;
+        let half = ulp / 2;
+        let one = 1i64 << (2 * f); // 1.0 at scale 2^(2f)
+        assert_eq!(p.rescale(one), ulp);
+        assert_eq!(p.rescale(-one), -ulp);
+        assert_eq!(p.rescale(half - 1), 0); // just below half an ulp
+        assert_eq!(p.rescale(half), 1); // half rounds up
+        assert_eq!(p.rescale(-half), 0);
+        assert_eq!(p.rescale(-half - 1), -1);
         assert_eq!(p.relu_rescale(-one), 0);
-        assert_eq!(p.relu_rescale(3 * one), 3 * 4096);
-        // Beyond the m-bit window the circuit wraps: 2^31 at scale 2^24 reads as negative.
-        let big = 1i64 << 31;
+        assert_eq!(p.relu_rescale(3 * one), 3 * ulp);
+        // Beyond the m-bit window the circuit wraps: 2^(m-1) reads as negative.
+        let big = 1i64 << (p.relu_bits - 1);
         assert!(p.relu_overflows(big));
         assert_eq!(p.relu_rescale(big), 0);
-        assert!(!p.relu_overflows(big - 2049));
+        assert!(!p.relu_overflows(big - half - 1));
+        assert!(p.relu_overflows(big - half));
         assert_eq!(p.reduce(1i64 << 60), -(1i64 << 60));
-        assert_eq!(p.encode(-1.5), -6144);
+        assert_eq!(p.encode(-1.5), -3 * half);
         assert!((p.relu_range() - 128.0).abs() < 1e-12);
     }
 

@@ -288,6 +288,17 @@ fn named_params(vs: &VarStore) -> Vec<(String, Tensor)> {
     vs.variables().into_iter().collect()
 }
 
+/// SNL's SGD for pretraining and fine-tuning: momentum 0.9, weight decay 5e-4.
+fn sgd(vs: &VarStore) -> Optimizer {
+    Optimizer::new(
+        optim::Kind::Sgd {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        },
+        named_params(vs),
+    )
+}
+
 struct EpochStats {
     loss: f64,
     ce: f64,
@@ -415,13 +426,7 @@ pub fn pretrain(p: &Pretrain) -> Result<PathBuf, TrainError> {
     tch::manual_seed(c.seed as i64);
     let mut vs = VarStore::new(c.device);
     let net = Net::new(&vs, &graph, None)?;
-    let mut opt = Optimizer::new(
-        optim::Kind::Sgd {
-            momentum: 0.9,
-            weight_decay: 5e-4,
-        },
-        named_params(&vs),
-    );
+    let mut opt = sgd(&vs);
     let log = RunLog::new(&c.out)?;
     let ckpt = c.out.join("checkpoint-pretrain");
     let mut st = load_checkpoint(&ckpt, &mut vs, &mut opt)?.unwrap_or_default();
@@ -700,13 +705,7 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
             .map(|(k, m)| (k.clone(), m.kept.clone()))
             .collect();
         net.set_masks(&masks, c.device)?;
-        let mut opt = Optimizer::new(
-            optim::Kind::Sgd {
-                momentum: 0.9,
-                weight_decay: 5e-4,
-            },
-            named_params(&vs),
-        );
+        let mut opt = sgd(&vs);
         let ckpt = c.out.join(format!("finetune-{b}"));
         let best_dir = ckpt.join("best");
         let mut st = load_checkpoint(&ckpt, &mut vs, &mut opt)?.unwrap_or_default();
@@ -829,13 +828,7 @@ pub fn step_throughput(
     tch::manual_seed(0);
     let vs = VarStore::new(device);
     let net = Net::new(&vs, &graph, None)?;
-    let mut opt = Optimizer::new(
-        optim::Kind::Sgd {
-            momentum: 0.9,
-            weight_decay: 5e-4,
-        },
-        named_params(&vs),
-    );
+    let mut opt = sgd(&vs);
     let [c, h, w] = info.default_input;
     let x = Tensor::randn(
         [batch as i64, c as i64, h as i64, w as i64],

@@ -42,6 +42,17 @@ fn common(data: &Path, out: &Path, train: usize) -> Common {
     }
 }
 
+/// A LeNet-5 pretrained on the first `train` images, in `dir/pre/model`.
+fn pretrained(data: &Path, dir: &Path, train: usize, epochs: usize) -> PathBuf {
+    snl::pretrain(&Pretrain {
+        common: common(data, &dir.join("pre"), train),
+        arch: "lenet5".into(),
+        epochs,
+        lr: 0.1,
+    })
+    .unwrap()
+}
+
 fn linearize(c: Common, model: &Path, budgets: Vec<Budget>, finetune: usize) -> Linearize {
     Linearize {
         common: c,
@@ -140,13 +151,7 @@ fn tiny_run_reaches_every_budget_and_exports_what_it_reports() {
 fn a_killed_run_resumes_to_the_same_result() {
     let Some(data) = fmnist() else { return };
     let t = tempfile::tempdir().unwrap();
-    let base = snl::pretrain(&Pretrain {
-        common: common(&data, &t.path().join("pre"), 2000),
-        arch: "lenet5".into(),
-        epochs: 1,
-        lr: 0.1,
-    })
-    .unwrap();
+    let base = pretrained(&data, t.path(), 2000, 1);
     let budgets = vec![Budget::Relative(0.2)];
     let whole = snl::linearize(&linearize(
         common(&data, &t.path().join("a"), 2000),
@@ -225,13 +230,7 @@ fn bad_requests_are_clear_errors() {
 fn channelwise_search_keeps_whole_channels() {
     let Some(data) = fmnist() else { return };
     let t = tempfile::tempdir().unwrap();
-    let base = snl::pretrain(&Pretrain {
-        common: common(&data, &t.path().join("pre"), 2000),
-        arch: "lenet5".into(),
-        epochs: 1,
-        lr: 0.1,
-    })
-    .unwrap();
+    let base = pretrained(&data, t.path(), 2000, 1);
     let mut l = linearize(
         common(&data, &t.path().join("ch"), 2000),
         &base,

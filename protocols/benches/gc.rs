@@ -1,6 +1,7 @@
-//! Benchmarks of the protocols crate: AND gates garbled/evaluated per second on one core,
-//! ReLU gadgets garbled/evaluated per second, IKNP random OTs per second over the
-//! in-memory channel.
+//! Benchmarks of the protocols crate: AND gates garbled/evaluated per second on one core
+//! (scalar backends, gate after gate, and the batched kernels on a layer of independent
+//! gates), ReLU gadgets garbled/evaluated per second, IKNP random OTs per second over the
+//! in-memory channel. The two-party benchmarks over TCP are in the `bench` crate.
 
 use std::hint::black_box;
 
@@ -8,6 +9,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use protocols::Block;
 use protocols::channel::MemoryChannel;
 use protocols::gc::relu::{ReluParams, evaluate_relus, garble_relus};
+use protocols::gc::wide::{evaluate_ands, garble_ands};
 use protocols::gc::{Backend, Delta, Evaluator, GarbledTables, Garbler};
 use protocols::ot::{OtReceiver, OtSender};
 use protocols::prg::Prg;
@@ -48,6 +50,18 @@ fn and_gates(c: &mut Criterion) {
             }
             ev.finish().ok()
         })
+    });
+    // Batched kernels: one layer of ANDS independent gates, tables into a preallocated
+    // buffer, 64 AES blocks per cipher call.
+    let (a, b): (Vec<Block>, Vec<Block>) = xs.chunks_exact(2).map(|p| (p[0], p[1])).unzip();
+    let mut out = vec![Block::ZERO; ANDS];
+    let mut tab = vec![Block::ZERO; 2 * ANDS];
+    g.bench_function("garble_batched", |bch| {
+        bch.iter(|| garble_ands(delta, 0, 0, &a, &b, &mut out, &mut tab).ok())
+    });
+    let mut out2 = vec![Block::ZERO; ANDS];
+    g.bench_function("evaluate_batched", |bch| {
+        bch.iter(|| evaluate_ands(0, 0, &a, &b, &tab, &mut out2).ok())
     });
     g.finish();
 }

@@ -14,8 +14,8 @@
 //! The `aes` crate selects AES-NI/VAES at run time; blocks are processed eight at a time
 //! so that the AES rounds of independent blocks are pipelined.
 
-use aes::Aes128;
 use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
+use aes::{Aes128, Block as AesBlock};
 
 use crate::block::Block;
 
@@ -24,8 +24,13 @@ pub const FIXED_KEY: [u8; 16] = [
     0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
 ];
 
-/// Number of blocks encrypted together in one batch.
+/// Number of blocks the AES backend pipelines together (AES-NI: 8 in flight).
 pub const BATCH: usize = 8;
+
+/// Number of blocks per cipher call in the bulk paths ([`AesCipher::encrypt_many`],
+/// [`TccrHash::hash_many`]): eight pipelined batches, which amortises the per-call
+/// overhead of the `aes` crate (CPU feature check, closure set-up).
+pub const CALL: usize = 8 * BATCH;
 
 /// AES-128 under one key, with batched encryption of [`Block`]s.
 #[derive(Clone)]
@@ -60,10 +65,31 @@ impl AesCipher {
         Block::from_bytes(b.into())
     }
 
-    /// Encrypts blocks in place, [`BATCH`] at a time.
+    /// Encrypts an array of blocks in one cipher call (the backend pipelines [`BATCH`]
+    /// blocks at a time). Writes every buffer element exactly once: no zero-filling.
+    #[inline(always)]
+    pub fn encrypt_array<const N: usize>(&self, xs: [Block; N]) -> [Block; N] {
+        let mut buf: [AesBlock; N] = core::array::from_fn(|i| AesBlock::from(xs[i].to_bytes()));
+        self.cipher.encrypt_blocks(&mut buf);
+        core::array::from_fn(|i| Block::from_bytes(buf[i].into()))
+    }
+
+    /// Encrypts blocks in the `aes` crate's representation in place, in one cipher call
+    /// (for the garbling kernels, which fill the buffer directly).
+    #[inline(always)]
+    pub(crate) fn encrypt_raw(&self, buf: &mut [AesBlock]) {
+        self.cipher.encrypt_blocks(buf);
+    }
+
+    /// Encrypts blocks in place, [`CALL`] per cipher call.
     #[inline]
     pub fn encrypt_many(&self, xs: &mut [Block]) {
-        for chunk in xs.chunks_mut(BATCH) {
+        let mut chunks = xs.chunks_exact_mut(CALL);
+        for chunk in &mut chunks {
+            let arr: [Block; CALL] = core::array::from_fn(|i| chunk[i]);
+            chunk.copy_from_slice(&self.encrypt_array(arr));
+        }
+        for chunk in chunks.into_remainder().chunks_mut(BATCH) {
             let mut buf = [GenericArray::from([0u8; 16]); BATCH];
             for (dst, src) in buf.iter_mut().zip(chunk.iter()) {
                 *dst = GenericArray::from(src.to_bytes());
@@ -111,30 +137,60 @@ impl TccrHash {
     }
 
     /// Hashes `N` blocks (each with its own tweak) in one batch.
-    #[inline]
+    #[inline(always)]
     pub fn hash_n<const N: usize>(&self, xs: [Block; N], tweaks: [Block; N]) -> [Block; N] {
         let s: [Block; N] = core::array::from_fn(|i| sigma(xs[i]));
-        let mut buf: [Block; N] = core::array::from_fn(|i| s[i] ^ tweaks[i]);
-        self.pi.encrypt_many(&mut buf);
-        core::array::from_fn(|i| buf[i] ^ s[i])
+        let y: [Block; N] = self
+            .pi
+            .encrypt_array(core::array::from_fn(|i| s[i] ^ tweaks[i]));
+        core::array::from_fn(|i| y[i] ^ s[i])
     }
 
-    /// Hashes `xs[i]` under `tweaks[i]` in place, [`BATCH`] at a time. Extra elements of
-    /// the longer slice are left untouched.
+    /// Hashes `xs[i]` under the tweak `(hi, first + i)` (high and low 64 bits) in place,
+    /// [`CALL`] blocks per cipher call, without materialising the tweaks.
+    pub fn hash_many_counter(&self, xs: &mut [Block], hi: u64, first: u64) {
+        let base = (hi as u128) << 64;
+        let tw = |i: usize| Block(base | first.wrapping_add(i as u64) as u128);
+        let mut chunks = xs.chunks_exact_mut(CALL);
+        let mut at = 0usize;
+        for x in &mut chunks {
+            let arr: [Block; CALL] = core::array::from_fn(|i| x[i]);
+            let t: [Block; CALL] = core::array::from_fn(|i| tw(at + i));
+            x.copy_from_slice(&self.hash_n(arr, t));
+            at += CALL;
+        }
+        for (i, x) in chunks.into_remainder().iter_mut().enumerate() {
+            *x = self.hash(*x, tw(at + i));
+        }
+    }
+
+    /// Hashes `xs[i]` under `tweaks[i]` in place, [`CALL`] blocks per cipher call. Extra
+    /// elements of the longer slice are left untouched.
     pub fn hash_many(&self, xs: &mut [Block], tweaks: &[Block]) {
-        // One cipher call per 4 × BATCH blocks (the cipher pipelines BATCH at a time).
-        const CALL: usize = 4 * BATCH;
-        for (xc, tc) in xs.chunks_mut(CALL).zip(tweaks.chunks(CALL)) {
-            let n = xc.len().min(tc.len());
-            let mut s = [Block::ZERO; CALL];
-            let mut buf = [GenericArray::from([0u8; 16]); CALL];
-            for i in 0..n {
-                s[i] = sigma(xc[i]);
-                buf[i] = GenericArray::from((s[i] ^ tc[i]).to_bytes());
+        let n = xs.len().min(tweaks.len());
+        let (xs, tweaks) = (&mut xs[..n], &tweaks[..n]);
+        let mut xc = xs.chunks_exact_mut(CALL);
+        let mut tc = tweaks.chunks_exact(CALL);
+        for (x, t) in (&mut xc).zip(&mut tc) {
+            let arr: [Block; CALL] = core::array::from_fn(|i| x[i]);
+            let tw: [Block; CALL] = core::array::from_fn(|i| t[i]);
+            x.copy_from_slice(&self.hash_n(arr, tw));
+        }
+        for (x, t) in xc
+            .into_remainder()
+            .chunks_mut(BATCH)
+            .zip(tc.remainder().chunks(BATCH))
+        {
+            let mut s = [Block::ZERO; BATCH];
+            let mut buf = [GenericArray::from([0u8; 16]); BATCH];
+            let k = x.len();
+            for i in 0..k {
+                s[i] = sigma(x[i]);
+                buf[i] = GenericArray::from((s[i] ^ t[i]).to_bytes());
             }
-            self.pi.cipher.encrypt_blocks(&mut buf[..n]);
-            for i in 0..n {
-                xc[i] = Block::from_bytes(buf[i].into()) ^ s[i];
+            self.pi.cipher.encrypt_blocks(&mut buf[..k]);
+            for i in 0..k {
+                x[i] = Block::from_bytes(buf[i].into()) ^ s[i];
             }
         }
     }
@@ -230,20 +286,41 @@ mod tests {
     #[test]
     fn batched_equals_scalar_across_chunks() {
         let h = TccrHash::new();
-        let xs: Vec<Block> = (0..70u128)
-            .map(|i| Block(i * 0x9e37_79b9_7f4a_7c15 + 3))
-            .collect();
-        let ts: Vec<Block> = (0..70u128).map(|i| Block(i << 64 | 7)).collect();
-        let mut ys = xs.clone();
-        h.hash_many(&mut ys, &ts);
-        for i in 0..70 {
-            assert_eq!(ys[i], h.hash(xs[i], ts[i]));
-        }
-        let aes = AesCipher::fixed();
-        let mut zs = xs.clone();
-        aes.encrypt_many(&mut zs);
-        for i in 0..70 {
-            assert_eq!(zs[i], aes.encrypt(xs[i]));
+        // Sizes below, at and across CALL, with a ragged tail.
+        for n in [0usize, 1, 7, 8, 9, 63, 64, 65, 70, 2 * CALL + 13] {
+            let xs: Vec<Block> = (0..n as u128)
+                .map(|i| Block(i * 0x9e37_79b9_7f4a_7c15 + 3))
+                .collect();
+            let ts: Vec<Block> = (0..n as u128).map(|i| Block(i << 64 | 7)).collect();
+            let mut ys = xs.clone();
+            h.hash_many(&mut ys, &ts);
+            for i in 0..n {
+                assert_eq!(ys[i], h.hash(xs[i], ts[i]), "n={n} i={i}");
+            }
+            // A shorter tweak slice leaves the extra inputs untouched.
+            let mut us = xs.clone();
+            h.hash_many(&mut us, &ts[..n / 2]);
+            for i in 0..n {
+                let expect = if i < n / 2 { ys[i] } else { xs[i] };
+                assert_eq!(us[i], expect, "n={n} i={i}");
+            }
+            let aes = AesCipher::fixed();
+            let mut zs = xs.clone();
+            aes.encrypt_many(&mut zs);
+            for i in 0..n {
+                assert_eq!(zs[i], aes.encrypt(xs[i]));
+            }
+            let mut cs = xs.clone();
+            h.hash_many_counter(&mut cs, 0xabc, u64::MAX - 3);
+            for i in 0..n {
+                let t = Block::from_halves(0xabc, (u64::MAX - 3).wrapping_add(i as u64));
+                assert_eq!(cs[i], h.hash(xs[i], t), "n={n} i={i}");
+            }
+            let arr: [Block; 5] = core::array::from_fn(|i| Block(i as u128 * 77 + n as u128));
+            let enc = aes.encrypt_array(arr);
+            for i in 0..5 {
+                assert_eq!(enc[i], aes.encrypt(arr[i]));
+            }
         }
     }
 

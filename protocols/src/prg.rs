@@ -3,11 +3,12 @@
 //! The key is a 128-bit seed, either drawn from the operating system's CSPRNG
 //! ([`Prg::from_entropy`]) or given by the caller ([`Prg::from_seed`], for tests and for
 //! expanding OT seeds). Output block `i` is `AES_seed(i)`, with `i` a 128-bit little-endian
-//! counter, generated [`BATCH`](crate::aes_hash::BATCH) blocks at a time.
+//! counter, generated [`BATCH`] blocks at a time (large fills: [`CALL`] blocks per cipher
+//! call, written straight into the destination).
 
 use rand_core::{CryptoRng, OsRng, RngCore};
 
-use crate::aes_hash::{AesCipher, BATCH};
+use crate::aes_hash::{AesCipher, BATCH, CALL};
 use crate::block::Block;
 
 /// AES-CTR pseudorandom generator. Implements [`RngCore`] and [`CryptoRng`].
@@ -90,6 +91,21 @@ impl RngCore for Prg {
         let mut off = 0;
         while off < dest.len() {
             if self.pos == self.buf.len() {
+                // Bulk path (buffer empty): whole batches of CALL blocks straight into
+                // `dest`, same counter sequence as the buffered path.
+                while dest.len() - off >= 16 * CALL {
+                    let ctr: [Block; CALL] =
+                        core::array::from_fn(|i| Block(self.counter.wrapping_add(i as u128)));
+                    self.counter = self.counter.wrapping_add(CALL as u128);
+                    let out = self.aes.encrypt_array(ctr);
+                    for (chunk, b) in dest[off..off + 16 * CALL].chunks_exact_mut(16).zip(&out) {
+                        chunk.copy_from_slice(&b.to_bytes());
+                    }
+                    off += 16 * CALL;
+                }
+                if off == dest.len() {
+                    break;
+                }
                 let blocks = self.next_batch();
                 for (chunk, b) in self.buf.chunks_exact_mut(16).zip(blocks.iter()) {
                     chunk.copy_from_slice(&b.to_bytes());
@@ -136,6 +152,22 @@ mod tests {
         let bulk = d.random_blocks(13);
         let single: Vec<Block> = (0..13).map(|_| e.random_block()).collect();
         assert_eq!(bulk, single);
+        // Large fills (bulk path) continue the same stream, aligned or not.
+        for skip in [0usize, 5, 16] {
+            let mut f = Prg::from_seed(seed);
+            let mut g = Prg::from_seed(seed);
+            let mut head = vec![0u8; skip];
+            f.fill_bytes(&mut head);
+            g.fill_bytes(&mut head);
+            let mut big = vec![0u8; 16 * 3 * CALL + 7];
+            f.fill_bytes(&mut big);
+            let mut small = vec![0u8; big.len()];
+            for c in small.chunks_mut(3) {
+                g.fill_bytes(c);
+            }
+            assert_eq!(big, small, "skip {skip}");
+            assert_eq!(f.next_u64(), g.next_u64());
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::backends::{blocks_from_bytes, read_u64};
 use super::gadgets::{add_mod, add_mod_zero_extended};
 use super::wide::{LANES, WideEvaluator, WideGarbler};
 use super::{Backend, Delta, GarbledTables, GarblerSecrets, Party, bits_to_u64};
-use crate::aes_hash::TccrHash;
+use crate::aes_hash::AesCipher;
 use crate::block::Block;
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
@@ -227,33 +227,118 @@ impl GarbledRelus {
     /// Serialises as `"RLT1" ‖ l ‖ f ‖ m ‖ 0 ‖ count (u64 LE) ‖ tables` (see
     /// [`GarbledTables::to_bytes`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.tables.byte_len());
-        write_params(&mut out, TABLES_MAGIC, self.params);
-        out.extend_from_slice(&(self.count as u64).to_le_bytes());
-        out.extend_from_slice(&self.tables.to_bytes());
+        let mut out = Vec::with_capacity(Self::HEADER_BYTES + self.tables.byte_len());
+        out.extend_from_slice(&self.header());
+        for b in &self.tables.blocks {
+            out.extend_from_slice(&b.to_bytes());
+        }
         out
     }
 
     /// Parses [`GarbledRelus::to_bytes`], checking that the table length matches the count.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (params, rest) = parse_params(bytes, TABLES_MAGIC)?;
-        let (count, rest) =
-            read_u64(rest).ok_or_else(|| ProtocolError::peer("ReLU batch: short header"))?;
-        let tables = GarbledTables::from_bytes(rest)?;
+        let (head, body) = bytes
+            .split_first_chunk::<{ Self::HEADER_BYTES }>()
+            .ok_or_else(|| ProtocolError::peer("ReLU batch: short header"))?;
+        let header = Self::parse_header(head, body.len())?;
+        Ok(GarbledRelus {
+            params: header.params,
+            count: header.count,
+            tables: GarbledTables {
+                batch_id: header.batch_id,
+                blocks: blocks_from_bytes(body),
+            },
+        })
+    }
+
+    /// Length of the serialised header: magic and parameters (8 bytes), gadget count,
+    /// batch id and block count (8 bytes each).
+    const HEADER_BYTES: usize = 32;
+
+    fn header(&self) -> [u8; Self::HEADER_BYTES] {
+        let mut out = Vec::with_capacity(Self::HEADER_BYTES);
+        write_params(&mut out, TABLES_MAGIC, self.params);
+        out.extend_from_slice(&(self.count as u64).to_le_bytes());
+        out.extend_from_slice(&self.tables.batch_id.to_le_bytes());
+        out.extend_from_slice(&(self.tables.blocks.len() as u64).to_le_bytes());
+        let mut h = [0u8; Self::HEADER_BYTES];
+        h.copy_from_slice(&out);
+        h
+    }
+
+    /// Checks a header against the length of the body that follows it (in bytes).
+    fn parse_header(head: &[u8; Self::HEADER_BYTES], body_len: usize) -> Result<Header> {
+        let (params, rest) = parse_params(head, TABLES_MAGIC)?;
+        let short = || ProtocolError::peer("ReLU batch: short header");
+        let (count, rest) = read_u64(rest).ok_or_else(short)?;
+        let (batch_id, rest) = read_u64(rest).ok_or_else(short)?;
+        let (blocks, _) = read_u64(rest).ok_or_else(short)?;
+        if body_len % 16 != 0 || (body_len / 16) as u64 != blocks {
+            return Err(ProtocolError::peer(format!(
+                "tables: header says {blocks} blocks, body holds {body_len} bytes"
+            )));
+        }
         let expected = usize::try_from(count)
             .ok()
             .and_then(|c| c.checked_mul(2 * params.and_gates()));
-        if expected != Some(tables.blocks.len()) {
+        if expected != Some(body_len / 16) {
             return Err(ProtocolError::peer(
                 "ReLU batch: table length does not match gadget count",
             ));
         }
-        Ok(GarbledRelus {
+        Ok(Header {
             params,
-            count: tables.blocks.len() / (2 * params.and_gates()),
-            tables,
+            count: body_len / 16 / (2 * params.and_gates()),
+            batch_id,
         })
     }
+
+    /// Sends the batch as one length-prefixed message, exactly as
+    /// `ch.send_prefixed(&self.to_bytes())` would, but streaming the tables in chunks
+    /// instead of building the whole message in memory. Does not flush.
+    pub fn send<C: Channel + ?Sized>(&self, ch: &mut C) -> Result<()> {
+        ch.send_u64((Self::HEADER_BYTES + self.tables.byte_len()) as u64)?;
+        ch.send(&self.header())?;
+        ch.send_blocks(&self.tables.blocks)?;
+        Ok(())
+    }
+
+    /// Receives a batch sent by [`GarbledRelus::send`] (or `send_prefixed(&to_bytes())`),
+    /// refusing messages longer than `max_len` bytes; the checks are those of
+    /// [`GarbledRelus::from_bytes`]. The tables are read straight into blocks.
+    pub fn recv<C: Channel + ?Sized>(ch: &mut C, max_len: usize) -> Result<Self> {
+        let len = ch.recv_u64()?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= max_len)
+            .ok_or_else(|| {
+                ProtocolError::peer(format!("length prefix {len} exceeds limit {max_len}"))
+            })?;
+        if len < Self::HEADER_BYTES {
+            let mut buf = vec![0u8; len];
+            ch.recv(&mut buf)?;
+            return Self::from_bytes(&buf);
+        }
+        let mut head = [0u8; Self::HEADER_BYTES];
+        ch.recv(&mut head)?;
+        let header = Self::parse_header(&head, len - Self::HEADER_BYTES)?;
+        let blocks = ch.recv_blocks((len - Self::HEADER_BYTES) / 16)?;
+        Ok(GarbledRelus {
+            params: header.params,
+            count: header.count,
+            tables: GarbledTables {
+                batch_id: header.batch_id,
+                blocks,
+            },
+        })
+    }
+}
+
+/// The checked header of a serialised [`GarbledRelus`].
+struct Header {
+    params: ReluParams,
+    count: usize,
+    batch_id: u64,
 }
 
 /// What the server keeps after garbling a batch of ReLU gadgets.
@@ -393,6 +478,195 @@ impl ReluGarblerSecrets {
     }
 }
 
+/// Gadgets garbled in lockstep by [`garble_relus`] (two table groups of [`LANES`]: 64
+/// AES blocks per AND layer).
+pub(crate) const GARBLE_LANES: usize = 2 * LANES;
+
+/// Gadgets evaluated in lockstep by [`evaluate_relus`] (four table groups of [`LANES`]:
+/// 64 AES blocks per AND layer).
+pub(crate) const EVAL_LANES: usize = 4 * LANES;
+
+/// Input labels of a batch: `count × m` server labels, `count × (m + l)` client labels.
+#[derive(Clone, Copy)]
+pub(crate) struct Labels<'a> {
+    pub(crate) server: &'a [Block],
+    pub(crate) client: &'a [Block],
+}
+
+/// The part of a batch processed together: gadgets `start .. start + active` with the
+/// same gate-id stride.
+struct Span {
+    start: usize,
+    active: usize,
+    stride: u64,
+}
+
+/// Splits `count` gadgets into spans of `W` lanes: first runs of `W` gadgets that lie in
+/// full table groups, then single groups of at most [`LANES`] gadgets.
+fn spans<const W: usize>(count: usize) -> impl Iterator<Item = (bool, Span)> {
+    let full = count - count % LANES;
+    let wide_end = full - full % W;
+    let wide = (0..wide_end).step_by(W).map(|start| {
+        (
+            true,
+            Span {
+                start,
+                active: W,
+                stride: LANES as u64,
+            },
+        )
+    });
+    let narrow = (wide_end..count).step_by(LANES).map(move |start| {
+        let active = LANES.min(count - start);
+        (
+            false,
+            Span {
+                start,
+                active,
+                stride: active as u64,
+            },
+        )
+    });
+    wide.chain(narrow)
+}
+
+/// Gate id of the first AND gate of gadget `i` in the table layout of [`garble_relus`]:
+/// group `g = i / LANES` starts at gate `g × LANES × ands`, and gadget `i` is lane
+/// `i mod LANES` of its group.
+#[inline]
+fn first_gate_id(i: usize, ands: usize) -> u64 {
+    ((i - i % LANES) * ands + i % LANES) as u64
+}
+
+/// The input wires of `W` lanes for gadgets `span.start ..` (zero for inactive lanes).
+#[allow(clippy::type_complexity)]
+fn lane_inputs<const W: usize>(
+    params: ReluParams,
+    labels: Labels<'_>,
+    span: &Span,
+) -> (Vec<[Block; W]>, Vec<[Block; W]>, Vec<[Block; W]>) {
+    let (m, l) = (params.m as usize, params.l as usize);
+    let e = m + l;
+    // Bit-major gather: each wire array is written contiguously (writing lane-major
+    // would store with a 16·W-byte stride, which thrashes a few L1 sets).
+    let active = span.active.min(W);
+    let gather = |src: &[Block], stride: usize, offset: usize, n: usize| -> Vec<[Block; W]> {
+        let rows = &src[span.start * stride..(span.start + active) * stride];
+        (0..n)
+            .map(|i| {
+                let mut w = [Block::ZERO; W];
+                for (wj, row) in w.iter_mut().zip(rows.chunks_exact(stride)) {
+                    *wj = row[offset + i];
+                }
+                w
+            })
+            .collect()
+    };
+    let a = gather(labels.server, m, 0, m);
+    let b = gather(labels.client, e, 0, m);
+    let q = gather(labels.client, e, m, l);
+    (a, b, q)
+}
+
+fn lane_ids<const W: usize>(span: &Span, ands: usize) -> [u64; W] {
+    core::array::from_fn(|j| {
+        if j < span.active {
+            first_gate_id(span.start + j, ands)
+        } else {
+            0
+        }
+    })
+}
+
+/// Garbles `count` gadgets into `tables` (`count × 2 × ands` blocks) and `decode`
+/// (`count × l` bits), `W` gadgets in lockstep where the layout allows.
+pub(crate) fn garble_into<const W: usize>(
+    params: ReluParams,
+    count: usize,
+    delta: Delta,
+    batch_id: u64,
+    labels: Labels<'_>,
+    tables: &mut [Block],
+    decode: &mut [bool],
+) -> Result<()> {
+    let pi = AesCipher::fixed();
+    for (wide, span) in spans::<W>(count) {
+        if wide {
+            garble_span::<W>(params, delta, batch_id, &pi, labels, &span, tables, decode)?;
+        } else {
+            garble_span::<LANES>(params, delta, batch_id, &pi, labels, &span, tables, decode)?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn garble_span<const W: usize>(
+    params: ReluParams,
+    delta: Delta,
+    batch_id: u64,
+    pi: &AesCipher,
+    labels: Labels<'_>,
+    span: &Span,
+    tables: &mut [Block],
+    decode: &mut [bool],
+) -> Result<()> {
+    let (a_w, b_w, q_w) = lane_inputs::<W>(params, labels, span);
+    let ids = lane_ids::<W>(span, params.and_gates());
+    let mut g = WideGarbler::new(delta, pi, batch_id, ids, span.stride, span.active, tables);
+    let out = relu_core(&mut g, &a_w, &b_w, &q_w, params)?;
+    let l = params.l as usize;
+    for (i, w) in out.iter().enumerate() {
+        for (j, wj) in w.iter().take(span.active).enumerate() {
+            decode[(span.start + j) * l + i] = wj.lsb();
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates `count` gadgets from `tables` (length already checked) into `colours`
+/// (`count × l` bits), `W` gadgets in lockstep where the layout allows.
+pub(crate) fn evaluate_into<const W: usize>(
+    params: ReluParams,
+    count: usize,
+    batch_id: u64,
+    labels: Labels<'_>,
+    tables: &[Block],
+    colours: &mut [bool],
+) -> Result<()> {
+    let pi = AesCipher::fixed();
+    for (wide, span) in spans::<W>(count) {
+        if wide {
+            evaluate_span::<W>(params, batch_id, &pi, labels, &span, tables, colours)?;
+        } else {
+            evaluate_span::<LANES>(params, batch_id, &pi, labels, &span, tables, colours)?;
+        }
+    }
+    Ok(())
+}
+
+fn evaluate_span<const W: usize>(
+    params: ReluParams,
+    batch_id: u64,
+    pi: &AesCipher,
+    labels: Labels<'_>,
+    span: &Span,
+    tables: &[Block],
+    colours: &mut [bool],
+) -> Result<()> {
+    let (a_w, b_w, q_w) = lane_inputs::<W>(params, labels, span);
+    let ids = lane_ids::<W>(span, params.and_gates());
+    let mut ev = WideEvaluator::new(pi, batch_id, ids, span.stride, span.active, tables);
+    let out = relu_core(&mut ev, &a_w, &b_w, &q_w, params)?;
+    let l = params.l as usize;
+    for (i, w) in out.iter().enumerate() {
+        for (j, wj) in w.iter().take(span.active).enumerate() {
+            colours[(span.start + j) * l + i] = wj.lsb();
+        }
+    }
+    Ok(())
+}
+
 /// Garbles `count` ReLU gadgets with offset `delta`.
 ///
 /// `client_zero_labels`, if given, are the zero labels of the client's inputs
@@ -400,10 +674,12 @@ impl ReluGarblerSecrets {
 /// sender's output of a correlated OT with the same `Δ`; otherwise fresh ones are drawn.
 /// `batch_id` must be unique per `Δ`.
 ///
-/// Gadgets are garbled [`LANES`] at a time in lockstep (see [`super::wide`]); the tables
-/// hold, for each group of up to `LANES` consecutive gadgets, each AND gate's ciphertexts
-/// for every gadget of the group. The labels, decoding bits and the
-/// [`evaluate_relus`] interface are per gadget, in gadget order.
+/// Table layout: for each group of up to [`LANES`] consecutive gadgets, each AND gate's
+/// ciphertexts `(T_G, T_E)` for every gadget of the group (gate by gate, gadget by gadget
+/// within a gate); gate ids (hash tweaks) follow the same order. Internally several
+/// groups are garbled in lockstep (see [`super::wide`]), which does not change the
+/// layout. The labels, decoding bits and the [`evaluate_relus`] interface are per gadget,
+/// in gadget order.
 pub fn garble_relus<R: RngCore + CryptoRng>(
     params: ReluParams,
     count: usize,
@@ -431,40 +707,20 @@ pub fn garble_relus<R: RngCore + CryptoRng>(
     // Bulk labels: expand a fresh 128-bit seed with AES-CTR.
     let server: Vec<Block> = Prg::from_rng(&mut rng).random_blocks(count * m);
     let mut decode = vec![false; count * l];
-    let mut tables = Vec::with_capacity(count * 2 * params.and_gates());
-    let hash = TccrHash::new();
-    let mut gate = 0u64;
-    for start in (0..count).step_by(LANES) {
-        let lanes = LANES.min(count - start);
-        let lane_wire =
-            |labels: &[Block], stride: usize, offset: usize, bit: usize| -> [Block; LANES] {
-                core::array::from_fn(|j| {
-                    if j < lanes {
-                        labels[(start + j) * stride + offset + bit]
-                    } else {
-                        Block::ZERO
-                    }
-                })
-            };
-        let a_w: Vec<_> = (0..m).map(|i| lane_wire(&server, m, 0, i)).collect();
-        let b_w: Vec<_> = (0..m).map(|i| lane_wire(&client, e, 0, i)).collect();
-        let q_w: Vec<_> = (0..l).map(|i| lane_wire(&client, e, m, i)).collect();
-        let mut g = WideGarbler {
-            delta: delta.block(),
-            hash: &hash,
-            batch_id,
-            gate,
-            lanes,
-            tables: &mut tables,
-        };
-        let out = relu_core(&mut g, &a_w, &b_w, &q_w, params)?;
-        gate = g.gate;
-        for (i, w) in out.iter().enumerate() {
-            for j in 0..lanes {
-                decode[(start + j) * l + i] = w[j].lsb();
-            }
-        }
-    }
+    let mut tables = vec![Block::ZERO; count * 2 * params.and_gates()];
+    let labels = Labels {
+        server: &server,
+        client: &client,
+    };
+    garble_into::<GARBLE_LANES>(
+        params,
+        count,
+        delta,
+        batch_id,
+        labels,
+        &mut tables,
+        &mut decode,
+    )?;
     Ok((
         GarbledRelus {
             params,
@@ -507,49 +763,27 @@ pub fn evaluate_relus(
     if client_labels.len() != count * e {
         return Err(ProtocolError::arg("wrong number of client input labels"));
     }
-    let hash = TccrHash::new();
     let tables = &garbled.tables.blocks;
-    let mut pos = 0usize;
-    let mut gate = 0u64;
-    let mut colours = vec![false; count * l];
-    for start in (0..count).step_by(LANES) {
-        let lanes = LANES.min(count - start);
-        let lane_wire =
-            |labels: &[Block], stride: usize, offset: usize, bit: usize| -> [Block; LANES] {
-                core::array::from_fn(|j| {
-                    if j < lanes {
-                        labels[(start + j) * stride + offset + bit]
-                    } else {
-                        Block::ZERO
-                    }
-                })
-            };
-        let a_w: Vec<_> = (0..m).map(|i| lane_wire(server_labels, m, 0, i)).collect();
-        let b_w: Vec<_> = (0..m).map(|i| lane_wire(client_labels, e, 0, i)).collect();
-        let q_w: Vec<_> = (0..l).map(|i| lane_wire(client_labels, e, m, i)).collect();
-        let mut ev = WideEvaluator {
-            hash: &hash,
-            batch_id: garbled.tables.batch_id,
-            gate,
-            lanes,
-            tables,
-            pos,
-        };
-        let out = relu_core(&mut ev, &a_w, &b_w, &q_w, p)?;
-        gate = ev.gate;
-        pos = ev.pos;
-        for (i, w) in out.iter().enumerate() {
-            for j in 0..lanes {
-                colours[(start + j) * l + i] = w[j].lsb();
-            }
-        }
-    }
-    if pos != tables.len() {
+    if Some(tables.len()) != count.checked_mul(2 * p.and_gates()) {
         return Err(ProtocolError::peer(format!(
-            "garbled tables have {} unused blocks",
-            tables.len() - pos
+            "garbled tables hold {} blocks, expected {} for {count} gadgets",
+            tables.len(),
+            count.saturating_mul(2 * p.and_gates())
         )));
     }
+    let mut colours = vec![false; count * l];
+    let labels = Labels {
+        server: server_labels,
+        client: client_labels,
+    };
+    evaluate_into::<EVAL_LANES>(
+        p,
+        count,
+        garbled.tables.batch_id,
+        labels,
+        tables,
+        &mut colours,
+    )?;
     Ok(colours)
 }
 
@@ -600,7 +834,7 @@ pub fn relu_offline_server<C: Channel + ?Sized, R: RngCore + CryptoRng>(
     params.validate()?;
     let zero = ot.send_correlated(ch, count * params.evaluator_input_bits())?;
     let (garbled, secrets) = garble_relus(params, count, ot.delta(), Some(zero), batch_id, rng)?;
-    ch.send_prefixed(&garbled.to_bytes())?;
+    garbled.send(ch)?;
     ch.flush()?;
     Ok(secrets)
 }
@@ -623,7 +857,7 @@ pub fn relu_offline_client<C: Channel + ?Sized>(
         .checked_mul(params.table_bytes())
         .and_then(|t| t.checked_add(64))
         .ok_or_else(|| ProtocolError::arg("too many gadgets"))?;
-    let garbled = GarbledRelus::from_bytes(&ch.recv_prefixed(max_len)?)?;
+    let garbled = GarbledRelus::recv(ch, max_len)?;
     if garbled.params != params || garbled.count != bs.len() {
         return Err(ProtocolError::peer(format!(
             "server garbled {} gadgets with {:?}, expected {} with {:?}",

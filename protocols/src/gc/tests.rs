@@ -46,9 +46,10 @@ fn run_on_wires<B: Backend>(
 }
 
 /// Garbles `lanes` copies of `c` (constants replaced by XOR) with the lane-parallel
-/// backends and checks each lane against the plaintext backend.
-fn check_wide(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) {
-    use super::wide::{LANES, WideEvaluator, WideGarbler};
+/// backends (`W` lanes, the first `lanes` active) and checks each lane against the
+/// plaintext backend.
+fn check_wide<const W: usize>(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) {
+    use super::wide::{WideEvaluator, WideGarbler};
     let mut c = c.clone();
     for g in &mut c.gates {
         if g.0 % 5 == 3 {
@@ -56,24 +57,24 @@ fn check_wide(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) {
         }
     }
     let lanes = inputs.len();
+    assert!(lanes <= W);
     let n_in = c.ng + c.ne;
+    let mut counter = GateCounter::new();
+    let zeros = vec![(); n_in];
+    run_on_wires(&mut counter, &c, zeros).unwrap();
+    let ands = counter.counts().and;
     let mut rng = ChaCha12Rng::seed_from_u64(seed);
     let delta = Delta::random(&mut rng);
-    let zero: Vec<[Block; LANES]> = (0..n_in)
+    let zero: Vec<[Block; W]> = (0..n_in)
         .map(|_| core::array::from_fn(|_| Block::random(&mut rng)))
         .collect();
-    let hash = crate::aes_hash::TccrHash::new();
-    let mut tables = Vec::new();
-    let mut g = WideGarbler {
-        delta: delta.block(),
-        hash: &hash,
-        batch_id: seed,
-        gate: 0,
-        lanes,
-        tables: &mut tables,
-    };
+    let pi = crate::aes_hash::AesCipher::fixed();
+    // Lane j's k-th AND gate has id j + k·lanes (the ReLU group layout).
+    let ids: [u64; W] = core::array::from_fn(|j| j as u64);
+    let mut tables = vec![Block::ZERO; 2 * ands * lanes];
+    let mut g = WideGarbler::new(delta, &pi, seed, ids, lanes as u64, lanes, &mut tables);
     let out0 = run_on_wires(&mut g, &c, zero.clone()).unwrap();
-    let active: Vec<[Block; LANES]> = (0..n_in)
+    let active: Vec<[Block; W]> = (0..n_in)
         .map(|k| {
             core::array::from_fn(|j| {
                 if j < lanes {
@@ -84,16 +85,8 @@ fn check_wide(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) {
             })
         })
         .collect();
-    let mut ev = WideEvaluator {
-        hash: &hash,
-        batch_id: seed,
-        gate: 0,
-        lanes,
-        tables: &tables,
-        pos: 0,
-    };
+    let mut ev = WideEvaluator::new(&pi, seed, ids, lanes as u64, lanes, &tables);
     let out = run_on_wires(&mut ev, &c, active).unwrap();
-    assert_eq!(ev.pos, tables.len());
     for (j, inp) in inputs.iter().enumerate() {
         let mut p = PlainBackend::new(inp[..c.ng].to_vec(), inp[c.ng..].to_vec());
         run(&mut p, &c).unwrap();
@@ -103,6 +96,16 @@ fn check_wide(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) {
             .map(|(w, w0)| w[j].lsb() ^ w0[j].lsb())
             .collect();
         assert_eq!(got, p.into_outputs(), "lane {j}");
+    }
+    // With one lane, the layout is the scalar garbler's: identical tables.
+    if lanes == 1 {
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
+        let _ = Delta::random(&mut rng);
+        let mut sg = Garbler::new(delta, seed, rng);
+        let zero1: Vec<Block> = zero.iter().map(|w| w[0]).collect();
+        run_on_wires(&mut sg, &c, zero1).unwrap();
+        let (st, _) = sg.finish().unwrap();
+        assert_eq!(st.blocks, tables);
     }
 }
 
@@ -168,7 +171,7 @@ proptest! {
     #[test]
     fn random_circuits_lane_parallel_equals_plain(
         (c, gin, ein, seed) in arb_circuit(),
-        lanes in 1usize..=8,
+        lanes in 1usize..=32,
         extra in prop::collection::vec(any::<bool>(), 80),
     ) {
         // Lane j's inputs: the drawn inputs rotated by j and xored with `extra`.
@@ -176,7 +179,11 @@ proptest! {
         let inputs: Vec<Vec<bool>> = (0..lanes)
             .map(|j| (0..base.len()).map(|k| base[(k + j) % base.len()] ^ extra[(k + 7 * j) % 80]).collect())
             .collect();
-        check_wide(&c, &inputs, seed);
+        match lanes {
+            0..=8 => check_wide::<8>(&c, &inputs, seed),
+            9..=16 => check_wide::<16>(&c, &inputs, seed),
+            _ => check_wide::<32>(&c, &inputs, seed),
+        }
     }
 
     #[test]
@@ -621,4 +628,234 @@ fn preset_labels_exhausted_is_an_error() {
     );
     let g = Garbler::with_evaluator_labels(delta, 0, vec![Block(1)], ChaCha12Rng::seed_from_u64(5));
     assert_eq!(g.finish().unwrap_err().fault(), Fault::Caller);
+}
+
+#[test]
+fn batched_and_gates_equal_scalar_and_plain() {
+    use super::wide::{evaluate_ands, garble_ands};
+    let mut rng = ChaCha12Rng::seed_from_u64(31);
+    for (n, first_gate) in [
+        (0usize, 0u64),
+        (1, 0),
+        (15, 3),
+        (16, 0),
+        (17, 100),
+        (33, 7),
+        (100, 0),
+    ] {
+        let delta = Delta::random(&mut rng);
+        let batch = rng.r#gen::<u64>() >> 1;
+        let a0: Vec<Block> = (0..n).map(|_| Block::random(&mut rng)).collect();
+        let b0: Vec<Block> = (0..n).map(|_| Block::random(&mut rng)).collect();
+        let mut out0 = vec![Block::ZERO; n];
+        let mut tables = vec![Block::ZERO; 2 * n];
+        garble_ands(delta, batch, first_gate, &a0, &b0, &mut out0, &mut tables).unwrap();
+        // Scalar garbler with its gate counter at `first_gate`: same tables and labels.
+        let mut sg = Garbler::new(delta, batch, ChaCha12Rng::seed_from_u64(1));
+        for _ in 0..first_gate {
+            sg.and(&Block::ZERO, &Block::ZERO).unwrap();
+        }
+        let scalar_out: Vec<Block> = (0..n).map(|i| sg.and(&a0[i], &b0[i]).unwrap()).collect();
+        let (st, _) = sg.finish().unwrap();
+        assert_eq!(scalar_out, out0, "n={n}");
+        assert_eq!(&st.blocks[2 * first_gate as usize..], &tables[..], "n={n}");
+        // Evaluate on random inputs: batched and scalar evaluators agree with AND.
+        let x: Vec<bool> = (0..n).map(|_| rng.r#gen()).collect();
+        let y: Vec<bool> = (0..n).map(|_| rng.r#gen()).collect();
+        let a = encode_labels(&a0, &x, delta).unwrap();
+        let b = encode_labels(&b0, &y, delta).unwrap();
+        let mut out = vec![Block::ZERO; n];
+        evaluate_ands(batch, first_gate, &a, &b, &tables, &mut out).unwrap();
+        let padded: Vec<Block> = st.blocks.clone();
+        let mut se = Evaluator::from_parts(batch, &padded, &[], &[]);
+        for _ in 0..first_gate {
+            se.and(&Block::ZERO, &Block::ZERO).unwrap();
+        }
+        for i in 0..n {
+            assert_eq!(
+                out[i],
+                out0[i] ^ delta.block().select(x[i] & y[i]),
+                "n={n} i={i}"
+            );
+            assert_eq!(se.and(&a[i], &b[i]).unwrap(), out[i]);
+        }
+    }
+    // Length errors.
+    let d = Delta::from_block(Block(3));
+    let z = [Block::ZERO; 4];
+    let mut o = [Block::ZERO; 4];
+    let mut t = [Block::ZERO; 7];
+    let e = garble_ands(d, 0, 0, &z, &z, &mut o, &mut t).unwrap_err();
+    assert_eq!(e.fault(), Fault::Caller);
+    let e = evaluate_ands(0, 0, &z, &z, &t, &mut o).unwrap_err();
+    assert_eq!(e.fault(), Fault::Peer);
+    let e = evaluate_ands(0, 0, &z, &z[..3], &t[..6], &mut o).unwrap_err();
+    assert_eq!(e.fault(), Fault::Caller);
+    let mut t8 = [Block::ZERO; 8];
+    let e = garble_ands(d, 0, u64::MAX - 1, &z, &z, &mut o, &mut t8).unwrap_err();
+    assert_eq!(e.fault(), Fault::Caller);
+}
+
+/// The ReLU table layout does not depend on how many gadgets are processed in lockstep:
+/// garbling with 8, 16 or 32 lanes gives identical tables and decoding bits, and any
+/// evaluator width decodes them correctly.
+#[test]
+fn relu_layout_is_independent_of_lane_width() {
+    let p = ReluParams::DEFAULT;
+    let ands = p.and_gates();
+    let mut rng = ChaCha12Rng::seed_from_u64(123);
+    for count in [
+        0usize, 1, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 47, 63, 64, 65, 71,
+    ] {
+        let delta = Delta::random(&mut rng);
+        let server: Vec<Block> = (0..count * p.garbler_input_bits())
+            .map(|_| Block::random(&mut rng))
+            .collect();
+        let client: Vec<Block> = (0..count * p.evaluator_input_bits())
+            .map(|_| Block::random(&mut rng))
+            .collect();
+        let labels = Labels {
+            server: &server,
+            client: &client,
+        };
+        let garble = |w: usize| {
+            let mut t = vec![Block::ZERO; count * 2 * ands];
+            let mut d = vec![false; count * p.output_bits()];
+            match w {
+                8 => garble_into::<8>(p, count, delta, 9, labels, &mut t, &mut d),
+                16 => garble_into::<16>(p, count, delta, 9, labels, &mut t, &mut d),
+                _ => garble_into::<32>(p, count, delta, 9, labels, &mut t, &mut d),
+            }
+            .unwrap();
+            (t, d)
+        };
+        let (t8, d8) = garble(8);
+        assert_eq!(garble(16), (t8.clone(), d8.clone()), "count {count}");
+        assert_eq!(garble(32), (t8.clone(), d8.clone()), "count {count}");
+        let a: Vec<u64> = (0..count).map(|_| rng.r#gen::<u64>() & mask(p.m)).collect();
+        let bs: Vec<u64> = (0..count).map(|_| rng.r#gen::<u64>() & mask(p.m)).collect();
+        let qs: Vec<u64> = (0..count).map(|_| rng.r#gen::<u64>() & mask(p.l)).collect();
+        let sl: Vec<Block> = a
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &v)| {
+                let m = p.m as usize;
+                encode_labels(&server[i * m..(i + 1) * m], &u64_to_bits(v, m), delta).unwrap()
+            })
+            .collect();
+        let cl = encode_labels(&client, &client_input_bits(&bs, &qs, p).unwrap(), delta).unwrap();
+        let active = Labels {
+            server: &sl,
+            client: &cl,
+        };
+        for w in [8, 16, 32] {
+            let mut colours = vec![false; count * p.output_bits()];
+            match w {
+                8 => evaluate_into::<8>(p, count, 9, active, &t8, &mut colours),
+                16 => evaluate_into::<16>(p, count, 9, active, &t8, &mut colours),
+                _ => evaluate_into::<32>(p, count, 9, active, &t8, &mut colours),
+            }
+            .unwrap();
+            let l = p.l as usize;
+            for i in 0..count {
+                let bits =
+                    decode_colour_bits(&colours[i * l..(i + 1) * l], &d8[i * l..(i + 1) * l])
+                        .unwrap();
+                assert_eq!(
+                    bits_to_u64(&bits),
+                    relu_gadget_reference(a[i], bs[i], qs[i], p),
+                    "count {count} width {w} gadget {i}"
+                );
+            }
+        }
+    }
+}
+
+/// Known answers pinning the wire format of garbled ReLU batches (tables and secrets,
+/// both serialised): the values were produced by the original one-group-at-a-time
+/// implementation, so any change of layout, tweaks or label order shows up here.
+#[test]
+fn relu_batch_known_answers() {
+    use crate::prg::Prg;
+    let p = ReluParams::DEFAULT;
+    let expected = [
+        (
+            1usize,
+            "37dcd7921c9a4aef7eec216adc55f079ce93887fe5d2e7b8e9a52d9d7ed2fc1d",
+        ),
+        (
+            8,
+            "bf6ee8fc9ec47fa29cb747b87e16b6ee6be5ee10430185446134fab351c2c103",
+        ),
+        (
+            13,
+            "12b3da0a87e6ffe663506bc6d8d2be69389924b77464c090583d4f1febdcdfec",
+        ),
+        (
+            37,
+            "2433eca7b6361af268ad54507b14070cd4098df2ddabe5654e54ec6bd186ea4b",
+        ),
+        (
+            70,
+            "9c74ecc8f79465d8995e924b7c6dd0e683cfcff129b7a3bc71a24cd480de425e",
+        ),
+    ];
+    for (count, hex) in expected {
+        let delta = Delta::from_block(Block(12345));
+        let (g, s) = garble_relus(p, count, delta, None, 5, Prg::from_seed(Block(9))).unwrap();
+        let mut h = blake3::Hasher::new();
+        h.update(&g.to_bytes());
+        h.update(&s.to_bytes());
+        assert_eq!(h.finalize().to_hex().as_str(), hex, "count {count}");
+    }
+}
+
+/// Streaming send/receive of garbled batches has the wire format of
+/// `send_prefixed(to_bytes())` and the checks of `from_bytes`.
+#[test]
+fn garbled_relus_streaming_matches_prefixed_bytes() {
+    use crate::channel::{Channel, ChannelExt, RecordingChannel};
+    let p = ReluParams::DEFAULT;
+    let delta = Delta::from_block(Block(77));
+    let (g, _) = garble_relus(p, 11, delta, None, 3, ChaCha12Rng::seed_from_u64(8)).unwrap();
+    let (a, mut b) = MemoryChannel::pair();
+    let mut a = RecordingChannel::new(a);
+    g.send(&mut a).unwrap();
+    a.flush().unwrap();
+    let mut expected = (g.to_bytes().len() as u64).to_le_bytes().to_vec();
+    expected.extend_from_slice(&g.to_bytes());
+    assert_eq!(a.sent, expected);
+    assert_eq!(GarbledRelus::recv(&mut b, expected.len()).unwrap(), g);
+    // The other way round: send_prefixed(to_bytes()) is received by `recv`.
+    a.send_prefixed(&g.to_bytes()).unwrap();
+    a.flush().unwrap();
+    assert_eq!(GarbledRelus::recv(&mut b, expected.len()).unwrap(), g);
+    // Oversized prefix, short message, wrong count: peer errors.
+    g.send(&mut a).unwrap();
+    a.flush().unwrap();
+    let e = GarbledRelus::recv(&mut b, expected.len() - 9).unwrap_err();
+    assert_eq!(e.fault(), Fault::Peer);
+    let (mut a, mut b) = MemoryChannel::pair();
+    a.send_prefixed(&g.to_bytes()[..20]).unwrap();
+    a.flush().unwrap();
+    assert_eq!(
+        GarbledRelus::recv(&mut b, 1 << 20).unwrap_err().fault(),
+        Fault::Peer
+    );
+    let mut bad = g.clone();
+    bad.count = 10;
+    bad.send(&mut a).unwrap();
+    a.flush().unwrap();
+    assert_eq!(
+        GarbledRelus::recv(&mut b, 1 << 20).unwrap_err().fault(),
+        Fault::Peer
+    );
+    let mut bad = g.clone();
+    bad.tables.blocks.pop();
+    bad.send(&mut a).unwrap();
+    a.flush().unwrap();
+    assert_eq!(
+        GarbledRelus::recv(&mut b, 1 << 20).unwrap_err().fault(),
+        Fault::Peer
+    );
 }

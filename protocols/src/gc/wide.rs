@@ -1,25 +1,51 @@
-//! Lane-parallel garbling and evaluation: up to [`LANES`] copies of the same circuit run
-//! in lockstep, so that each AND layer hashes `4 × LANES` (garbler) or `2 × LANES`
-//! (evaluator) blocks in one batch and AES pipelines stay full even along carry chains.
+//! Batched half-gates kernels and lane-parallel garbling and evaluation.
 //!
-//! Wires are `[Block; LANES]` (lane `j` is copy `j`; lanes `>= lanes` are ignored).
-//! Inputs and outputs are handled by the caller (the batched ReLU API), so `input`,
-//! `constant` and `output` return an error. Table layout: for each AND gate in circuit
-//! order, for each active lane, `(T_G, T_E)`; lane `j` of the `k`-th AND uses gate id
-//! `first_gate + k × lanes + j`, i.e. tweaks `(batch_id, 2·id)` and `(batch_id, 2·id + 1)`.
+//! Two ways to keep the AES pipeline full:
+//!
+//! * **Independent AND gates** ([`garble_ands`], [`evaluate_ands`]): a whole layer of
+//!   independent gates is hashed [`GARBLE_CHUNK`] (garbler, 4 hashes per gate) or
+//!   [`EVAL_CHUNK`] (evaluator, 2 hashes per gate) gates per cipher call, i.e. 64 AES
+//!   blocks per call, with tables written straight into a caller-provided buffer. Gate
+//!   `i` of the call has gate id `first_gate + i`; the tables and labels are exactly
+//!   those of the scalar [`Garbler`](super::Garbler) / [`Evaluator`](super::Evaluator)
+//!   garbling the same gates one after another from gate counter `first_gate`.
+//! * **Lane-parallel circuits** (crate-internal `WideGarbler` / `WideEvaluator`, used by
+//!   the batched ReLU API): `W` copies of the same circuit run in lockstep, so that each
+//!   AND layer along a carry chain hashes `4W` (garbler) or `2W` (evaluator) blocks at
+//!   once. Wires are `[Block; W]` (lane `j` is copy `j`). Inputs and outputs are handled
+//!   by the caller, so `input`, `constant` and `output` return an error.
+//!
+//! Table layout of the lane-parallel backends: lane `j` has a gate id `ids[j]` for its
+//! next AND gate, advanced by `stride` after each AND; the gate's two ciphertexts
+//! `(T_G, T_E)` are written at table positions `2·id` and `2·id + 1` (relative to the
+//! start of the batch) and its hash tweaks are `(batch_id, 2·id)`, `(batch_id, 2·id + 1)`.
+//! The wire format of the ReLU batches ([`LANES`] consecutive gadgets per group, see
+//! [`garble_relus`](super::relu::garble_relus)) is one choice of `ids` and `stride`, so
+//! it does not depend on how many lanes are processed together.
+//!
+//! Hash: `H(x, τ) = π(σ(x) ⊕ τ) ⊕ σ(x)` with `σ` linear, so the garbler computes
+//! `σ(x ⊕ Δ) = σ(x) ⊕ σ(Δ)` with one precomputed `σ(Δ)`.
 
-use super::Backend;
-use super::Party;
-use crate::aes_hash::TccrHash;
+use aes::Block as AesBlock;
+
+use super::{Backend, Delta, Party};
+use crate::aes_hash::{AesCipher, sigma};
 use crate::block::Block;
 use crate::error::{ProtocolError, Result};
 
-/// Number of circuit copies processed together.
+/// Number of consecutive ReLU gadgets whose tables are interleaved gate by gate (the
+/// group size of the ReLU table layout; part of the wire format).
 pub const LANES: usize = 8;
 
-#[inline]
-fn tweak(batch: u64, k: u64) -> Block {
-    Block::from_halves(batch, k)
+/// AND gates garbled per cipher call by [`garble_ands`] (`4 ×` this many AES blocks).
+pub const GARBLE_CHUNK: usize = 16;
+
+/// AND gates evaluated per cipher call by [`evaluate_ands`] (`2 ×` this many AES blocks).
+pub const EVAL_CHUNK: usize = 32;
+
+#[inline(always)]
+fn tweak(batch_hi: u128, k: u64) -> Block {
+    Block(batch_hi | k as u128)
 }
 
 fn unsupported<T>() -> Result<T> {
@@ -28,18 +54,287 @@ fn unsupported<T>() -> Result<T> {
     ))
 }
 
-/// Lane-parallel garbler core.
-pub(crate) struct WideGarbler<'a> {
-    pub(crate) delta: Block,
-    pub(crate) hash: &'a TccrHash,
-    pub(crate) batch_id: u64,
-    pub(crate) gate: u64,
-    pub(crate) lanes: usize,
-    pub(crate) tables: &'a mut Vec<Block>,
+#[inline(always)]
+fn raw(x: Block) -> AesBlock {
+    AesBlock::from(x.to_bytes())
 }
 
-impl Backend for WideGarbler<'_> {
-    type Wire = [Block; LANES];
+#[inline(always)]
+fn unraw(x: &AesBlock) -> Block {
+    Block::from_bytes((*x).into())
+}
+
+/// Garbles `K` independent AND gates (`N = 4K` AES blocks in one cipher call). Gate `j`
+/// has zero labels `a[j]`, `b[j]` and gate id `ids[j]`; its output zero label goes to
+/// `out[j]` and its ciphertexts `(T_G, T_E)` to `emit(j, T_G, T_E)`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn garble_kernel<const K: usize, const N: usize>(
+    pi: &AesCipher,
+    delta: Block,
+    sigma_delta: Block,
+    batch_hi: u128,
+    ids: &[u64; K],
+    a: &[Block],
+    b: &[Block],
+    out: &mut [Block],
+    mut emit: impl FnMut(usize, Block, Block) -> Result<()>,
+) -> Result<()> {
+    const { assert!(N == 4 * K) };
+    let (a, b, out) = (&a[..K], &b[..K], &mut out[..K]);
+    let sd = sigma_delta;
+    // Block layout: [σ(a) ⊕ τ0 | σ(a ⊕ Δ) ⊕ τ0 | σ(b) ⊕ τ1 | σ(b ⊕ Δ) ⊕ τ1], K each.
+    let mut buf = [AesBlock::default(); N];
+    for j in 0..K {
+        let t0 = tweak(batch_hi, 2 * ids[j]);
+        let t1 = Block(t0.0 | 1);
+        let (sa, sb) = (sigma(a[j]) ^ t0, sigma(b[j]) ^ t1);
+        buf[j] = raw(sa);
+        buf[K + j] = raw(sa ^ sd);
+        buf[2 * K + j] = raw(sb);
+        buf[3 * K + j] = raw(sb ^ sd);
+    }
+    pi.encrypt_raw(&mut buf);
+    for j in 0..K {
+        let (sa, sb) = (sigma(a[j]), sigma(b[j]));
+        let (y0, y1) = (unraw(&buf[j]), unraw(&buf[K + j]));
+        let (y2, y3) = (unraw(&buf[2 * K + j]), unraw(&buf[3 * K + j]));
+        // H(a) = y0 ⊕ σ(a), H(a ⊕ Δ) = y1 ⊕ σ(a) ⊕ σ(Δ): the σ(a) cancel in T_G.
+        let (pa, pb) = (a[j].lsb(), b[j].lsb());
+        // Generator half gate.
+        let tg = y0 ^ y1 ^ sd ^ delta.select(pb);
+        let wg = y0 ^ sa ^ tg.select(pa);
+        // Evaluator half gate.
+        let te = y2 ^ y3 ^ sd ^ a[j];
+        let we = y2 ^ sb ^ (te ^ a[j]).select(pb);
+        out[j] = wg ^ we;
+        emit(j, tg, te)?;
+    }
+    Ok(())
+}
+
+/// Evaluates `K` independent AND gates (`N = 2K` AES blocks in one cipher call) with
+/// active labels `a[j]`, `b[j]`, gate ids `ids[j]` and ciphertexts `tab(j) = (T_G,
+/// T_E)`; writes the output labels to `out[j]`.
+#[inline(always)]
+fn eval_kernel<const K: usize, const N: usize>(
+    pi: &AesCipher,
+    batch_hi: u128,
+    ids: &[u64; K],
+    a: &[Block],
+    b: &[Block],
+    out: &mut [Block],
+    mut tab: impl FnMut(usize) -> Result<(Block, Block)>,
+) -> Result<()> {
+    const { assert!(N == 2 * K) };
+    let (a, b, out) = (&a[..K], &b[..K], &mut out[..K]);
+    let mut buf = [AesBlock::default(); N];
+    for j in 0..K {
+        let t0 = tweak(batch_hi, 2 * ids[j]);
+        buf[j] = raw(sigma(a[j]) ^ t0);
+        buf[K + j] = raw(sigma(b[j]) ^ Block(t0.0 | 1));
+    }
+    pi.encrypt_raw(&mut buf);
+    for j in 0..K {
+        let (tg, te) = tab(j)?;
+        let wg = unraw(&buf[j]) ^ sigma(a[j]) ^ tg.select(a[j].lsb());
+        let we = unraw(&buf[K + j]) ^ sigma(b[j]) ^ (te ^ a[j]).select(b[j].lsb());
+        out[j] = wg ^ we;
+    }
+    Ok(())
+}
+
+/// Garbles `a.len()` independent AND gates in AES batches: gate `i` has input zero labels
+/// `a[i]`, `b[i]` and gate id `first_gate + i` (hash tweaks `(batch_id, 2·id)` and
+/// `(batch_id, 2·id + 1)`). Writes the output zero labels to `out` and the ciphertexts
+/// `(T_G, T_E)` of gate `i` to `tables[2i]`, `tables[2i + 1]`.
+///
+/// The result is identical to a scalar [`Garbler`](super::Garbler) with the same `Δ` and
+/// batch id whose gate counter is at `first_gate`, garbling the same gates in order.
+/// Errors (`Fault::Caller`) if the lengths are not `a.len() = b.len() = out.len()` and
+/// `tables.len() = 2 × a.len()`, or if the gate ids overflow.
+pub fn garble_ands(
+    delta: Delta,
+    batch_id: u64,
+    first_gate: u64,
+    a: &[Block],
+    b: &[Block],
+    out: &mut [Block],
+    tables: &mut [Block],
+) -> Result<()> {
+    let n = a.len();
+    if b.len() != n || out.len() != n || tables.len() != 2 * n {
+        return Err(ProtocolError::arg(
+            "garble_ands: need a, b, out of equal length and tables of twice that",
+        ));
+    }
+    check_ids(first_gate, n)?;
+    let pi = AesCipher::fixed();
+    let d = delta.block();
+    let sd = sigma(d);
+    let hi = (batch_id as u128) << 64;
+    const K: usize = GARBLE_CHUNK;
+    let full = n - n % K;
+    for at in (0..full).step_by(K) {
+        let ids: [u64; K] = core::array::from_fn(|j| first_gate + (at + j) as u64);
+        let t = &mut tables[2 * at..2 * (at + K)];
+        garble_kernel::<K, { 4 * K }>(
+            &pi,
+            d,
+            sd,
+            hi,
+            &ids,
+            &a[at..],
+            &b[at..],
+            &mut out[at..],
+            |j, tg, te| {
+                t[2 * j] = tg;
+                t[2 * j + 1] = te;
+                Ok(())
+            },
+        )?;
+    }
+    // Tail: one gate at a time, 4 blocks per call.
+    for i in full..n {
+        let ids = [first_gate + i as u64];
+        let t = &mut tables[2 * i..2 * i + 2];
+        garble_kernel::<1, 4>(
+            &pi,
+            d,
+            sd,
+            hi,
+            &ids,
+            &a[i..],
+            &b[i..],
+            &mut out[i..],
+            |_, tg, te| {
+                t[0] = tg;
+                t[1] = te;
+                Ok(())
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Evaluates `a.len()` independent AND gates in AES batches: gate `i` has active input
+/// labels `a[i]`, `b[i]`, gate id `first_gate + i` and ciphertexts `tables[2i]`,
+/// `tables[2i + 1]` (as written by [`garble_ands`] or a scalar
+/// [`Garbler`](super::Garbler)). Writes the active output labels to `out`.
+///
+/// Errors if the lengths are not `a.len() = b.len() = out.len()` and `tables.len() = 2 ×
+/// a.len()` (`Fault::Peer` for a wrong table length, `Fault::Caller` otherwise).
+pub fn evaluate_ands(
+    batch_id: u64,
+    first_gate: u64,
+    a: &[Block],
+    b: &[Block],
+    tables: &[Block],
+    out: &mut [Block],
+) -> Result<()> {
+    let n = a.len();
+    if b.len() != n || out.len() != n {
+        return Err(ProtocolError::arg(
+            "evaluate_ands: need a, b, out of equal length",
+        ));
+    }
+    if tables.len() != 2 * n {
+        return Err(ProtocolError::peer(format!(
+            "evaluate_ands: {} table blocks for {n} gates",
+            tables.len()
+        )));
+    }
+    check_ids(first_gate, n)?;
+    let pi = AesCipher::fixed();
+    let hi = (batch_id as u128) << 64;
+    const K: usize = EVAL_CHUNK;
+    let full = n - n % K;
+    for at in (0..full).step_by(K) {
+        let ids: [u64; K] = core::array::from_fn(|j| first_gate + (at + j) as u64);
+        let t = &tables[2 * at..2 * (at + K)];
+        eval_kernel::<K, { 2 * K }>(&pi, hi, &ids, &a[at..], &b[at..], &mut out[at..], |j| {
+            Ok((t[2 * j], t[2 * j + 1]))
+        })?;
+    }
+    for i in full..n {
+        let ids = [first_gate + i as u64];
+        let t = &tables[2 * i..2 * i + 2];
+        eval_kernel::<1, 2>(&pi, hi, &ids, &a[i..], &b[i..], &mut out[i..], |_| {
+            Ok((t[0], t[1]))
+        })?;
+    }
+    Ok(())
+}
+
+/// Gate ids `first_gate .. first_gate + n` and the tweak `2·id + 1` must not overflow.
+fn check_ids(first_gate: u64, n: usize) -> Result<()> {
+    (n as u64)
+        .checked_add(first_gate)
+        .and_then(|end| end.checked_mul(2))
+        .map(|_| ())
+        .ok_or_else(|| ProtocolError::arg("gate ids overflow"))
+}
+
+/// Lane-parallel garbler: `W` lanes (a multiple of 8), of which the first `active` write
+/// tables (the others are computed and ignored).
+pub(crate) struct WideGarbler<'a, const W: usize> {
+    pub(crate) delta: Block,
+    pub(crate) sigma_delta: Block,
+    pub(crate) pi: &'a AesCipher,
+    pub(crate) batch_hi: u128,
+    /// Gate id of each lane's next AND gate.
+    pub(crate) ids: [u64; W],
+    /// Added to every lane's gate id after each AND gate.
+    pub(crate) stride: u64,
+    pub(crate) active: usize,
+    /// The batch's tables; gate `id` writes positions `2·id`, `2·id + 1`.
+    pub(crate) tables: &'a mut [Block],
+}
+
+impl<'a, const W: usize> WideGarbler<'a, W> {
+    /// A garbler for batch `batch_id` with offset `delta` writing into `tables`.
+    pub(crate) fn new(
+        delta: Delta,
+        pi: &'a AesCipher,
+        batch_id: u64,
+        ids: [u64; W],
+        stride: u64,
+        active: usize,
+        tables: &'a mut [Block],
+    ) -> Self {
+        WideGarbler {
+            delta: delta.block(),
+            sigma_delta: sigma(delta.block()),
+            pi,
+            batch_hi: (batch_id as u128) << 64,
+            ids,
+            stride,
+            active,
+            tables,
+        }
+    }
+}
+
+/// The table slots `2·id`, `2·id + 1` of gate `id`, or an error if they are out of range.
+#[inline(always)]
+fn slot(tables: &mut [Block], id: u64) -> Result<&mut [Block]> {
+    usize::try_from(id)
+        .ok()
+        .and_then(|i| tables.get_mut(2 * i..2 * i + 2))
+        .ok_or_else(|| ProtocolError::arg("internal: gate id outside the table buffer"))
+}
+
+#[inline(always)]
+fn slot_ref(tables: &[Block], id: u64) -> Result<(Block, Block)> {
+    usize::try_from(id)
+        .ok()
+        .and_then(|i| tables.get(2 * i..2 * i + 2))
+        .map(|t| (t[0], t[1]))
+        .ok_or_else(|| ProtocolError::peer("garbled tables too short"))
+}
+
+impl<const W: usize> Backend for WideGarbler<'_, W> {
+    type Wire = [Block; W];
 
     fn input(&mut self, _owner: Party) -> Result<Self::Wire> {
         unsupported()
@@ -49,42 +344,40 @@ impl Backend for WideGarbler<'_> {
         unsupported()
     }
 
-    #[inline]
+    #[inline(always)]
     fn xor(&mut self, a: &Self::Wire, b: &Self::Wire) -> Self::Wire {
-        core::array::from_fn(|j| a[j] ^ b[j])
+        let mut r = *a;
+        for (x, y) in r.iter_mut().zip(b) {
+            *x ^= *y;
+        }
+        r
     }
 
-    #[inline]
+    #[inline(always)]
     fn not(&mut self, a: &Self::Wire) -> Self::Wire {
-        core::array::from_fn(|j| a[j] ^ self.delta)
+        let mut r = *a;
+        for x in &mut r {
+            *x ^= self.delta;
+        }
+        r
     }
 
     #[inline]
     fn and(&mut self, a: &Self::Wire, b: &Self::Wire) -> Result<Self::Wire> {
-        let d = self.delta;
-        let n = self.lanes;
-        let mut x = [Block::ZERO; 4 * LANES];
-        let mut t = [Block::ZERO; 4 * LANES];
-        for j in 0..n {
-            let id = self.gate + j as u64;
-            let j0 = tweak(self.batch_id, 2 * id);
-            let j1 = tweak(self.batch_id, 2 * id + 1);
-            x[4 * j..4 * j + 4].copy_from_slice(&[a[j], a[j] ^ d, b[j], b[j] ^ d]);
-            t[4 * j..4 * j + 4].copy_from_slice(&[j0, j0, j1, j1]);
+        const { assert!(W % 8 == 0 && W > 0) };
+        let mut out = [Block::ZERO; W];
+        // 16 gates (64 AES blocks) per cipher call when W allows, else 8 (32 blocks).
+        if W % 16 == 0 {
+            for c in (0..W).step_by(16) {
+                self.and_chunk::<16, 64>(a, b, c, &mut out)?;
+            }
+        } else {
+            for c in (0..W).step_by(8) {
+                self.and_chunk::<8, 32>(a, b, c, &mut out)?;
+            }
         }
-        self.gate += n as u64;
-        self.hash.hash_many(&mut x[..4 * n], &t[..4 * n]);
-        let mut out = [Block::ZERO; LANES];
-        for j in 0..n {
-            let (ha0, ha1, hb0, hb1) = (x[4 * j], x[4 * j + 1], x[4 * j + 2], x[4 * j + 3]);
-            let (pa, pb) = (a[j].lsb(), b[j].lsb());
-            let tg = ha0 ^ ha1 ^ d.select(pb);
-            let wg = ha0 ^ tg.select(pa);
-            let te = hb0 ^ hb1 ^ a[j];
-            let we = hb0 ^ (te ^ a[j]).select(pb);
-            self.tables.push(tg);
-            self.tables.push(te);
-            out[j] = wg ^ we;
+        for id in &mut self.ids {
+            *id += self.stride;
         }
         Ok(out)
     }
@@ -94,18 +387,76 @@ impl Backend for WideGarbler<'_> {
     }
 }
 
-/// Lane-parallel evaluator core.
-pub(crate) struct WideEvaluator<'a> {
-    pub(crate) hash: &'a TccrHash,
-    pub(crate) batch_id: u64,
-    pub(crate) gate: u64,
-    pub(crate) lanes: usize,
-    pub(crate) tables: &'a [Block],
-    pub(crate) pos: usize,
+impl<const W: usize> WideGarbler<'_, W> {
+    #[inline(always)]
+    fn and_chunk<const K: usize, const N: usize>(
+        &mut self,
+        a: &[Block; W],
+        b: &[Block; W],
+        c: usize,
+        out: &mut [Block; W],
+    ) -> Result<()> {
+        let ids: [u64; K] = core::array::from_fn(|j| self.ids[c + j]);
+        let active = self.active.saturating_sub(c);
+        let tables = &mut *self.tables;
+        garble_kernel::<K, N>(
+            self.pi,
+            self.delta,
+            self.sigma_delta,
+            self.batch_hi,
+            &ids,
+            &a[c..],
+            &b[c..],
+            &mut out[c..],
+            |j, tg, te| {
+                if j < active {
+                    let t = slot(tables, ids[j])?;
+                    t[0] = tg;
+                    t[1] = te;
+                }
+                Ok(())
+            },
+        )
+    }
 }
 
-impl Backend for WideEvaluator<'_> {
-    type Wire = [Block; LANES];
+/// Lane-parallel evaluator: `W` lanes (a multiple of 8), of which the first `active`
+/// read tables (the others compute garbage and must be ignored by the caller).
+pub(crate) struct WideEvaluator<'a, const W: usize> {
+    pub(crate) pi: &'a AesCipher,
+    pub(crate) batch_hi: u128,
+    /// Gate id of each lane's next AND gate.
+    pub(crate) ids: [u64; W],
+    /// Added to every lane's gate id after each AND gate.
+    pub(crate) stride: u64,
+    pub(crate) active: usize,
+    /// The batch's tables; gate `id` reads positions `2·id`, `2·id + 1`.
+    pub(crate) tables: &'a [Block],
+}
+
+impl<'a, const W: usize> WideEvaluator<'a, W> {
+    /// An evaluator for batch `batch_id` reading `tables`.
+    pub(crate) fn new(
+        pi: &'a AesCipher,
+        batch_id: u64,
+        ids: [u64; W],
+        stride: u64,
+        active: usize,
+        tables: &'a [Block],
+    ) -> Self {
+        WideEvaluator {
+            pi,
+            batch_hi: (batch_id as u128) << 64,
+            ids,
+            stride,
+            active,
+            tables,
+        }
+    }
+}
+
+impl<const W: usize> Backend for WideEvaluator<'_, W> {
+    type Wire = [Block; W];
 
     fn input(&mut self, _owner: Party) -> Result<Self::Wire> {
         unsupported()
@@ -115,9 +466,13 @@ impl Backend for WideEvaluator<'_> {
         unsupported()
     }
 
-    #[inline]
+    #[inline(always)]
     fn xor(&mut self, a: &Self::Wire, b: &Self::Wire) -> Self::Wire {
-        core::array::from_fn(|j| a[j] ^ b[j])
+        let mut r = *a;
+        for (x, y) in r.iter_mut().zip(b) {
+            *x ^= *y;
+        }
+        r
     }
 
     #[inline]
@@ -127,34 +482,59 @@ impl Backend for WideEvaluator<'_> {
 
     #[inline]
     fn and(&mut self, a: &Self::Wire, b: &Self::Wire) -> Result<Self::Wire> {
-        let n = self.lanes;
-        let tabs = self
-            .tables
-            .get(self.pos..self.pos + 2 * n)
-            .ok_or_else(|| ProtocolError::peer("garbled tables too short"))?;
-        self.pos += 2 * n;
-        let mut x = [Block::ZERO; 2 * LANES];
-        let mut t = [Block::ZERO; 2 * LANES];
-        for j in 0..n {
-            let id = self.gate + j as u64;
-            x[2 * j] = a[j];
-            x[2 * j + 1] = b[j];
-            t[2 * j] = tweak(self.batch_id, 2 * id);
-            t[2 * j + 1] = tweak(self.batch_id, 2 * id + 1);
+        const { assert!(W % 8 == 0 && W > 0) };
+        let mut out = [Block::ZERO; W];
+        // 32 gates (64 AES blocks) per cipher call when W allows, else 16 or 8.
+        if W % 32 == 0 {
+            for c in (0..W).step_by(32) {
+                self.and_chunk::<32, 64>(a, b, c, &mut out)?;
+            }
+        } else if W % 16 == 0 {
+            for c in (0..W).step_by(16) {
+                self.and_chunk::<16, 32>(a, b, c, &mut out)?;
+            }
+        } else {
+            for c in (0..W).step_by(8) {
+                self.and_chunk::<8, 16>(a, b, c, &mut out)?;
+            }
         }
-        self.gate += n as u64;
-        self.hash.hash_many(&mut x[..2 * n], &t[..2 * n]);
-        let mut out = [Block::ZERO; LANES];
-        for j in 0..n {
-            let (tg, te) = (tabs[2 * j], tabs[2 * j + 1]);
-            let wg = x[2 * j] ^ tg.select(a[j].lsb());
-            let we = x[2 * j + 1] ^ (te ^ a[j]).select(b[j].lsb());
-            out[j] = wg ^ we;
+        for id in &mut self.ids {
+            *id += self.stride;
         }
         Ok(out)
     }
 
     fn output(&mut self, _a: &Self::Wire) -> Result<()> {
         unsupported()
+    }
+}
+
+impl<const W: usize> WideEvaluator<'_, W> {
+    #[inline(always)]
+    fn and_chunk<const K: usize, const N: usize>(
+        &mut self,
+        a: &[Block; W],
+        b: &[Block; W],
+        c: usize,
+        out: &mut [Block; W],
+    ) -> Result<()> {
+        let ids: [u64; K] = core::array::from_fn(|j| self.ids[c + j]);
+        let active = self.active.saturating_sub(c);
+        let tables = self.tables;
+        eval_kernel::<K, N>(
+            self.pi,
+            self.batch_hi,
+            &ids,
+            &a[c..],
+            &b[c..],
+            &mut out[c..],
+            |j| {
+                if j < active {
+                    slot_ref(tables, ids[j])
+                } else {
+                    Ok((Block::ZERO, Block::ZERO))
+                }
+            },
+        )
     }
 }

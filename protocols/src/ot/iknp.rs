@@ -148,16 +148,14 @@ impl OtSender {
         ch: &mut C,
         n: usize,
     ) -> Result<Vec<(Block, Block)>> {
-        let q = self.send_correlated(ch, n)?;
+        let mut m0 = self.send_correlated(ch, n)?;
         let d = self.delta.block();
-        let mut m0 = q.clone();
-        let mut m1: Vec<Block> = q.iter().map(|&x| x ^ d).collect();
-        let tweaks: Vec<Block> = (0..n as u64)
-            .map(|i| Block::from_halves(OT_TWEAK_DOMAIN, self.counter + i))
-            .collect();
+        let mut m1: Vec<Block> = m0.iter().map(|&x| x ^ d).collect();
+        self.hash
+            .hash_many_counter(&mut m0, OT_TWEAK_DOMAIN, self.counter);
+        self.hash
+            .hash_many_counter(&mut m1, OT_TWEAK_DOMAIN, self.counter);
         self.counter += n as u64;
-        self.hash.hash_many(&mut m0, &tweaks);
-        self.hash.hash_many(&mut m1, &tweaks);
         Ok(m0.into_iter().zip(m1).collect())
     }
 
@@ -244,12 +242,9 @@ impl OtReceiver {
         choices: &[bool],
     ) -> Result<Vec<Block>> {
         let mut t = self.receive_correlated(ch, choices)?;
-        let n = choices.len() as u64;
-        let tweaks: Vec<Block> = (0..n)
-            .map(|i| Block::from_halves(OT_TWEAK_DOMAIN, self.counter + i))
-            .collect();
-        self.counter += n;
-        self.hash.hash_many(&mut t, &tweaks);
+        self.hash
+            .hash_many_counter(&mut t, OT_TWEAK_DOMAIN, self.counter);
+        self.counter += choices.len() as u64;
         Ok(t)
     }
 

@@ -253,6 +253,11 @@ struct ATerm {
 struct Affine {
     terms: Vec<ATerm>,
     bias: Vec<f64>,
+    /// True when some operation of the graph contributes a bias (batch norm, a conv or
+    /// dense layer with bias), whatever its value. Lowering decisions read this flag, never
+    /// the bias values, so the layer structure depends on the public graph only and the
+    /// client can lower the public part alone ([`FixedProgram::structure`]).
+    has_bias: bool,
     shape: Shape,
 }
 
@@ -291,6 +296,7 @@ impl Lowering<'_> {
                         },
                     }],
                     bias: vec![0.0; shape[0]],
+                    has_bias: false,
                     shape,
                 }
             }
@@ -435,7 +441,7 @@ impl FixedProgram {
                     let v = match src {
                         Expr::Aff(ref a)
                             if a.terms.len() == 1
-                                && a.bias.iter().all(|&b| b == 0.0)
+                                && !a.has_bias
                                 && matches!(a.terms[0].op, AOp::Scale { .. }) =>
                         {
                             if let AOp::Scale { c } = &a.terms[0].op {
@@ -465,6 +471,7 @@ impl FixedProgram {
                             },
                         }],
                         bias: b,
+                        has_bias: *bias,
                         shape: shapes[i],
                     })
                 }
@@ -497,6 +504,7 @@ impl FixedProgram {
                     for (c, b) in a.bias.iter_mut().enumerate() {
                         *b = *b * scale[c] + beta[c] - mean[c] * scale[c];
                     }
+                    a.has_bias = true;
                     Expr::Aff(a)
                 }
                 Op::Relu { site, input } => {
@@ -508,6 +516,7 @@ impl FixedProgram {
                     let b = lw.affine(&take(&exprs, inputs[1]));
                     a.terms.extend(b.terms);
                     a.bias.iter_mut().zip(&b.bias).for_each(|(x, y)| *x += y);
+                    a.has_bias |= b.has_bias;
                     Expr::Aff(a)
                 }
                 Op::AvgPool2d {
@@ -544,6 +553,7 @@ impl FixedProgram {
                             })
                             .collect(),
                         bias: a.bias,
+                        has_bias: a.has_bias,
                         shape: shapes[i],
                     })
                 }
@@ -630,6 +640,7 @@ impl FixedProgram {
                     Expr::Aff(Affine {
                         terms,
                         bias: b,
+                        has_bias: *bias || a.has_bias,
                         shape: shapes[i],
                     })
                 }
@@ -1034,36 +1045,46 @@ impl FixedProgram {
     }
 }
 
-/// Lowers a model's public part only: the layer structure (shapes, sites) without
-/// weights, for a client that must know which layers come and how many ReLUs each keeps.
+impl FixedProgram {
+    /// Lowers a model's public part only: the layer structure (values, shapes, terms,
+    /// sites, masks) with every weight, coefficient and bias zero. The structure equals
+    /// that of [`FixedProgram::lower`] on the full model (lowering decisions read only the
+    /// graph), so a client that holds just the public part knows which layers come, what
+    /// each reads and how many ReLUs it keeps.
+    pub fn structure(public: &PublicModel) -> Result<Self, ModelError> {
+        let weights = public
+            .graph
+            .params()
+            .into_iter()
+            .map(|p| {
+                let n = p.shape.iter().product();
+                // A unit variance keeps batch-norm folding finite.
+                let fill = if p.name.ends_with(".running_var") {
+                    1.0
+                } else {
+                    0.0
+                };
+                (
+                    p.name,
+                    crate::tensor::Tensor {
+                        shape: p.shape,
+                        data: vec![fill; n],
+                    },
+                )
+            })
+            .collect();
+        let model = Model {
+            public: public.clone(),
+            weights,
+            provenance: serde_json::Value::Null,
+        };
+        Self::lower(&model)
+    }
+}
+
+/// The layer structure of a model's public part: each layer's output shape and ReLU site.
 pub fn layer_shapes(public: &PublicModel) -> Result<Vec<(Shape, Option<String>)>, ModelError> {
-    // The lowering depends only on the graph; run it with zero weights.
-    let weights = public
-        .graph
-        .params()
-        .into_iter()
-        .map(|p| {
-            let n = p.shape.iter().product();
-            let fill = if p.name.ends_with(".running_var") {
-                1.0
-            } else {
-                0.0
-            };
-            (
-                p.name,
-                crate::tensor::Tensor {
-                    shape: p.shape,
-                    data: vec![fill; n],
-                },
-            )
-        })
-        .collect();
-    let model = Model {
-        public: public.clone(),
-        weights,
-        provenance: serde_json::Value::Null,
-    };
-    let prog = FixedProgram::lower(&model)?;
+    let prog = FixedProgram::structure(public)?;
     Ok(prog
         .layers
         .iter()

@@ -478,9 +478,51 @@ pub fn load_public(dir: &Path) -> Result<(PublicModel, String), ModelError> {
     let json = read_bounded(&path, MAX_JSON_BYTES)?;
     let doc: PublicDoc = parse_manifest(&path, &json, PUBLIC_MAGIC)?;
     check_file_name(&path, &doc.masks.file, MASKS_FILE)?;
-    let mpath = dir.join(MASKS_FILE);
     let mbytes = read_hashed(dir, &doc.masks, MAX_TENSOR_FILE_BYTES)?;
-    let st = open_safetensors(&mpath, &mbytes, "snl-model masks")?;
+    let public = public_from_doc(&path, &dir.join(MASKS_FILE), &doc, &mbytes)?;
+    Ok((public, sha256_hex(&json)))
+}
+
+/// Decodes a public part from the bytes of its two files (`public.json`, as written by
+/// [`encode_public`], and `masks.safetensors`), e.g. as received from a server, with every
+/// check of [`load_public`] (magic, versions, the masks' hash, shapes, counts). `origin`
+/// names where the bytes came from in error messages. Returns the public part and its
+/// public hash.
+pub fn decode_public(
+    origin: &str,
+    json: &[u8],
+    masks: &[u8],
+) -> Result<(PublicModel, String), ModelError> {
+    let path = Path::new(origin).join(PUBLIC_FILE);
+    let mpath = Path::new(origin).join(MASKS_FILE);
+    if json.len() as u64 > MAX_JSON_BYTES {
+        return Err(ModelError::malformed(
+            &path,
+            "larger than the format allows",
+        ));
+    }
+    let doc: PublicDoc = parse_manifest(&path, json, PUBLIC_MAGIC)?;
+    check_file_name(&path, &doc.masks.file, MASKS_FILE)?;
+    let found = sha256_hex(masks);
+    if found != doc.masks.sha256.to_ascii_lowercase() {
+        return Err(ModelError::HashMismatch {
+            path: mpath,
+            expected: doc.masks.sha256.clone(),
+            found,
+        });
+    }
+    let public = public_from_doc(&path, &mpath, &doc, masks)?;
+    Ok((public, sha256_hex(json)))
+}
+
+/// Builds and checks the public part described by `doc` with the mask bytes `mbytes`.
+fn public_from_doc(
+    path: &Path,
+    mpath: &Path,
+    doc: &PublicDoc,
+    mbytes: &[u8],
+) -> Result<PublicModel, ModelError> {
+    let st = open_safetensors(mpath, mbytes, "snl-model masks")?;
     let sites = doc.graph.sites()?;
     let mut masks = BTreeMap::new();
     for s in &sites {
@@ -530,7 +572,7 @@ pub fn load_public(dir: &Path) -> Result<(PublicModel, String), ModelError> {
     if doc.relus.sites != counts || doc.relus.kept != kept || doc.relus.total != public.relu_total()
     {
         return Err(ModelError::malformed(
-            &path,
+            path,
             format!(
                 "recorded ReLU counts (kept {} of {}) disagree with the masks (kept {kept} of {})",
                 doc.relus.kept,
@@ -541,11 +583,11 @@ pub fn load_public(dir: &Path) -> Result<(PublicModel, String), ModelError> {
     }
     if doc.input != public.graph.input || doc.classes != public.classes()? {
         return Err(ModelError::malformed(
-            &path,
+            path,
             "input or classes disagree with the graph",
         ));
     }
-    Ok((public, sha256_hex(&json)))
+    Ok(public)
 }
 
 /// Reads a complete model directory and verifies every hash; returns it with its hashes.

@@ -221,3 +221,70 @@ fn lowering_folds_into_the_expected_layers() {
     let p = FixedProgram::lower(&m).unwrap();
     assert_eq!(p.kept_per_layer().iter().sum::<usize>(), 1_359_872);
 }
+
+/// What a client can know of a layer: what it reads, its operations' shapes, its output.
+fn layer_signature(p: &FixedProgram) -> Vec<String> {
+    use models::fixed::TermOp;
+    p.layers
+        .iter()
+        .map(|l| {
+            let terms: Vec<String> = l
+                .terms
+                .iter()
+                .map(|t| match &t.op {
+                    TermOp::Conv {
+                        out_channels,
+                        kernel,
+                        stride,
+                        padding,
+                        ..
+                    } => format!(
+                        "conv({}, {out_channels}x{kernel}/{stride}+{padding})",
+                        t.input
+                    ),
+                    TermOp::Dense { out_features, .. } => {
+                        format!("dense({}, {out_features})", t.input)
+                    }
+                    TermOp::ChannelScale { .. } => format!("scale({})", t.input),
+                    TermOp::AvgPool { kernel, stride, .. } => {
+                        format!("pool({}, {kernel}/{stride})", t.input)
+                    }
+                })
+                .collect();
+            format!("{:?} {:?} {}", l.out_shape, l.activation, terms.join(" + "))
+        })
+        .collect()
+}
+
+/// The client lowers the public part alone; its layer structure must be the server's for
+/// any weights, including batch norms whose folded bias is exactly zero (a fresh network).
+#[test]
+fn public_structure_matches_the_lowering_of_any_weights() {
+    for name in ["lenet5", "resnet20", "resnet18", "wrn22_8"] {
+        let mut m = common::model(name, 0.3, 5);
+        let public = FixedProgram::structure(&m.public).unwrap();
+        let sig = layer_signature(&public);
+        assert_eq!(
+            sig,
+            layer_signature(&FixedProgram::lower(&m).unwrap()),
+            "{name}"
+        );
+        // Identity batch norms: every folded bias is 0.0.
+        for (k, t) in m.weights.iter_mut() {
+            let fill = if k.ends_with(".running_var") || k.ends_with("bn1.weight") {
+                1.0
+            } else if k.ends_with(".bias") || k.ends_with(".running_mean") {
+                0.0
+            } else {
+                continue;
+            };
+            t.data.iter_mut().for_each(|x| *x = fill);
+        }
+        assert_eq!(
+            sig,
+            layer_signature(&FixedProgram::lower(&m).unwrap()),
+            "{name}, zero biases"
+        );
+        assert_eq!(public.masks, FixedProgram::lower(&m).unwrap().masks);
+    }
+}

@@ -5,4 +5,30 @@
 //! the weights. Linear layers run on additive secret shares, kept ReLUs through garbled
 //! circuits, linearized positions at no online cost. This crate owns sockets, TLS, sessions
 //! and metrics; the cryptography lives in `protocols` and the model format in `models`.
-//! The binaries are tracked by the project's runtime issue.
+//!
+//! Layers of the crate, from the inside out:
+//! - [`engine`]: the secure evaluation of a lowered network over any synchronous
+//!   [`protocols::Channel`] (offline and online phases, per-layer metrics);
+//! - [`preprocess`]: how the client obtains the linear layers' correlations;
+//! - [`wire`]: the session protocol's control messages (versioned, bounded frames);
+//! - [`session`]: one session of either party over a channel (hello, model check,
+//!   prepare, infer, bye);
+//! - [`net`]: tokio TCP, rustls TLS, and the blocking bridge the synchronous protocols
+//!   run on;
+//! - [`server`] and [`client`]: what the `pi-server` and `pi-client` binaries run.
+//!
+//! See `docs/runtime.md` in the repository for the protocol and its costs.
+
+pub mod client;
+pub mod engine;
+pub mod error;
+pub mod net;
+pub mod preprocess;
+pub mod server;
+pub mod session;
+pub mod wire;
+
+pub use error::{Result, RuntimeError};
+
+/// This crate's version, sent in the session hello and recorded in metrics.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,616 @@
+//! The two-party evaluation of a lowered network over a synchronous [`Channel`].
+//!
+//! Both parties walk the same [`Plan`], derived from the model's public part. Notation:
+//! every stored value `x_v` of the network (the input is value 0) is held by the server
+//! as `x_v - r_v` and by the client as its mask `r_v`; layer `i` computes
+//! `y = L_i(x_inputs) + b_i`, shared as the server's `a = L_i(x - r) + b_i + s_i` and the
+//! client's `c = L_i(r) - s_i`.
+//!
+//! **Offline** (per inference, before the input exists): for each layer in order, the
+//! client obtains `c_i = L_i(r_inputs) - s_i` from the linear preprocessing (see
+//! [`crate::preprocess`]), then fixes the mask of the layer's output: a fresh random `r'`
+//! at kept ReLU positions, and `r' = trunc_client(c)` at linearized positions and on
+//! ReLU-free values (local share truncation needs no interaction, so the server's
+//! `trunc_server(a + 2^(f-1))` is already `x' - r'` up to one ulp). For the kept
+//! positions the server garbles one ReLU gadget each, and the client receives the labels
+//! of its inputs `c mod 2^m` and `-r' mod 2^l` by correlated OT.
+//!
+//! **Online:** the client sends `x - r_0`; the server evaluates every linear layer
+//! locally; at a ReLU layer it sends the labels of its gadget inputs for the kept
+//! positions only and gets back the output colour bits, which it alone decodes into
+//! `x' - r'`; linearized positions are truncated locally with no traffic. Finally the
+//! server sends its share of the logits and the client adds its own.
+//!
+//! Online bytes: `8 n_in` (input) `+ kept × (16 m + l / 8)` `+ 8 classes`, independent of
+//! the number of linearized positions; one round trip per layer with kept ReLUs.
+
+use std::time::Instant;
+
+use models::fixed::{Activation, FixedPointParams, FixedProgram, ValueId};
+use protocols::Block;
+use protocols::channel::{Channel, ChannelExt, ChannelStats, CountingChannel};
+use protocols::gc::relu::{
+    GarbledRelus, ReluGarblerSecrets, ReluParams, client_gadget_inputs, relu_offline_client,
+    relu_offline_server, relu_online_client, relu_online_server, server_gadget_input,
+};
+use protocols::ot::{OtReceiver, OtSender};
+use protocols::prg::Prg;
+use protocols::share::{Role, round_offset, truncate_share};
+use rand_core::RngCore;
+use serde::Serialize;
+
+use crate::error::{Result, RuntimeError};
+use crate::preprocess::Preprocessing;
+
+/// One layer of the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanLayer {
+    /// Distinct values the layer reads, ascending.
+    pub inputs: Vec<ValueId>,
+    /// Output positions.
+    pub len: usize,
+    /// The value produced; `None` for the logits.
+    pub output: Option<ValueId>,
+    /// ReLU site, if any.
+    pub site: Option<String>,
+    /// Per output position: the ReLU is kept (garbled circuit).
+    pub kept: Vec<bool>,
+    /// Number of kept positions.
+    pub kept_count: usize,
+}
+
+/// The public schedule of a secure evaluation: what both parties must agree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Fixed-point parameters of the model.
+    pub fixed: FixedPointParams,
+    /// Parameters of the ReLU gadget (the same l, f, m).
+    pub relu: ReluParams,
+    /// Number of positions of each stored value.
+    pub value_lens: Vec<usize>,
+    /// Layers in execution order; the last one produces the logits.
+    pub layers: Vec<PlanLayer>,
+}
+
+impl Plan {
+    /// The plan of a lowered program (the server's full one or the client's
+    /// [`FixedProgram::structure`]; both give the same plan).
+    pub fn new(prog: &FixedProgram) -> Result<Self> {
+        let fixed = prog.params;
+        fixed.validate()?;
+        let relu = ReluParams {
+            l: fixed.ring_bits,
+            f: fixed.frac_bits,
+            m: fixed.relu_bits,
+        };
+        relu.validate()?;
+        let value_lens = prog.values.iter().map(|s| s.iter().product()).collect();
+        let mut layers = Vec::with_capacity(prog.layers.len());
+        for (i, l) in prog.layers.iter().enumerate() {
+            let mut inputs = prog.inputs_of(i);
+            inputs.sort_unstable();
+            inputs.dedup();
+            let len: usize = l.out_shape.iter().product();
+            let (output, site) = match &l.activation {
+                Activation::Logits => (None, None),
+                Activation::Rescale { output, site } => (Some(*output), site.clone()),
+            };
+            let kept: Vec<bool> = match &site {
+                Some(s) => {
+                    let m = prog.masks.get(s).ok_or_else(|| {
+                        RuntimeError::config(format!("no mask for ReLU site {s}"))
+                    })?;
+                    if m.len() != len {
+                        return Err(RuntimeError::config(format!(
+                            "mask of site {s} has {} positions, its layer {len}",
+                            m.len()
+                        )));
+                    }
+                    m.iter().map(|&k| k != 0).collect()
+                }
+                None => vec![false; len],
+            };
+            let kept_count = kept.iter().filter(|&&k| k).count();
+            layers.push(PlanLayer {
+                inputs,
+                len,
+                output,
+                site,
+                kept,
+                kept_count,
+            });
+        }
+        if layers.last().is_none_or(|l| l.output.is_some()) {
+            return Err(RuntimeError::config("the program does not end in logits"));
+        }
+        Ok(Plan {
+            fixed,
+            relu,
+            value_lens,
+            layers,
+        })
+    }
+
+    /// Number of classes (positions of the logits layer).
+    pub fn classes(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.len)
+    }
+
+    /// Kept ReLU positions in all layers.
+    pub fn kept_total(&self) -> usize {
+        self.layers.iter().map(|l| l.kept_count).sum()
+    }
+
+    /// ReLU positions (kept or linearized) in all layers with a site.
+    pub fn relu_total(&self) -> usize {
+        self.layers
+            .iter()
+            .filter(|l| l.site.is_some())
+            .map(|l| l.len)
+            .sum()
+    }
+
+    /// Online bytes client to server and server to client predicted by the protocol:
+    /// `(8 n_in, kept × ⌈l/8⌉-packed colour bits)` and `(kept × 16 m + 8 classes)`.
+    pub fn online_bytes(&self) -> (u64, u64) {
+        let l = u64::from(self.relu.l);
+        let m = u64::from(self.relu.m);
+        let up = 8 * self.value_lens[0] as u64
+            + self
+                .layers
+                .iter()
+                .map(|x| (x.kept_count as u64 * l).div_ceil(8))
+                .sum::<u64>();
+        let down = self.kept_total() as u64 * 16 * m + 8 * self.classes() as u64;
+        (up, down)
+    }
+
+    fn lmask(&self) -> u64 {
+        ring_mask(self.fixed.ring_bits)
+    }
+}
+
+fn ring_mask(l: u32) -> u64 {
+    if l >= 64 { u64::MAX } else { (1u64 << l) - 1 }
+}
+
+/// Traffic and time of one layer in one phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LayerMetrics {
+    /// Layer index in execution order.
+    pub layer: usize,
+    /// ReLU site, if any.
+    pub site: Option<String>,
+    /// Output positions.
+    pub positions: usize,
+    /// Kept ReLUs (garbled circuits).
+    pub kept: usize,
+    /// Wall-clock seconds this party spent on the layer.
+    pub seconds: f64,
+    /// Bytes this party sent during the layer.
+    pub bytes_sent: u64,
+    /// Bytes this party received during the layer.
+    pub bytes_received: u64,
+}
+
+/// Traffic and time of one phase, as seen by one party.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PhaseMetrics {
+    /// Wall-clock seconds of the whole phase.
+    pub seconds: f64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Messages sent (flushes carrying data).
+    pub messages: u64,
+    /// Rounds: turns from sending to waiting.
+    pub rounds: u64,
+    /// Per layer (input and logits exchanges are counted in the phase totals only).
+    pub layers: Vec<LayerMetrics>,
+}
+
+struct Meter {
+    start: Instant,
+    at: ChannelStats,
+    phase_start: Instant,
+    phase_at: ChannelStats,
+    layers: Vec<LayerMetrics>,
+}
+
+impl Meter {
+    fn new<C: Channel>(ch: &CountingChannel<C>) -> Self {
+        let now = Instant::now();
+        Meter {
+            start: now,
+            at: ch.stats(),
+            phase_start: now,
+            phase_at: ch.stats(),
+            layers: Vec::new(),
+        }
+    }
+
+    fn begin<C: Channel>(&mut self, ch: &CountingChannel<C>) {
+        self.start = Instant::now();
+        self.at = ch.stats();
+    }
+
+    fn end<C: Channel>(&mut self, ch: &CountingChannel<C>, i: usize, l: &PlanLayer) {
+        let s = ch.stats();
+        self.layers.push(LayerMetrics {
+            layer: i,
+            site: l.site.clone(),
+            positions: l.len,
+            kept: l.kept_count,
+            seconds: self.start.elapsed().as_secs_f64(),
+            bytes_sent: s.bytes_sent - self.at.bytes_sent,
+            bytes_received: s.bytes_received - self.at.bytes_received,
+        });
+    }
+
+    fn finish<C: Channel>(self, ch: &CountingChannel<C>) -> PhaseMetrics {
+        let s = ch.stats();
+        PhaseMetrics {
+            seconds: self.phase_start.elapsed().as_secs_f64(),
+            bytes_sent: s.bytes_sent - self.phase_at.bytes_sent,
+            bytes_received: s.bytes_received - self.phase_at.bytes_received,
+            messages: s.messages - self.phase_at.messages,
+            rounds: s.rounds - self.phase_at.rounds,
+            layers: self.layers,
+        }
+    }
+}
+
+/// Receives `n` ring elements, rejecting any value outside `[0, 2^l)`.
+fn recv_ring<C: Channel>(ch: &mut C, n: usize, lmask: u64, what: &str) -> Result<Vec<u64>> {
+    let v = ch.recv_u64s(n).map_err(RuntimeError::from)?;
+    if v.iter().any(|&x| x & !lmask != 0) {
+        return Err(RuntimeError::peer(format!(
+            "{what}: a value lies outside the ring"
+        )));
+    }
+    Ok(v)
+}
+
+fn random_ring(rng: &mut Prg, n: usize, lmask: u64) -> Vec<u64> {
+    (0..n).map(|_| rng.next_u64() & lmask).collect()
+}
+
+// ------------------------------------------------------------------------------ server
+
+/// What the server keeps from the offline phase of one inference.
+pub struct ServerPrepared {
+    /// `s_i` per layer.
+    s: Vec<Vec<u64>>,
+    /// Garbling secrets of each layer with kept ReLUs.
+    relus: Vec<Option<ReluGarblerSecrets>>,
+}
+
+/// The server's side: the full lowered model and the session's OT sender.
+pub struct ServerEngine<'p> {
+    prog: &'p FixedProgram,
+    plan: Plan,
+    ot: Option<OtSender>,
+    batch: u64,
+}
+
+impl<'p> ServerEngine<'p> {
+    /// An engine for the lowered model `prog`.
+    pub fn new(prog: &'p FixedProgram) -> Result<Self> {
+        Ok(ServerEngine {
+            plan: Plan::new(prog)?,
+            prog,
+            ot: None,
+            batch: 0,
+        })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Runs the base OTs of the session (once, before the first offline phase).
+    pub fn setup_ot<C: Channel>(&mut self, ch: &mut C) -> Result<()> {
+        let mut rng = Prg::from_entropy();
+        let delta = protocols::gc::Delta::random(&mut rng);
+        self.ot = Some(
+            OtSender::setup(ch, delta, &mut rng)
+                .map_err(|e| RuntimeError::from(e).context("base OT"))?,
+        );
+        Ok(())
+    }
+
+    /// The offline phase of one inference.
+    pub fn offline<C: Channel>(
+        &mut self,
+        ch: &mut CountingChannel<C>,
+        pre: &mut dyn Preprocessing,
+    ) -> Result<(ServerPrepared, PhaseMetrics)> {
+        let lmask = self.plan.lmask();
+        let mut meter = Meter::new(ch);
+        let mut rng = Prg::from_entropy();
+        let mut prep = ServerPrepared {
+            s: Vec::with_capacity(self.plan.layers.len()),
+            relus: Vec::with_capacity(self.plan.layers.len()),
+        };
+        pre.begin_inference();
+        for (i, layer) in self.plan.layers.iter().enumerate() {
+            meter.begin(ch);
+            let what = format!("offline layer {i}");
+            let s = random_ring(&mut rng, layer.len, lmask);
+            pre.server_layer(ch, self.prog, &self.plan, i, &s)
+                .map_err(|e| e.context(&what))?;
+            prep.s.push(s);
+            let secrets = if layer.kept_count > 0 {
+                let ot = self
+                    .ot
+                    .as_mut()
+                    .ok_or_else(|| RuntimeError::config("offline phase before the OT setup"))?;
+                self.batch += 1;
+                let sec = relu_offline_server(
+                    ch,
+                    ot,
+                    self.plan.relu,
+                    layer.kept_count,
+                    self.batch,
+                    Prg::from_entropy(),
+                )
+                .map_err(|e| RuntimeError::from(e).context(&what))?;
+                Some(sec)
+            } else {
+                None
+            };
+            prep.relus.push(secrets);
+            meter.end(ch, i, layer);
+        }
+        Ok((prep, meter.finish(ch)))
+    }
+
+    /// The online phase of one inference, on material prepared by [`Self::offline`]
+    /// (consumed: garbled circuits must never be evaluated twice).
+    pub fn online<C: Channel>(
+        &self,
+        ch: &mut CountingChannel<C>,
+        prep: ServerPrepared,
+    ) -> Result<PhaseMetrics> {
+        self.online_traced(ch, prep).map(|(m, _)| m)
+    }
+
+    /// [`Self::online`], also returning the server's view of every stored value
+    /// (`x_v - r_v`, signed ring representation): with the client's masks
+    /// ([`ClientPrepared::masks`]) a test reconstructs what the protocol computed.
+    pub fn online_traced<C: Channel>(
+        &self,
+        ch: &mut CountingChannel<C>,
+        prep: ServerPrepared,
+    ) -> Result<(PhaseMetrics, Vec<Vec<i64>>)> {
+        let plan = &self.plan;
+        let p = plan.fixed;
+        let (f, l) = (p.frac_bits, p.ring_bits);
+        let lmask = plan.lmask();
+        let mut meter = Meter::new(ch);
+        let input = recv_ring(ch, plan.value_lens[0], lmask, "masked input")
+            .map_err(|e| e.context("online input"))?;
+        let mut vals: Vec<Vec<i64>> = vec![Vec::new(); plan.value_lens.len()];
+        vals[0] = input.iter().map(|&u| p.reduce(u as i64)).collect();
+        let mut relus = prep.relus.into_iter();
+        for ((i, layer), s) in plan.layers.iter().enumerate().zip(prep.s) {
+            meter.begin(ch);
+            let lin = self.prog.apply_linear(i, &vals);
+            let bias = self.prog.bias(i);
+            let a: Vec<u64> = lin
+                .iter()
+                .zip(&bias)
+                .zip(&s)
+                .map(|((&x, &b), &s)| (x.wrapping_add(b) as u64).wrapping_add(s) & lmask)
+                .collect();
+            let secrets = relus.next().flatten();
+            match layer.output {
+                None => {
+                    ch.send_u64s(&a)?;
+                    ch.flush()?;
+                }
+                Some(v) => {
+                    let off = round_offset(f);
+                    let mut out: Vec<u64> = a
+                        .iter()
+                        .map(|&x| truncate_share(Role::Server, x.wrapping_add(off), f, l))
+                        .collect();
+                    if let Some(sec) = secrets {
+                        let gadget_in: Vec<u64> = a
+                            .iter()
+                            .zip(&layer.kept)
+                            .filter(|(_, k)| **k)
+                            .map(|(&x, _)| server_gadget_input(x, plan.relu))
+                            .collect();
+                        let res = relu_online_server(ch, sec, &gadget_in).map_err(|e| {
+                            RuntimeError::from(e).context(&format!("online layer {i}"))
+                        })?;
+                        let mut it = res.into_iter();
+                        for (o, _) in out.iter_mut().zip(&layer.kept).filter(|(_, k)| **k) {
+                            *o = it.next().unwrap_or(0);
+                        }
+                    }
+                    vals[v] = out.iter().map(|&u| p.reduce(u as i64)).collect();
+                }
+            }
+            meter.end(ch, i, layer);
+        }
+        Ok((meter.finish(ch), vals))
+    }
+}
+
+// ------------------------------------------------------------------------------ client
+
+/// What the client keeps from the offline phase of one inference.
+pub struct ClientPrepared {
+    /// Mask of every stored value (value 0: the input).
+    masks: Vec<Vec<u64>>,
+    /// The client's share of the logits (`c` of the last layer).
+    logit_share: Vec<u64>,
+    /// Garbled ReLUs and the labels of the client's inputs, per layer with kept ReLUs.
+    relus: Vec<Option<(GarbledRelus, Vec<Block>)>>,
+}
+
+impl ClientPrepared {
+    /// The client's mask `r_v` of every stored value (the client's own secrets).
+    pub fn masks(&self) -> &[Vec<u64>] {
+        &self.masks
+    }
+}
+
+/// The client's result of one inference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientOutput {
+    /// Logits as ring values (signed, scale 2^(2f)).
+    pub raw: Vec<i64>,
+    /// Logits decoded to reals.
+    pub logits: Vec<f64>,
+}
+
+/// The client's side: the public structure of the model and the session's OT receiver.
+pub struct ClientEngine {
+    plan: Plan,
+    ot: Option<OtReceiver>,
+}
+
+impl ClientEngine {
+    /// An engine for the public structure `structure` ([`FixedProgram::structure`]).
+    pub fn new(structure: &FixedProgram) -> Result<Self> {
+        Ok(ClientEngine {
+            plan: Plan::new(structure)?,
+            ot: None,
+        })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Runs the base OTs of the session (once, before the first offline phase).
+    pub fn setup_ot<C: Channel>(&mut self, ch: &mut C) -> Result<()> {
+        let mut rng = Prg::from_entropy();
+        self.ot = Some(
+            OtReceiver::setup(ch, &mut rng)
+                .map_err(|e| RuntimeError::from(e).context("base OT"))?,
+        );
+        Ok(())
+    }
+
+    /// The offline phase of one inference.
+    pub fn offline<C: Channel>(
+        &mut self,
+        ch: &mut CountingChannel<C>,
+        pre: &mut dyn Preprocessing,
+    ) -> Result<(ClientPrepared, PhaseMetrics)> {
+        let plan = &self.plan;
+        let (f, l) = (plan.fixed.frac_bits, plan.fixed.ring_bits);
+        let lmask = plan.lmask();
+        let mut meter = Meter::new(ch);
+        let mut rng = Prg::from_entropy();
+        let mut masks: Vec<Option<Vec<u64>>> = vec![None; plan.value_lens.len()];
+        masks[0] = Some(random_ring(&mut rng, plan.value_lens[0], lmask));
+        let mut relus = Vec::with_capacity(plan.layers.len());
+        let mut logit_share = Vec::new();
+        pre.begin_inference();
+        for (i, layer) in plan.layers.iter().enumerate() {
+            meter.begin(ch);
+            let what = format!("offline layer {i}");
+            let c = pre
+                .client_layer(ch, plan, i, &masks)
+                .map_err(|e| e.context(&what))?;
+            let Some(v) = layer.output else {
+                logit_share = c;
+                relus.push(None);
+                meter.end(ch, i, layer);
+                continue;
+            };
+            let mut r = Vec::with_capacity(layer.len);
+            let (mut bs, mut qs) = (Vec::new(), Vec::new());
+            for (&cj, &kept) in c.iter().zip(&layer.kept) {
+                if kept {
+                    let rj = rng.next_u64() & lmask;
+                    let (b, q) = client_gadget_inputs(cj, rj, plan.relu);
+                    bs.push(b);
+                    qs.push(q);
+                    r.push(rj);
+                } else {
+                    r.push(truncate_share(Role::Client, cj, f, l));
+                }
+            }
+            masks[v] = Some(r);
+            if layer.kept_count > 0 {
+                let ot = self
+                    .ot
+                    .as_mut()
+                    .ok_or_else(|| RuntimeError::config("offline phase before the OT setup"))?;
+                let got = relu_offline_client(ch, ot, plan.relu, &bs, &qs)
+                    .map_err(|e| RuntimeError::from(e).context(&what))?;
+                relus.push(Some(got));
+            } else {
+                relus.push(None);
+            }
+            meter.end(ch, i, layer);
+        }
+        Ok((
+            ClientPrepared {
+                masks: masks.into_iter().map(Option::unwrap_or_default).collect(),
+                logit_share,
+                relus,
+            },
+            meter.finish(ch),
+        ))
+    }
+
+    /// The online phase of one inference on a normalized input, with material prepared by
+    /// [`Self::offline`] (consumed).
+    pub fn online<C: Channel>(
+        &self,
+        ch: &mut CountingChannel<C>,
+        prep: ClientPrepared,
+        encoded_input: &[i64],
+    ) -> Result<(ClientOutput, PhaseMetrics)> {
+        let plan = &self.plan;
+        let p = plan.fixed;
+        let lmask = plan.lmask();
+        if encoded_input.len() != plan.value_lens[0] {
+            return Err(RuntimeError::config(format!(
+                "input has {} values, the model expects {}",
+                encoded_input.len(),
+                plan.value_lens[0]
+            )));
+        }
+        let mut meter = Meter::new(ch);
+        let masked: Vec<u64> = encoded_input
+            .iter()
+            .zip(&prep.masks[0])
+            .map(|(&x, &r)| (x as u64).wrapping_sub(r) & lmask)
+            .collect();
+        ch.send_u64s(&masked)?;
+        ch.flush()?;
+        let mut out = None;
+        for ((i, layer), relu) in plan.layers.iter().enumerate().zip(prep.relus) {
+            meter.begin(ch);
+            if let Some((garbled, labels)) = relu {
+                relu_online_client(ch, &garbled, &labels)
+                    .map_err(|e| RuntimeError::from(e).context(&format!("online layer {i}")))?;
+            }
+            if layer.output.is_none() {
+                let a = recv_ring(ch, layer.len, lmask, "logit share")
+                    .map_err(|e| e.context("online logits"))?;
+                let raw: Vec<i64> = a
+                    .iter()
+                    .zip(&prep.logit_share)
+                    .map(|(&x, &c)| p.reduce(x.wrapping_add(c) as i64))
+                    .collect();
+                let logits = raw.iter().map(|&v| p.decode(v, 2 * p.frac_bits)).collect();
+                out = Some(ClientOutput { raw, logits });
+            }
+            meter.end(ch, i, layer);
+        }
+        let out = out.ok_or_else(|| RuntimeError::config("the plan has no logits layer"))?;
+        Ok((out, meter.finish(ch)))
+    }
+}

@@ -1,0 +1,401 @@
+//! Sessions: the control protocol of [`crate::wire`] around the [`crate::engine`], for one
+//! connection, over any synchronous channel (TCP, TLS or in-memory).
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+use models::fixed::FixedProgram;
+use models::{Model, PublicModel};
+use protocols::channel::{Channel, ChannelStats, CountingChannel};
+use serde::Serialize;
+
+use crate::engine::{ClientEngine, ClientOutput, ClientPrepared, PhaseMetrics, ServerEngine};
+use crate::error::{Result, RuntimeError};
+use crate::preprocess::Method;
+use crate::wire::{
+    ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello,
+};
+
+/// A model ready to serve: its lowering and its public part's encoded files.
+pub struct ServedModel {
+    /// The lowered network (weights included).
+    pub prog: FixedProgram,
+    /// The public part.
+    pub public: PublicModel,
+    /// `public.json` bytes sent to clients.
+    pub public_json: Vec<u8>,
+    /// `masks.safetensors` bytes sent to clients.
+    pub masks: Vec<u8>,
+    /// SHA-256 of `public.json` (what `pi-client --expect-model` pins).
+    pub public_hash: String,
+}
+
+impl ServedModel {
+    /// Loads and lowers a model directory (every hash verified).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let (model, _) = models::format::load(dir)?;
+        Self::from_model(&model)
+    }
+
+    /// Lowers an in-memory model.
+    pub fn from_model(model: &Model) -> Result<Self> {
+        let prog = FixedProgram::lower(model)?;
+        let (public_json, masks) = models::format::encode_public(&model.public)?;
+        let public_hash = models::format::public_hash(&model.public)?;
+        Ok(ServedModel {
+            prog,
+            public: model.public.clone(),
+            public_json,
+            masks,
+            public_hash,
+        })
+    }
+}
+
+/// How the server runs sessions.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Accept sessions with the insecure dealer (the only preprocessing implemented).
+    pub allow_insecure_dealer: bool,
+    /// Most inferences one `Prepare` may ask for.
+    pub max_prepare: u32,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            allow_insecure_dealer: false,
+            max_prepare: 16,
+        }
+    }
+}
+
+/// What one session did, from the server's side.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServerSessionReport {
+    /// Preprocessing used.
+    pub preprocessing: Option<Method>,
+    /// Client software version.
+    pub client_software: String,
+    /// Offline phases run.
+    pub offline: Vec<PhaseMetrics>,
+    /// Online phases run.
+    pub online: Vec<PhaseMetrics>,
+}
+
+/// Rejects with a reason (best effort: the peer may be gone) and returns `err`.
+fn reject<C: Channel>(ch: &mut C, code: u16, err: RuntimeError) -> RuntimeError {
+    let _ = Message::Reject(Reject::new(code, err.to_string())).send(ch);
+    err
+}
+
+/// Serves one session on `ch` until the client says bye or something fails. The report
+/// is filled as the session goes, so a caller sees what was done before an error.
+pub fn serve_session<C: Channel>(
+    ch: &mut CountingChannel<C>,
+    model: &ServedModel,
+    opts: &ServerOptions,
+    report: &mut ServerSessionReport,
+) -> Result<()> {
+    let hello = match Message::recv(ch).map_err(|e| e.context("client hello"))? {
+        Message::ClientHello(h) => h,
+        other => {
+            let e = RuntimeError::peer(format!("expected a client hello, got {}", other.name()));
+            return Err(reject(ch, Reject::PROTOCOL, e));
+        }
+    };
+    report.client_software = hello.software.clone();
+    if hello.version != PROTOCOL_VERSION {
+        let e = RuntimeError::Incompatible(format!(
+            "client speaks session protocol version {}, this server {PROTOCOL_VERSION}",
+            hello.version
+        ));
+        return Err(reject(ch, Reject::VERSION, e));
+    }
+    if hello.kappa != KAPPA || hello.stat_sec != STAT_SEC {
+        let e = RuntimeError::Incompatible(format!(
+            "client asks for {}-bit computational / {}-bit statistical security; this server \
+             provides {KAPPA} / {STAT_SEC}",
+            hello.kappa, hello.stat_sec
+        ));
+        return Err(reject(ch, Reject::PARAMETERS, e));
+    }
+    let method = match Method::from_code(hello.preprocessing) {
+        Some(Method::InsecureDealer) if opts.allow_insecure_dealer => Method::InsecureDealer,
+        Some(Method::InsecureDealer) => {
+            let e = RuntimeError::Incompatible(
+                "client asks for the insecure dealer, which this server does not allow \
+                 (start pi-server with --insecure-dealer to allow it)"
+                    .into(),
+            );
+            return Err(reject(ch, Reject::PARAMETERS, e));
+        }
+        None => {
+            let e = RuntimeError::Incompatible(format!(
+                "client asks for preprocessing method {}, which this server does not implement",
+                hello.preprocessing
+            ));
+            return Err(reject(ch, Reject::PARAMETERS, e));
+        }
+    };
+    report.preprocessing = Some(method);
+    Message::ServerHello(ServerHello {
+        version: PROTOCOL_VERSION,
+        software: crate::VERSION.into(),
+        preprocessing: method.code(),
+        max_prepare: opts.max_prepare.min(MAX_PREPARE),
+        public_json: model.public_json.clone(),
+        masks: model.masks.clone(),
+    })
+    .send(ch)?;
+
+    let mut engine = ServerEngine::new(&model.prog)?;
+    let mut pre = method.instance();
+    let mut ot_ready = false;
+    let mut prepared = VecDeque::new();
+    let mut next_index = 0u32;
+    loop {
+        match Message::recv(ch).map_err(|e| e.context("waiting for the client"))? {
+            Message::Prepare { count } => {
+                if count == 0 || count > opts.max_prepare.min(MAX_PREPARE) {
+                    let e = RuntimeError::peer(format!(
+                        "client asks to prepare {count} inferences; this server allows 1 to {}",
+                        opts.max_prepare.min(MAX_PREPARE)
+                    ));
+                    return Err(reject(ch, Reject::PROTOCOL, e));
+                }
+                if !ot_ready {
+                    engine.setup_ot(ch)?;
+                    ot_ready = true;
+                }
+                for _ in 0..count {
+                    let (prep, m) = engine.offline(ch, pre.as_mut())?;
+                    report.offline.push(m);
+                    prepared.push_back(prep);
+                }
+            }
+            Message::Infer { index } => {
+                if index != next_index {
+                    let e = RuntimeError::peer(format!(
+                        "client asks for inference {index}, the next one is {next_index}"
+                    ));
+                    return Err(reject(ch, Reject::PROTOCOL, e));
+                }
+                let Some(prep) = prepared.pop_front() else {
+                    let e = RuntimeError::peer(format!(
+                        "client asks for inference {index} before preparing it"
+                    ));
+                    return Err(reject(ch, Reject::PROTOCOL, e));
+                };
+                report.online.push(engine.online(ch, prep)?);
+                next_index += 1;
+            }
+            Message::Bye => return Ok(()),
+            Message::Reject(r) => return Err(RuntimeError::Refused(r.reason)),
+            other => {
+                let e = RuntimeError::peer(format!("unexpected {} in a session", other.name()));
+                return Err(reject(ch, Reject::PROTOCOL, e));
+            }
+        }
+    }
+}
+
+/// How the client runs a session.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Required SHA-256 (hex) of the model's `public.json`.
+    pub expect_model: Option<String>,
+    /// Use the insecure dealer (required until HE preprocessing exists).
+    pub insecure_dealer: bool,
+}
+
+/// One private inference, as the client saw it.
+#[derive(Clone, Debug)]
+pub struct Inference {
+    /// The logits.
+    pub output: ClientOutput,
+    /// The offline phase that prepared it.
+    pub offline: PhaseMetrics,
+    /// The online phase (its `seconds`: from sending the masked input to holding the
+    /// logits).
+    pub online: PhaseMetrics,
+}
+
+/// A client session: connected, hello exchanged, model public part checked.
+pub struct ClientSession<C: Channel> {
+    ch: CountingChannel<C>,
+    engine: ClientEngine,
+    structure: FixedProgram,
+    public: PublicModel,
+    public_hash: String,
+    method: Method,
+    server_software: String,
+    max_prepare: u32,
+    ot_ready: bool,
+    prepared: VecDeque<(ClientPrepared, PhaseMetrics)>,
+    next_index: u32,
+}
+
+impl<C: Channel> ClientSession<C> {
+    /// Says hello, receives and checks the model's public part.
+    pub fn start(ch: C, opts: &ClientOptions) -> Result<Self> {
+        if !opts.insecure_dealer {
+            return Err(RuntimeError::config(
+                "secure (homomorphic-encryption) preprocessing is not implemented yet; the only \
+                 preprocessing is the insecure dealer, which reveals the input to the server: \
+                 use --insecure-dealer to run it anyway",
+            ));
+        }
+        let method = Method::InsecureDealer;
+        let mut ch = CountingChannel::new(ch);
+        Message::ClientHello(ClientHello {
+            version: PROTOCOL_VERSION,
+            software: crate::VERSION.into(),
+            kappa: KAPPA,
+            stat_sec: STAT_SEC,
+            preprocessing: method.code(),
+        })
+        .send(&mut ch)?;
+        let hello = match Message::recv(&mut ch).map_err(|e| e.context("server hello"))? {
+            Message::ServerHello(h) => h,
+            Message::Reject(r) => return Err(RuntimeError::Refused(r.reason)),
+            other => {
+                let e =
+                    RuntimeError::peer(format!("expected a server hello, got {}", other.name()));
+                return Err(reject(&mut ch, Reject::PROTOCOL, e));
+            }
+        };
+        if hello.version != PROTOCOL_VERSION {
+            let e = RuntimeError::Incompatible(format!(
+                "server speaks session protocol version {}, this client {PROTOCOL_VERSION}",
+                hello.version
+            ));
+            return Err(reject(&mut ch, Reject::VERSION, e));
+        }
+        if hello.preprocessing != method.code() {
+            let e = RuntimeError::peer(format!(
+                "server chose preprocessing {}, the client asked for {}",
+                hello.preprocessing,
+                method.code()
+            ));
+            return Err(reject(&mut ch, Reject::PROTOCOL, e));
+        }
+        let (public, public_hash) =
+            match models::format::decode_public("<server>", &hello.public_json, &hello.masks) {
+                Ok(x) => x,
+                Err(e) => {
+                    let e = RuntimeError::peer(format!("the served model is invalid: {e}"));
+                    return Err(reject(&mut ch, Reject::MODEL, e));
+                }
+            };
+        if let Some(want) = &opts.expect_model {
+            if !want.eq_ignore_ascii_case(&public_hash) {
+                let e = RuntimeError::Incompatible(format!(
+                    "the server serves model {public_hash}, expected {want}"
+                ));
+                return Err(reject(&mut ch, Reject::MODEL, e));
+            }
+        }
+        let structure = FixedProgram::structure(&public)?;
+        let engine = ClientEngine::new(&structure)?;
+        Ok(ClientSession {
+            ch,
+            engine,
+            structure,
+            public,
+            public_hash,
+            method,
+            server_software: hello.software,
+            max_prepare: hello.max_prepare.clamp(1, MAX_PREPARE),
+            ot_ready: false,
+            prepared: VecDeque::new(),
+            next_index: 0,
+        })
+    }
+
+    /// The served model's public part.
+    pub fn public(&self) -> &PublicModel {
+        &self.public
+    }
+
+    /// SHA-256 of the served model's `public.json`.
+    pub fn public_hash(&self) -> &str {
+        &self.public_hash
+    }
+
+    /// The preprocessing in use.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The server's software version.
+    pub fn server_software(&self) -> &str {
+        &self.server_software
+    }
+
+    /// The engine's plan (layers, kept ReLUs, online byte formula).
+    pub fn plan(&self) -> &crate::engine::Plan {
+        self.engine.plan()
+    }
+
+    /// Most inferences the server prepares at once.
+    pub fn max_prepare(&self) -> u32 {
+        self.max_prepare
+    }
+
+    /// Runs the offline phase for `count` inferences (at most [`Self::max_prepare`]).
+    pub fn prepare(&mut self, count: u32) -> Result<()> {
+        if count == 0 || count > self.max_prepare {
+            return Err(RuntimeError::config(format!(
+                "can prepare 1 to {} inferences at once, not {count}",
+                self.max_prepare
+            )));
+        }
+        Message::Prepare { count }.send(&mut self.ch)?;
+        if !self.ot_ready {
+            self.engine.setup_ot(&mut self.ch)?;
+            self.ot_ready = true;
+        }
+        let mut pre = self.method.instance();
+        for _ in 0..count {
+            let got = self.engine.offline(&mut self.ch, pre.as_mut())?;
+            self.prepared.push_back(got);
+        }
+        Ok(())
+    }
+
+    /// Runs one private inference on a normalized input (preparing it first if nothing
+    /// is prepared).
+    pub fn infer(&mut self, input: &[f32]) -> Result<Inference> {
+        let encoded = self.structure.encode_input(input)?;
+        if self.prepared.is_empty() {
+            self.prepare(1)?;
+        }
+        let (prep, offline) = self
+            .prepared
+            .pop_front()
+            .ok_or_else(|| RuntimeError::config("nothing prepared"))?;
+        Message::Infer {
+            index: self.next_index,
+        }
+        .send(&mut self.ch)?;
+        self.next_index += 1;
+        let (output, online) = self.engine.online(&mut self.ch, prep, &encoded)?;
+        Ok(Inference {
+            output,
+            offline,
+            online,
+        })
+    }
+
+    /// Says bye; returns the session's traffic.
+    pub fn close(mut self) -> Result<ChannelStats> {
+        Message::Bye.send(&mut self.ch)?;
+        Ok(self.ch.stats())
+    }
+
+    /// Traffic so far.
+    pub fn stats(&self) -> ChannelStats {
+        self.ch.stats()
+    }
+}

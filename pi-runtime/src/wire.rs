@@ -1,0 +1,413 @@
+//! The session protocol's control messages: typed, versioned, length-bounded frames.
+//!
+//! A frame is `tag (u8) ‖ length (u32 LE) ‖ payload`. Each tag has its own payload limit,
+//! checked before anything is allocated; decoding rejects unknown tags, short payloads and
+//! trailing bytes. Between control frames the two-party protocols of the offline and online
+//! phases exchange their own messages, whose sizes follow from the public plan.
+//!
+//! Session: `ClientHello` → `ServerHello` (or `Reject`), then repeatedly `Prepare{n}` (the
+//! base OTs before the first one; `n` offline phases) and `n × (Infer{k}, online phase)`,
+//! and finally `Bye`. Either side may send `Reject` instead of the next control frame.
+
+use protocols::channel::Channel;
+
+use crate::error::{Result, RuntimeError};
+
+/// Magic at the start of the client's hello.
+pub const MAGIC: [u8; 6] = *b"SNLPI\0";
+/// Version of this session protocol.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Computational security parameter (bits) of the garbling and OT.
+pub const KAPPA: u16 = 128;
+/// Statistical security parameter (bits).
+pub const STAT_SEC: u16 = 40;
+/// Largest `public.json` the client accepts from a server.
+pub const MAX_PUBLIC_JSON: usize = 16 << 20;
+/// Largest masks file the client accepts (WRN-22-8's is about 1.4 MB).
+pub const MAX_MASKS: usize = 64 << 20;
+/// Longest free-text field (software version, reason).
+pub const MAX_TEXT: usize = 1024;
+/// Most inferences one `Prepare` may ask for.
+pub const MAX_PREPARE: u32 = 1024;
+
+/// A control message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Client → server, first.
+    ClientHello(ClientHello),
+    /// Server → client, the answer to a hello.
+    ServerHello(ServerHello),
+    /// Either side: the session cannot go on, and why.
+    Reject(Reject),
+    /// Client → server: run the offline phase for this many inferences.
+    Prepare {
+        /// Number of inferences.
+        count: u32,
+    },
+    /// Client → server: the online phase of the `index`-th prepared inference follows.
+    Infer {
+        /// Index of the inference in the session.
+        index: u32,
+    },
+    /// Client → server: the session ends.
+    Bye,
+}
+
+/// The client's hello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientHello {
+    /// Session protocol version.
+    pub version: u16,
+    /// Client software version.
+    pub software: String,
+    /// Computational security parameter the client requires.
+    pub kappa: u16,
+    /// Statistical security parameter the client requires.
+    pub stat_sec: u16,
+    /// Linear preprocessing the client asks for (wire code of
+    /// [`crate::preprocess::Method`]).
+    pub preprocessing: u8,
+}
+
+/// The server's hello: the model's public part and how the session will run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerHello {
+    /// Session protocol version.
+    pub version: u16,
+    /// Server software version.
+    pub software: String,
+    /// Linear preprocessing of the session.
+    pub preprocessing: u8,
+    /// Most inferences one `Prepare` may ask for on this server.
+    pub max_prepare: u32,
+    /// `public.json` of the model (the client checks it and hashes it).
+    pub public_json: Vec<u8>,
+    /// `masks.safetensors` of the model.
+    pub masks: Vec<u8>,
+}
+
+/// Why a session was refused or ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    /// What kind of problem (see the constants).
+    pub code: u16,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+impl Reject {
+    /// The peer speaks another protocol version.
+    pub const VERSION: u16 = 1;
+    /// Security parameters or preprocessing not acceptable.
+    pub const PARAMETERS: u16 = 2;
+    /// The server has reached its session limit.
+    pub const BUSY: u16 = 3;
+    /// The peer sent something invalid.
+    pub const PROTOCOL: u16 = 4;
+    /// The client does not accept the served model.
+    pub const MODEL: u16 = 5;
+    /// Any other failure.
+    pub const INTERNAL: u16 = 6;
+
+    /// A rejection with a code and reason.
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        let mut reason: String = reason.into();
+        if reason.len() > MAX_TEXT {
+            let mut cut = MAX_TEXT;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        Reject { code, reason }
+    }
+}
+
+const T_CLIENT_HELLO: u8 = 1;
+const T_SERVER_HELLO: u8 = 2;
+const T_REJECT: u8 = 3;
+const T_PREPARE: u8 = 4;
+const T_INFER: u8 = 5;
+const T_BYE: u8 = 6;
+
+fn max_payload(tag: u8) -> Option<usize> {
+    Some(match tag {
+        T_CLIENT_HELLO => 6 + 2 + 4 + MAX_TEXT + 2 + 2 + 1,
+        T_SERVER_HELLO => 2 + 4 + MAX_TEXT + 1 + 4 + 4 + MAX_PUBLIC_JSON + 4 + MAX_MASKS,
+        T_REJECT => 2 + 4 + MAX_TEXT,
+        T_PREPARE | T_INFER => 4,
+        T_BYE => 0,
+        _ => return None,
+    })
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+impl Message {
+    /// The frame's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        let tag = match self {
+            Message::ClientHello(h) => {
+                p.extend_from_slice(&MAGIC);
+                p.extend_from_slice(&h.version.to_le_bytes());
+                put_bytes(&mut p, h.software.as_bytes());
+                p.extend_from_slice(&h.kappa.to_le_bytes());
+                p.extend_from_slice(&h.stat_sec.to_le_bytes());
+                p.push(h.preprocessing);
+                T_CLIENT_HELLO
+            }
+            Message::ServerHello(h) => {
+                p.extend_from_slice(&h.version.to_le_bytes());
+                put_bytes(&mut p, h.software.as_bytes());
+                p.push(h.preprocessing);
+                p.extend_from_slice(&h.max_prepare.to_le_bytes());
+                put_bytes(&mut p, &h.public_json);
+                put_bytes(&mut p, &h.masks);
+                T_SERVER_HELLO
+            }
+            Message::Reject(r) => {
+                p.extend_from_slice(&r.code.to_le_bytes());
+                put_bytes(&mut p, r.reason.as_bytes());
+                T_REJECT
+            }
+            Message::Prepare { count } => {
+                p.extend_from_slice(&count.to_le_bytes());
+                T_PREPARE
+            }
+            Message::Infer { index } => {
+                p.extend_from_slice(&index.to_le_bytes());
+                T_INFER
+            }
+            Message::Bye => T_BYE,
+        };
+        let mut out = Vec::with_capacity(5 + p.len());
+        out.push(tag);
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(&p);
+        out
+    }
+
+    /// Decodes one frame's payload.
+    pub fn decode(tag: u8, payload: &[u8]) -> Result<Self> {
+        let mut r = Reader {
+            b: payload,
+            what: tag_name(tag),
+        };
+        let m = match tag {
+            T_CLIENT_HELLO => {
+                let magic = r.take(6)?;
+                if magic != MAGIC {
+                    return Err(RuntimeError::Incompatible(
+                        "not a pi-client (bad magic in the hello)".into(),
+                    ));
+                }
+                Message::ClientHello(ClientHello {
+                    version: r.u16()?,
+                    software: r.text()?,
+                    kappa: r.u16()?,
+                    stat_sec: r.u16()?,
+                    preprocessing: r.u8()?,
+                })
+            }
+            T_SERVER_HELLO => Message::ServerHello(ServerHello {
+                version: r.u16()?,
+                software: r.text()?,
+                preprocessing: r.u8()?,
+                max_prepare: r.u32()?,
+                public_json: r.bytes(MAX_PUBLIC_JSON)?.to_vec(),
+                masks: r.bytes(MAX_MASKS)?.to_vec(),
+            }),
+            T_REJECT => Message::Reject(Reject {
+                code: r.u16()?,
+                reason: r.text()?,
+            }),
+            T_PREPARE => Message::Prepare { count: r.u32()? },
+            T_INFER => Message::Infer { index: r.u32()? },
+            T_BYE => Message::Bye,
+            t => return Err(RuntimeError::peer(format!("unknown message type {t}"))),
+        };
+        if !r.b.is_empty() {
+            return Err(RuntimeError::peer(format!(
+                "{}: {} trailing bytes",
+                r.what,
+                r.b.len()
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Sends the frame and flushes.
+    pub fn send<C: Channel + ?Sized>(&self, ch: &mut C) -> Result<()> {
+        ch.send(&self.encode())?;
+        ch.flush()?;
+        Ok(())
+    }
+
+    /// Receives one frame, checking the length against the tag's limit before reading.
+    pub fn recv<C: Channel + ?Sized>(ch: &mut C) -> Result<Self> {
+        let mut head = [0u8; 5];
+        ch.recv(&mut head)?;
+        let tag = head[0];
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let max = max_payload(tag).ok_or_else(|| match tag {
+            // TLS records start with 0x14..0x17 (alert 21, handshake 22).
+            0x14..=0x17 => RuntimeError::Incompatible(
+                "the peer speaks TLS and this side plain TCP: use TLS on both sides \
+                 (--tls-ca/--tls-pin) or --insecure-plaintext on both"
+                    .into(),
+            ),
+            _ => RuntimeError::peer(format!("unknown message type {tag}")),
+        })?;
+        if len > max {
+            return Err(RuntimeError::peer(format!(
+                "{} of {len} bytes exceeds the limit of {max}",
+                tag_name(tag)
+            )));
+        }
+        let mut payload = vec![0u8; len];
+        ch.recv(&mut payload)?;
+        Self::decode(tag, &payload)
+    }
+
+    /// Short name for errors and logs.
+    pub fn name(&self) -> &'static str {
+        tag_name(match self {
+            Message::ClientHello(_) => T_CLIENT_HELLO,
+            Message::ServerHello(_) => T_SERVER_HELLO,
+            Message::Reject(_) => T_REJECT,
+            Message::Prepare { .. } => T_PREPARE,
+            Message::Infer { .. } => T_INFER,
+            Message::Bye => T_BYE,
+        })
+    }
+}
+
+fn tag_name(tag: u8) -> &'static str {
+    match tag {
+        T_CLIENT_HELLO => "client hello",
+        T_SERVER_HELLO => "server hello",
+        T_REJECT => "reject",
+        T_PREPARE => "prepare",
+        T_INFER => "infer",
+        T_BYE => "bye",
+        _ => "unknown message",
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.b.len() < n {
+            return Err(RuntimeError::peer(format!("{}: truncated", self.what)));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn bytes(&mut self, max: usize) -> Result<&'a [u8]> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(RuntimeError::peer(format!(
+                "{}: a field of {n} bytes exceeds the limit of {max}",
+                self.what
+            )));
+        }
+        self.take(n)
+    }
+    fn text(&mut self) -> Result<String> {
+        let b = self.bytes(MAX_TEXT)?;
+        String::from_utf8(b.to_vec())
+            .map_err(|_| RuntimeError::peer(format!("{}: text is not UTF-8", self.what)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn all() -> Vec<Message> {
+        vec![
+            Message::ClientHello(ClientHello {
+                version: PROTOCOL_VERSION,
+                software: "0.1.0".into(),
+                kappa: KAPPA,
+                stat_sec: STAT_SEC,
+                preprocessing: 1,
+            }),
+            Message::ServerHello(ServerHello {
+                version: PROTOCOL_VERSION,
+                software: "0.1.0".into(),
+                preprocessing: 1,
+                max_prepare: 8,
+                public_json: b"{}".to_vec(),
+                masks: vec![1, 2, 3],
+            }),
+            Message::Reject(Reject::new(Reject::BUSY, "busy")),
+            Message::Prepare { count: 3 },
+            Message::Infer { index: 2 },
+            Message::Bye,
+        ]
+    }
+
+    #[test]
+    fn round_trip_and_every_truncation_fails() {
+        for m in all() {
+            let bytes = m.encode();
+            let (a, b) = protocols::MemoryChannel::pair();
+            let (mut a, mut b) = (a, b);
+            a.send(&bytes).unwrap();
+            a.flush().unwrap();
+            assert_eq!(Message::recv(&mut b).unwrap(), m);
+            let payload = &bytes[5..];
+            for cut in 0..payload.len() {
+                assert!(
+                    Message::decode(bytes[0], &payload[..cut]).is_err(),
+                    "{} cut at {cut}",
+                    m.name()
+                );
+            }
+            let mut longer = payload.to_vec();
+            longer.push(0);
+            let e = Message::decode(bytes[0], &longer).unwrap_err();
+            assert!(e.to_string().contains("trailing"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_clear_errors() {
+        let e = Message::decode(99, &[]).unwrap_err();
+        assert!(e.to_string().contains("unknown message type 99"), "{e}");
+        // An oversized length is refused before allocation.
+        let (mut a, mut b) = protocols::MemoryChannel::pair();
+        let mut f = vec![T_PREPARE];
+        f.extend_from_slice(&u32::MAX.to_le_bytes());
+        a.send(&f).unwrap();
+        a.flush().unwrap();
+        let e = Message::recv(&mut b).unwrap_err();
+        assert!(e.to_string().contains("exceeds the limit"), "{e}");
+        let mut hello = all()[0].encode();
+        hello[5] = b'X';
+        let e = Message::decode(hello[0], &hello[5..]).unwrap_err();
+        assert!(e.to_string().contains("bad magic"), "{e}");
+    }
+}

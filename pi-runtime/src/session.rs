@@ -89,6 +89,18 @@ fn reject<C: Channel>(ch: &mut C, code: u16, err: RuntimeError) -> RuntimeError 
     err
 }
 
+/// Receives the next control message; a frame that does not decode is answered with a
+/// reject naming the problem before the error is returned.
+fn recv_control<C: Channel>(ch: &mut C, what: &str) -> Result<Message> {
+    match Message::recv(ch) {
+        Ok(m) => Ok(m),
+        Err(e @ (RuntimeError::Peer(_) | RuntimeError::Incompatible(_))) => {
+            Err(reject(ch, Reject::PROTOCOL, e.context(what)))
+        }
+        Err(e) => Err(e.context(what)),
+    }
+}
+
 /// Serves one session on `ch` until the client says bye or something fails. The report
 /// is filled as the session goes, so a caller sees what was done before an error.
 pub fn serve_session<C: Channel>(
@@ -97,7 +109,7 @@ pub fn serve_session<C: Channel>(
     opts: &ServerOptions,
     report: &mut ServerSessionReport,
 ) -> Result<()> {
-    let hello = match Message::recv(ch).map_err(|e| e.context("client hello"))? {
+    let hello = match recv_control(ch, "client hello")? {
         Message::ClientHello(h) => h,
         other => {
             let e = RuntimeError::peer(format!("expected a client hello, got {}", other.name()));
@@ -155,7 +167,7 @@ pub fn serve_session<C: Channel>(
     let mut prepared = VecDeque::new();
     let mut next_index = 0u32;
     loop {
-        match Message::recv(ch).map_err(|e| e.context("waiting for the client"))? {
+        match recv_control(ch, "waiting for the client")? {
             Message::Prepare { count } => {
                 if count == 0 || count > opts.max_prepare.min(MAX_PREPARE) {
                     let e = RuntimeError::peer(format!(
@@ -256,7 +268,7 @@ impl<C: Channel> ClientSession<C> {
             preprocessing: method.code(),
         })
         .send(&mut ch)?;
-        let hello = match Message::recv(&mut ch).map_err(|e| e.context("server hello"))? {
+        let hello = match recv_control(&mut ch, "server hello")? {
             Message::ServerHello(h) => h,
             Message::Reject(r) => return Err(RuntimeError::Refused(r.reason)),
             other => {

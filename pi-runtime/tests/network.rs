@@ -1,0 +1,447 @@
+//! The server and client over real loopback TCP and TLS: results, concurrency, and bad
+//! input of every kind (each gives a clear error on the side that detected it, and the
+//! server keeps serving other clients).
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use models::fixed::FixedProgram;
+use models::tensor::argmax;
+use pi_runtime::net::{BlockingChannel, ClientTls, cert_pin};
+use pi_runtime::server::{self, ServerConfig};
+use pi_runtime::session::{ClientOptions, ClientSession, ServedModel};
+use pi_runtime::wire::{ClientHello, Message, Reject};
+use pi_runtime::{RuntimeError, client};
+use protocols::ChannelError;
+use protocols::channel::Channel;
+use rand::{Rng, SeedableRng};
+
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    model: models::Model,
+    prog: FixedProgram,
+    dir: PathBuf,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "pi-runtime-test-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Starts a server on 127.0.0.1:0 for a random LeNet-5 with 20% of its ReLUs kept.
+fn start(tls: bool, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let model = common::model("lenet5", 0.2, 7);
+    let prog = FixedProgram::lower(&model).unwrap();
+    let dir = temp_dir("srv");
+    let tls_cfg = tls.then(|| {
+        let g = pi_runtime::net::generate_cert(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), &g.cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), &g.key_pem).unwrap();
+        pi_runtime::net::server_tls(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap()
+    });
+    let mut cfg = ServerConfig::new(Arc::new(ServedModel::from_model(&model).unwrap()), tls_cfg);
+    cfg.options.allow_insecure_dealer = true;
+    cfg.idle_timeout = Duration::from_secs(5);
+    cfg.metrics_json = Some(dir.join("metrics.jsonl"));
+    tweak(&mut cfg);
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(l.local_addr().unwrap()).unwrap();
+            server::run(l, cfg, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    TestServer {
+        addr: addr_rx.recv().unwrap(),
+        stop: Some(stop),
+        thread: Some(thread),
+        model,
+        prog,
+        dir,
+    }
+}
+
+/// A runtime for client connections (kept alive while its channels are used).
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    s: &TestServer,
+    tls: Option<&ClientTls>,
+) -> BlockingChannel {
+    let addr = if tls.is_some() {
+        format!("localhost:{}", s.addr.port())
+    } else {
+        s.addr.to_string()
+    };
+    rt.block_on(client::connect(&addr, tls, Duration::from_secs(10)))
+        .unwrap()
+}
+
+fn dealer() -> ClientOptions {
+    ClientOptions {
+        expect_model: None,
+        insecure_dealer: true,
+    }
+}
+
+fn inputs(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..784).map(|_| rng.gen_range(-1.0f32..2.0)).collect())
+        .collect()
+}
+
+/// Secure logits over the network against the fixed-point executor: the class must agree
+/// and every logit lie within the +1-ulp truncation differences (measured about 1e-4 for
+/// this network; a broken transport or mask gives errors of order 1 or 2^33).
+fn check_against_fixed(s: &TestServer, session: &mut ClientSession<BlockingChannel>, n: usize) {
+    for x in inputs(n, 5) {
+        let got = session.infer(&x).unwrap();
+        let want = s.prog.forward(&x, false).unwrap();
+        for (a, b) in got.output.logits.iter().zip(&want.logits) {
+            assert!((a - b).abs() < 2e-3, "secure logit {a} vs fixed {b}");
+        }
+        assert_eq!(argmax(&got.output.logits), argmax(&want.logits));
+        assert!(got.online.seconds > 0.0 && got.online.bytes_sent > 0);
+    }
+}
+
+#[test]
+fn tls_with_ca_file_and_with_pin() {
+    let s = start(true, |_| {});
+    let rt = rt();
+    let ca = ClientTls::Ca(s.dir.join("cert.pem"));
+    let mut sess = ClientSession::start(connect(&rt, &s, Some(&ca)), &dealer()).unwrap();
+    assert_eq!(
+        sess.public_hash(),
+        models::format::public_hash(&s.model.public).unwrap()
+    );
+    sess.prepare(2).unwrap();
+    check_against_fixed(&s, &mut sess, 3);
+    sess.close().unwrap();
+
+    let pem = std::fs::read(s.dir.join("cert.pem")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    let pin = pi_runtime::net::parse_pin(&cert_pin(&der)).unwrap();
+    let opts = ClientOptions {
+        expect_model: Some(models::format::public_hash(&s.model.public).unwrap()),
+        insecure_dealer: true,
+    };
+    let mut sess =
+        ClientSession::start(connect(&rt, &s, Some(&ClientTls::Pin(pin))), &opts).unwrap();
+    check_against_fixed(&s, &mut sess, 1);
+    sess.close().unwrap();
+
+    // A wrong pin fails the handshake with a message that names both hashes.
+    let r = rt.block_on(client::connect(
+        &format!("localhost:{}", s.addr.port()),
+        Some(&ClientTls::Pin([7; 32])),
+        Duration::from_secs(5),
+    ));
+    let e = r.err().unwrap().to_string();
+    assert!(e.contains("does not match the pinned"), "{e}");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = std::fs::read_to_string(s.dir.join("metrics.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2, "one record per session");
+    for r in &recs {
+        assert_eq!(r["tls"], true);
+        assert_eq!(
+            r["insecure"], true,
+            "the dealer marks every record insecure"
+        );
+        assert_eq!(r["ok"], true);
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+#[test]
+fn concurrent_clients_are_isolated_and_a_silent_one_stalls_nobody() {
+    let s = start(false, |c| c.idle_timeout = Duration::from_secs(30));
+    // A client that connects and says nothing holds only its own session.
+    let _silent = std::net::TcpStream::connect(s.addr).unwrap();
+    let addr = s.addr;
+    let prog = s.prog.clone();
+    let workers: Vec<_> = (0..3)
+        .map(|k| {
+            let prog = prog.clone();
+            std::thread::spawn(move || {
+                let rt = rt();
+                let ch = rt
+                    .block_on(client::connect(
+                        &addr.to_string(),
+                        None,
+                        Duration::from_secs(10),
+                    ))
+                    .unwrap();
+                let mut sess = ClientSession::start(ch, &dealer()).unwrap();
+                for x in inputs(2, 100 + k) {
+                    let got = sess.infer(&x).unwrap();
+                    let want = prog.forward(&x, false).unwrap();
+                    assert_eq!(argmax(&got.output.logits), argmax(&want.logits));
+                }
+                sess.close().unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+/// Sends raw bytes on a plain connection and returns what the server answered (until it
+/// closed or 3 s passed).
+fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut t = std::net::TcpStream::connect(addr).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    t.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = t.read_to_end(&mut out);
+    out
+}
+
+fn decode_reject(bytes: &[u8]) -> Reject {
+    assert!(bytes.len() >= 5, "no answer from the server: {bytes:?}");
+    match Message::decode(bytes[0], &bytes[5..]).unwrap() {
+        Message::Reject(r) => r,
+        m => panic!("expected a reject, got {}", m.name()),
+    }
+}
+
+fn good_client_works(s: &TestServer) {
+    let rt = rt();
+    let mut sess = ClientSession::start(connect(&rt, s, None), &dealer()).unwrap();
+    check_against_fixed(s, &mut sess, 1);
+    sess.close().unwrap();
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
+    let s = start(false, |c| c.idle_timeout = Duration::from_secs(2));
+    let hello = |version: u16, kappa: u16| {
+        Message::ClientHello(ClientHello {
+            version,
+            software: "test".into(),
+            kappa,
+            stat_sec: 40,
+            preprocessing: 1,
+        })
+        .encode()
+    };
+    // Wrong protocol version.
+    let r = decode_reject(&raw_exchange(s.addr, &hello(99, 128)));
+    assert_eq!(r.code, Reject::VERSION);
+    assert!(r.reason.contains("version 99"), "{}", r.reason);
+    // Wrong security parameters.
+    let r = decode_reject(&raw_exchange(s.addr, &hello(1, 80)));
+    assert_eq!(r.code, Reject::PARAMETERS);
+    // Oversized length field: refused before allocating.
+    let mut big = vec![1u8];
+    big.extend_from_slice(&u32::MAX.to_le_bytes());
+    let r = decode_reject(&raw_exchange(s.addr, &big));
+    assert!(r.reason.contains("exceeds the limit"), "{}", r.reason);
+    // Garbage.
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let r = decode_reject(&raw_exchange(s.addr, &garbage));
+    assert_eq!(r.code, Reject::PROTOCOL);
+    // Truncated hello, then the client goes away: the server gives up on its own.
+    let h = hello(1, 128);
+    let _ = raw_exchange(s.addr, &h[..h.len() - 3]);
+    // A second hello where a prepare belongs.
+    let mut two = hello(1, 128);
+    two.extend_from_slice(&hello(1, 128));
+    let ans = raw_exchange(s.addr, &two);
+    let n = 5 + u32::from_le_bytes([ans[1], ans[2], ans[3], ans[4]]) as usize;
+    assert!(matches!(
+        Message::decode(ans[0], &ans[5..n]).unwrap(),
+        Message::ServerHello(_)
+    ));
+    let r = decode_reject(&ans[n..]);
+    assert!(r.reason.contains("unexpected client hello"), "{}", r.reason);
+    // Infer before prepare.
+    let mut early = hello(1, 128);
+    early.extend_from_slice(&Message::Infer { index: 0 }.encode());
+    let ans = raw_exchange(s.addr, &early);
+    let r = decode_reject(&ans[n..]);
+    assert!(r.reason.contains("before preparing"), "{}", r.reason);
+    // Too many inferences at once.
+    let mut many = hello(1, 128);
+    many.extend_from_slice(&Message::Prepare { count: 100_000 }.encode());
+    let r = decode_reject(&raw_exchange(s.addr, &many)[n..]);
+    assert!(r.reason.contains("prepare 100000"), "{}", r.reason);
+    good_client_works(&s);
+
+    // The client side: a model other than the one required.
+    let rt = rt();
+    let opts = ClientOptions {
+        expect_model: Some("00".repeat(32)),
+        insecure_dealer: true,
+    };
+    let e = ClientSession::start(connect(&rt, &s, None), &opts)
+        .err()
+        .unwrap();
+    assert!(matches!(e, RuntimeError::Incompatible(_)), "{e}");
+    assert!(e.to_string().contains("expected 0000"), "{e}");
+    // A plaintext client at a TLS server, and the reverse, are named as such.
+    let t = start(true, |_| {});
+    let e = ClientSession::start(connect(&rt, &t, None), &dealer())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("speaks TLS"), "{e}");
+    good_client_works(&s);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(s.dir.join("metrics.jsonl")).unwrap();
+    let failed = log.lines().filter(|l| l.contains("\"ok\":false")).count();
+    assert!(
+        failed >= 8,
+        "every bad session is recorded with its error:\n{log}"
+    );
+}
+
+/// A channel that drops the connection once `budget` bytes have been sent.
+struct Cut {
+    inner: BlockingChannel,
+    budget: usize,
+}
+
+impl Channel for Cut {
+    fn send(&mut self, b: &[u8]) -> Result<(), ChannelError> {
+        if b.len() > self.budget {
+            let _ = self.inner.send(&b[..self.budget]);
+            let _ = self.inner.flush();
+            self.inner.shutdown();
+            self.budget = 0;
+            return Err(ChannelError::Io(std::io::Error::other("cut by the test")));
+        }
+        self.budget -= b.len();
+        self.inner.send(b)
+    }
+    fn recv(&mut self, b: &mut [u8]) -> Result<(), ChannelError> {
+        self.inner.recv(b)
+    }
+    fn flush(&mut self) -> Result<(), ChannelError> {
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn a_client_that_disconnects_at_any_step_harms_no_one() {
+    let s = start(true, |_| {});
+    let rt = rt();
+    let ca = ClientTls::Ca(s.dir.join("cert.pem"));
+    // A full session first, to know how many bytes the client sends in all.
+    let run = |ch: &mut dyn FnMut() -> Cut| {
+        ClientSession::start(ch(), &dealer()).and_then(|mut sess| {
+            for x in inputs(2, 9) {
+                sess.infer(&x)?;
+            }
+            let sent = sess.stats().bytes_sent;
+            sess.close().map(|_| sent)
+        })
+    };
+    let total = run(&mut || Cut {
+        inner: connect(&rt, &s, Some(&ca)),
+        budget: usize::MAX,
+    })
+    .unwrap() as usize;
+    // Budgets that end the client inside the hello, the prepare, the base OTs, the
+    // dealer, the OT extension and the online phases.
+    let mut budgets = vec![3, 40, 60, 200, 5_000];
+    budgets.extend([0.2, 0.45, 0.7, 0.95].map(|f| (total as f64 * f) as usize));
+    budgets.extend([total - 5_000, total - 10]);
+    for budget in budgets {
+        let r = run(&mut || Cut {
+            inner: connect(&rt, &s, Some(&ca)),
+            budget,
+        });
+        assert!(
+            r.is_err(),
+            "budget {budget} of {total}: the cut client finished"
+        );
+        good_client_works_tls(&s, &rt, &ca);
+    }
+}
+
+fn good_client_works_tls(s: &TestServer, rt: &tokio::runtime::Runtime, ca: &ClientTls) {
+    let mut sess = ClientSession::start(connect(rt, s, Some(ca)), &dealer()).unwrap();
+    check_against_fixed(s, &mut sess, 1);
+    sess.close().unwrap();
+}
+
+#[test]
+fn busy_server_and_disallowed_dealer_are_refused_with_reasons() {
+    let s = start(false, |c| {
+        c.max_sessions = 1;
+        c.idle_timeout = Duration::from_secs(3);
+    });
+    // A silent client holds the only slot.
+    let silent = std::net::TcpStream::connect(s.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let rt = rt();
+    let e = ClientSession::start(connect(&rt, &s, None), &dealer())
+        .err()
+        .unwrap();
+    assert!(matches!(e, RuntimeError::Refused(_)), "{e}");
+    assert!(e.to_string().contains("busy"), "{e}");
+    drop(silent);
+    // Once the silent client is gone, its slot is free again.
+    std::thread::sleep(Duration::from_millis(1000));
+    good_client_works(&s);
+
+    let t = start(false, |c| c.options.allow_insecure_dealer = false);
+    let e = ClientSession::start(connect(&rt, &t, None), &dealer())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("--insecure-dealer"), "{e}");
+    // And a client never asks for the dealer silently.
+    let e = ClientSession::start(connect(&rt, &t, None), &ClientOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not implemented"), "{e}");
+}

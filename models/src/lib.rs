@@ -26,6 +26,7 @@ pub mod format;
 pub mod graph;
 pub mod model;
 pub mod tensor;
+pub mod testing;
 
 pub use error::{DataError, ModelError};
 pub use model::{Mask, Model, PublicModel};

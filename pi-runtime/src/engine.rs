@@ -170,7 +170,8 @@ impl Plan {
     }
 }
 
-fn ring_mask(l: u32) -> u64 {
+/// `2^l - 1`: the mask that reduces into Z_2^l.
+pub(crate) fn ring_mask(l: u32) -> u64 {
     if l >= 64 { u64::MAX } else { (1u64 << l) - 1 }
 }
 

@@ -11,7 +11,7 @@
 use models::fixed::FixedProgram;
 use protocols::channel::{Channel, ChannelExt};
 
-use crate::engine::Plan;
+use crate::engine::{Plan, ring_mask};
 use crate::error::{Result, RuntimeError};
 
 /// The preprocessing methods a session can negotiate (wire code in parentheses).
@@ -157,8 +157,4 @@ impl Preprocessing for InsecureDealer {
         }
         Ok(c)
     }
-}
-
-fn ring_mask(l: u32) -> u64 {
-    if l >= 64 { u64::MAX } else { (1u64 << l) - 1 }
 }

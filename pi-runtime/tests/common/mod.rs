@@ -4,47 +4,21 @@
 use std::path::PathBuf;
 use std::thread;
 
-use models::data::Normalization;
+use models::Model;
 use models::fixed::{Activation, FixedProgram};
-use models::{Mask, Model, PublicModel, arch};
 use pi_runtime::engine::{ClientEngine, ClientOutput, PhaseMetrics, ServerEngine};
 use pi_runtime::preprocess::Method;
 use protocols::{CountingChannel, MemoryChannel};
-use rand::SeedableRng;
 
 /// A random model of a built-in architecture with a fraction `keep` of its ReLUs kept
 /// (1.0 = all, 0.0 = none).
 pub fn model(name: &str, keep: f64, seed: u64) -> Model {
-    let info = arch::info(name).unwrap();
-    let g = arch::build(name, 10, info.default_input).unwrap();
-    let norm = if info.default_input[0] == 1 {
-        Normalization::fashion_mnist()
-    } else {
-        Normalization::cifar10()
-    };
-    let mut p = PublicModel::all_kept(name, g, norm, Default::default()).unwrap();
-    if keep < 1.0 {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1);
-        for m in p.masks.values_mut() {
-            *m = Mask::random(m.shape, keep, &mut rng);
-        }
-    }
-    Model::random(p, seed).unwrap()
+    models::testing::random_model(name, keep, seed).unwrap()
 }
 
 /// The CIFAR-10 copy on the project's machines, if present (required under CI).
 pub fn cifar10_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cifar10-q75");
-    if dir.join("test_batch.bin").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("SNL_REQUIRE_DATA").as_deref() != Ok("1"),
-        "SNL_REQUIRE_DATA=1 but {} is missing",
-        dir.display()
-    );
-    eprintln!("skipping: CIFAR-10 not found at {}", dir.display());
-    None
+    models::testing::shared_cifar10(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// One secure inference run by both parties over an in-memory channel pair.

@@ -1,0 +1,65 @@
+//! Helpers for the tests of this crate and of the crates built on it: random models of the
+//! built-in networks, and where the project's data lives on its machines.
+
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+
+use crate::data::Normalization;
+use crate::error::ModelError;
+use crate::{Mask, Model, PublicModel, arch};
+
+/// A model of built-in architecture `name` (10 classes, default input) with random
+/// weights (`seed`) and a random fraction `keep` of its ReLUs kept (1.0 keeps all).
+pub fn random_model(name: &str, keep: f64, seed: u64) -> Result<Model, ModelError> {
+    let info = arch::info(name)?;
+    let g = arch::build(name, 10, info.default_input)?;
+    let norm = if info.default_input[0] == 1 {
+        Normalization::fashion_mnist()
+    } else {
+        Normalization::cifar10()
+    };
+    let mut p = PublicModel::all_kept(name, g, norm, Default::default())?;
+    if keep < 1.0 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1);
+        for m in p.masks.values_mut() {
+            *m = Mask::random(m.shape, keep, &mut rng);
+        }
+    }
+    Model::random(p, seed)
+}
+
+/// `dir` if it holds `probe`. Otherwise, with `SNL_REQUIRE_DATA=1` (CI) this panics —
+/// the data must be there — and without it it prints why the caller skips and returns
+/// `None`. For tests only.
+pub fn data_dir(dir: PathBuf, probe: &str, hint: &str) -> Option<PathBuf> {
+    if dir.join(probe).is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("SNL_REQUIRE_DATA").as_deref() != Ok("1"),
+        "SNL_REQUIRE_DATA=1 but {} is missing{hint}",
+        dir.display()
+    );
+    eprintln!("skipping: {} not found", dir.join(probe).display());
+    None
+}
+
+/// The CIFAR-10 copy beside the checkout (`../shared/data/cifar10-q75`), seen from a
+/// crate directory of the workspace (`env!("CARGO_MANIFEST_DIR")`).
+pub fn shared_cifar10(crate_dir: &Path) -> Option<PathBuf> {
+    data_dir(
+        crate_dir.join("../../shared/data/cifar10-q75"),
+        "test_batch.bin",
+        "",
+    )
+}
+
+/// Fashion-MNIST from Debian's `dataset-fashion-mnist` package.
+pub fn fashion_mnist() -> Option<PathBuf> {
+    data_dir(
+        PathBuf::from("/usr/share/datasets/fashion-mnist"),
+        "t10k-images-idx3-ubyte.gz",
+        " (apt-get install dataset-fashion-mnist)",
+    )
+}

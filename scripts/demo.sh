@@ -49,7 +49,7 @@ SERVER=target/release/pi-server
 CLIENT=target/release/pi-client
 rm -rf "$OUT/certs"
 $SERVER gen-cert --out "$OUT/certs" --san localhost >/dev/null
-printf '%-28s %8s %12s %14s %16s %14s\n' model kept "secure acc" "online median" "online KB/image" "offline median"
+printf '%-28s %8s %12s %12s %14s %16s %14s\n' model kept "fixed acc" "secure acc" "online median" "online KB/image" "offline median"
 for m in "$OUT/pretrain/model" $(ls -d "$OUT"/snl/budget-* | sort -t- -k2 -nr); do
     $SERVER --model "$m" --listen 127.0.0.1:0 --tls-cert "$OUT/certs/cert.pem" \
         --tls-key "$OUT/certs/key.pem" --insecure-dealer > "$OUT/server.out" 2> "$OUT/server.log" &
@@ -59,12 +59,14 @@ for m in "$OUT/pretrain/model" $(ls -d "$OUT"/snl/budget-* | sort -t- -k2 -nr); 
     $CLIENT --connect "localhost:$port" --tls-ca "$OUT/certs/cert.pem" --insecure-dealer \
         --data "$DATA" --limit "$PI_IMAGES" --json --quiet 2>/dev/null > "$OUT/pi-$(basename "$m").json"
     kill $pid; wait $pid 2>/dev/null || true
-    python3 - "$m" "$OUT/pi-$(basename "$m").json" <<'PY'
+    # The plaintext fixed-point accuracy on the same images, for comparison.
+    x=$($MODEL eval "$m" --data "$DATA" --executor fixed --limit "$PI_IMAGES" --json)
+    python3 - "$m" "$OUT/pi-$(basename "$m").json" "$x" <<'PY'
 import json, sys
-m, r = sys.argv[1], json.load(open(sys.argv[2]))
+m, r, x = sys.argv[1], json.load(open(sys.argv[2])), json.loads(sys.argv[3])
 i = r["inferences"]
-kb = sum(x["online"]["bytes_sent"] + x["online"]["bytes_received"] for x in i) / len(i) / 1024
-print(f"{m.split('/', 1)[-1]:<28} {r['relus_kept']:>8} {100*r['accuracy']:>11.1f}% {1e3*r['online_seconds']['median']:>11.1f} ms {kb:>16.1f} {1e3*r['offline_seconds']['median']:>11.1f} ms")
+kb = sum(v["online"]["bytes_sent"] + v["online"]["bytes_received"] for v in i) / len(i) / 1024
+print(f"{m.split('/', 1)[-1]:<28} {r['relus_kept']:>8} {100*x['accuracy']:>11.1f}% {100*r['accuracy']:>11.1f}% {1e3*r['online_seconds']['median']:>11.1f} ms {kb:>16.1f} {1e3*r['offline_seconds']['median']:>11.1f} ms")
 PY
 done
 echo

@@ -50,7 +50,11 @@ fn model(kept: usize, inputs: &[Vec<f32>]) -> Model {
 fn inputs(n: usize) -> Vec<Vec<f32>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
     (0..n)
-        .map(|_| (0..3 * 32 * 32).map(|_| rng.gen_range(-2.0f32..2.0)).collect())
+        .map(|_| {
+            (0..3 * 32 * 32)
+                .map(|_| rng.gen_range(-2.0f32..2.0))
+                .collect()
+        })
         .collect()
 }
 

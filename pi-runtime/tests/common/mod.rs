@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use std::thread;
 
 use models::Model;
+use models::exec::calibrate_batchnorm;
 use models::fixed::{Activation, FixedProgram};
+use models::tensor::argmax;
 use pi_runtime::engine::{ClientEngine, ClientOutput, PhaseMetrics, ServerEngine};
 use pi_runtime::preprocess::Method;
 use protocols::{CountingChannel, MemoryChannel};
+use rand::{Rng, SeedableRng};
 
 /// A random model of a built-in architecture with a fraction `keep` of its ReLUs kept
 /// (1.0 = all, 0.0 = none).
@@ -144,4 +147,73 @@ pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck
         }
     }
     c
+}
+
+/// Normalized random inputs for a model's input shape.
+pub fn inputs(model: &models::Model, n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let len: usize = model.public.graph.input.iter().product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..len).map(|_| rng.gen_range(-2.0f32..2.0)).collect())
+        .collect()
+}
+
+/// Runs `n` inferences for each mask fraction and checks every layer and the traffic.
+pub fn check_network(name: &str, fractions: &[f64], n: usize) {
+    for (k, &keep) in fractions.iter().enumerate() {
+        let mut model = model(name, keep, 11 + k as u64);
+        let xs = inputs(&model, n, 3 + k as u64);
+        // Batch norms calibrated on the inputs keep activations in a realistic range.
+        calibrate_batchnorm(&mut model, &xs).unwrap();
+        let prog = FixedProgram::lower(&model).unwrap();
+        let runs = secure_runs(&model, &prog, &xs);
+        let mut total = LayerCheck::default();
+        let mut max_diff = 0f64;
+        let mut same_class = 0;
+        for (x, run) in xs.iter().zip(&runs) {
+            let c = check_layers(&prog, x, run);
+            total.exact += c.exact;
+            total.plus_one += c.plus_one;
+            total.wraps += c.wraps;
+            let fixed = prog.forward(x, false).unwrap();
+            if c.wraps == 0 {
+                for (a, b) in run.out.logits.iter().zip(&fixed.logits) {
+                    max_diff = max_diff.max((a - b).abs());
+                }
+                same_class += usize::from(argmax(&run.out.logits) == argmax(&fixed.logits));
+            }
+            // Online traffic is the formula, whatever the number of linearized ReLUs.
+            let plan = pi_runtime::engine::Plan::new(&prog).unwrap();
+            let (up, down) = plan.online_bytes();
+            assert_eq!(
+                run.client_online.bytes_sent, up,
+                "{name} keep {keep}: client sent"
+            );
+            assert_eq!(
+                run.client_online.bytes_received, down,
+                "{name} keep {keep}: client received"
+            );
+            assert_eq!(run.server_online.bytes_received, up);
+            assert_eq!(run.server_online.bytes_sent, down);
+            // One round trip per layer with kept ReLUs, plus input and logits.
+            let relu_layers = plan.layers.iter().filter(|l| l.kept_count > 0).count() as u64;
+            assert_eq!(
+                run.server_online.rounds,
+                relu_layers + 1,
+                "{name} keep {keep}: rounds"
+            );
+        }
+        eprintln!(
+            "{name}, keep {keep}: {n} inferences, positions exact {} / +1 ulp {} / wraps {}; \
+             max |secure - fixed| logit {max_diff:.2e}, same class {same_class}/{n}",
+            total.exact, total.plus_one, total.wraps
+        );
+        // A wrap has probability about |y| / 2^61 per truncated position (documented);
+        // more than one in a test run means something else is wrong.
+        assert!(total.wraps <= 1, "{name}: {} truncation wraps", total.wraps);
+        assert!(
+            total.plus_one > 0 || keep > 0.0,
+            "{name}: no +1 ulp truncation seen"
+        );
+    }
 }

@@ -1,0 +1,14 @@
+//! WRN-22-8 with all 1,359,872 ReLUs kept, checked layer by layer like the other networks
+//! in `secure_vs_fixed.rs`. It holds about 5 GB of garbled tables, 2 GB of client labels
+//! and 3 GB of garbler secrets at once (peak 11.5 GB measured, 46 s on 2 cores), so it is
+//! a test binary of its own: cargo runs test binaries one after another, and nothing else
+//! competes for memory while it runs.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+#[test]
+fn wrn22_8_all_kept() {
+    common::check_network("wrn22_8", &[1.0], 1);
+}

@@ -35,6 +35,7 @@ pub struct BlockingChannel {
     wbuf: Vec<u8>,
     idle: Duration,
     deadline: Option<Instant>,
+    phase_deadline: Option<Instant>,
 }
 
 impl BlockingChannel {
@@ -46,6 +47,7 @@ impl BlockingChannel {
             wbuf: Vec::with_capacity(1 << 16),
             idle,
             deadline: None,
+            phase_deadline: None,
         }
     }
 
@@ -55,10 +57,11 @@ impl BlockingChannel {
     }
 
     fn limit(&self) -> Duration {
-        match self.deadline {
-            Some(d) => self.idle.min(d.saturating_duration_since(Instant::now())),
-            None => self.idle,
-        }
+        let now = Instant::now();
+        [self.deadline, self.phase_deadline]
+            .into_iter()
+            .flatten()
+            .fold(self.idle, |l, d| l.min(d.saturating_duration_since(now)))
     }
 
     fn write_out(&mut self) -> Result<(), ChannelError> {
@@ -129,6 +132,24 @@ impl Channel for BlockingChannel {
         }
         self.write_out()
     }
+}
+
+/// A channel whose operations can be bounded by the deadline of the current protocol
+/// phase (the session code sets it at the start of each offline and online phase).
+pub trait PhaseDeadline {
+    /// Ends every operation after `deadline` (`None`: no phase limit).
+    fn set_phase_deadline(&mut self, deadline: Option<Instant>);
+}
+
+impl PhaseDeadline for BlockingChannel {
+    fn set_phase_deadline(&mut self, deadline: Option<Instant>) {
+        self.phase_deadline = deadline;
+    }
+}
+
+/// In-memory channels (tests) have no phase limit.
+impl PhaseDeadline for protocols::MemoryChannel {
+    fn set_phase_deadline(&mut self, _deadline: Option<Instant>) {}
 }
 
 fn provider() -> Arc<CryptoProvider> {

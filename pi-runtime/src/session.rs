@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use models::fixed::FixedProgram;
 use models::{Model, PublicModel};
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use crate::engine::{ClientEngine, ClientOutput, ClientPrepared, PhaseMetrics, ServerEngine};
 use crate::error::{Result, RuntimeError};
+use crate::net::PhaseDeadline;
 use crate::preprocess::Method;
 use crate::wire::{
     ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello,
@@ -59,6 +61,8 @@ pub struct ServerOptions {
     pub allow_insecure_dealer: bool,
     /// Most inferences one `Prepare` may ask for.
     pub max_prepare: u32,
+    /// Longest one phase may take: the base OTs, one offline phase, one online phase.
+    pub phase_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -66,8 +70,36 @@ impl Default for ServerOptions {
         ServerOptions {
             allow_insecure_dealer: false,
             max_prepare: 16,
+            phase_timeout: Duration::from_secs(600),
         }
     }
+}
+
+/// Runs `f` with the channel's phase deadline set to `timeout` from now; a timeout inside
+/// is reported as the phase's.
+fn phase<C: Channel + PhaseDeadline, T>(
+    ch: &mut CountingChannel<C>,
+    timeout: Duration,
+    what: &str,
+    f: impl FnOnce(&mut CountingChannel<C>) -> Result<T>,
+) -> Result<T> {
+    ch.inner_mut()
+        .set_phase_deadline(Some(Instant::now() + timeout));
+    let r = f(ch);
+    ch.inner_mut().set_phase_deadline(None);
+    r.map_err(|e| match e {
+        RuntimeError::Timeout(m) => RuntimeError::Timeout(format!(
+            "{what} (phase limit {} s or idle limit): {m}",
+            timeout.as_secs_f64()
+        )),
+        RuntimeError::Protocol(protocols::ProtocolError::Channel(
+            protocols::ChannelError::Timeout,
+        )) => RuntimeError::Timeout(format!(
+            "{what}: no data from the client within the phase limit ({} s) or the idle limit",
+            timeout.as_secs_f64()
+        )),
+        other => other,
+    })
 }
 
 /// What one session did, from the server's side.
@@ -103,7 +135,7 @@ fn recv_control<C: Channel>(ch: &mut C, what: &str) -> Result<Message> {
 
 /// Serves one session on `ch` until the client says bye or something fails. The report
 /// is filled as the session goes, so a caller sees what was done before an error.
-pub fn serve_session<C: Channel>(
+pub fn serve_session<C: Channel + PhaseDeadline>(
     ch: &mut CountingChannel<C>,
     model: &ServedModel,
     opts: &ServerOptions,
@@ -176,12 +208,15 @@ pub fn serve_session<C: Channel>(
                     ));
                     return Err(reject(ch, Reject::PROTOCOL, e));
                 }
+                let limit = opts.phase_timeout;
                 if !ot_ready {
-                    engine.setup_ot(ch)?;
+                    phase(ch, limit, "base OT", |ch| engine.setup_ot(ch))?;
                     ot_ready = true;
                 }
                 for _ in 0..count {
-                    let (prep, m) = engine.offline(ch, pre.as_mut())?;
+                    let (prep, m) = phase(ch, limit, "offline phase", |ch| {
+                        engine.offline(ch, pre.as_mut())
+                    })?;
                     report.offline.push(m);
                     prepared.push_back(prep);
                 }
@@ -199,7 +234,10 @@ pub fn serve_session<C: Channel>(
                     ));
                     return Err(reject(ch, Reject::PROTOCOL, e));
                 };
-                report.online.push(engine.online(ch, prep)?);
+                let m = phase(ch, opts.phase_timeout, "online phase", |ch| {
+                    engine.online(ch, prep)
+                })?;
+                report.online.push(m);
                 next_index += 1;
             }
             Message::Bye => return Ok(()),

@@ -445,3 +445,43 @@ fn busy_server_and_disallowed_dealer_are_refused_with_reasons() {
         .unwrap();
     assert!(e.to_string().contains("not implemented"), "{e}");
 }
+
+/// A client that pauses before every message it sends.
+struct Slow {
+    inner: BlockingChannel,
+    pause: Duration,
+}
+
+impl Channel for Slow {
+    fn send(&mut self, b: &[u8]) -> Result<(), ChannelError> {
+        self.inner.send(b)
+    }
+    fn recv(&mut self, b: &mut [u8]) -> Result<(), ChannelError> {
+        self.inner.recv(b)
+    }
+    fn flush(&mut self) -> Result<(), ChannelError> {
+        std::thread::sleep(self.pause);
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn a_phase_that_takes_too_long_is_ended_by_the_server() {
+    // Each pause is below the idle limit, the offline phase as a whole is not.
+    let s = start(false, |c| {
+        c.idle_timeout = Duration::from_secs(5);
+        c.options.phase_timeout = Duration::from_secs(1);
+    });
+    let rt = rt();
+    let ch = Slow {
+        inner: connect(&rt, &s, None),
+        pause: Duration::from_millis(300),
+    };
+    let mut sess = ClientSession::start(ch, &dealer()).unwrap();
+    let e = sess.prepare(1).err().unwrap();
+    assert!(e.to_string().contains("closed"), "client side: {e}");
+    good_client_works(&s);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(s.dir.join("metrics.jsonl")).unwrap();
+    assert!(log.contains("phase limit"), "{log}");
+}

@@ -77,6 +77,9 @@ struct ServeArgs {
     /// Seconds any single read or write may wait on a client.
     #[arg(long, default_value_t = 60)]
     idle_timeout: u64,
+    /// Seconds one phase may take (base OTs, one offline phase, one online phase).
+    #[arg(long, default_value_t = 600)]
+    phase_timeout: u64,
     /// Seconds a whole session may take.
     #[arg(long, default_value_t = 3600)]
     session_timeout: u64,
@@ -169,6 +172,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     let mut cfg = ServerConfig::new(Arc::new(model), tls);
     cfg.options.allow_insecure_dealer = a.insecure_dealer;
     cfg.options.max_prepare = a.max_prepare.max(1);
+    cfg.options.phase_timeout = Duration::from_secs(a.phase_timeout.max(1));
     cfg.max_sessions = a.max_sessions.max(1);
     cfg.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
     cfg.session_timeout = Duration::from_secs(a.session_timeout.max(1));

@@ -319,7 +319,8 @@ fn train_epoch(
     set: &TensorSet,
     epoch: usize,
     label: &str,
-) -> EpochStats {
+    after_step: &mut dyn FnMut() -> Result<(), TrainError>,
+) -> Result<EpochStats, TrainError> {
     let batches = set.epoch(
         c.batch,
         c.seed,
@@ -351,6 +352,7 @@ fn train_epoch(
         opt.zero_grad();
         loss.backward();
         opt.step(lr);
+        after_step()?;
         let bs = x.size()[0] as usize;
         sl += loss.double_value(&[]) * bs as f64;
         sce += ce.double_value(&[]) * bs as f64;
@@ -366,13 +368,13 @@ fn train_epoch(
     }
     pb.finish_and_clear();
     let n = n.max(1) as f64;
-    EpochStats {
+    Ok(EpochStats {
         loss: sl / n,
         ce: sce / n,
         kd: skd / n,
         l1: sl1,
         train_acc: correct as f64 / n,
-    }
+    })
 }
 
 fn hyper(c: &Common) -> serde_json::Value {
@@ -384,6 +386,10 @@ fn hyper(c: &Common) -> serde_json::Value {
         "test_limit": c.test_limit,
     })
 }
+
+/// Steps between two checks of the ReLU count against the pending budgets during the
+/// mask search.
+const BUDGET_CHECK_STEPS: usize = 10;
 
 // ------------------------------------------------------------------ pretraining
 
@@ -443,7 +449,18 @@ pub fn pretrain(p: &Pretrain) -> Result<PathBuf, TrainError> {
             .filter(|&&m| e >= m && m > 0)
             .count();
         let lr = p.lr * 0.1f64.powi(decay as i32);
-        let s = train_epoch(c, &net, None, 0.0, &mut opt, lr, &train, e, "pretrain");
+        let s = train_epoch(
+            c,
+            &net,
+            None,
+            0.0,
+            &mut opt,
+            lr,
+            &train,
+            e,
+            "pretrain",
+            &mut || Ok(()),
+        )?;
         test_acc = accuracy(&net, &test, c.batch, c.device);
         st.epoch += 1;
         save_checkpoint(&ckpt, &vs, &opt, &st)?;
@@ -632,6 +649,14 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                     st.epoch, st.lowest
                 )));
             }
+            // The count can fall through several budgets within one epoch (every alpha
+            // drifts down at about the Adam step size, then many cross the threshold
+            // together), so it is checked every few steps and each budget is
+            // snapshotted as soon as it is reached, not at the end of the epoch.
+            let mut steps = 0usize;
+            let mut crossed_now: Vec<usize> = Vec::new();
+            let epoch_now = st.epoch + 1;
+            let lambda_now = st.lambda;
             let s = train_epoch(
                 c,
                 &net,
@@ -642,7 +667,32 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                 &train,
                 st.epoch,
                 "search",
-            );
+                &mut || {
+                    steps += 1;
+                    if steps % BUDGET_CHECK_STEPS != 0 {
+                        return Ok(());
+                    }
+                    let count = net.relu_count(l.threshold)?;
+                    for b in pending.iter().copied() {
+                        if count <= b && !crossed_now.contains(&b) {
+                            let masks = net.binary_masks(l.threshold)?;
+                            let prov = json!({"phase": "search", "epoch": epoch_now, "step": steps, "budget": b, "relu_count": count, "lambda": lambda_now});
+                            let m = export(&vs, &base.public, &masks, prov)?;
+                            format::save(&m, &snapshot(b), true)?;
+                            crossed_now.push(b);
+                            eprintln!(
+                                "budget {b} reached in epoch {epoch_now} at step {steps} ({count} ReLUs): mask snapshotted"
+                            );
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            st.crossed.extend(crossed_now);
+            let pending: Vec<usize> = pending
+                .into_iter()
+                .filter(|b| !st.crossed.contains(b))
+                .collect();
             let count = net.relu_count(l.threshold)?;
             let acc = accuracy(&net, &test, c.batch, c.device);
             st.epoch += 1;
@@ -737,7 +787,8 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                 &train,
                 e,
                 &format!("finetune {b}"),
-            );
+                &mut || Ok(()),
+            )?;
             let acc = accuracy(&net, &test, c.batch, c.device);
             st.epoch += 1;
             if acc > st.best {

@@ -18,6 +18,17 @@ use crate::wire::{
     ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello,
 };
 
+/// Memory a session may hold in prepared (offline) material, on either side: the number
+/// of inferences prepared at once is capped so that it stays below this.
+pub const PREPARED_BYTES_PER_SESSION: u64 = 1 << 30;
+
+/// Server memory per prepared kept ReLU: 36 + 97 zero labels of 16 bytes, decoding bits.
+const SERVER_BYTES_PER_KEPT_RELU: u64 = 16 * (36 + 97) + 8;
+
+/// Client memory per prepared kept ReLU: garbled tables (116 AND gates x 32 bytes) and
+/// the labels of its 97 input bits.
+const CLIENT_BYTES_PER_KEPT_RELU: u64 = 32 * 116 + 16 * 97;
+
 /// A model ready to serve: its lowering and its public part's encoded files.
 pub struct ServedModel {
     /// The lowered network (weights included).
@@ -183,11 +194,20 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
         }
     };
     report.preprocessing = Some(method);
+    // What the server keeps per prepared inference: the garbler's labels and decoding
+    // bits of every kept ReLU (2,128 bytes each) and s_i; bounded per session.
+    let kept = model.public.relu_kept() as u64;
+    let per_inference = kept * SERVER_BYTES_PER_KEPT_RELU + 8 * model.prog.layers.len() as u64 + 1;
+    let max_prepare = opts
+        .max_prepare
+        .min(MAX_PREPARE)
+        .min(u32::try_from(PREPARED_BYTES_PER_SESSION / per_inference).unwrap_or(u32::MAX))
+        .max(1);
     Message::ServerHello(ServerHello {
         version: PROTOCOL_VERSION,
         software: crate::VERSION.into(),
         preprocessing: method.code(),
-        max_prepare: opts.max_prepare.min(MAX_PREPARE),
+        max_prepare,
         public_json: model.public_json.clone(),
         masks: model.masks.clone(),
     })
@@ -201,10 +221,9 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
     loop {
         match recv_control(ch, "waiting for the client")? {
             Message::Prepare { count } => {
-                if count == 0 || count > opts.max_prepare.min(MAX_PREPARE) {
+                if count == 0 || count > max_prepare {
                     let e = RuntimeError::peer(format!(
-                        "client asks to prepare {count} inferences; this server allows 1 to {}",
-                        opts.max_prepare.min(MAX_PREPARE)
+                        "client asks to prepare {count} inferences; this server allows 1 to {max_prepare}"
                     ));
                     return Err(reject(ch, Reject::PROTOCOL, e));
                 }
@@ -348,6 +367,10 @@ impl<C: Channel> ClientSession<C> {
         }
         let structure = FixedProgram::structure(&public)?;
         let engine = ClientEngine::new(&structure)?;
+        let per_inference = engine.plan().kept_total() as u64 * CLIENT_BYTES_PER_KEPT_RELU + 1;
+        let client_cap = u32::try_from(PREPARED_BYTES_PER_SESSION / per_inference)
+            .unwrap_or(u32::MAX)
+            .max(1);
         Ok(ClientSession {
             ch,
             engine,
@@ -356,7 +379,7 @@ impl<C: Channel> ClientSession<C> {
             public_hash,
             method,
             server_software: hello.software,
-            max_prepare: hello.max_prepare.clamp(1, MAX_PREPARE),
+            max_prepare: hello.max_prepare.clamp(1, MAX_PREPARE).min(client_cap),
             ot_ready: false,
             prepared: VecDeque::new(),
             next_index: 0,
@@ -388,7 +411,8 @@ impl<C: Channel> ClientSession<C> {
         self.engine.plan()
     }
 
-    /// Most inferences the server prepares at once.
+    /// Most inferences prepared at once: the server's limit, and no more than keeps the
+    /// client's prepared material below [`PREPARED_BYTES_PER_SESSION`].
     pub fn max_prepare(&self) -> u32 {
         self.max_prepare
     }

@@ -372,3 +372,56 @@ pub fn run(
         session_bytes: (stats.bytes_sent, stats.bytes_received),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn write(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("pi-client-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn images_from_pnm_and_raw_bytes() {
+        // A 2x1 PPM with a comment: RGB interleaved becomes channel-major.
+        let p = write(
+            "a.ppm",
+            b"P6\n# made by hand\n2 1\n255\n\x01\x02\x03\x04\x05\x06",
+        );
+        assert_eq!(read_image(&p, [3, 1, 2]).unwrap(), vec![1, 4, 2, 5, 3, 6]);
+        let g = write("b.pgm", b"P5 2 2 255\n\x09\x08\x07\x06");
+        assert_eq!(read_image(&g, [1, 2, 2]).unwrap(), vec![9, 8, 7, 6]);
+        let r = write("c.bin", &[7u8; 12]);
+        assert_eq!(read_image(&r, [3, 2, 2]).unwrap(), vec![7u8; 12]);
+        for q in [p, g, r] {
+            let _ = std::fs::remove_file(q);
+        }
+    }
+
+    #[test]
+    fn bad_images_are_clear_errors() {
+        let cases: [(&str, &[u8], &str); 5] = [
+            ("d.ppm", b"P6\n2 1\n255\n\x01\x02\x03", "pixel bytes"),
+            ("e.ppm", b"P6\n2 1\n65535\n", "maxval 255"),
+            ("f.pgm", b"P5\n3 3\n255\n\x00", "image is 1x3x3"),
+            ("g.pgm", b"P5\nx y\n", "malformed PNM header"),
+            ("h.bin", &[0u8; 5], "neither a binary PGM/PPM nor raw"),
+        ];
+        for (name, bytes, want) in cases {
+            let shape = if name.ends_with("ppm") {
+                [3, 1, 2]
+            } else {
+                [1, 2, 2]
+            };
+            let p = write(name, bytes);
+            let e = read_image(&p, shape).unwrap_err().to_string();
+            assert!(e.contains(want), "{name}: {e}");
+            let _ = std::fs::remove_file(p);
+        }
+        let e = read_image(Path::new("/nonexistent/img"), [1, 2, 2]).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
+}

@@ -10,6 +10,8 @@
 //! loopback TCP connection ([`net::loopback_pair`]). The single-core garbling kernels are
 //! benchmarked in `protocols/benches/gc.rs`. `bash scripts/bench.sh` runs them all.
 
+pub mod relay;
+
 pub mod net {
     //! Loopback TCP for the two-party benchmarks. The `protocols` crate never opens a
     //! socket; the benchmarks supply one, as `pi-runtime` does.

@@ -263,7 +263,12 @@ impl Meter {
 }
 
 /// Receives `n` ring elements, rejecting any value outside `[0, 2^l)`.
-fn recv_ring<C: Channel>(ch: &mut C, n: usize, lmask: u64, what: &str) -> Result<Vec<u64>> {
+pub(crate) fn recv_ring<C: Channel + ?Sized>(
+    ch: &mut C,
+    n: usize,
+    lmask: u64,
+    what: &str,
+) -> Result<Vec<u64>> {
     let v = ch.recv_u64s(n).map_err(RuntimeError::from)?;
     if v.iter().any(|&x| x & !lmask != 0) {
         return Err(RuntimeError::peer(format!(

@@ -156,22 +156,28 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The server's TLS configuration from a PEM certificate chain and a PEM private key.
-pub fn server_tls(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>> {
-    let certs = CertificateDer::pem_file_iter(cert_pem)
+/// The certificates of a PEM file (at least one).
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| {
             RuntimeError::config(format!(
                 "cannot read certificates from {}: {e}",
-                cert_pem.display()
+                path.display()
             ))
         })?;
     if certs.is_empty() {
         return Err(RuntimeError::config(format!(
             "{} holds no certificate",
-            cert_pem.display()
+            path.display()
         )));
     }
+    Ok(certs)
+}
+
+/// The server's TLS configuration from a PEM certificate chain and a PEM private key.
+pub fn server_tls(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    let certs = read_certs(cert_pem)?;
     let key = PrivateKeyDer::from_pem_file(key_pem).map_err(|e| {
         RuntimeError::config(format!(
             "cannot read a private key from {}: {e}",
@@ -281,27 +287,13 @@ pub fn client_tls(how: &ClientTls) -> Result<Arc<rustls::ClientConfig>> {
     let cfg = match how {
         ClientTls::Ca(path) => {
             let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    RuntimeError::config(format!(
-                        "cannot read certificates from {}: {e}",
-                        path.display()
-                    ))
-                })?;
-            for c in certs {
+            for c in read_certs(path)? {
                 roots.add(c).map_err(|e| {
                     RuntimeError::config(format!(
                         "{}: unusable CA certificate: {e}",
                         path.display()
                     ))
                 })?;
-            }
-            if roots.is_empty() {
-                return Err(RuntimeError::config(format!(
-                    "{} holds no certificate",
-                    path.display()
-                )));
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }

@@ -11,7 +11,7 @@
 use models::fixed::FixedProgram;
 use protocols::channel::{Channel, ChannelExt};
 
-use crate::engine::{Plan, ring_mask};
+use crate::engine::{Plan, recv_ring, ring_mask};
 use crate::error::{Result, RuntimeError};
 
 /// The preprocessing methods a session can negotiate (wire code in parentheses).
@@ -107,10 +107,7 @@ impl Preprocessing for InsecureDealer {
         self.seen.resize(plan.value_lens.len(), None);
         for &v in &plan.layers[i].inputs {
             if self.seen[v].is_none() {
-                let r = ch.recv_u64s(plan.value_lens[v])?;
-                if r.iter().any(|&x| x & !lmask != 0) {
-                    return Err(RuntimeError::peer("dealer: a mask lies outside the ring"));
-                }
+                let r = recv_ring(ch, plan.value_lens[v], lmask, "dealer mask")?;
                 self.seen[v] = Some(r.iter().map(|&u| plan.fixed.reduce(u as i64)).collect());
             }
         }
@@ -149,12 +146,6 @@ impl Preprocessing for InsecureDealer {
             }
         }
         ch.flush()?;
-        let c = ch.recv_u64s(plan.layers[i].len)?;
-        if c.iter().any(|&x| x & !lmask != 0) {
-            return Err(RuntimeError::peer(
-                "dealer: a correlation lies outside the ring",
-            ));
-        }
-        Ok(c)
+        recv_ring(ch, plan.layers[i].len, lmask, "dealer correlation")
     }
 }

@@ -269,6 +269,12 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
     }
 }
 
+/// Why a client must opt in to the insecure dealer (the library's error and the
+/// binary's message).
+pub const DEALER_REQUIRED: &str = "secure (homomorphic-encryption) preprocessing is not \
+     implemented yet; the only preprocessing is the insecure dealer, which reveals the input \
+     to the server: use --insecure-dealer to run it anyway";
+
 /// How the client runs a session.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
@@ -309,11 +315,7 @@ impl<C: Channel> ClientSession<C> {
     /// Says hello, receives and checks the model's public part.
     pub fn start(ch: C, opts: &ClientOptions) -> Result<Self> {
         if !opts.insecure_dealer {
-            return Err(RuntimeError::config(
-                "secure (homomorphic-encryption) preprocessing is not implemented yet; the only \
-                 preprocessing is the insecure dealer, which reveals the input to the server: \
-                 use --insecure-dealer to run it anyway",
-            ));
+            return Err(RuntimeError::config(DEALER_REQUIRED));
         }
         let method = Method::InsecureDealer;
         let mut ch = CountingChannel::new(ch);

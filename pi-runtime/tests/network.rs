@@ -21,7 +21,6 @@ use pi_runtime::wire::{ClientHello, Message, Reject};
 use pi_runtime::{RuntimeError, client};
 use protocols::ChannelError;
 use protocols::channel::Channel;
-use rand::{Rng, SeedableRng};
 
 struct TestServer {
     addr: SocketAddr,
@@ -124,18 +123,11 @@ fn dealer() -> ClientOptions {
     }
 }
 
-fn inputs(n: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| (0..784).map(|_| rng.gen_range(-1.0f32..2.0)).collect())
-        .collect()
-}
-
 /// Secure logits over the network against the fixed-point executor: the class must agree
 /// and every logit lie within the +1-ulp truncation differences (measured about 1e-4 for
 /// this network; a broken transport or mask gives errors of order 1 or 2^33).
 fn check_against_fixed(s: &TestServer, session: &mut ClientSession<BlockingChannel>, n: usize) {
-    for x in inputs(n, 5) {
+    for x in common::inputs(&s.model, n, 5) {
         let got = session.infer(&x).unwrap();
         let want = s.prog.forward(&x, false).unwrap();
         for (a, b) in got.output.logits.iter().zip(&want.logits) {
@@ -205,10 +197,10 @@ fn concurrent_clients_are_isolated_and_a_silent_one_stalls_nobody() {
     // A client that connects and says nothing holds only its own session.
     let _silent = std::net::TcpStream::connect(s.addr).unwrap();
     let addr = s.addr;
-    let prog = s.prog.clone();
+    let (prog, model) = (s.prog.clone(), s.model.clone());
     let workers: Vec<_> = (0..3)
         .map(|k| {
-            let prog = prog.clone();
+            let (prog, model) = (prog.clone(), model.clone());
             std::thread::spawn(move || {
                 let rt = rt();
                 let ch = rt
@@ -219,7 +211,7 @@ fn concurrent_clients_are_isolated_and_a_silent_one_stalls_nobody() {
                     ))
                     .unwrap();
                 let mut sess = ClientSession::start(ch, &dealer()).unwrap();
-                for x in inputs(2, 100 + k) {
+                for x in common::inputs(&model, 2, 100 + k) {
                     let got = sess.infer(&x).unwrap();
                     let want = prog.forward(&x, false).unwrap();
                     assert_eq!(argmax(&got.output.logits), argmax(&want.logits));
@@ -378,7 +370,7 @@ fn a_client_that_disconnects_at_any_step_harms_no_one() {
     // A full session first, to know how many bytes the client sends in all.
     let run = |ch: &mut dyn FnMut() -> Cut| {
         ClientSession::start(ch(), &dealer()).and_then(|mut sess| {
-            for x in inputs(2, 9) {
+            for x in common::inputs(&s.model, 2, 9) {
                 sess.infer(&x)?;
             }
             let sent = sess.stats().bytes_sent;

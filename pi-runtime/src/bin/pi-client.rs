@@ -86,11 +86,8 @@ fn main() -> Result<()> {
         ),
     };
     if !cli.insecure_dealer {
-        bail!(
-            "secure (homomorphic-encryption) preprocessing is not implemented yet; the only \
-             preprocessing is the insecure dealer, which reveals the input to the server. \
-             Rerun with --insecure-dealer to use it anyway."
-        );
+        // Before connecting: the session would refuse the same way.
+        bail!("{}", pi_runtime::session::DEALER_REQUIRED);
     }
     eprintln!(
         "WARNING: --insecure-dealer: the linear layers are preprocessed by revealing this \

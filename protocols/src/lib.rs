@@ -20,6 +20,8 @@
 //!   gadgets and the batched ReLU gadget API;
 //! * [`ot`]: base OT over ristretto255 and IKNP OT extension (random, correlated and
 //!   chosen-message OTs);
+//! * [`he`]: homomorphic-encryption (BFV) preprocessing of linear layers: coefficient
+//!   layouts of convolutions, the client's and the server's side;
 //! * [`share`]: additive secret sharing and fixed-point encoding in `Z_{2^61}`, local
 //!   share truncation;
 //! * [`error`]: error types that say whose fault an error is.
@@ -29,6 +31,7 @@ pub mod block;
 pub mod channel;
 pub mod error;
 pub mod gc;
+pub mod he;
 pub mod ot;
 pub mod prg;
 pub mod share;

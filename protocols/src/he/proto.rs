@@ -1,0 +1,393 @@
+//! The two parties of the HE preprocessing: key setup and one operator ("term") at a time.
+//!
+//! Messages of one term, all of sizes fixed by the public layout:
+//! 1. client -> server: `input_cts` BFV ciphertexts of the client's mask (the `fhe`
+//!    crate's serialization, `c1` replaced by its seed), each length-prefixed and bounded;
+//! 2. server -> client: per output ciphertext, `c1` in NTT form (3 x N residues) and `c0`
+//!    in coefficient form at the layout's output coefficients only (3 x positions
+//!    residues), after subtracting `s`, adding a fresh public-key encryption of zero and
+//!    flooding `c0`. The other coefficients of `c0`, which hold partial sums of the
+//!    convolution, never leave the server.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use fhe::bfv::{Ciphertext, Encoding, Plaintext, PublicKey, SecretKey};
+use fhe_math::rq::{Poly, Representation, dot_product, traits::TryConvertFrom};
+use fhe_traits::{
+    DeserializeParametrized, FheDecoder, FheDecrypter, FheEncoder, FheEncrypter, Serialize,
+};
+use rand09::{RngCore, SeedableRng, rngs::StdRng};
+use rayon::prelude::*;
+
+use super::{
+    ConvLayout, FLOOD_BITS, HE_VERSION, HeParams, MAX_KERNEL_NORM_BITS, MODULI, POLY_DEGREE,
+};
+use crate::channel::{Channel, ChannelExt};
+use crate::error::{ProtocolError, Result};
+
+const N: usize = POLY_DEGREE;
+const K: usize = MODULI.len();
+/// Bound on one serialized input ciphertext (3 x N residues of at most 64 bits, seed,
+/// framing).
+const MAX_CT_BYTES: usize = K * N * 8 + 1024;
+/// Bound on the serialized public key.
+const MAX_KEY_BYTES: usize = 2 * K * N * 8 + 1024;
+
+/// What one term cost (bytes are counted by the caller's channel).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TermStats {
+    /// Ciphertexts the client sent.
+    pub input_cts: usize,
+    /// Ciphertexts the server returned.
+    pub output_cts: usize,
+    /// Ciphertext-plaintext products the server computed.
+    pub products: usize,
+}
+
+impl TermStats {
+    fn of(layout: &ConvLayout) -> Self {
+        TermStats {
+            input_cts: layout.input_cts(),
+            output_cts: layout.output_cts(),
+            products: layout.products(),
+        }
+    }
+}
+
+fn fhe_err(what: &str) -> impl Fn(fhe::Error) -> ProtocolError + '_ {
+    move |e| ProtocolError::arg(format!("{what}: {e}"))
+}
+
+fn math_err(what: &str) -> impl Fn(fhe_math::Error) -> ProtocolError + '_ {
+    move |e| ProtocolError::arg(format!("{what}: {e}"))
+}
+
+/// A CSPRNG for the `fhe` crate, seeded from the operating system.
+fn os_rng() -> StdRng {
+    StdRng::from_os_rng()
+}
+
+/// Checks residues received from the peer against the moduli (`rows` residues per
+/// modulus, modulus-major).
+fn check_residues(v: &[u64], rows: usize, what: &str) -> Result<()> {
+    for (i, q) in MODULI.iter().enumerate() {
+        if v[i * rows..(i + 1) * rows].iter().any(|&x| x >= *q) {
+            return Err(ProtocolError::peer(format!(
+                "{what}: a residue is not reduced modulo the ciphertext modulus"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The client: holds the secret key.
+pub struct HeClient {
+    params: HeParams,
+    sk: SecretKey,
+}
+
+impl std::fmt::Debug for HeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeClient")
+            .field("ring_bits", &self.params.ring_bits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeClient {
+    /// Draws a key pair (OS CSPRNG) and sends the version, the ring and the public key.
+    pub fn setup(ch: &mut dyn Channel, params: HeParams) -> Result<Self> {
+        let mut rng = os_rng();
+        let sk = SecretKey::random(params.bfv(), &mut rng);
+        let pk = PublicKey::new(&sk, &mut rng);
+        ch.send(&[HE_VERSION, params.ring_bits() as u8])?;
+        ch.send_prefixed(&pk.to_bytes())?;
+        ch.flush()?;
+        Ok(HeClient { params, sk })
+    }
+
+    /// Runs one term: returns `L(x) - s` for the layout's operator `L`, the client's
+    /// value `x` and the server's `s` (ring elements).
+    pub fn term(
+        &self,
+        ch: &mut dyn Channel,
+        layout: &ConvLayout,
+        x: &[u64],
+    ) -> Result<(Vec<u64>, TermStats)> {
+        self.check_layout(layout)?;
+        let par = self.params.bfv();
+        let polys = layout.encode_input(x)?;
+        let cts = polys
+            .par_iter()
+            .map(|p| {
+                let pt = Plaintext::try_encode(p.as_slice(), Encoding::poly(), par)
+                    .map_err(fhe_err("encoding a mask"))?;
+                let ct: Ciphertext = self
+                    .sk
+                    .try_encrypt(&pt, &mut os_rng())
+                    .map_err(fhe_err("encrypting a mask"))?;
+                Ok(ct.to_bytes())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for c in &cts {
+            ch.send_prefixed(c)?;
+        }
+        ch.flush()?;
+        drop(cts);
+        let mut received = Vec::with_capacity(layout.output_cts());
+        for t in 0..layout.tiles {
+            for g in 0..layout.groups {
+                let pos = layout.output_positions(t, g);
+                let c1 = ch.recv_u64s(K * N)?;
+                check_residues(&c1, N, "HE result c1")?;
+                let c0 = ch.recv_u64s(K * pos.len())?;
+                check_residues(&c0, pos.len(), "HE result c0")?;
+                received.push((pos, c0, c1));
+            }
+        }
+        let parts = received
+            .into_par_iter()
+            .map(|(pos, c0, c1)| self.decrypt(&pos, &c0, c1))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = vec![0u64; layout.shape.out_len()];
+        for part in parts {
+            for (idx, v) in part {
+                out[idx] = v;
+            }
+        }
+        Ok((out, TermStats::of(layout)))
+    }
+
+    fn check_layout(&self, layout: &ConvLayout) -> Result<()> {
+        if layout.n != N {
+            return Err(ProtocolError::arg(format!(
+                "layout for degree {} with HE degree {N}",
+                layout.n
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decrypts the output coefficients `pos` of one result.
+    fn decrypt(
+        &self,
+        pos: &[(usize, usize)],
+        c0: &[u64],
+        c1: Vec<u64>,
+    ) -> Result<Vec<(usize, u64)>> {
+        let par = self.params.bfv();
+        let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
+        let mut full = vec![0u64; K * N];
+        for i in 0..K {
+            for (k, &(coeff, _)) in pos.iter().enumerate() {
+                full[i * N + coeff] = c0[i * pos.len() + k];
+            }
+        }
+        let mut p0 = Poly::try_convert_from(full, ctx, false, Representation::PowerBasis)
+            .map_err(math_err("result c0"))?;
+        p0.change_representation(Representation::Ntt);
+        let p1 = Poly::try_convert_from(c1, ctx, false, Representation::Ntt)
+            .map_err(math_err("result c1"))?;
+        let ct = Ciphertext::new(vec![p0, p1], par).map_err(fhe_err("result"))?;
+        let pt = self.sk.try_decrypt(&ct).map_err(fhe_err("decrypting"))?;
+        let v = Vec::<u64>::try_decode(&pt, Encoding::poly()).map_err(fhe_err("decoding"))?;
+        Ok(pos.iter().map(|&(coeff, idx)| (idx, v[coeff])).collect())
+    }
+}
+
+/// The server: holds the client's public key.
+pub struct HeServer {
+    params: HeParams,
+    pk: PublicKey,
+}
+
+impl std::fmt::Debug for HeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeServer")
+            .field("ring_bits", &self.params.ring_bits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeServer {
+    /// Receives the client's version, ring and public key.
+    pub fn setup(ch: &mut dyn Channel, params: HeParams) -> Result<Self> {
+        let mut hdr = [0u8; 2];
+        ch.recv(&mut hdr)?;
+        if hdr[0] != HE_VERSION {
+            return Err(ProtocolError::peer(format!(
+                "HE preprocessing version {} (this side speaks {HE_VERSION})",
+                hdr[0]
+            )));
+        }
+        if u32::from(hdr[1]) != params.ring_bits() {
+            return Err(ProtocolError::peer(format!(
+                "HE key for the ring Z_2^{}, expected Z_2^{}",
+                hdr[1],
+                params.ring_bits()
+            )));
+        }
+        let bytes = ch.recv_prefixed(MAX_KEY_BYTES)?;
+        let par = params.bfv().clone();
+        let pk = guarded(|| PublicKey::from_bytes(&bytes, &par), "public key")?;
+        Ok(HeServer { params, pk })
+    }
+
+    /// Runs one term: lets the client learn `L(x) - s` for the operator `L` of `layout`
+    /// with weights `w` (`layout.shape.weight_len()`, signed ring values) and the
+    /// server's `s` (`layout.shape.out_len()` ring elements).
+    pub fn term(
+        &self,
+        ch: &mut dyn Channel,
+        layout: &ConvLayout,
+        w: &[i64],
+        s: &[u64],
+    ) -> Result<TermStats> {
+        let shape = &layout.shape;
+        if layout.n != N || w.len() != shape.weight_len() || s.len() != shape.out_len() {
+            return Err(ProtocolError::arg(format!(
+                "HE term: {} weights and {} outputs for a layout of degree {} expecting {} \
+                 and {}",
+                w.len(),
+                s.len(),
+                layout.n,
+                shape.weight_len(),
+                shape.out_len()
+            )));
+        }
+        let par = self.params.bfv().clone();
+        let mut raw = Vec::with_capacity(layout.input_cts());
+        for _ in 0..layout.input_cts() {
+            raw.push(ch.recv_prefixed(MAX_CT_BYTES)?);
+        }
+        let inputs = raw
+            .par_iter()
+            .map(|b| self.parse_input(b))
+            .collect::<Result<Vec<_>>>()?;
+        drop(raw);
+        let outs = (0..layout.groups)
+            .into_par_iter()
+            .map(|g| {
+                let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
+                let mut norm = 0u128;
+                let mut kernels = Vec::new();
+                for blk in layout.blocks_of_group(g) {
+                    let (k, n1) = layout.kernel(w, g, blk);
+                    norm += n1;
+                    let mut p = Poly::try_convert_from(
+                        k.as_slice(),
+                        ctx,
+                        false,
+                        Representation::PowerBasis,
+                    )
+                    .map_err(math_err("kernel"))?;
+                    p.change_representation(Representation::Ntt);
+                    kernels.push(p);
+                }
+                if norm > 1u128 << MAX_KERNEL_NORM_BITS {
+                    return Err(ProtocolError::arg(format!(
+                        "weights too large for the HE parameters: a kernel 1-norm of \
+                         {norm} exceeds 2^{MAX_KERNEL_NORM_BITS}"
+                    )));
+                }
+                (0..layout.tiles)
+                    .map(|t| {
+                        let cts: Vec<&Ciphertext> = layout
+                            .blocks_of_group(g)
+                            .map(|b| &inputs[t * layout.channel_blocks + b])
+                            .collect();
+                        self.result(layout, &cts, &kernels, t, g, s)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for t in 0..layout.tiles {
+            for group in &outs {
+                let (c1, c0) = &group[t];
+                ch.send_u64s(c1)?;
+                ch.send_u64s(c0)?;
+            }
+        }
+        ch.flush()?;
+        Ok(TermStats::of(layout))
+    }
+
+    fn parse_input(&self, bytes: &[u8]) -> Result<Ciphertext> {
+        let par = self.params.bfv().clone();
+        let mut ct = guarded(|| Ciphertext::from_bytes(bytes, &par), "input ciphertext")?;
+        let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
+        if ct.len() != 2 || ct.iter().any(|p| p.ctx() != ctx) {
+            return Err(ProtocolError::peer(
+                "an input ciphertext is not a fresh two-part ciphertext at the top level",
+            ));
+        }
+        for p in ct.iter_mut() {
+            if *p.representation() == Representation::PowerBasis {
+                check_residues(&Vec::<u64>::from(&*p), N, "input ciphertext")?;
+                p.change_representation(Representation::Ntt);
+            } else {
+                let mut c = p.clone();
+                c.change_representation(Representation::PowerBasis);
+                check_residues(&Vec::<u64>::from(&c), N, "input ciphertext")?;
+            }
+        }
+        Ok(ct)
+    }
+
+    /// One output ciphertext: products, minus `s`, re-randomized, flooded, trimmed.
+    fn result(
+        &self,
+        layout: &ConvLayout,
+        cts: &[&Ciphertext],
+        kernels: &[Poly],
+        t: usize,
+        g: usize,
+        s: &[u64],
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let par = self.params.bfv();
+        let c0 =
+            dot_product(cts.iter().map(|c| &c[0]), kernels.iter()).map_err(math_err("product"))?;
+        let c1 =
+            dot_product(cts.iter().map(|c| &c[1]), kernels.iter()).map_err(math_err("product"))?;
+        let ct = Ciphertext::new(vec![c0, c1], par).map_err(fhe_err("result"))?;
+        let pos = layout.output_positions(t, g);
+        let mut sp = vec![0u64; N];
+        for &(coeff, idx) in &pos {
+            sp[coeff] = s[idx];
+        }
+        let pt = Plaintext::try_encode(sp.as_slice(), Encoding::poly(), par)
+            .map_err(fhe_err("encoding s"))?;
+        let mut rng = os_rng();
+        let zero = Plaintext::zero(Encoding::poly(), par).map_err(fhe_err("zero"))?;
+        let fresh = self
+            .pk
+            .try_encrypt(&zero, &mut rng)
+            .map_err(fhe_err("re-randomizing"))?;
+        let ct = &(&ct - &pt) + &fresh;
+        let mut c0 = ct[0].clone();
+        c0.change_representation(Representation::PowerBasis);
+        let c0 = Vec::<u64>::from(&c0);
+        let c1 = Vec::<u64>::from(&ct[1]);
+        let mut sel = vec![0u64; K * pos.len()];
+        let span = 1u128 << (FLOOD_BITS + 1);
+        for (k, &(coeff, _)) in pos.iter().enumerate() {
+            let u = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) % span;
+            let flood = u as i128 - (1i128 << FLOOD_BITS);
+            for (i, &q) in MODULI.iter().enumerate() {
+                let f = flood.rem_euclid(i128::from(q)) as u64;
+                let v = c0[i * N + coeff];
+                sel[i * pos.len() + k] = ((u128::from(v) + u128::from(f)) % u128::from(q)) as u64;
+            }
+        }
+        Ok((c1, sel))
+    }
+}
+
+/// Runs a deserializer on peer bytes; a panic inside the library becomes a peer error.
+fn guarded<T>(f: impl FnOnce() -> fhe::Result<T>, what: &str) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ProtocolError::peer(format!("{what} does not decode: {e}"))),
+        Err(_) => Err(ProtocolError::peer(format!("{what} does not decode"))),
+    }
+}

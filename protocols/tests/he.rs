@@ -26,11 +26,14 @@ fn conv(c: usize, hw: usize, m: usize, k: usize, s: usize, p: usize) -> ConvShap
     }
 }
 
+/// A layout with its weights, mask and `s`.
+type Case = (ConvLayout, Vec<i64>, Vec<u64>, Vec<u64>);
+
 /// Runs `shapes` as consecutive terms of one session and checks each result.
 fn run(ring_bits: u32, shapes: &[ConvShape], wmax: i64, seed: u64) {
     let lmask = (1u64 << ring_bits) - 1;
     let mut rng = ChaCha12Rng::seed_from_u64(seed);
-    let cases: Vec<(ConvLayout, Vec<i64>, Vec<u64>, Vec<u64>)> = shapes
+    let cases: Vec<Case> = shapes
         .iter()
         .map(|&shape| {
             let layout = ConvLayout::new(shape, POLY_DEGREE).unwrap();

@@ -344,43 +344,61 @@ impl HeServer {
         g: usize,
         s: &[u64],
     ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let pos = layout.output_positions(t, g);
+        let ct = self.evaluate(cts, kernels, &pos, s)?;
+        Ok(flood_and_trim(&ct, &pos))
+    }
+
+    /// `sum_b ct_b * K_b - s + Enc_pk(0)`, before flooding.
+    fn evaluate(
+        &self,
+        cts: &[&Ciphertext],
+        kernels: &[Poly],
+        pos: &[(usize, usize)],
+        s: &[u64],
+    ) -> Result<Ciphertext> {
         let par = self.params.bfv();
         let c0 =
             dot_product(cts.iter().map(|c| &c[0]), kernels.iter()).map_err(math_err("product"))?;
         let c1 =
             dot_product(cts.iter().map(|c| &c[1]), kernels.iter()).map_err(math_err("product"))?;
         let ct = Ciphertext::new(vec![c0, c1], par).map_err(fhe_err("result"))?;
-        let pos = layout.output_positions(t, g);
         let mut sp = vec![0u64; N];
-        for &(coeff, idx) in &pos {
+        for &(coeff, idx) in pos {
             sp[coeff] = s[idx];
         }
         let pt = Plaintext::try_encode(sp.as_slice(), Encoding::poly(), par)
             .map_err(fhe_err("encoding s"))?;
-        let mut rng = os_rng();
         let zero = Plaintext::zero(Encoding::poly(), par).map_err(fhe_err("zero"))?;
         let fresh = self
             .pk
-            .try_encrypt(&zero, &mut rng)
+            .try_encrypt(&zero, &mut os_rng())
             .map_err(fhe_err("re-randomizing"))?;
-        let ct = &(&ct - &pt) + &fresh;
-        let mut c0 = ct[0].clone();
-        c0.change_representation(Representation::PowerBasis);
-        let c0 = Vec::<u64>::from(&c0);
-        let c1 = Vec::<u64>::from(&ct[1]);
-        let mut sel = vec![0u64; K * pos.len()];
-        let span = 1u128 << (FLOOD_BITS + 1);
-        for (k, &(coeff, _)) in pos.iter().enumerate() {
-            let u = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) % span;
-            let flood = u as i128 - (1i128 << FLOOD_BITS);
-            for (i, &q) in MODULI.iter().enumerate() {
-                let f = flood.rem_euclid(i128::from(q)) as u64;
-                let v = c0[i * N + coeff];
-                sel[i * pos.len() + k] = ((u128::from(v) + u128::from(f)) % u128::from(q)) as u64;
-            }
-        }
-        Ok((c1, sel))
+        Ok(&(&ct - &pt) + &fresh)
     }
+}
+
+/// `c1` (NTT form, all residues) and `c0` at the output coefficients `pos` only, each
+/// plus flooding noise uniform in `[-2^FLOOD_BITS, 2^FLOOD_BITS)` (coefficient form,
+/// modulus-major).
+fn flood_and_trim(ct: &Ciphertext, pos: &[(usize, usize)]) -> (Vec<u64>, Vec<u64>) {
+    let mut rng = os_rng();
+    let mut c0 = ct[0].clone();
+    c0.change_representation(Representation::PowerBasis);
+    let c0 = Vec::<u64>::from(&c0);
+    let c1 = Vec::<u64>::from(&ct[1]);
+    let mut sel = vec![0u64; K * pos.len()];
+    let span = 1u128 << (FLOOD_BITS + 1);
+    for (k, &(coeff, _)) in pos.iter().enumerate() {
+        let u = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) % span;
+        let flood = u as i128 - (1i128 << FLOOD_BITS);
+        for (i, &q) in MODULI.iter().enumerate() {
+            let f = flood.rem_euclid(i128::from(q)) as u64;
+            let v = c0[i * N + coeff];
+            sel[i * pos.len() + k] = ((u128::from(v) + u128::from(f)) % u128::from(q)) as u64;
+        }
+    }
+    (c1, sel)
 }
 
 /// Runs a deserializer on peer bytes; a panic inside the library becomes a peer error.
@@ -389,5 +407,95 @@ fn guarded<T>(f: impl FnOnce() -> fhe::Result<T>, what: &str) -> Result<T> {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(ProtocolError::peer(format!("{what} does not decode: {e}"))),
         Err(_) => Err(ProtocolError::peer(format!("{what} does not decode"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::he::ConvShape;
+
+    /// The noise budget of the largest layer: the widest ResNet18 convolution (512 x 512
+    /// x 3 x 3 on 4 x 4) with every weight at 2^17 in magnitude (|w| = 8 at scale 2^14,
+    /// far above trained networks), before flooding, must leave the flooding room below
+    /// `q / 2t` and stay 71 bits under it.
+    #[test]
+    #[allow(unsafe_code)] // `measure_noise` is `unsafe` only because it runs in variable time
+    fn noise_budget_of_the_largest_layer() {
+        let params = HeParams::new(61).unwrap();
+        let par = params.bfv().clone();
+        let mut rng = os_rng();
+        let sk = SecretKey::random(&par, &mut rng);
+        let pk = PublicKey::new(&sk, &mut rng);
+        let server = HeServer {
+            params: params.clone(),
+            pk,
+        };
+        let client = HeClient { params, sk };
+        let shape = ConvShape {
+            channels: 512,
+            height: 4,
+            width: 4,
+            out_channels: 512,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            padding: 1,
+            depthwise: false,
+        };
+        let layout = ConvLayout::new(shape, N).unwrap();
+        let w: Vec<i64> = (0..shape.weight_len())
+            .map(|i| if i % 3 == 0 { -(1 << 17) } else { 1 << 17 })
+            .collect();
+        let x: Vec<u64> = (0..shape.in_len())
+            .map(|_| rng.next_u64() & ((1 << 61) - 1))
+            .collect();
+        let cts: Vec<Ciphertext> = layout
+            .encode_input(&x)
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let pt = Plaintext::try_encode(p.as_slice(), Encoding::poly(), &par).unwrap();
+                client.sk.try_encrypt(&pt, &mut rng).unwrap()
+            })
+            .collect();
+        let ctx = par.context_at_level(0).unwrap();
+        let g = 0;
+        let mut norm = 0u128;
+        let kernels: Vec<Poly> = layout
+            .blocks_of_group(g)
+            .map(|b| {
+                let (k, n1) = layout.kernel(&w, g, b);
+                norm += n1;
+                let mut p =
+                    Poly::try_convert_from(k.as_slice(), ctx, false, Representation::PowerBasis)
+                        .unwrap();
+                p.change_representation(Representation::Ntt);
+                p
+            })
+            .collect();
+        assert!(norm <= 1 << MAX_KERNEL_NORM_BITS);
+        let refs: Vec<&Ciphertext> = layout.blocks_of_group(g).map(|b| &cts[b]).collect();
+        let pos = layout.output_positions(0, g);
+        let s = vec![0u64; shape.out_len()];
+        let ct = server.evaluate(&refs, &kernels, &pos, &s).unwrap();
+        let noise = unsafe { client.sk.measure_noise(&ct) }.unwrap() as f64;
+        let log_q: f64 = MODULI.iter().map(|&q| (q as f64).log2()).sum();
+        let room = log_q - 61.0 - 1.0; // log2(q / 2t)
+        eprintln!(
+            "kernel 1-norm 2^{:.1}, noise before flooding 2^{noise}, flooding 2^{FLOOD_BITS}, \
+             decryption bound 2^{room:.1}",
+            (norm as f64).log2()
+        );
+        assert!(f64::from(FLOOD_BITS) - noise >= 71.0, "noise 2^{noise}");
+        assert!(f64::from(FLOOD_BITS) + 1.0 < room - 4.0);
+        // And the flooded result decrypts to the right values.
+        let (c1, c0) = flood_and_trim(&ct, &pos);
+        let got = client.decrypt(&pos, &c0, c1).unwrap();
+        let want = shape.apply(&w, &x, (1 << 61) - 1);
+        for (idx, v) in got {
+            assert_eq!(v, want[idx]);
+        }
     }
 }

@@ -77,7 +77,7 @@ fn online(c: &mut Criterion) {
                 let mut ch = CountingChannel::new(sch);
                 let mut eng = ServerEngine::new(&prog).unwrap();
                 eng.setup_ot(&mut ch).unwrap();
-                let mut pre = Method::InsecureDealer.instance();
+                let mut pre = Method::InsecureDealer.instance(&prog).unwrap();
                 while let Ok((prep, _)) = eng.offline(&mut ch, pre.as_mut()) {
                     if eng.online(&mut ch, prep).is_err() {
                         break;
@@ -87,7 +87,7 @@ fn online(c: &mut Criterion) {
             let mut ch = CountingChannel::new(cch);
             let mut eng = ClientEngine::new(&structure).unwrap();
             eng.setup_ot(&mut ch).unwrap();
-            let mut pre = Method::InsecureDealer.instance();
+            let mut pre = Method::InsecureDealer.instance(&structure).unwrap();
             let kept = eng.plan().kept_total();
             // One run outside criterion for the figures printed beside the timings.
             let t = Instant::now();

@@ -278,7 +278,7 @@ pub(crate) fn recv_ring<C: Channel + ?Sized>(
     Ok(v)
 }
 
-fn random_ring(rng: &mut Prg, n: usize, lmask: u64) -> Vec<u64> {
+pub(crate) fn random_ring(rng: &mut Prg, n: usize, lmask: u64) -> Vec<u64> {
     (0..n).map(|_| rng.next_u64() & lmask).collect()
 }
 

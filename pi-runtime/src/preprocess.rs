@@ -1,17 +1,21 @@
 //! Linear-layer preprocessing: how the client obtains `c_i = L_i(r_inputs) - s_i`.
 //!
-//! The secure way is homomorphic encryption (the client encrypts its masks, the server
-//! evaluates `L_i` on the ciphertexts and subtracts `s_i`); it is tracked by the project's
-//! HE-preprocessing issue and not implemented yet. Until then the only implementation is
-//! [`InsecureDealer`]: **the client sends its masks in the clear**, so the server can
-//! unmask the client's input. It exists to develop and test everything else; the binaries
-//! accept it only with `--insecure-dealer`, warn on every run and mark every metric
-//! record as insecure.
+//! The default is [`HePreprocessing`]: the client encrypts its masks under its own BFV
+//! key, the server evaluates `L_i` on the ciphertexts, subtracts `s_i`, re-randomizes and
+//! returns the result (`protocols::he`, `docs/he.md`). [`InsecureDealer`] remains for
+//! tests and comparisons: **the client sends its masks in the clear**, so the server can
+//! unmask the client's input; the binaries accept it only with `--insecure-dealer`, warn
+//! on every run and mark every metric record as insecure.
 
-use models::fixed::FixedProgram;
+use std::borrow::Cow;
+
+use models::fixed::{FixedProgram, TermOp};
+use models::graph::Shape;
 use protocols::channel::{Channel, ChannelExt};
+use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, POLY_DEGREE};
+use protocols::prg::Prg;
 
-use crate::engine::{Plan, recv_ring, ring_mask};
+use crate::engine::{Plan, random_ring, recv_ring, ring_mask};
 use crate::error::{Result, RuntimeError};
 
 /// The preprocessing methods a session can negotiate (wire code in parentheses).
@@ -20,6 +24,8 @@ use crate::error::{Result, RuntimeError};
 pub enum Method {
     /// The client reveals its masks (1). Not private.
     InsecureDealer,
+    /// BFV homomorphic encryption with coefficient-encoded convolutions (2).
+    HeBfv,
 }
 
 impl Method {
@@ -27,6 +33,7 @@ impl Method {
     pub fn code(self) -> u8 {
         match self {
             Method::InsecureDealer => 1,
+            Method::HeBfv => 2,
         }
     }
 
@@ -34,6 +41,7 @@ impl Method {
     pub fn from_code(c: u8) -> Option<Self> {
         match c {
             1 => Some(Method::InsecureDealer),
+            2 => Some(Method::HeBfv),
             _ => None,
         }
     }
@@ -42,14 +50,17 @@ impl Method {
     pub fn is_secure(self) -> bool {
         match self {
             Method::InsecureDealer => false,
+            Method::HeBfv => true,
         }
     }
 
-    /// A fresh instance for one session.
-    pub fn instance(self) -> Box<dyn Preprocessing + Send> {
-        match self {
+    /// A fresh instance for one session of the program `prog` (the server's full program
+    /// or the client's [`FixedProgram::structure`]).
+    pub fn instance(self, prog: &FixedProgram) -> Result<Box<dyn Preprocessing + Send>> {
+        Ok(match self {
             Method::InsecureDealer => Box::new(InsecureDealer::default()),
-        }
+            Method::HeBfv => Box::new(HePreprocessing::new(prog)?),
+        })
     }
 }
 
@@ -147,5 +158,197 @@ impl Preprocessing for InsecureDealer {
         }
         ch.flush()?;
         recv_ring(ch, plan.layers[i].len, lmask, "dealer correlation")
+    }
+}
+
+/// One term of a layer under HE: the value it reads and the operator's layout.
+#[derive(Debug)]
+struct HeTerm {
+    input: usize,
+    layout: ConvLayout,
+}
+
+/// The secure preprocessing: BFV with coefficient-encoded convolutions
+/// (`protocols::he`). Each term of a layer (convolution, dense layer, channel scale,
+/// average pool) runs as one encrypted operator; the server splits its `s_i` into random
+/// per-term parts, the client adds the per-term results. The client's key is drawn at
+/// the session's first offline layer and used for the whole session.
+#[derive(Debug)]
+pub struct HePreprocessing {
+    params: HeParams,
+    layers: Vec<Vec<HeTerm>>,
+    client: Option<HeClient>,
+    server: Option<HeServer>,
+}
+
+/// The operator of a term as a convolution on its input shape `src`.
+fn term_shape(src: Shape, op: &TermOp, out: Shape) -> Result<ConvShape> {
+    let [c, h, w] = src;
+    let base = ConvShape {
+        channels: c,
+        height: h,
+        width: w,
+        out_channels: c,
+        kh: 1,
+        kw: 1,
+        stride: 1,
+        padding: 0,
+        depthwise: true,
+    };
+    let shape = match op {
+        TermOp::Conv {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            ..
+        } => ConvShape {
+            out_channels: *out_channels,
+            kh: *kernel,
+            kw: *kernel,
+            stride: *stride,
+            padding: *padding,
+            depthwise: false,
+            ..base
+        },
+        TermOp::Dense { out_features, .. } => ConvShape {
+            out_channels: *out_features,
+            kh: h,
+            kw: w,
+            depthwise: false,
+            ..base
+        },
+        TermOp::ChannelScale { .. } => base,
+        TermOp::AvgPool { kernel, stride, .. } => ConvShape {
+            kh: *kernel,
+            kw: *kernel,
+            stride: *stride,
+            ..base
+        },
+    };
+    let (ho, wo) = shape.out_hw();
+    if [shape.out_channels, ho, wo] != out {
+        return Err(RuntimeError::config(format!(
+            "a term {src:?} -> {out:?} does not map to a convolution ({shape:?})"
+        )));
+    }
+    Ok(shape)
+}
+
+/// The weights of a term in the order of its [`ConvShape`].
+fn term_weights<'a>(op: &'a TermOp, shape: &ConvShape) -> Cow<'a, [i64]> {
+    match op {
+        TermOp::Conv { weight, .. } | TermOp::Dense { weight, .. } => Cow::Borrowed(weight),
+        TermOp::ChannelScale { coef } => Cow::Borrowed(coef),
+        TermOp::AvgPool { coef, .. } => Cow::Owned(
+            coef.iter()
+                .flat_map(|&c| std::iter::repeat_n(c, shape.kh * shape.kw))
+                .collect(),
+        ),
+    }
+}
+
+impl HePreprocessing {
+    /// Layouts for every term of `prog` (public information only).
+    pub fn new(prog: &FixedProgram) -> Result<Self> {
+        let params = HeParams::new(prog.params.ring_bits)?;
+        let layers = prog
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.terms
+                    .iter()
+                    .map(|t| {
+                        let shape = term_shape(prog.values[t.input], &t.op, l.out_shape)
+                            .map_err(|e| e.context(&format!("layer {i}")))?;
+                        let layout = ConvLayout::new(shape, POLY_DEGREE)
+                            .map_err(|e| RuntimeError::from(e).context(&format!("layer {i}")))?;
+                        Ok(HeTerm {
+                            input: t.input,
+                            layout,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(HePreprocessing {
+            params,
+            layers,
+            client: None,
+            server: None,
+        })
+    }
+}
+
+impl Preprocessing for HePreprocessing {
+    fn begin_inference(&mut self) {}
+
+    fn server_layer(
+        &mut self,
+        ch: &mut dyn Channel,
+        prog: &FixedProgram,
+        plan: &Plan,
+        i: usize,
+        s: &[u64],
+    ) -> Result<()> {
+        let lmask = ring_mask(plan.fixed.ring_bits);
+        if self.server.is_none() {
+            let he = HeServer::setup(ch, self.params.clone())
+                .map_err(|e| RuntimeError::from(e).context("HE key setup"))?;
+            self.server = Some(he);
+        }
+        let (Some(he), Some(terms)) = (&self.server, self.layers.get(i)) else {
+            return Err(RuntimeError::config(format!("no layer {i} in the HE plan")));
+        };
+        let mut rng = Prg::from_entropy();
+        let mut rest = s.to_vec();
+        for (k, (term, t)) in terms.iter().zip(&prog.layers[i].terms).enumerate() {
+            let part = if k + 1 == terms.len() {
+                std::mem::take(&mut rest)
+            } else {
+                let p = random_ring(&mut rng, s.len(), lmask);
+                rest.iter_mut()
+                    .zip(&p)
+                    .for_each(|(r, &p)| *r = r.wrapping_sub(p) & lmask);
+                p
+            };
+            let w = term_weights(&t.op, &term.layout.shape);
+            he.term(ch, &term.layout, &w, &part)?;
+        }
+        Ok(())
+    }
+
+    fn client_layer(
+        &mut self,
+        ch: &mut dyn Channel,
+        plan: &Plan,
+        i: usize,
+        masks: &[Option<Vec<u64>>],
+    ) -> Result<Vec<u64>> {
+        let lmask = ring_mask(plan.fixed.ring_bits);
+        if self.client.is_none() {
+            self.client = Some(HeClient::setup(ch, self.params.clone())?);
+        }
+        let (Some(he), Some(terms)) = (&self.client, self.layers.get(i)) else {
+            return Err(RuntimeError::config(format!("no layer {i} in the HE plan")));
+        };
+        let mut c = vec![0u64; plan.layers[i].len];
+        for term in terms {
+            let r = masks
+                .get(term.input)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| {
+                    RuntimeError::config(format!(
+                        "layer {i} reads value {} before it exists",
+                        term.input
+                    ))
+                })?;
+            let (part, _) = he.term(ch, &term.layout, r)?;
+            c.iter_mut()
+                .zip(part)
+                .for_each(|(c, p)| *c = c.wrapping_add(p) & lmask);
+        }
+        Ok(c)
     }
 }

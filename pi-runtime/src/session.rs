@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::engine::{ClientEngine, ClientOutput, ClientPrepared, PhaseMetrics, ServerEngine};
 use crate::error::{Result, RuntimeError};
 use crate::net::PhaseDeadline;
-use crate::preprocess::Method;
+use crate::preprocess::{Method, Preprocessing};
 use crate::wire::{
     ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello,
 };
@@ -176,6 +176,7 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
         return Err(reject(ch, Reject::PARAMETERS, e));
     }
     let method = match Method::from_code(hello.preprocessing) {
+        Some(Method::HeBfv) => Method::HeBfv,
         Some(Method::InsecureDealer) if opts.allow_insecure_dealer => Method::InsecureDealer,
         Some(Method::InsecureDealer) => {
             let e = RuntimeError::Incompatible(
@@ -214,7 +215,7 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
     .send(ch)?;
 
     let mut engine = ServerEngine::new(&model.prog)?;
-    let mut pre = method.instance();
+    let mut pre = method.instance(&model.prog)?;
     let mut ot_ready = false;
     let mut prepared = VecDeque::new();
     let mut next_index = 0u32;
@@ -269,18 +270,18 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
     }
 }
 
-/// Why a client must opt in to the insecure dealer (the library's error and the
-/// binary's message).
-pub const DEALER_REQUIRED: &str = "secure (homomorphic-encryption) preprocessing is not \
-     implemented yet; the only preprocessing is the insecure dealer, which reveals the input \
-     to the server: use --insecure-dealer to run it anyway";
+/// Former error text from when the insecure dealer was the only preprocessing; kept so
+/// that callers which printed it still build. Not used by the runtime.
+#[deprecated(note = "HE preprocessing is the default; the dealer is opt-in")]
+pub const DEALER_REQUIRED: &str = "use --insecure-dealer to run the insecure dealer";
 
 /// How the client runs a session.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
     /// Required SHA-256 (hex) of the model's `public.json`.
     pub expect_model: Option<String>,
-    /// Use the insecure dealer (required until HE preprocessing exists).
+    /// Use the insecure dealer instead of HE preprocessing (reveals the input to the
+    /// server; for tests and comparisons).
     pub insecure_dealer: bool,
 }
 
@@ -304,6 +305,7 @@ pub struct ClientSession<C: Channel> {
     public: PublicModel,
     public_hash: String,
     method: Method,
+    pre: Box<dyn Preprocessing + Send>,
     server_software: String,
     max_prepare: u32,
     ot_ready: bool,
@@ -314,10 +316,11 @@ pub struct ClientSession<C: Channel> {
 impl<C: Channel> ClientSession<C> {
     /// Says hello, receives and checks the model's public part.
     pub fn start(ch: C, opts: &ClientOptions) -> Result<Self> {
-        if !opts.insecure_dealer {
-            return Err(RuntimeError::config(DEALER_REQUIRED));
-        }
-        let method = Method::InsecureDealer;
+        let method = if opts.insecure_dealer {
+            Method::InsecureDealer
+        } else {
+            Method::HeBfv
+        };
         let mut ch = CountingChannel::new(ch);
         Message::ClientHello(ClientHello {
             version: PROTOCOL_VERSION,
@@ -369,6 +372,7 @@ impl<C: Channel> ClientSession<C> {
         }
         let structure = FixedProgram::structure(&public)?;
         let engine = ClientEngine::new(&structure)?;
+        let pre = method.instance(&structure)?;
         let per_inference = engine.plan().kept_total() as u64 * CLIENT_BYTES_PER_KEPT_RELU + 1;
         let client_cap = u32::try_from(PREPARED_BYTES_PER_SESSION / per_inference)
             .unwrap_or(u32::MAX)
@@ -380,6 +384,7 @@ impl<C: Channel> ClientSession<C> {
             public,
             public_hash,
             method,
+            pre,
             server_software: hello.software,
             max_prepare: hello.max_prepare.clamp(1, MAX_PREPARE).min(client_cap),
             ot_ready: false,
@@ -432,9 +437,8 @@ impl<C: Channel> ClientSession<C> {
             self.engine.setup_ot(&mut self.ch)?;
             self.ot_ready = true;
         }
-        let mut pre = self.method.instance();
         for _ in 0..count {
-            let got = self.engine.offline(&mut self.ch, pre.as_mut())?;
+            let got = self.engine.offline(&mut self.ch, self.pre.as_mut())?;
             self.prepared.push_back(got);
         }
         Ok(())

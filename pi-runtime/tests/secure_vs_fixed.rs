@@ -11,25 +11,26 @@ mod common;
 use common::{check_network, inputs};
 use models::exec::calibrate_batchnorm;
 use models::fixed::FixedProgram;
+use pi_runtime::preprocess::Method;
 
 #[test]
 fn lenet5_all_none_and_random_masks() {
-    check_network("lenet5", &[1.0, 0.0, 0.1], 3);
+    check_network(Method::HeBfv, "lenet5", &[1.0, 0.0, 0.1], 3);
 }
 
 #[test]
 fn resnet20_all_none_and_random_masks() {
-    check_network("resnet20", &[1.0, 0.0, 0.1], 2);
+    check_network(Method::HeBfv, "resnet20", &[1.0, 0.0, 0.1], 2);
 }
 
 #[test]
 fn resnet18_all_none_and_random_masks() {
-    check_network("resnet18", &[1.0, 0.0, 0.1], 1);
+    check_network(Method::HeBfv, "resnet18", &[1.0, 0.0, 0.1], 1);
 }
 
 #[test]
 fn wrn22_8_none_and_random_masks() {
-    check_network("wrn22_8", &[0.0, 0.1], 1);
+    check_network(Method::HeBfv, "wrn22_8", &[0.0, 0.1], 1);
 }
 
 /// Two masks of the same network: the online bytes differ exactly by the kept ReLUs'
@@ -42,7 +43,9 @@ fn linearized_relus_cost_no_online_bytes() {
         let xs = inputs(&model, 1, 9);
         calibrate_batchnorm(&mut model, &xs).unwrap();
         let prog = FixedProgram::lower(&model).unwrap();
-        let run = common::secure_runs(&model, &prog, &xs).pop().unwrap();
+        let run = common::secure_runs(Method::HeBfv, &model, &prog, &xs)
+            .pop()
+            .unwrap();
         let kept = model.public.relu_kept() as u64;
         let total = run.client_online.bytes_sent + run.client_online.bytes_received;
         bytes.push((kept, total));

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use models::data::{Dataset, DatasetKind, Split};
 use models::fixed::FixedProgram;
 use models::tensor::argmax;
+use pi_runtime::preprocess::Method;
 
 const IMAGES: usize = 200;
 
@@ -38,7 +39,7 @@ fn trained_resnet20_same_class_as_fixed_point_on_200_cifar10_images() {
     let mut wraps = 0;
     // Sessions of 20 inferences keep the prepared material small.
     for (c, chunk) in xs.chunks(20).enumerate() {
-        let runs = common::secure_runs(&model, &prog, chunk);
+        let runs = common::secure_runs(Method::HeBfv, &model, &prog, chunk);
         for (k, (x, run)) in chunk.iter().zip(&runs).enumerate() {
             let i = 20 * c + k;
             let check = common::check_layers(&prog, x, run);

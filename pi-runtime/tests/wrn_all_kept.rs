@@ -8,7 +8,9 @@
 
 mod common;
 
+use pi_runtime::preprocess::Method;
+
 #[test]
 fn wrn22_8_all_kept() {
-    common::check_network("wrn22_8", &[1.0], 1);
+    common::check_network(Method::HeBfv, "wrn22_8", &[1.0], 1);
 }

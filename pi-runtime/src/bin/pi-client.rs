@@ -1,7 +1,7 @@
 //! `pi-client`: private inference on one image or a test set.
 //!
 //! ```text
-//! pi-client --connect server.example:7070 --tls-ca certs/cert.pem --insecure-dealer \
+//! pi-client --connect server.example:7070 --tls-ca certs/cert.pem \
 //!     --data ../shared/data/cifar10-q75 --limit 100 --json
 //! ```
 
@@ -22,8 +22,9 @@ use pi_runtime::session::ClientOptions;
 ///
 /// TLS is the default: authenticate the server with --tls-ca (its certificate or CA) or
 /// --tls-pin (the SHA-256 `pi-server gen-cert` printed); --insecure-plaintext for plain
-/// TCP. Until homomorphic-encryption preprocessing lands, --insecure-dealer is required,
-/// and it reveals the input to the server.
+/// TCP. The linear layers are preprocessed with homomorphic encryption (BFV) by default;
+/// --insecure-dealer replaces it with a dealer that reveals the input to the server
+/// (tests and comparisons only).
 #[derive(Parser, Debug)]
 #[command(name = "pi-client", version)]
 struct Cli {
@@ -51,7 +52,8 @@ struct Cli {
     /// Require the served model's public SHA-256 (`snl-model inspect` prints it).
     #[arg(long)]
     expect_model: Option<String>,
-    /// Use the insecure dealer for the linear layers (reveals the input to the server).
+    /// Use the insecure dealer instead of HE for the linear layers (reveals the input to
+    /// the server; the server must allow it).
     #[arg(long)]
     insecure_dealer: bool,
     /// Print the full report as JSON on stdout.
@@ -85,14 +87,12 @@ fn main() -> Result<()> {
              --insecure-plaintext for plain TCP"
         ),
     };
-    if !cli.insecure_dealer {
-        // Before connecting: the session would refuse the same way.
-        bail!("{}", pi_runtime::session::DEALER_REQUIRED);
+    if cli.insecure_dealer {
+        eprintln!(
+            "WARNING: --insecure-dealer: the linear layers are preprocessed by revealing this \
+             client's masks; the server can read the input. The report is marked insecure."
+        );
     }
-    eprintln!(
-        "WARNING: --insecure-dealer: the linear layers are preprocessed by revealing this \
-         client's masks; the server can read the input. The report is marked insecure."
-    );
     let images = match (&cli.image, &cli.data) {
         (Some(f), None) => Images::File(f.clone()),
         (None, Some(d)) => Images::Dataset {
@@ -103,7 +103,7 @@ fn main() -> Result<()> {
     };
     let opts = ClientOptions {
         expect_model: cli.expect_model.clone(),
-        insecure_dealer: true,
+        insecure_dealer: cli.insecure_dealer,
     };
     let timeout = Duration::from_secs(cli.timeout.max(1));
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -3,7 +3,7 @@
 //! ```text
 //! pi-server gen-cert --out certs --san localhost --san 127.0.0.1
 //! pi-server --model runs/r20-snl/budget-10pct --listen 0.0.0.0:7070 \
-//!     --tls-cert certs/cert.pem --tls-key certs/key.pem --insecure-dealer
+//!     --tls-cert certs/cert.pem --tls-key certs/key.pem
 //! ```
 
 use std::path::PathBuf;
@@ -21,10 +21,9 @@ use pi_runtime::session::ServedModel;
 /// TLS is the default (--tls-cert/--tls-key; make a self-signed pair with `gen-cert`);
 /// --insecure-plaintext serves plain TCP for packet captures and benchmarks.
 ///
-/// The secure (homomorphic-encryption) preprocessing of the linear layers is not
-/// implemented yet. Until it is, sessions can only use the insecure dealer, in which the
-/// client reveals its masks and thus its input; start the server with --insecure-dealer to
-/// allow that for development and measurements.
+/// The linear layers are preprocessed with homomorphic encryption (BFV). Clients may ask
+/// for the insecure dealer instead (the client reveals its masks and thus its input) only
+/// when the server is started with --insecure-dealer, for tests and comparisons.
 #[derive(Parser, Debug)]
 #[command(name = "pi-server", version, args_conflicts_with_subcommands = true)]
 struct Cli {

@@ -39,7 +39,12 @@ pub struct Run {
 
 /// Runs `inputs.len()` inferences of `prog` (the server's lowering of `model`) in one
 /// session (one OT setup); the client knows only the model's public part.
-pub fn secure_runs(model: &Model, prog: &FixedProgram, inputs: &[Vec<f32>]) -> Vec<Run> {
+pub fn secure_runs(
+    method: Method,
+    model: &Model,
+    prog: &FixedProgram,
+    inputs: &[Vec<f32>],
+) -> Vec<Run> {
     let client_prog = FixedProgram::structure(&model.public).unwrap();
     let encoded: Vec<Vec<i64>> = inputs
         .iter()
@@ -51,7 +56,7 @@ pub fn secure_runs(model: &Model, prog: &FixedProgram, inputs: &[Vec<f32>]) -> V
         let mut ch = CountingChannel::new(b);
         let mut eng = ClientEngine::new(&client_prog).unwrap();
         eng.setup_ot(&mut ch).unwrap();
-        let mut pre = Method::InsecureDealer.instance();
+        let mut pre = method.instance(&client_prog).unwrap();
         let mut res = Vec::new();
         for x in &encoded {
             let (prep, off) = eng.offline(&mut ch, pre.as_mut()).unwrap();
@@ -64,7 +69,7 @@ pub fn secure_runs(model: &Model, prog: &FixedProgram, inputs: &[Vec<f32>]) -> V
     let mut ch = CountingChannel::new(a);
     let mut eng = ServerEngine::new(prog).unwrap();
     eng.setup_ot(&mut ch).unwrap();
-    let mut pre = Method::InsecureDealer.instance();
+    let mut pre = method.instance(prog).unwrap();
     let mut server = Vec::new();
     for _ in 0..n {
         let (prep, off) = eng.offline(&mut ch, pre.as_mut()).unwrap();
@@ -159,14 +164,14 @@ pub fn inputs(model: &models::Model, n: usize, seed: u64) -> Vec<Vec<f32>> {
 }
 
 /// Runs `n` inferences for each mask fraction and checks every layer and the traffic.
-pub fn check_network(name: &str, fractions: &[f64], n: usize) {
+pub fn check_network(method: Method, name: &str, fractions: &[f64], n: usize) {
     for (k, &keep) in fractions.iter().enumerate() {
         let mut model = model(name, keep, 11 + k as u64);
         let xs = inputs(&model, n, 3 + k as u64);
         // Batch norms calibrated on the inputs keep activations in a realistic range.
         calibrate_batchnorm(&mut model, &xs).unwrap();
         let prog = FixedProgram::lower(&model).unwrap();
-        let runs = secure_runs(&model, &prog, &xs);
+        let runs = secure_runs(method, &model, &prog, &xs);
         let mut total = LayerCheck::default();
         let mut max_diff = 0f64;
         let mut same_class = 0;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use models::fixed::FixedProgram;
 use models::tensor::argmax;
 use pi_runtime::net::{BlockingChannel, ClientTls, cert_pin};
+use pi_runtime::preprocess::Method;
 use pi_runtime::server::{self, ServerConfig};
 use pi_runtime::session::{ClientOptions, ClientSession, ServedModel};
 use pi_runtime::wire::{ClientHello, Message, Reject};
@@ -143,7 +144,10 @@ fn tls_with_ca_file_and_with_pin() {
     let s = start(true, |_| {});
     let rt = rt();
     let ca = ClientTls::Ca(s.dir.join("cert.pem"));
-    let mut sess = ClientSession::start(connect(&rt, &s, Some(&ca)), &dealer()).unwrap();
+    // HE preprocessing (the default) over TLS.
+    let mut sess =
+        ClientSession::start(connect(&rt, &s, Some(&ca)), &ClientOptions::default()).unwrap();
+    assert_eq!(sess.method(), Method::HeBfv);
     assert_eq!(
         sess.public_hash(),
         models::format::public_hash(&s.model.public).unwrap()
@@ -181,12 +185,13 @@ fn tls_with_ca_file_and_with_pin() {
     assert_eq!(recs.len(), 2, "one record per session");
     for r in &recs {
         assert_eq!(r["tls"], true);
-        assert_eq!(
-            r["insecure"], true,
-            "the dealer marks every record insecure"
-        );
         assert_eq!(r["ok"], true);
     }
+    // The HE session is secure; the dealer marks its record insecure.
+    assert_eq!(recs[0]["insecure"], false, "{}", recs[0]);
+    assert_eq!(recs[0]["preprocessing"], "he-bfv", "{}", recs[0]);
+    assert_eq!(recs[1]["insecure"], true, "{}", recs[1]);
+    assert_eq!(recs[1]["preprocessing"], "insecure-dealer", "{}", recs[1]);
 }
 
 use rustls::pki_types::pem::PemObject;
@@ -431,11 +436,11 @@ fn busy_server_and_disallowed_dealer_are_refused_with_reasons() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("--insecure-dealer"), "{e}");
-    // And a client never asks for the dealer silently.
-    let e = ClientSession::start(connect(&rt, &t, None), &ClientOptions::default())
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("not implemented"), "{e}");
+    // A client with default options gets HE preprocessing from the same server.
+    let mut sess = ClientSession::start(connect(&rt, &t, None), &ClientOptions::default()).unwrap();
+    assert_eq!(sess.method(), Method::HeBfv);
+    check_against_fixed(&t, &mut sess, 1);
+    sess.close().unwrap();
 }
 
 /// A client that pauses before every message it sends.

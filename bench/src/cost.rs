@@ -1,0 +1,383 @@
+//! `snl-bench model-cost`: a latency model fitted to measured rows,
+//!
+//! ```text
+//! online_ms = a × kept ReLUs + b × linear MACs + rounds × (c + d × RTT_ms)
+//! ```
+//!
+//! `a` is the cost of one garbled ReLU online (labels, evaluation, colour bits,
+//! decoding), `b` the server's linear layers on shares per multiply-accumulate, `c` the
+//! fixed cost of a round (system calls, wake-ups, the layer's bookkeeping) and `d` how much
+//! of the added round-trip time each round pays (1 when every round waits one full RTT).
+//! The fit is least squares on relative error (each row weighted by 1 / its measured
+//! latency), so small and large models count alike. Terms the measurements cannot
+//! separate (e.g. `d` without any row at a non-zero RTT) are left out and said so.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use models::fixed::FixedProgram;
+use pi_runtime::engine::Plan;
+
+use crate::Error;
+use crate::results::Row;
+
+/// The latency model's terms.
+pub const TERMS: [&str; 4] = [
+    "per kept ReLU",
+    "per linear MAC",
+    "per round",
+    "per round per ms of RTT",
+];
+
+/// What a prediction needs to know about a model and a network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Features {
+    /// Kept ReLUs.
+    pub kept: f64,
+    /// Linear multiply-accumulates.
+    pub macs: f64,
+    /// Online rounds.
+    pub rounds: f64,
+    /// Added round-trip time, ms.
+    pub rtt_ms: f64,
+}
+
+impl Features {
+    /// Of a measured row.
+    pub fn of_row(r: &Row) -> Self {
+        Features {
+            kept: r.relus_kept as f64,
+            macs: r.linear_macs as f64,
+            rounds: r.rounds as f64,
+            rtt_ms: r.rtt_ms,
+        }
+    }
+
+    /// Of a model directory (its public part) at a given added RTT.
+    pub fn of_model(dir: &Path, rtt_ms: f64) -> Result<Self, Error> {
+        let merr = |source| Error::Model {
+            context: format!("model {}", dir.display()),
+            source,
+        };
+        let (public, _) = models::format::load_public(dir).map_err(merr)?;
+        let macs = public.graph.macs().map_err(merr)?;
+        let prog = FixedProgram::structure(&public).map_err(merr)?;
+        let plan = Plan::new(&prog).map_err(|source| Error::Runtime {
+            context: format!("planning {}", dir.display()),
+            source,
+        })?;
+        // One round for the input, one per layer with kept ReLUs (the logits ride on the
+        // last message); docs/runtime.md, "Costs".
+        let rounds = 1 + plan.layers.iter().filter(|l| l.kept_count > 0).count();
+        Ok(Features {
+            kept: plan.kept_total() as f64,
+            macs: macs as f64,
+            rounds: rounds as f64,
+            rtt_ms,
+        })
+    }
+
+    fn vector(&self) -> [f64; 4] {
+        [self.kept, self.macs, self.rounds, self.rounds * self.rtt_ms]
+    }
+}
+
+/// A fitted latency model: milliseconds per unit of each of [`TERMS`]; `None` for terms
+/// the measurements could not determine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CostModel {
+    /// Coefficients in ms per unit.
+    pub coef: [Option<f64>; 4],
+    /// Rows it was fitted to.
+    pub rows: usize,
+}
+
+impl CostModel {
+    /// Fits the model to rows (their median online latency).
+    pub fn fit(rows: &[Row]) -> Result<Self, Error> {
+        let data: Vec<(Features, f64)> = rows
+            .iter()
+            .map(|r| (Features::of_row(r), r.online_ms_median))
+            .collect();
+        fit(&data)
+    }
+
+    /// Predicted online latency, ms (unknown terms count as zero).
+    pub fn predict(&self, f: &Features) -> f64 {
+        f.vector()
+            .iter()
+            .zip(self.coef)
+            .map(|(x, c)| x * c.unwrap_or(0.0))
+            .sum()
+    }
+
+    /// The coefficients in readable units, one per line.
+    pub fn describe(&self) -> String {
+        let mut s = format!("latency model fitted to {} measured points:\n", self.rows);
+        let units = [
+            (1e3, "us per kept ReLU"),
+            (1e9 / 1e3, "ms per GMAC of linear layers"),
+            (1.0, "ms per round"),
+            (
+                1.0,
+                "x RTT per round (1 = each round waits one full round trip)",
+            ),
+        ];
+        for (i, (scale, unit)) in units.iter().enumerate() {
+            match self.coef[i] {
+                Some(c) => {
+                    let _ = writeln!(s, "  {:>10.3} {unit}", c * scale);
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "  {:>10} {unit} (not determined by these measurements: {})",
+                        "-",
+                        why_missing(i)
+                    );
+                }
+            }
+        }
+        s
+    }
+}
+
+fn why_missing(term: usize) -> &'static str {
+    match term {
+        0 => "no row keeps any ReLU",
+        1 => "no linear layers measured, or MACs not separable from rounds",
+        2 => "rounds do not vary independently of the other terms",
+        _ => "measure at a non-zero --rtt-ms too",
+    }
+}
+
+/// Weighted least squares over the identifiable terms.
+pub fn fit(data: &[(Features, f64)]) -> Result<CostModel, Error> {
+    if data.is_empty() {
+        return Err(Error::Config("no measurements to fit".into()));
+    }
+    for (f, t) in data {
+        if !(t.is_finite() && *t > 0.0) || f.vector().iter().any(|x| !x.is_finite()) {
+            return Err(Error::Config(format!(
+                "a measurement is not usable for fitting (latency {t} ms, {f:?})"
+            )));
+        }
+    }
+    // Columns that vary at all.
+    let present: Vec<usize> = (0..4)
+        .filter(|&j| data.iter().any(|(f, _)| f.vector()[j] != 0.0))
+        .collect();
+    // The largest subset of them the data determines; among subsets of one size, the one
+    // that keeps the more important terms (kept ReLUs, then RTT, rounds, MACs).
+    let importance = |j: usize| [8u32, 1, 2, 4][j];
+    let mut subsets: Vec<Vec<usize>> = (1u32..(1 << present.len()))
+        .map(|m| {
+            present
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| m & (1 << k) != 0)
+                .map(|(_, &j)| j)
+                .collect()
+        })
+        .collect();
+    subsets.sort_by_key(|s: &Vec<usize>| {
+        std::cmp::Reverse((s.len(), s.iter().map(|&j| importance(j)).sum::<u32>()))
+    });
+    for active in subsets {
+        if let Some(beta) = solve_weighted(data, &active) {
+            let mut coef = [None; 4];
+            for (k, &j) in active.iter().enumerate() {
+                coef[j] = Some(beta[k]);
+            }
+            return Ok(CostModel {
+                coef,
+                rows: data.len(),
+            });
+        }
+    }
+    Err(Error::Config("the measurements determine no term".into()))
+}
+
+fn solve_weighted(data: &[(Features, f64)], active: &[usize]) -> Option<Vec<f64>> {
+    let n = active.len();
+    if data.len() < n {
+        return None;
+    }
+    let scale: Vec<f64> = active
+        .iter()
+        .map(|&j| {
+            data.iter()
+                .map(|(f, _)| f.vector()[j].abs())
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    // Normal equations of the weighted, scaled system.
+    let mut a = vec![vec![0.0; n + 1]; n];
+    for (f, t) in data {
+        let w = 1.0 / t;
+        let v = f.vector();
+        let x: Vec<f64> = active
+            .iter()
+            .zip(&scale)
+            .map(|(&j, s)| v[j] / s * w)
+            .collect();
+        let y = t * w;
+        for r in 0..n {
+            for c in 0..n {
+                a[r][c] += x[r] * x[c];
+            }
+            a[r][n] += x[r] * y;
+        }
+    }
+    // Gaussian elimination with partial pivoting.
+    let diag_max = (0..n).map(|i| a[i][i]).fold(0.0, f64::max);
+    for col in 0..n {
+        let p = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[p][col].abs() <= 1e-10 * diag_max.max(f64::MIN_POSITIVE) {
+            return None;
+        }
+        a.swap(col, p);
+        let pivot = a[col].clone();
+        for (r, row) in a.iter_mut().enumerate() {
+            if r != col {
+                let k = row[col] / pivot[col];
+                for (x, p) in row.iter_mut().zip(&pivot).skip(col) {
+                    *x -= k * p;
+                }
+            }
+        }
+    }
+    Some((0..n).map(|i| a[i][n] / a[i][i] / scale[i]).collect())
+}
+
+/// Predicted vs measured, one line per row, with the leave-one-out prediction (the model
+/// fitted without that row) beside the in-sample one.
+pub fn comparison(model: &CostModel, rows: &[Row]) -> String {
+    let mut s = format!(
+        "{:<36} {:<10} {:>8} {:>8} {:>6} {:>11} {:>11} {:>7} {:>11}\n",
+        "model",
+        "network",
+        "kept",
+        "GMAC",
+        "rounds",
+        "measured",
+        "predicted",
+        "error",
+        "leave-1-out"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let f = Features::of_row(r);
+        let p = model.predict(&f);
+        let others: Vec<Row> = rows
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != i)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let loo = CostModel::fit(&others)
+            .ok()
+            .filter(|m| {
+                m.coef
+                    .iter()
+                    .zip(model.coef)
+                    .all(|(a, b)| a.is_some() == b.is_some())
+            })
+            .map_or("-".to_string(), |m| format!("{:.1} ms", m.predict(&f)));
+        let name = if r.model.len() > 36 {
+            format!("...{}", &r.model[r.model.len() - 33..])
+        } else {
+            r.model.clone()
+        };
+        let _ = writeln!(
+            s,
+            "{:<36} {:<10} {:>8} {:>8.3} {:>6} {:>8.1} ms {:>8.1} ms {:>+6.1}% {:>11}",
+            name,
+            r.network,
+            r.relus_kept,
+            r.linear_macs as f64 / 1e9,
+            r.rounds,
+            r.online_ms_median,
+            p,
+            100.0 * (p - r.online_ms_median) / r.online_ms_median,
+            loo
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn synth(a: f64, b: f64, c: f64, d: f64) -> Vec<(Features, f64)> {
+        let mut v = vec![];
+        for (kept, macs, rounds) in [
+            (0.0, 4e7, 1.0),
+            (9_000.0, 4e7, 20.0),
+            (18_000.0, 4e7, 20.0),
+            (180_000.0, 4e7, 20.0),
+            (1_000.0, 5e5, 5.0),
+            (300.0, 5e5, 4.0),
+        ] {
+            for rtt in [0.0, 1.0, 10.0] {
+                let f = Features {
+                    kept,
+                    macs,
+                    rounds,
+                    rtt_ms: rtt,
+                };
+                let t = a * kept + b * macs + rounds * (c + d * rtt);
+                v.push((f, t));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn recovers_known_coefficients() {
+        let (a, b, c, d) = (2.7e-3, 8e-7, 0.4, 1.05);
+        let m = fit(&synth(a, b, c, d)).unwrap();
+        for (got, want) in m.coef.iter().zip([a, b, c, d]) {
+            let got = got.unwrap();
+            assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
+        }
+        let f = Features {
+            kept: 50_000.0,
+            macs: 1e8,
+            rounds: 10.0,
+            rtt_ms: 2.0,
+        };
+        let want = a * 5e4 + b * 1e8 + 10.0 * (c + 2.0 * d);
+        assert!((m.predict(&f) - want).abs() < 1e-6 * want);
+    }
+
+    #[test]
+    fn leaves_out_what_the_data_cannot_tell() {
+        // Loopback only: the RTT term is undetermined, the others still fit.
+        let data: Vec<_> = synth(2.7e-3, 8e-7, 0.4, 1.0)
+            .into_iter()
+            .filter(|(f, _)| f.rtt_ms == 0.0)
+            .collect();
+        let m = fit(&data).unwrap();
+        assert!(m.coef[3].is_none());
+        assert!((m.coef[0].unwrap() - 2.7e-3).abs() < 1e-9);
+        assert!(m.describe().contains("measure at a non-zero --rtt-ms"));
+        assert!(fit(&[]).is_err());
+        let bad = [(data[0].0, f64::NAN)];
+        assert!(fit(&bad).unwrap_err().to_string().contains("not usable"));
+    }
+
+    #[test]
+    fn comparison_prints_every_row() {
+        let rows = vec![
+            crate::results::tests::sample(9_338, "loopback", 44.0),
+            crate::results::tests::sample(18_678, "loopback", 70.0),
+            crate::results::tests::sample(100_000, "loopback", 300.0),
+        ];
+        let m = CostModel::fit(&rows).unwrap();
+        let t = comparison(&m, &rows);
+        assert_eq!(t.lines().count(), 1 + rows.len());
+        assert!(t.contains("44.0 ms"));
+    }
+}

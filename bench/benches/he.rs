@@ -1,0 +1,182 @@
+//! Homomorphic-encryption preprocessing of the linear layers (BFV, N = 8192, t = 2^61,
+//! coefficient-encoded convolutions; `protocols::he`, `docs/he.md`).
+//!
+//! * Before criterion runs, once: **ResNet18 at 32x32, every linear layer** (the offline
+//!   phase of the `pi-runtime` engine with no kept ReLU, so it is HE only), both parties
+//!   in this process over a `127.0.0.1` TCP pair: wall time on the client, bytes per
+//!   direction, ciphertext counts, the most expensive layers. Two inferences: the first
+//!   includes the client's key setup.
+//! * `he_layer/<shape>`: one ResNet18 operator end to end (the client encrypts its mask,
+//!   the server multiplies, subtracts `s`, re-randomizes and floods, the client decrypts)
+//!   over an in-memory channel; throughput in multiply-accumulates.
+//!
+//! Run with `cargo bench -p bench --bench he` or `bash scripts/bench.sh he`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bench::net::loopback_pair;
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use models::data::Normalization;
+use models::exec::calibrate_batchnorm;
+use models::fixed::FixedProgram;
+use models::{Mask, Model, PublicModel, arch};
+use pi_runtime::engine::{ClientEngine, ServerEngine};
+use pi_runtime::preprocess::Method;
+use protocols::CountingChannel;
+use protocols::channel::MemoryChannel;
+use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, POLY_DEGREE};
+use rand::{Rng, SeedableRng};
+
+fn resnet18_linear_only() -> Model {
+    let g = arch::build("resnet18", 10, [3, 32, 32]).unwrap();
+    let mut p =
+        PublicModel::all_kept("resnet18", g, Normalization::cifar10(), Default::default()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    for m in p.masks.values_mut() {
+        *m = Mask::random(m.shape, 0.0, &mut rng);
+    }
+    let mut m = Model::random(p, 1).unwrap();
+    let xs: Vec<Vec<f32>> = (0..2)
+        .map(|_| {
+            (0..3 * 32 * 32)
+                .map(|_| rng.gen_range(-2.0f32..2.0))
+                .collect()
+        })
+        .collect();
+    calibrate_batchnorm(&mut m, &xs).unwrap();
+    m
+}
+
+/// The whole network's offline phase, printed (not a criterion measurement: one run
+/// takes seconds).
+fn resnet18_offline() {
+    let m = resnet18_linear_only();
+    let prog = FixedProgram::lower(&m).unwrap();
+    let structure = FixedProgram::structure(&m.public).unwrap();
+    let (sch, cch) = loopback_pair().unwrap();
+    let runs = 2;
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let mut ch = CountingChannel::new(sch);
+            let mut eng = ServerEngine::new(&prog).unwrap();
+            let mut pre = Method::HeBfv.instance(&prog).unwrap();
+            (0..runs)
+                .map(|_| eng.offline(&mut ch, pre.as_mut()).unwrap().1)
+                .collect::<Vec<_>>()
+        });
+        let mut ch = CountingChannel::new(cch);
+        let mut eng = ClientEngine::new(&structure).unwrap();
+        let mut pre = Method::HeBfv.instance(&structure).unwrap();
+        let client: Vec<_> = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                let (_, m) = eng.offline(&mut ch, pre.as_mut()).unwrap();
+                (t.elapsed().as_secs_f64(), m)
+            })
+            .collect();
+        let server = server.join().unwrap();
+        for (k, ((wall, c), sm)) in client.iter().zip(&server).enumerate() {
+            eprintln!(
+                "resnet18 32x32 HE offline, all {} linear layers, inference {}{}: {wall:.2} s \
+                 wall (server {:.2} s), {:.1} MB up, {:.1} MB down",
+                c.layers.len(),
+                k + 1,
+                if k == 0 { " (with key setup)" } else { "" },
+                sm.seconds,
+                c.bytes_sent as f64 / 1e6,
+                c.bytes_received as f64 / 1e6,
+            );
+        }
+        let (_, last) = client.last().unwrap();
+        let mut layers: Vec<_> = last.layers.iter().collect();
+        layers.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        for l in layers.iter().take(5) {
+            eprintln!(
+                "  layer {:>2} ({} outputs): {:.3} s, {:.1} MB up, {:.1} MB down",
+                l.layer,
+                l.positions,
+                l.seconds,
+                l.bytes_sent as f64 / 1e6,
+                l.bytes_received as f64 / 1e6
+            );
+        }
+    });
+}
+
+fn conv(name: &str, c: usize, hw: usize, m: usize, k: usize, s: usize) -> (String, ConvShape) {
+    (
+        name.into(),
+        ConvShape {
+            channels: c,
+            height: hw,
+            width: hw,
+            out_channels: m,
+            kh: k,
+            kw: k,
+            stride: s,
+            padding: k / 2,
+            depthwise: false,
+        },
+    )
+}
+
+fn layers(c: &mut Criterion) {
+    resnet18_offline();
+    let params = HeParams::new(61).unwrap();
+    let (mut a, mut b) = MemoryChannel::pair();
+    let (server, client) = std::thread::scope(|s| {
+        let p = params.clone();
+        let h = s.spawn(move || HeServer::setup(&mut a, p).map(|srv| (srv, a)));
+        let cl = HeClient::setup(&mut b, params.clone()).unwrap();
+        (h.join().unwrap().unwrap(), cl)
+    });
+    let (server, mut a) = server;
+    let mut g = c.benchmark_group("he_layer");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(3));
+    let shapes = [
+        conv("stem_3x64_32", 3, 32, 64, 3, 1),
+        conv("conv_64x64_32", 64, 32, 64, 3, 1),
+        conv("conv_64x128_32_s2", 64, 32, 128, 3, 2),
+        conv("shortcut_64x128_32_s2", 64, 32, 128, 1, 2),
+        conv("conv_256x256_8", 256, 8, 256, 3, 1),
+        conv("conv_512x512_4", 512, 4, 512, 3, 1),
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for (name, shape) in shapes {
+        let layout = ConvLayout::new(shape, POLY_DEGREE).unwrap();
+        let (ho, wo) = shape.out_hw();
+        let macs = (shape.out_channels * ho * wo * shape.channels * shape.kh * shape.kw) as u64;
+        eprintln!(
+            "he_layer/{name}: {} input, {} output ciphertexts, {} products",
+            layout.input_cts(),
+            layout.output_cts(),
+            layout.products()
+        );
+        let w: Vec<i64> = (0..shape.weight_len())
+            .map(|_| rng.gen_range(-20_000..20_000))
+            .collect();
+        let x: Vec<u64> = (0..shape.in_len())
+            .map(|_| rng.r#gen::<u64>() >> 3)
+            .collect();
+        let s_: Vec<u64> = vec![0; shape.out_len()];
+        g.throughput(Throughput::Elements(macs));
+        g.bench_function(BenchmarkId::from_parameter(&name), |bch| {
+            bch.iter(|| {
+                std::thread::scope(|s| {
+                    let h = s.spawn(|| server.term(&mut a, &layout, &w, &s_).unwrap());
+                    client.term(&mut b, &layout, &x).unwrap();
+                    h.join().unwrap();
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, layers);
+criterion_main!(benches);

@@ -44,7 +44,7 @@ PY
 done
 echo
 echo "== 5. private inference over TLS on loopback: pi-server holds each model, pi-client classifies"
-echo "   the first $PI_IMAGES test images (INSECURE dealer for the linear layers until HE lands)"
+echo "   the first $PI_IMAGES test images (linear layers preprocessed with BFV homomorphic encryption)"
 SERVER=target/release/pi-server
 CLIENT=target/release/pi-client
 rm -rf "$OUT/certs"
@@ -52,11 +52,11 @@ $SERVER gen-cert --out "$OUT/certs" --san localhost >/dev/null
 printf '%-28s %8s %12s %12s %14s %16s %14s\n' model kept "fixed acc" "secure acc" "online median" "online KB/image" "offline median"
 for m in "$OUT/pretrain/model" $(ls -d "$OUT"/snl/budget-* | sort -t- -k2 -nr); do
     $SERVER --model "$m" --listen 127.0.0.1:0 --tls-cert "$OUT/certs/cert.pem" \
-        --tls-key "$OUT/certs/key.pem" --insecure-dealer > "$OUT/server.out" 2> "$OUT/server.log" &
+        --tls-key "$OUT/certs/key.pem" > "$OUT/server.out" 2> "$OUT/server.log" &
     pid=$!
     for _ in $(seq 100); do grep -q listening "$OUT/server.out" 2>/dev/null && break; sleep 0.1; done
     port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$OUT/server.out")
-    $CLIENT --connect "localhost:$port" --tls-ca "$OUT/certs/cert.pem" --insecure-dealer \
+    $CLIENT --connect "localhost:$port" --tls-ca "$OUT/certs/cert.pem" \
         --data "$DATA" --limit "$PI_IMAGES" --json --quiet 2>/dev/null > "$OUT/pi-$(basename "$m").json"
     kill $pid; wait $pid 2>/dev/null || true
     # The plaintext fixed-point accuracy on the same images, for comparison.

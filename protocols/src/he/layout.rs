@@ -535,6 +535,32 @@ mod tests {
         check(conv(64, 4, 10, 4, 1, 0), n, 23);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Random operators (kernel, stride, padding, depthwise or not, non-square) at a
+        /// small degree, where blocks, groups and tiles are many.
+        #[test]
+        fn random_operators_compute_exactly(
+            c in 1usize..6, m in 1usize..6, h in 1usize..10, w in 1usize..10,
+            kh in 1usize..4, kw in 1usize..4, stride in 1usize..3, padding in 0usize..2,
+            depthwise: bool, seed: u64,
+        ) {
+            let shape = ConvShape {
+                channels: c,
+                height: h,
+                width: w,
+                out_channels: if depthwise { c } else { m },
+                kh,
+                kw,
+                stride,
+                padding,
+                depthwise,
+            };
+            proptest::prop_assume!(shape.validate().is_ok());
+            check(shape, 128, seed);
+        }
+    }
+
     #[test]
     fn errors_name_the_problem() {
         let e = ConvLayout::new(conv(1, 200, 1, 3, 1, 1), 256).expect_err("too wide");

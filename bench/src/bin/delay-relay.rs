@@ -33,18 +33,14 @@ fn main() -> Result<()> {
         cli.delay_ms.is_finite() && (0.0..=60_000.0).contains(&cli.delay_ms),
         "--delay-ms must be between 0 and 60000"
     );
-    let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
-    rt.block_on(async {
-        let l = tokio::net::TcpListener::bind(&cli.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", cli.listen))?;
-        println!(
-            "relaying {} -> {} with {} ms each way",
-            l.local_addr()?,
-            cli.upstream,
-            cli.delay_ms
-        );
-        bench::relay::run(l, cli.upstream, Duration::from_secs_f64(cli.delay_ms / 1e3)).await?;
-        Ok(())
-    })
+    let l = std::net::TcpListener::bind(&cli.listen)
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    println!(
+        "relaying {} -> {} with {} ms each way",
+        l.local_addr()?,
+        cli.upstream,
+        cli.delay_ms
+    );
+    bench::relay::run(l, cli.upstream, Duration::from_secs_f64(cli.delay_ms / 1e3))?;
+    Ok(())
 }

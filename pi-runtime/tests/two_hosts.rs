@@ -126,7 +126,6 @@ fn server_and_client_in_two_network_namespaces() {
         .args([
             "--listen",
             "198.18.0.1:7070",
-            "--insecure-dealer",
             "--tls-cert",
         ])
         .arg(certs.join("cert.pem"))
@@ -159,7 +158,7 @@ fn server_and_client_in_two_network_namespaces() {
         ])
         .arg("--tls-ca")
         .arg(certs.join("cert.pem"))
-        .args(["--insecure-dealer", "--json", "--image"])
+        .args(["--json", "--image"])
         .arg(&img)
         .output()
         .unwrap();
@@ -179,7 +178,9 @@ fn server_and_client_in_two_network_namespaces() {
         argmax(&want.logits).unwrap()
     );
     assert_eq!(report["tls"], true);
-    assert_eq!(report["insecure"], true);
+    // HE preprocessing, the binaries' default.
+    assert_eq!(report["insecure"], false);
+    assert_eq!(report["preprocessing"], "he-bfv");
     // The session's bytes crossed the veth pair.
     let sent = report["session_bytes"][0].as_u64().unwrap();
     let id = std::process::id() % 100_000;

@@ -126,7 +126,12 @@ impl CostModel {
         for (i, (scale, unit)) in units.iter().enumerate() {
             match self.coef[i] {
                 Some(c) => {
-                    let _ = writeln!(s, "  {:>10.3} {unit}", c * scale);
+                    let note = if c < 0.0 {
+                        " (negative: poorly determined; measure models that differ in it)"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(s, "  {:>10.3} {unit}{note}", c * scale);
                 }
                 None => {
                     let _ = writeln!(

@@ -223,7 +223,12 @@ pub fn render_svg(rows: &[Row], refs: &[RefSeries], opts: &PlotOptions) -> Resul
                 .collect(),
         });
     }
-    let lat: Vec<Series> = lat.into_values().collect();
+    // Within the latency panel each series gets its own colour (one architecture is
+    // often measured at several networks).
+    let mut lat: Vec<Series> = lat.into_values().collect();
+    for (k, s) in lat.iter_mut().enumerate() {
+        s.colour = PALETTE[k % PALETTE.len()].to_string();
+    }
     // Latency series are distinguished by dash pattern per network within a colour.
     let legend_rows = lat.len().max(relu.len());
     let (pw, ph) = (470.0, 330.0);

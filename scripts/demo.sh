@@ -3,7 +3,8 @@
 # dataset-fashion-mnist): set up, train LeNet-5, linearize it with SNL to three ReLU
 # budgets in one mask search, and evaluate every model with the f32 executor and the
 # fixed-point twin of the secure arithmetic, then run private inference on each model
-# between pi-server and pi-client over TLS on loopback and report accuracy and latency.
+# between pi-server and pi-client over TLS on loopback and report accuracy and latency,
+# and end with snl-bench's latency-vs-ReLU table and Pareto plot (runs/demo/front.svg).
 # A few minutes on 2 cores. The search
 # uses a larger lambda and Adam step than SNL's reference (1e-5, 1e-3) so that it takes
 # a few epochs instead of dozens; docs/training.md explains the trade-off.
@@ -70,5 +71,15 @@ print(f"{m.split('/', 1)[-1]:<28} {r['relus_kept']:>8} {100*x['accuracy']:>11.1f
 PY
 done
 echo
+echo "== 6. latency vs kept ReLUs: snl-bench sweep (the same server and client code over loopback"
+echo "   TCP, insecure dealer: the online phase is the real protocol's), the table and the Pareto plot"
+BENCH=target/release/snl-bench
+rm -f "$OUT/results.csv"  # fresh measurements of the models just trained
+$BENCH sweep --models "$OUT/pretrain/model" $(ls -d "$OUT"/snl/budget-* | sort -t- -k2 -nr) \
+    --data "$DATA" --limit "$PI_IMAGES" --insecure-dealer --out "$OUT/results.csv" --quiet
+$BENCH plot "$OUT/results.csv" --out "$OUT/front.svg" \
+    --title "LeNet-5 on Fashion-MNIST ($PI_IMAGES test images): accuracy vs private-inference cost"
+echo
 echo "Logs: $OUT/pretrain/log.jsonl, $OUT/snl/log.jsonl; models in the models format under $OUT/;"
-echo "private-inference reports: $OUT/pi-*.json (pi-client --json)."
+echo "private-inference reports: $OUT/pi-*.json (pi-client --json); latency-vs-ReLU results:"
+echo "$OUT/results.csv (snl-bench table $OUT/results.csv), plot: $OUT/front.svg."

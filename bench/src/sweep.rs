@@ -420,6 +420,18 @@ fn row_of(
     })
 }
 
+/// The last two components of a model path (`snl/budget-650`), at most 24 characters.
+fn short_model(p: &str) -> String {
+    let parts: Vec<&str> = p.trim_end_matches('/').rsplit('/').take(2).collect();
+    let s: String = parts.into_iter().rev().collect::<Vec<_>>().join("/");
+    let n = s.chars().count();
+    if n > 24 {
+        s.chars().skip(n - 24).collect()
+    } else {
+        s
+    }
+}
+
 /// A self-signed certificate for `localhost` in a temporary directory: the server's
 /// configuration, the client's pin, and the directory (deleted when dropped).
 fn throwaway_tls() -> Result<(Arc<rustls::ServerConfig>, ClientTls, tempfile::TempDir), Error> {
@@ -470,7 +482,8 @@ pub fn table(rows: &[Row]) -> String {
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     let mut s = format!(
-        "{:<12} {:<10} {:>8} {:>7} {:>8} {:>8} {:>9} {:>10} {:>14} {:>7} {:>11} {:>10}\n",
+        "{:<24} {:<12} {:<10} {:>8} {:>7} {:>8} {:>8} {:>9} {:>10} {:>14} {:>7} {:>11} {:>10}\n",
+        "model",
         "series",
         "network",
         "kept",
@@ -486,7 +499,8 @@ pub fn table(rows: &[Row]) -> String {
     );
     for r in v {
         s.push_str(&format!(
-            "{:<12} {:<10} {:>8} {:>6.1}% {:>7.1}% {:>7.1}% {:>8.1}% {:>10.1} {:>14} {:>7} {:>11.2} {:>10.1}\n",
+            "{:<24} {:<12} {:<10} {:>8} {:>6.1}% {:>7.1}% {:>7.1}% {:>8.1}% {:>10.1} {:>14} {:>7} {:>11.2} {:>10.1}\n",
+            short_model(&r.model),
             r.series,
             r.network,
             r.relus_kept,

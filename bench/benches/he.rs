@@ -17,7 +17,9 @@
 use std::time::{Duration, Instant};
 
 use bench::net::loopback_pair;
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use models::data::Normalization;
 use models::exec::calibrate_batchnorm;
 use models::fixed::FixedProgram;

@@ -1,6 +1,6 @@
 //! WRN-22-8 with all 1,359,872 ReLUs kept, checked layer by layer like the other networks
 //! in `secure_vs_fixed.rs`. It holds about 5 GB of garbled tables, 2 GB of client labels
-//! and 3 GB of garbler secrets at once (peak 11.5 GB measured, 46 s on 2 cores), so it is
+//! and 3 GB of garbler secrets at once (peak 11.7 GB measured; 127 s on 2 cores shared with other jobs, with the HE preprocessing), so it is
 //! a test binary of its own: cargo runs test binaries one after another, and nothing else
 //! competes for memory while it runs.
 

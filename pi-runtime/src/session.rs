@@ -270,11 +270,6 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
     }
 }
 
-/// Former error text from when the insecure dealer was the only preprocessing; kept so
-/// that callers which printed it still build. Not used by the runtime.
-#[deprecated(note = "HE preprocessing is the default; the dealer is opt-in")]
-pub const DEALER_REQUIRED: &str = "use --insecure-dealer to run the insecure dealer";
-
 /// How the client runs a session.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {

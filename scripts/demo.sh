@@ -72,11 +72,11 @@ PY
 done
 echo
 echo "== 6. latency vs kept ReLUs: snl-bench sweep (the same server and client code over loopback"
-echo "   TCP, insecure dealer: the online phase is the real protocol's), the table and the Pareto plot"
+echo "   TCP, HE preprocessing), the table and the Pareto plot"
 BENCH=target/release/snl-bench
 rm -f "$OUT/results.csv"  # fresh measurements of the models just trained
 $BENCH sweep --models "$OUT/pretrain/model" $(ls -d "$OUT"/snl/budget-* | sort -t- -k2 -nr) \
-    --data "$DATA" --limit "$PI_IMAGES" --insecure-dealer --out "$OUT/results.csv" --quiet
+    --data "$DATA" --limit "$PI_IMAGES" --out "$OUT/results.csv" --quiet
 $BENCH plot "$OUT/results.csv" --out "$OUT/front.svg" \
     --title "LeNet-5 on Fashion-MNIST ($PI_IMAGES test images): accuracy vs private-inference cost"
 echo

@@ -1,8 +1,16 @@
 """Training-step throughput of the same networks in Python PyTorch, for comparison with
-`snl-train bench` (same torch wheel, same thread count, same batch). Prints one JSON line.
+`snl-train bench` (same torch wheel, same thread count, same batch).
 
 Usage: python scripts/torch_step_bench.py ARCH BATCH STEPS THREADS [WARMUP]
+    runs WARMUP untimed and STEPS timed steps and prints one JSON line.
+       python scripts/torch_step_bench.py --serve ARCH BATCH THREADS WARMUP
+    builds the network, runs WARMUP untimed steps and prints a JSON line ({"ready": ...});
+    then, for every line N read from stdin, runs N timed steps and prints a JSON line with
+    their seconds; exits at the end of stdin. `snl-train bench` uses this to alternate
+    rounds of its own steps and these, so that load from other processes hits both alike.
 The network definitions mirror models::arch (resnet20, resnet18, lenet5) layer for layer.
+A step is the ordinary PyTorch training step: zero_grad, forward, cross-entropy, backward,
+torch.optim.SGD (momentum 0.9, weight decay 5e-4) step, in train mode.
 """
 import json
 import sys
@@ -80,24 +88,48 @@ def build(arch):
     raise SystemExit(f"unknown arch {arch}")
 
 
+class Bench:
+    def __init__(self, arch, batch, threads):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        self.net, shape = build(arch)
+        self.net.train()
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        self.x = torch.randn(batch, *shape)
+        self.y = torch.randint(0, 10, (batch,))
+
+    def run(self, steps):
+        """Runs `steps` training steps; returns their seconds."""
+        net, opt, x, y = self.net, self.opt, self.x, self.y
+        start = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - start
+
+
+def serve(arch, batch, threads, warmup):
+    bench = Bench(arch, batch, threads)
+    bench.run(warmup)
+    print(json.dumps({"ready": True, "impl": "pytorch", "torch": torch.__version__, "arch": arch,
+                      "batch": batch, "threads": threads}), flush=True)
+    for line in sys.stdin:
+        steps = int(line)
+        secs = bench.run(steps)
+        print(json.dumps({"steps": steps, "seconds": secs}), flush=True)
+
+
 def main():
+    if sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        return
     arch, batch, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     warmup = int(sys.argv[5]) if len(sys.argv) > 5 else 3
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    net, shape = build(arch)
-    net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(batch, *shape)
-    y = torch.randint(0, 10, (batch,))
-    for i in range(warmup + steps):
-        if i == warmup:
-            start = time.perf_counter()
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-    secs = time.perf_counter() - start
+    bench = Bench(arch, batch, threads)
+    bench.run(warmup)
+    secs = bench.run(steps)
     print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "arch": arch, "batch": batch,
                       "steps": steps, "threads": threads, "seconds": secs,
                       "images_per_second": batch * steps / secs}))

@@ -863,10 +863,68 @@ pub fn logits(model: &Model, inputs: &Tensor) -> Result<Tensor, TrainError> {
     Ok(tch::no_grad(|| net.forward_t(inputs, false)))
 }
 
+/// One built-in architecture set up for timing training steps in pretraining mode:
+/// forward, cross-entropy, backward and an SGD step (momentum 0.9, weight decay 5e-4) on a
+/// fixed random batch. The counterpart of `scripts/torch_step_bench.py`, which does the
+/// same in Python PyTorch; `snl-train bench` alternates rounds of both.
+#[derive(Debug)]
+pub struct StepBench {
+    _vs: VarStore,
+    net: Net,
+    opt: Optimizer,
+    x: Tensor,
+    y: Tensor,
+    batch: usize,
+}
+
+impl StepBench {
+    /// Builds the network (seed 0), its optimizer and a random batch of `batch` images.
+    pub fn new(arch_name: &str, batch: usize, device: Device) -> Result<Self, TrainError> {
+        let info = arch::info(arch_name)?;
+        let graph = arch::build(arch_name, 10, info.default_input)?;
+        tch::manual_seed(0);
+        let vs = VarStore::new(device);
+        let net = Net::new(&vs, &graph, None)?;
+        let opt = sgd(&vs);
+        let [c, h, w] = info.default_input;
+        let x = Tensor::randn(
+            [batch as i64, c as i64, h as i64, w as i64],
+            (Kind::Float, device),
+        );
+        let y = Tensor::randint(10, [batch as i64], (Kind::Int64, device));
+        Ok(StepBench {
+            _vs: vs,
+            net,
+            opt,
+            x,
+            y,
+            batch,
+        })
+    }
+
+    /// Images per step.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Runs `steps` training steps and returns the seconds they took.
+    pub fn run(&mut self, steps: usize) -> f64 {
+        let start = Instant::now();
+        for _ in 0..steps {
+            self.opt.zero_grad();
+            let loss = self
+                .net
+                .forward_t(&self.x, true)
+                .cross_entropy_for_logits(&self.y);
+            loss.backward();
+            self.opt.step(0.1);
+        }
+        start.elapsed().as_secs_f64()
+    }
+}
+
 /// Training-step throughput (images per second) of a built-in architecture in pretraining
-/// mode: forward, cross-entropy, backward and an SGD step on a fixed random batch, timed
-/// over `steps` steps after `warmup` untimed ones. The counterpart of
-/// `scripts/torch_step_bench.py`, which does the same in Python PyTorch.
+/// mode ([`StepBench`]), timed over `steps` steps after `warmup` untimed ones.
 pub fn step_throughput(
     arch_name: &str,
     batch: usize,
@@ -874,28 +932,8 @@ pub fn step_throughput(
     warmup: usize,
     device: Device,
 ) -> Result<f64, TrainError> {
-    let info = arch::info(arch_name)?;
-    let graph = arch::build(arch_name, 10, info.default_input)?;
-    tch::manual_seed(0);
-    let vs = VarStore::new(device);
-    let net = Net::new(&vs, &graph, None)?;
-    let mut opt = sgd(&vs);
-    let [c, h, w] = info.default_input;
-    let x = Tensor::randn(
-        [batch as i64, c as i64, h as i64, w as i64],
-        (Kind::Float, device),
-    );
-    let y = Tensor::randint(10, [batch as i64], (Kind::Int64, device));
-    let mut start = Instant::now();
-    for i in 0..warmup + steps {
-        if i == warmup {
-            start = Instant::now();
-        }
-        opt.zero_grad();
-        let loss = net.forward_t(&x, true).cross_entropy_for_logits(&y);
-        loss.backward();
-        opt.step(0.1);
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let mut b = StepBench::new(arch_name, batch, device)?;
+    b.run(warmup);
+    let secs = b.run(steps);
     Ok((batch * steps) as f64 / secs.max(1e-9))
 }

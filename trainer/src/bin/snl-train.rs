@@ -438,6 +438,9 @@ fn bench(a: &BenchArgs) -> Result<()> {
 }
 
 fn main() {
+    // Before libtorch allocates anything: glibc would otherwise return each step's freed
+    // activations to the kernel and fault them in again in the next step.
+    trainer::keep_freed_memory();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -123,11 +123,7 @@ fn server_and_client_in_two_network_namespaces() {
     let mut server = Command::new("ip")
         .args(["netns", "exec", &hosts.server_ns, server_bin, "--model"])
         .arg(&mdir)
-        .args([
-            "--listen",
-            "198.18.0.1:7070",
-            "--tls-cert",
-        ])
+        .args(["--listen", "198.18.0.1:7070", "--tls-cert"])
         .arg(certs.join("cert.pem"))
         .arg("--tls-key")
         .arg(certs.join("key.pem"))

@@ -3,8 +3,9 @@
 //! Messages of one term, all of sizes fixed by the public layout:
 //! 1. client -> server: `input_cts` BFV ciphertexts of the client's mask (the `fhe`
 //!    crate's serialization, `c1` replaced by its seed), each length-prefixed and bounded;
-//! 2. server -> client: per output ciphertext, `c1` in NTT form (3 x N residues) and `c0`
-//!    in coefficient form at the layout's output coefficients only (3 x positions
+//! 2. server -> client: per output ciphertext, `c1` (3 x N residues) and `c0` at the
+//!    layout's output coefficients only (both in coefficient form, so the wire format
+//!    does not depend on the NTT implementation's ordering) (3 x positions
 //!    residues), after subtracting `s`, adding a fresh public-key encryption of zero and
 //!    flooding `c0`. The other coefficients of `c0`, which hold partial sums of the
 //!    convolution, never leave the server.
@@ -186,8 +187,9 @@ impl HeClient {
         let mut p0 = Poly::try_convert_from(full, ctx, false, Representation::PowerBasis)
             .map_err(math_err("result c0"))?;
         p0.change_representation(Representation::Ntt);
-        let p1 = Poly::try_convert_from(c1, ctx, false, Representation::Ntt)
+        let mut p1 = Poly::try_convert_from(c1, ctx, false, Representation::PowerBasis)
             .map_err(math_err("result c1"))?;
+        p1.change_representation(Representation::Ntt);
         let ct = Ciphertext::new(vec![p0, p1], par).map_err(fhe_err("result"))?;
         let pt = self.sk.try_decrypt(&ct).map_err(fhe_err("decrypting"))?;
         let v = Vec::<u64>::try_decode(&pt, Encoding::poly()).map_err(fhe_err("decoding"))?;
@@ -378,15 +380,16 @@ impl HeServer {
     }
 }
 
-/// `c1` (NTT form, all residues) and `c0` at the output coefficients `pos` only, each
-/// plus flooding noise uniform in `[-2^FLOOD_BITS, 2^FLOOD_BITS)` (coefficient form,
-/// modulus-major).
+/// `c1` (all residues) and `c0` at the output coefficients `pos` only, plus flooding
+/// noise uniform in `[-2^FLOOD_BITS, 2^FLOOD_BITS)`; coefficient form, modulus-major.
 fn flood_and_trim(ct: &Ciphertext, pos: &[(usize, usize)]) -> (Vec<u64>, Vec<u64>) {
     let mut rng = os_rng();
     let mut c0 = ct[0].clone();
     c0.change_representation(Representation::PowerBasis);
     let c0 = Vec::<u64>::from(&c0);
-    let c1 = Vec::<u64>::from(&ct[1]);
+    let mut c1 = ct[1].clone();
+    c1.change_representation(Representation::PowerBasis);
+    let c1 = Vec::<u64>::from(&c1);
     let mut sel = vec![0u64; K * pos.len()];
     let span = 1u128 << (FLOOD_BITS + 1);
     for (k, &(coeff, _)) in pos.iter().enumerate() {

@@ -413,11 +413,14 @@ fn bench(a: &BenchArgs) -> Result<()> {
     } else {
         0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
     };
+    // Rounds of a quiet machine agree within about 10%; far apart means that other
+    // processes took the cores during some rounds, and the totals say little.
+    let busy = hi > 1.25 * lo;
     if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "schema": "snl-train-bench/2", "arch": a.arch, "batch": a.batch,
+                "schema": "snl-train-bench/2", "rounds_disagree": busy, "arch": a.arch, "batch": a.batch,
                 "steps_per_round": a.steps, "rounds": a.rounds, "warmup": a.warmup,
                 "threads": a.threads, "snl_train_images_per_second": ours_ips,
                 "pytorch_images_per_second": theirs_ips, "ratio": ratio,
@@ -433,6 +436,11 @@ fn bench(a: &BenchArgs) -> Result<()> {
         println!("  PyTorch (Python) {theirs_ips:>9.1} images/s");
         println!("  ratio            {ratio:>9.3}");
         println!("  per round        {lo:.3} to {hi:.3}, median {median:.3}");
+        if busy {
+            println!(
+                "  the rounds disagree by more than 25%: other processes took the cores during some rounds; rerun on a quiet machine"
+            );
+        }
     }
     Ok(())
 }

@@ -83,35 +83,7 @@ enum Cmd {
     /// torch wheel, same threads, same batch) and print the ratio. Both processes stay up
     /// and take turns: each round times `--steps` steps of one, then of the other (the
     /// order alternates), so that load from other processes hits both alike.
-    Bench {
-        /// Architecture: resnet18, wrn22_8, resnet20 or lenet5.
-        #[arg(long, default_value = "resnet20")]
-        arch: String,
-        /// Batch size.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Timed steps per round and side.
-        #[arg(long, default_value_t = 8)]
-        steps: usize,
-        /// Rounds.
-        #[arg(long, default_value_t = 6)]
-        rounds: usize,
-        /// Untimed warm-up steps (each side, before the first round).
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
-        /// Threads for both (libtorch intra-op).
-        #[arg(long, default_value_t = 2)]
-        threads: i32,
-        /// Python interpreter with torch 2.11.0 (the full wheel, for `import torch`).
-        #[arg(long, default_value = ".venv/bin/python")]
-        python: PathBuf,
-        /// The PyTorch side of the benchmark.
-        #[arg(long, default_value = "scripts/torch_step_bench.py")]
-        script: PathBuf,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(BenchArgs),
     /// Test accuracy of a model, computed with libtorch.
     Eval {
         #[command(flatten)]
@@ -257,27 +229,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Cmd::Bench {
-            arch,
-            batch,
-            steps,
-            rounds,
-            warmup,
-            threads,
-            python,
-            script,
-            json,
-        } => bench(&BenchArgs {
-            arch,
-            batch,
-            steps,
-            rounds,
-            warmup,
-            threads,
-            python,
-            script,
-            json,
-        })?,
+        Cmd::Bench(args) => bench(&args)?,
         Cmd::Eval { common, model } => {
             let c = common.resolve()?;
             let (m, _) =
@@ -296,15 +248,34 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
 struct BenchArgs {
+    /// Architecture: resnet18, wrn22_8, resnet20 or lenet5.
+    #[arg(long, default_value = "resnet20")]
     arch: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
     batch: usize,
+    /// Timed steps per round and side.
+    #[arg(long, default_value_t = 8)]
     steps: usize,
+    /// Rounds.
+    #[arg(long, default_value_t = 6)]
     rounds: usize,
+    /// Untimed warm-up steps (each side, before the first round).
+    #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Threads for both (libtorch intra-op).
+    #[arg(long, default_value_t = 2)]
     threads: i32,
+    /// Python interpreter with torch 2.11.0 (the full wheel, for `import torch`).
+    #[arg(long, default_value = ".venv/bin/python")]
     python: PathBuf,
+    /// The PyTorch side of the benchmark.
+    #[arg(long, default_value = "scripts/torch_step_bench.py")]
     script: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
     json: bool,
 }
 

@@ -108,20 +108,7 @@ fn resnet18_offline() {
 }
 
 fn conv(name: &str, c: usize, hw: usize, m: usize, k: usize, s: usize) -> (String, ConvShape) {
-    (
-        name.into(),
-        ConvShape {
-            channels: c,
-            height: hw,
-            width: hw,
-            out_channels: m,
-            kh: k,
-            kw: k,
-            stride: s,
-            padding: k / 2,
-            depthwise: false,
-        },
-    )
+    (name.into(), ConvShape::square(c, hw, m, k, s, k / 2))
 }
 
 fn layers(c: &mut Criterion) {

@@ -13,17 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
 fn conv(c: usize, hw: usize, m: usize, k: usize, s: usize, p: usize) -> ConvShape {
-    ConvShape {
-        channels: c,
-        height: hw,
-        width: hw,
-        out_channels: m,
-        kh: k,
-        kw: k,
-        stride: s,
-        padding: p,
-        depthwise: false,
-    }
+    ConvShape::square(c, hw, m, k, s, p)
 }
 
 /// A layout with its weights, mask and `s`.

@@ -50,6 +50,29 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
+    /// A convolution of `channels` square `side x side` inputs to `out_channels` with a
+    /// `kernel x kernel` kernel (not depthwise).
+    pub fn square(
+        channels: usize,
+        side: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        ConvShape {
+            channels,
+            height: side,
+            width: side,
+            out_channels,
+            kh: kernel,
+            kw: kernel,
+            stride,
+            padding,
+            depthwise: false,
+        }
+    }
+
     /// Output height and width.
     pub fn out_hw(&self) -> (usize, usize) {
         (
@@ -471,17 +494,7 @@ mod tests {
     }
 
     fn conv(c: usize, hw: usize, m: usize, k: usize, s: usize, p: usize) -> ConvShape {
-        ConvShape {
-            channels: c,
-            height: hw,
-            width: hw,
-            out_channels: m,
-            kh: k,
-            kw: k,
-            stride: s,
-            padding: p,
-            depthwise: false,
-        }
+        ConvShape::square(c, hw, m, k, s, p)
     }
 
     #[test]

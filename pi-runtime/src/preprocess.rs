@@ -344,7 +344,7 @@ impl Preprocessing for HePreprocessing {
                         term.input
                     ))
                 })?;
-            let (part, _) = he.term(ch, &term.layout, r)?;
+            let part = he.term(ch, &term.layout, r)?;
             c.iter_mut()
                 .zip(part)
                 .for_each(|(c, p)| *c = c.wrapping_add(p) & lmask);

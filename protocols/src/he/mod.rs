@@ -28,7 +28,7 @@ pub mod layout;
 mod proto;
 
 pub use layout::{ConvLayout, ConvShape};
-pub use proto::{HeClient, HeServer, TermStats};
+pub use proto::{HeClient, HeServer};
 
 use std::sync::Arc;
 
@@ -85,11 +85,6 @@ impl HeParams {
     /// The ring's bit width `l` (`t = 2^l`).
     pub fn ring_bits(&self) -> u32 {
         self.ring_bits
-    }
-
-    /// Polynomial degree.
-    pub fn degree(&self) -> usize {
-        POLY_DEGREE
     }
 
     pub(crate) fn bfv(&self) -> &Arc<BfvParameters> {

@@ -34,27 +34,6 @@ const MAX_CT_BYTES: usize = K * N * 8 + 1024;
 /// Bound on the serialized public key.
 const MAX_KEY_BYTES: usize = 2 * K * N * 8 + 1024;
 
-/// What one term cost (bytes are counted by the caller's channel).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TermStats {
-    /// Ciphertexts the client sent.
-    pub input_cts: usize,
-    /// Ciphertexts the server returned.
-    pub output_cts: usize,
-    /// Ciphertext-plaintext products the server computed.
-    pub products: usize,
-}
-
-impl TermStats {
-    fn of(layout: &ConvLayout) -> Self {
-        TermStats {
-            input_cts: layout.input_cts(),
-            output_cts: layout.output_cts(),
-            products: layout.products(),
-        }
-    }
-}
-
 fn fhe_err(what: &str) -> impl Fn(fhe::Error) -> ProtocolError + '_ {
     move |e| ProtocolError::arg(format!("{what}: {e}"))
 }
@@ -109,12 +88,7 @@ impl HeClient {
 
     /// Runs one term: returns `L(x) - s` for the layout's operator `L`, the client's
     /// value `x` and the server's `s` (ring elements).
-    pub fn term(
-        &self,
-        ch: &mut dyn Channel,
-        layout: &ConvLayout,
-        x: &[u64],
-    ) -> Result<(Vec<u64>, TermStats)> {
+    pub fn term(&self, ch: &mut dyn Channel, layout: &ConvLayout, x: &[u64]) -> Result<Vec<u64>> {
         self.check_layout(layout)?;
         let par = self.params.bfv();
         let polys = layout.encode_input(x)?;
@@ -156,7 +130,7 @@ impl HeClient {
                 out[idx] = v;
             }
         }
-        Ok((out, TermStats::of(layout)))
+        Ok(out)
     }
 
     fn check_layout(&self, layout: &ConvLayout) -> Result<()> {
@@ -244,7 +218,7 @@ impl HeServer {
         layout: &ConvLayout,
         w: &[i64],
         s: &[u64],
-    ) -> Result<TermStats> {
+    ) -> Result<()> {
         let shape = &layout.shape;
         if layout.n != N || w.len() != shape.weight_len() || s.len() != shape.out_len() {
             return Err(ProtocolError::arg(format!(
@@ -311,7 +285,7 @@ impl HeServer {
             }
         }
         ch.flush()?;
-        Ok(TermStats::of(layout))
+        Ok(())
     }
 
     fn parse_input(&self, bytes: &[u8]) -> Result<Ciphertext> {

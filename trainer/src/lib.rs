@@ -1,7 +1,7 @@
 //! SNL training (Cho et al., ICML 2022) for the networks of the `models` crate.
 //!
 //! The trainer turns a dataset and a ReLU budget into a linearized model in the `models`
-//! format: [`snl::pretrain`] (SGD, multi-step decay, crop + flip), then
+//! format: [`snl::pretrain`] (SGD, one-cycle or multi-step schedule, crop + flip), then
 //! [`snl::linearize`]: the mask search with one trainable alpha per ReLU position (or per
 //! channel), cross-entropy + distillation from the frozen pretrained network + lambda times
 //! the alphas' L1 norm, lambda grown by 1.1 each epoch without a new low; the mask is
@@ -16,6 +16,7 @@
 pub mod data;
 pub mod net;
 pub mod optim;
+pub mod schedule;
 pub mod snl;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,8 @@ pub fn device(name: &str) -> Result<Device, TrainError> {
                     "--device cuda: libtorch sees no CUDA device (is libtorch_cuda.so next to libtorch_cpu.so, with its CUDA libraries on LD_LIBRARY_PATH?)".into(),
                 ));
             }
+            // Fixed input shapes: let cuDNN pick the fastest convolution algorithms.
+            tch::Cuda::cudnn_set_benchmark(true);
             Ok(Device::Cuda(idx))
         }
         other => Err(TrainError::Invalid(format!(

@@ -225,6 +225,52 @@ impl Net {
         Ok(out)
     }
 
+    /// Masks keeping at most `k` ReLUs: the units (positions, or channels with all their
+    /// positions) with the largest alphas, taken in decreasing order while they fit, so a
+    /// snapshot taken after the threshold count fell below a budget still keeps the
+    /// budget's count (exactly `k` for position alphas). Ties go to the earlier site and
+    /// position. Only in alpha mode.
+    pub fn top_k_masks(&self, k: usize) -> Result<BTreeMap<String, Vec<u8>>, TrainError> {
+        if self.mode != SiteMode::Alpha {
+            return Err(TrainError::Invalid(
+                "top-k masks need a network with alphas".into(),
+            ));
+        }
+        let sites = self.graph.sites()?;
+        // (value, site index, unit index, positions per unit)
+        let mut units: Vec<(f32, usize, usize, usize)> = Vec::new();
+        let mut out = BTreeMap::new();
+        for (si, s) in sites.iter().enumerate() {
+            let [c, h, w] = s.shape;
+            let a = &self.alphas[&s.name];
+            let per_unit = if a.size()[2] == 1 && a.size()[3] == 1 && h * w > 1 {
+                h * w
+            } else {
+                1
+            };
+            let v: Vec<f32> =
+                Vec::<f32>::try_from(a.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1))?;
+            units.extend(v.into_iter().enumerate().map(|(i, x)| (x, si, i, per_unit)));
+            out.insert(s.name.clone(), vec![0u8; c * h * w]);
+        }
+        units.sort_by(|x, y| y.0.total_cmp(&x.0).then((x.1, x.2).cmp(&(y.1, y.2))));
+        let mut taken = 0usize;
+        for (_, si, i, per_unit) in units {
+            if taken + per_unit > k {
+                if per_unit == 1 {
+                    break;
+                }
+                continue;
+            }
+            taken += per_unit;
+            let m = out.get_mut(&sites[si].name).ok_or_else(|| {
+                TrainError::Invalid(format!("site {} has no mask", sites[si].name))
+            })?;
+            m[i * per_unit..(i + 1) * per_unit].fill(1);
+        }
+        Ok(out)
+    }
+
     /// Number of alphas above `threshold` (SNL's ReLU count), counting every position a
     /// channel alpha stands for.
     pub fn relu_count(&self, threshold: f64) -> Result<usize, TrainError> {

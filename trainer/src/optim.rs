@@ -63,6 +63,35 @@ impl Optimizer {
         }
     }
 
+    /// Sets SGD's momentum from the next step on (a one-cycle schedule cycles it, as
+    /// PyTorch's `OneCycleLR` does); no effect on Adam.
+    pub fn set_momentum(&mut self, m: f64) {
+        if let Kind::Sgd { momentum, .. } = &mut self.kind {
+            *momentum = m;
+        }
+    }
+
+    /// Divides every gradient by `scale` (undoing a scaled loss's backward pass) and
+    /// says whether they are all finite; if not, the step should be skipped.
+    pub fn unscale(&mut self, scale: f64) -> bool {
+        tch::no_grad(|| {
+            let mut total: Option<Tensor> = None;
+            for (_, p) in &mut self.params {
+                let mut g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let _ = g.g_div_scalar_(scale);
+                let s = g.abs().sum(tch::Kind::Float);
+                total = Some(match total {
+                    Some(t) => t + s,
+                    None => s,
+                });
+            }
+            total.is_none_or(|t| t.double_value(&[]).is_finite())
+        })
+    }
+
     /// One update with learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
@@ -135,5 +164,41 @@ impl Optimizer {
     pub fn restore(&mut self, state: Vec<(String, Tensor)>, step: i64) {
         self.state = state.into_iter().collect();
         self.step = step;
+    }
+}
+
+/// Dynamic loss scaling for float16 mixed precision (as PyTorch's `GradScaler`): the loss
+/// is multiplied by `scale` before the backward pass so that small gradients survive in
+/// float16; a step whose unscaled gradients are not finite is skipped and halves the
+/// scale, and 2,000 good steps in a row double it.
+#[derive(Clone, Debug)]
+pub struct LossScaler {
+    /// The current scale.
+    pub scale: f64,
+    good: usize,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        LossScaler {
+            scale: 65536.0,
+            good: 0,
+        }
+    }
+}
+
+impl LossScaler {
+    /// Records whether the last step's gradients were finite.
+    pub fn update(&mut self, finite: bool) {
+        if finite {
+            self.good += 1;
+            if self.good >= 2000 {
+                self.scale *= 2.0;
+                self.good = 0;
+            }
+        } else {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good = 0;
+        }
     }
 }

@@ -17,7 +17,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::TensorSet;
 use crate::net::{Granularity, Net, SiteMode};
-use crate::optim::{self, Optimizer};
+use crate::optim::{self, LossScaler, Optimizer};
+use crate::schedule::{Schedule, StepSetting};
 use crate::{TrainError, export, load_weights};
 
 /// Settings shared by every phase.
@@ -44,6 +45,8 @@ pub struct Common {
     /// Stop (as if killed) after this many epochs of work in this process, right after
     /// their checkpoint; for testing resumption.
     pub stop_after: Option<usize>,
+    /// Float16 mixed precision with dynamic loss scaling on CUDA (no effect on the CPU).
+    pub amp: bool,
 }
 
 /// Counts epochs done by this process and stops it when [`Common::stop_after`] says so.
@@ -248,7 +251,10 @@ fn load_sets(c: &Common, norm: &Normalization) -> Result<(TensorSet, TensorSet),
             "the training or test split is empty".into(),
         ));
     }
-    Ok((TensorSet::new(&train, norm), TensorSet::new(&test, norm)))
+    Ok((
+        TensorSet::new(&train, norm).to_device(c.device),
+        TensorSet::new(&test, norm).to_device(c.device),
+    ))
 }
 
 fn bar(c: &Common, n: usize, msg: String) -> ProgressBar {
@@ -305,6 +311,8 @@ struct EpochStats {
     kd: f64,
     l1: f64,
     train_acc: f64,
+    /// The learning rate of the epoch's last step.
+    last_lr: f64,
 }
 
 /// One training epoch. `teacher` adds distillation; `lambda` adds the alphas' L1 penalty.
@@ -315,7 +323,7 @@ fn train_epoch(
     teacher: Option<&Net>,
     lambda: f64,
     opt: &mut Optimizer,
-    lr: f64,
+    lr_at: &dyn Fn(usize, usize) -> StepSetting,
     set: &TensorSet,
     epoch: usize,
     label: &str,
@@ -328,17 +336,31 @@ fn train_epoch(
         c.dataset != DatasetKind::FashionMnist,
         c.device,
     );
-    let pb = bar(c, batches.len(), format!("{label} epoch {}", epoch + 1));
+    let per_epoch = batches.len();
+    let mut scaler = LossScaler::default();
+    let pb = bar(c, per_epoch, format!("{label} epoch {}", epoch + 1));
     let (mut sl, mut sce, mut skd, mut sl1, mut correct, mut n) =
         (0.0, 0.0, 0.0, 0.0, 0i64, 0usize);
-    for (x, y) in batches {
-        let out = net.forward_t(&x, true);
-        let ce = out.cross_entropy_for_logits(&y);
+    let mut last_lr = 0.0;
+    let amp = c.amp && c.device.is_cuda();
+    for (i, (x, y)) in batches.into_iter().enumerate() {
+        let set_i = lr_at(i, per_epoch);
+        if let Some(m) = set_i.momentum {
+            opt.set_momentum(m);
+        }
+        last_lr = set_i.lr;
+        let (out, ce, kd) = tch::autocast(amp, || {
+            let out = net.forward_t(&x, true);
+            let ce = out.cross_entropy_for_logits(&y);
+            let kd = teacher.map(|t| {
+                let tl = tch::no_grad(|| t.forward_t(&x, false));
+                kd_loss(&out, &tl, 4.0)
+            });
+            (out, ce, kd)
+        });
         let mut loss = ce.shallow_clone();
         let mut kdv = 0.0;
-        if let Some(t) = teacher {
-            let tl = tch::no_grad(|| t.forward_t(&x, false));
-            let kd = kd_loss(&out, &tl, 4.0);
+        if let Some(kd) = kd {
             kdv = kd.double_value(&[]);
             loss += kd;
         }
@@ -350,8 +372,17 @@ fn train_epoch(
             }
         }
         opt.zero_grad();
-        loss.backward();
-        opt.step(lr);
+        if amp {
+            (&loss * scaler.scale).backward();
+            let finite = opt.unscale(scaler.scale);
+            if finite {
+                opt.step(set_i.lr);
+            }
+            scaler.update(finite);
+        } else {
+            loss.backward();
+            opt.step(set_i.lr);
+        }
         after_step()?;
         let bs = x.size()[0] as usize;
         sl += loss.double_value(&[]) * bs as f64;
@@ -374,6 +405,7 @@ fn train_epoch(
         kd: skd / n,
         l1: sl1,
         train_acc: correct as f64 / n,
+        last_lr,
     })
 }
 
@@ -391,10 +423,19 @@ fn hyper(c: &Common) -> serde_json::Value {
 /// mask search.
 const BUDGET_CHECK_STEPS: usize = 10;
 
+/// Kept positions in a set of masks.
+fn kept_of(masks: &BTreeMap<String, Vec<u8>>) -> usize {
+    masks
+        .values()
+        .map(|m| m.iter().filter(|&&k| k != 0).count())
+        .sum()
+}
+
 // ------------------------------------------------------------------ pretraining
 
-/// Pretraining settings (SNL's reference: SGD lr 0.1, momentum 0.9, weight decay 5e-4,
-/// x0.1 at 50% and 75% of the epochs).
+/// Pretraining settings: SGD, momentum 0.9, weight decay 5e-4, peak learning rate 0.1 on a
+/// one-cycle schedule with 15% warm-up (the faithful CPU recipe of docs/training.md), or
+/// SNL's reference step schedule (x0.1 at 50% and 75% of the epochs).
 #[derive(Clone, Debug)]
 pub struct Pretrain {
     /// Shared settings.
@@ -403,8 +444,10 @@ pub struct Pretrain {
     pub arch: String,
     /// Epochs.
     pub epochs: usize,
-    /// Initial learning rate.
+    /// Peak (one-cycle) or initial (step) learning rate.
     pub lr: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
 }
 
 /// Trains a network from scratch with every ReLU kept; writes `<out>/model`.
@@ -444,18 +487,16 @@ pub fn pretrain(p: &Pretrain) -> Result<PathBuf, TrainError> {
     let mut test_acc = 0.0;
     while st.epoch < p.epochs {
         let e = st.epoch;
-        let decay = [p.epochs / 2, p.epochs * 3 / 4]
-            .iter()
-            .filter(|&&m| e >= m && m > 0)
-            .count();
-        let lr = p.lr * 0.1f64.powi(decay as i32);
+        let lr_at = |i: usize, per_epoch: usize| {
+            p.schedule.at(p.lr, e * per_epoch + i, per_epoch, p.epochs)
+        };
         let s = train_epoch(
             c,
             &net,
             None,
             0.0,
             &mut opt,
-            lr,
+            &lr_at,
             &train,
             e,
             "pretrain",
@@ -465,7 +506,7 @@ pub fn pretrain(p: &Pretrain) -> Result<PathBuf, TrainError> {
         st.epoch += 1;
         save_checkpoint(&ckpt, &vs, &opt, &st)?;
         log.write(json!({
-            "phase": "pretrain", "epoch": st.epoch, "lr": lr, "loss": s.loss, "ce": s.ce,
+            "phase": "pretrain", "epoch": st.epoch, "lr": s.last_lr, "loss": s.loss, "ce": s.ce,
             "train_acc": s.train_acc, "test_acc": test_acc,
             "relu_count": template.relu_total(), "seconds": start.elapsed().as_secs_f64(),
         }))?;
@@ -485,7 +526,7 @@ pub fn pretrain(p: &Pretrain) -> Result<PathBuf, TrainError> {
     let masks = net.binary_masks(0.5)?;
     let prov = json!({
         "phase": "pretrain", "arch": p.arch, "epochs": p.epochs, "lr": p.lr,
-        "optimizer": "sgd momentum 0.9 wd 5e-4, x0.1 at 50% and 75%",
+        "optimizer": "sgd momentum 0.9 wd 5e-4", "schedule": p.schedule.describe(),
         "test_accuracy": test_acc, "hyperparameters": hyper(c),
     });
     let model = export(&vs, &template, &masks, prov)?;
@@ -509,6 +550,9 @@ pub struct Linearize {
     pub lambda: f64,
     /// Lambda growth on an epoch without a new low (1.1).
     pub lambda_growth: f64,
+    /// An epoch whose new low is less than this fraction below the previous low also
+    /// grows lambda (0: SNL's rule, growth only without a new low).
+    pub min_drop: f64,
     /// Epochs before lambda may grow (5).
     pub warmup: usize,
     /// Alpha threshold (1e-2).
@@ -663,7 +707,10 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                 Some(&teacher),
                 st.lambda,
                 &mut opt,
-                l.search_lr,
+                &|_, _| StepSetting {
+                    lr: l.search_lr,
+                    momentum: None,
+                },
                 &train,
                 st.epoch,
                 "search",
@@ -675,8 +722,8 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                     let count = net.relu_count(l.threshold)?;
                     for b in pending.iter().copied() {
                         if count <= b && !crossed_now.contains(&b) {
-                            let masks = net.binary_masks(l.threshold)?;
-                            let prov = json!({"phase": "search", "epoch": epoch_now, "step": steps, "budget": b, "relu_count": count, "lambda": lambda_now});
+                            let masks = net.top_k_masks(b)?;
+                            let prov = json!({"phase": "search", "epoch": epoch_now, "step": steps, "budget": b, "relu_count_at_threshold": count, "relu_kept": kept_of(&masks), "lambda": lambda_now});
                             let m = export(&vs, &base.public, &masks, prov)?;
                             format::save(&m, &snapshot(b), true)?;
                             crossed_now.push(b);
@@ -709,15 +756,19 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                 s.loss,
                 100.0 * acc
             );
-            // SNL's schedule: grow lambda when an epoch (after the warm-up) brings no new low.
-            if count < st.lowest {
-                st.lowest = count;
-            } else if st.epoch > l.warmup {
+            // SNL's schedule grows lambda when an epoch (after the warm-up) brings no new
+            // low. With `min_drop` > 0 an epoch must also bring the low down by that
+            // fraction, so a search that crawls (every epoch a new low, a few hundred
+            // ReLUs lower) still gets its lambda raised.
+            let enough =
+                count < st.lowest && (count as f64) <= st.lowest as f64 * (1.0 - l.min_drop);
+            st.lowest = st.lowest.min(count);
+            if !enough && st.epoch > l.warmup {
                 st.lambda *= l.lambda_growth;
             }
             for b in pending.iter().copied().filter(|&b| count <= b) {
-                let masks = net.binary_masks(l.threshold)?;
-                let prov = json!({"phase": "search", "epoch": st.epoch, "budget": b, "relu_count": count, "lambda": st.lambda});
+                let masks = net.top_k_masks(b)?;
+                let prov = json!({"phase": "search", "epoch": st.epoch, "budget": b, "relu_count_at_threshold": count, "relu_kept": kept_of(&masks), "lambda": st.lambda});
                 let m = export(&vs, &base.public, &masks, prov)?;
                 format::save(&m, &snapshot(b), true)?;
                 st.crossed.push(b);
@@ -783,7 +834,7 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                 Some(&teacher),
                 0.0,
                 &mut opt,
-                lr,
+                &|_, _| StepSetting { lr, momentum: None },
                 &train,
                 e,
                 &format!("finetune {b}"),
@@ -830,7 +881,7 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
             "teacher_test_accuracy": teacher_acc,
             "selected_epoch": best.provenance["finetune_epoch"],
             "hyperparameters": {
-                "common": hyper(c), "lambda0": l.lambda, "lambda_growth": l.lambda_growth, "warmup_epochs": l.warmup,
+                "common": hyper(c), "lambda0": l.lambda, "lambda_growth": l.lambda_growth, "min_drop": l.min_drop, "warmup_epochs": l.warmup,
                 "threshold": l.threshold, "search_lr": l.search_lr, "finetune_epochs": l.finetune_epochs,
                 "finetune_lr": l.finetune_lr, "kd_temperature": 4.0,
                 "granularity": format!("{:?}", l.granularity),

@@ -11,6 +11,7 @@ use models::format;
 use tch::{Device, Tensor};
 use trainer::TrainError;
 use trainer::net::Granularity;
+use trainer::schedule::Schedule;
 use trainer::snl::{self, Budget, Common, Linearize, Pretrain};
 
 fn fmnist() -> Option<PathBuf> {
@@ -39,6 +40,7 @@ fn common(data: &Path, out: &Path, train: usize) -> Common {
         test_limit: Some(500),
         progress: false,
         stop_after: None,
+        amp: false,
     }
 }
 
@@ -49,6 +51,7 @@ fn pretrained(data: &Path, dir: &Path, train: usize, epochs: usize) -> PathBuf {
         arch: "lenet5".into(),
         epochs,
         lr: 0.1,
+        schedule: Schedule::OneCycle { pct_start: 0.15 },
     })
     .unwrap()
 }
@@ -60,6 +63,7 @@ fn linearize(c: Common, model: &Path, budgets: Vec<Budget>, finetune: usize) -> 
         budgets,
         lambda: 1e-3,
         lambda_growth: 1.1,
+        min_drop: 0.0,
         warmup: 1,
         threshold: 1e-2,
         search_lr: 5e-3,
@@ -80,6 +84,7 @@ fn tiny_run_reaches_every_budget_and_exports_what_it_reports() {
         arch: "lenet5".into(),
         epochs: 2,
         lr: 0.1,
+        schedule: Schedule::OneCycle { pct_start: 0.15 },
     })
     .unwrap();
     let (base_model, _) = format::load(&base).unwrap();
@@ -193,6 +198,7 @@ fn bad_requests_are_clear_errors() {
         arch: "resnet20".into(),
         epochs: 1,
         lr: 0.1,
+        schedule: Schedule::OneCycle { pct_start: 0.15 },
     })
     .unwrap_err();
     assert!(e.to_string().contains("takes [3, 32, 32] images"), "{e}");
@@ -219,6 +225,7 @@ fn bad_requests_are_clear_errors() {
         arch: "lenet5".into(),
         epochs: 1,
         lr: 0.1,
+        schedule: Schedule::OneCycle { pct_start: 0.15 },
     })
     .unwrap_err();
     assert!(e.to_string().contains("nodata"), "{e}");
@@ -250,4 +257,56 @@ fn channelwise_search_keeps_whole_channels() {
             );
         }
     }
+}
+
+/// Budgets close together, with a lambda so large that the threshold count falls through
+/// all of them between two checks: each model still keeps exactly its budget's count
+/// (top-k alphas at the snapshot), so distinct budgets give distinct models.
+#[test]
+fn budgets_are_hit_exactly_and_give_distinct_models() {
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let base = pretrained(&data, t.path(), 2000, 1);
+    let mut l = linearize(
+        common(&data, &t.path().join("exact"), 2000),
+        &base,
+        vec![
+            Budget::Relative(0.5),
+            Budget::Relative(0.45),
+            Budget::Absolute(2600),
+            Budget::Absolute(2590),
+        ],
+        0,
+    );
+    l.lambda = 0.5;
+    l.search_lr = 5e-2;
+    let out = snl::linearize(&l).unwrap();
+    assert_eq!(out.len(), 4);
+    let mut masks = Vec::new();
+    for o in &out {
+        let (m, _) = format::load(&o.path).unwrap();
+        let tolerance = (o.budget / 50).max(200);
+        assert!(
+            o.kept <= o.budget && o.budget - o.kept <= tolerance,
+            "budget {}: {} kept",
+            o.budget,
+            o.kept
+        );
+        // Position alphas: exactly the budget.
+        assert_eq!(o.kept, o.budget);
+        assert_eq!(m.public.relu_kept(), o.budget);
+        masks.push(m.public.masks);
+    }
+    for i in 0..masks.len() {
+        for j in i + 1..masks.len() {
+            assert_ne!(
+                masks[i], masks[j],
+                "budgets {i} and {j} gave the same masks"
+            );
+        }
+    }
+    // The snapshot records how far the threshold count had fallen: here below several
+    // budgets at once, which is what top-k is for.
+    let log = std::fs::read_to_string(t.path().join("exact/log.jsonl")).unwrap();
+    assert!(log.contains("\"phase\":\"search\""), "{log}");
 }

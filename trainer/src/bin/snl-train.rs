@@ -37,9 +37,14 @@ enum Cmd {
         /// Epochs (SNL's paper setting: 160).
         #[arg(long, default_value_t = 30)]
         epochs: usize,
-        /// Initial SGD learning rate (x0.1 at 50% and 75% of the epochs).
+        /// Peak (one-cycle) or initial (step) SGD learning rate.
         #[arg(long, default_value_t = 0.1)]
         lr: f64,
+        /// Learning-rate schedule: one-cycle (PyTorch's OneCycleLR, 15% warm-up),
+        /// one-cycle:PCT (warm-up fraction) or step (x0.1 at 50% and 75% of the epochs,
+        /// SNL's reference).
+        #[arg(long, default_value = "one-cycle")]
+        schedule: String,
     },
     /// Mask search through every budget, binarize, fine-tune each; writes OUT/budget-N.
     Linearize {
@@ -51,12 +56,18 @@ enum Cmd {
         /// ReLU budgets, comma separated: counts (15000), fractions (0.1) or percentages (10%).
         #[arg(long, value_delimiter = ',', required = true)]
         budget: Vec<String>,
-        /// Initial lambda of the alphas' L1 penalty (reference: 1e-5).
-        #[arg(long, default_value_t = 1e-5)]
+        /// Initial lambda of the alphas' L1 penalty (SNL's CIFAR setting: 1e-4).
+        #[arg(long, default_value_t = 1e-4)]
         lambda: f64,
-        /// Lambda's growth factor after an epoch without a new low.
-        #[arg(long, default_value_t = 1.1)]
+        /// Lambda's growth factor after a slow epoch (see --min-drop; SNL: 1.1).
+        #[arg(long, default_value_t = 1.5)]
         lambda_growth: f64,
+        /// An epoch past the warm-up is slow, and grows lambda, unless it lowers the
+        /// lowest ReLU count so far by at least this fraction (0 = SNL's rule: only an
+        /// epoch without a new low grows lambda; then the search can crawl for dozens of
+        /// epochs below 20% of the ReLUs).
+        #[arg(long, default_value_t = 0.1)]
+        min_drop: f64,
         /// Epochs before lambda may grow.
         #[arg(long, default_value_t = 5)]
         warmup: usize,
@@ -126,6 +137,9 @@ struct CommonArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Float16 mixed precision with dynamic loss scaling (CUDA only; ignored on the CPU).
+    #[arg(long)]
+    amp: bool,
     /// Stop after this many epochs of work, as if killed (to exercise resumption).
     #[arg(long, hide = true)]
     stop_after_epochs: Option<usize>,
@@ -157,6 +171,7 @@ impl CommonArgs {
             test_limit: self.test_limit,
             progress: !self.quiet,
             stop_after: self.stop_after_epochs,
+            amp: self.amp,
         })
     }
 }
@@ -168,12 +183,18 @@ fn run(cli: Cli) -> Result<()> {
             arch,
             epochs,
             lr,
+            schedule,
         } => {
+            let schedule = schedule.parse().map_err(anyhow::Error::msg)?;
+            if !(lr > 0.0 && lr.is_finite()) {
+                bail!("--lr must be positive");
+            }
             let p = Pretrain {
                 common: common.resolve()?,
                 arch,
                 epochs,
                 lr,
+                schedule,
             };
             let dir = snl::pretrain(&p)?;
             println!("pretrained model written to {}", dir.display());
@@ -184,6 +205,7 @@ fn run(cli: Cli) -> Result<()> {
             budget,
             lambda,
             lambda_growth,
+            min_drop,
             warmup,
             threshold,
             search_lr,
@@ -199,12 +221,16 @@ fn run(cli: Cli) -> Result<()> {
             if !(lambda > 0.0 && lambda_growth >= 1.0 && threshold > 0.0 && threshold < 1.0) {
                 bail!("need lambda > 0, lambda-growth >= 1 and 0 < threshold < 1");
             }
+            if !(0.0..1.0).contains(&min_drop) {
+                bail!("--min-drop must be in [0, 1)");
+            }
             let l = Linearize {
                 common: common.resolve()?,
                 model,
                 budgets,
                 lambda,
                 lambda_growth,
+                min_drop,
                 warmup,
                 threshold,
                 search_lr,

@@ -9,6 +9,8 @@
 //!   fixed-point parameters, masks) and the private part (weights).
 //! - [`format`]: the versioned on-disk model directory (JSON manifests with magic, format
 //!   version, writer version and hashes; tensors as safetensors).
+//! - [`import`]: PyTorch checkpoints (safetensors or `torch.save` zip, SNL's reference
+//!   names and alphas) into the model format, with a pure-Rust unpickler; no libtorch.
 //! - [`data`]: readers for CIFAR-10/100 (binary) and Fashion-MNIST (IDX) with their
 //!   normalization.
 //! - [`exec`]: the plaintext f32 executor; [`fixed`]: the fixed-point executor that
@@ -24,6 +26,7 @@ pub mod exec;
 pub mod fixed;
 pub mod format;
 pub mod graph;
+pub mod import;
 pub mod model;
 pub mod tensor;
 pub mod testing;

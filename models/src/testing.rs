@@ -2,6 +2,7 @@
 //! built-in networks, and where the project's data lives on its machines.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use rand::SeedableRng;
 
@@ -62,4 +63,34 @@ pub fn fashion_mnist() -> Option<PathBuf> {
         "t10k-images-idx3-ubyte.gz",
         " (apt-get install dataset-fashion-mnist)",
     )
+}
+
+/// A Python interpreter that can `import torch`: `$SNL_TORCH_PYTHON`, else the checkout's
+/// `.venv/bin/python` (which `scripts/setup.sh` makes able to), else `python3`. Without one,
+/// with `SNL_REQUIRE_DATA=1` (CI) this panics, and otherwise it prints why the caller skips
+/// and returns `None`. `repo` is the checkout's root. For tests only.
+pub fn torch_python(repo: &Path) -> Option<PathBuf> {
+    let mut tried = Vec::new();
+    if let Some(p) = std::env::var_os("SNL_TORCH_PYTHON") {
+        tried.push(PathBuf::from(p));
+    }
+    tried.push(repo.join(".venv/bin/python"));
+    tried.push(PathBuf::from("python3"));
+    for py in &tried {
+        let ok = Command::new(py)
+            .args(["-c", "import torch"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(py.clone());
+        }
+    }
+    assert!(
+        std::env::var("SNL_REQUIRE_DATA").as_deref() != Ok("1"),
+        "SNL_REQUIRE_DATA=1 but none of {tried:?} can import torch (scripts/setup.sh installs what it needs into .venv)"
+    );
+    eprintln!("skipping: none of {tried:?} can import torch (run scripts/setup.sh)");
+    None
 }

@@ -5,6 +5,7 @@
 //! snl-model inspect runs/r20 [--json]
 //! snl-model eval runs/r20 --data ../shared/data/cifar10-q75 --executor fixed --limit 500
 //! snl-model public runs/r20 --out runs/r20-public
+//! snl-model import --arch resnet20 --classes 10 --from ckpt.pt --out runs/r20-imported
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,8 @@ enum Cmd {
     },
     /// Evaluate accuracy on a test set with the f32 or the fixed-point executor.
     Eval(EvalArgs),
+    /// Import a PyTorch state_dict (safetensors or torch.save file, SNL's names and alphas).
+    Import(ImportArgs),
     /// Write only the public part (architecture, normalization, masks) of a model.
     Public {
         /// Full model directory.
@@ -96,6 +99,39 @@ struct NewArgs {
     /// Bits m of each share the ReLU circuit reads.
     #[arg(long, default_value_t = FixedPointParams::default().relu_bits)]
     relu_bits: u32,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// Architecture: resnet18, wrn22_8, resnet20 or lenet5 (names: docs/model-format.md).
+    #[arg(long)]
+    arch: String,
+    /// Number of classes.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Checkpoint: a safetensors file or a torch.save file (.pt, .pth, .pth.tar).
+    #[arg(long = "from", value_name = "FILE")]
+    from: PathBuf,
+    /// Output model directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// A ReLU is kept where its SNL alpha > THRESHOLD (SNL's rule and default).
+    #[arg(long, default_value_t = models::import::DEFAULT_THRESHOLD)]
+    threshold: f32,
+    /// Key of the checkpoint dict holding the state dict (default: the state dict itself,
+    /// else state_dict, model_state_dict, model, net or network).
+    #[arg(long)]
+    key: Option<String>,
+    /// Dataset trained on (cifar10, cifar100, fashion-mnist): sets the input normalization
+    /// (default: cifar10 for 3 channels, fashion-mnist for 1).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Input shape CxHxW (default: the architecture's, e.g. 3x32x32).
+    #[arg(long)]
+    input: Option<String>,
     /// Replace an existing output directory.
     #[arg(long)]
     force: bool,
@@ -204,6 +240,63 @@ fn cmd_new(a: NewArgs) -> Result<()> {
         model.public.relu_total(),
         model.parameter_count()
     );
+    println!("public hash  {}", hashes.public);
+    println!("content hash {}", hashes.content.unwrap_or_default());
+    Ok(())
+}
+
+fn cmd_import(a: ImportArgs) -> Result<()> {
+    let mut opts = models::import::ImportOptions::new(&a.arch, a.classes);
+    opts.threshold = a.threshold;
+    opts.key = a.key.clone();
+    opts.input = a.input.as_deref().map(parse_shape).transpose()?;
+    opts.dataset = a
+        .dataset
+        .as_deref()
+        .map(str::parse::<DatasetKind>)
+        .transpose()?;
+    let imp = models::import::import(&a.from, &opts)?;
+    let m = &imp.model;
+    let hashes = format::save(m, &a.out, a.force)?;
+    let mut how = vec![imp.format.name().to_string()];
+    if let Some(k) = &imp.key {
+        how.push(format!("state dict under {k:?}"));
+    }
+    if let Some(p) = &imp.stripped_prefix {
+        how.push(format!("prefix {p:?} stripped"));
+    }
+    println!(
+        "imported {} ({}) as {} ({} classes): {} tensors, {} parameters",
+        a.from.display(),
+        how.join(", "),
+        m.public.arch,
+        a.classes,
+        m.provenance["import"]["names"]["tensors"],
+        m.parameter_count()
+    );
+    if imp.alphas {
+        println!(
+            "masks from SNL alphas (kept where alpha > {}): {} of {} ReLUs kept",
+            a.threshold,
+            m.public.relu_kept(),
+            m.public.relu_total()
+        );
+        if imp.alphas_not_binary > 0 {
+            eprintln!(
+                "warning: {} alpha values are neither 0 nor 1 (a checkpoint from before SNL's thresholding and fine-tuning?); the model uses the thresholded masks",
+                imp.alphas_not_binary
+            );
+        }
+    } else {
+        println!(
+            "no alpha tensors in the checkpoint: all {} ReLUs kept",
+            m.public.relu_total()
+        );
+    }
+    if !imp.ignored.is_empty() {
+        println!("ignored {} num_batches_tracked counters", imp.ignored.len());
+    }
+    println!("wrote {}", a.out.display());
     println!("public hash  {}", hashes.public);
     println!("content hash {}", hashes.content.unwrap_or_default());
     Ok(())
@@ -417,6 +510,7 @@ fn main() {
         Cmd::New(a) => cmd_new(a),
         Cmd::Inspect { path, json } => cmd_inspect(&path, json),
         Cmd::Eval(a) => cmd_eval(a),
+        Cmd::Import(a) => cmd_import(a),
         Cmd::Public { path, out, force } => (|| {
             let (m, _) = format::load(&path)?;
             let h = format::save_public(&m.public, &out, force)?;

@@ -35,6 +35,19 @@ else
     log "libtorch present in .venv/libtorch"
 fi
 
+# Python's `import torch`: models/tests/import_torch.rs writes real PyTorch checkpoints
+# with it (and `snl-train bench` runs its Python side with it). The wheel above came
+# without its dependencies, and importing it, even with no GPU, needs them all: the
+# pure-Python ones and the CUDA libraries libtorch_python.so links (about 3.3 GB more).
+# safetensors and numpy let the test write safetensors files too.
+if ! .venv/bin/python -c 'import torch, safetensors.torch, numpy' >/dev/null 2>&1; then
+    log "installing what 'import torch' needs into .venv (about 3.3 GB)"
+    .venv/bin/pip install -q --disable-pip-version-check torch==2.11.0 safetensors numpy \
+        || log "warning: could not install them; the PyTorch import tests will skip (fail under CI)"
+else
+    log "Python can import torch from .venv"
+fi
+
 log "building the workspace (release)"
 cargo build --release --workspace --quiet
 log "done"

@@ -174,6 +174,33 @@ fn checkpoints_written_by_pytorch_import_exactly() {
 }
 
 #[test]
+fn snl_reference_resnet18_and_wrn22_8_import() {
+    let Some(w) = written() else { return };
+    for arch in ["resnet18", "wrn22_8"] {
+        let path = w.path(&format!("snl-{arch}.pth.tar"));
+        let imp = import(&path, &ImportOptions::new(arch, 10)).unwrap();
+        std::fs::remove_file(&path).unwrap(); // 47 and 74 MB, read by this test only
+        let m = &imp.model;
+        let meta = &w.meta[arch];
+        assert_eq!(m.public.relu_kept() as u64, meta["kept"].as_u64().unwrap());
+        let read = m.provenance["import"]["names"]["tensors"].as_u64().unwrap();
+        let ignored = imp.ignored.len() as u64;
+        assert_eq!(
+            read + ignored,
+            meta["keys"].as_u64().unwrap(),
+            "{arch}: every key used"
+        );
+        assert!(
+            m.provenance["import"]["names"]["renamed"]
+                .as_object()
+                .unwrap()
+                .is_empty()
+        );
+        logits_match(m, meta);
+    }
+}
+
+#[test]
 fn bad_pytorch_checkpoints_give_named_errors() {
     let Some(w) = written() else { return };
     let lenet = |name: &str| import(&w.path(name), &ImportOptions::new("lenet5", 10)).unwrap_err();

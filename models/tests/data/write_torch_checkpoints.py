@@ -7,7 +7,8 @@ spelling and LearnableAlpha-style `alphas` of shape [1, C, H, W]), random weight
 statistics and alphas, one SGD step so that the checkpoint also carries optimizer state.
 Each network's eval-mode logits on a fixed input use the alphas binarized by SNL's rule
 (kept where alpha > threshold), which is what the importer turns them into. Also writes
-variants in other dtypes, with views, and broken ones. Prints nothing; writes meta.json.
+variants in other dtypes, with views, and broken ones, and SNL's reference ResNet18 and
+WideResNet-22-8 layouts with random weights. Prints nothing; writes meta.json.
 """
 
 import json
@@ -207,6 +208,94 @@ bad = dict(sd)
 bad["fc4.weight"] = torch.randn(3, 3)
 torch.save(bad, os.path.join(OUT, "lenet5-unexpected.pt"))
 torch.save({"model": {"conv1.weight": torch.zeros(6, 1, 5, 5, dtype=torch.int32)}}, os.path.join(OUT, "int.pt"))
+
+
+# SNL's reference layouts (archs_unstructured/cifar_resnet.py): resnet18_in and
+# wide_resnet_22_8, same module names, LearnableAlpha shapes and forward passes.
+class BlockIn(Block):
+    """BasicBlock_IN: the block above, sites after bn1 and after the residual sum."""
+
+
+class ResNet18In(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        cin, side, layers = 64, 32, []
+        for i, width in enumerate([64, 128, 256, 512]):
+            blocks = []
+            for j in range(2):
+                stride = 2 if i > 0 and j == 0 else 1
+                side //= stride
+                blocks.append(BlockIn(cin, width, stride, side))
+                cin = width
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.linear = nn.Linear(512, classes)
+
+    def forward(self, x):
+        out = self.bn1(self.conv1(x))  # no stem ReLU in resnet18_in
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return self.linear(F.avg_pool2d(out, 4).flatten(1))
+
+
+class WideBlock(nn.Module):
+    def __init__(self, cin, cout, stride, side):
+        super().__init__()
+        self.equal = cin == cout
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.relu1 = nn.ReLU(inplace=True)  # kept for the module names; unused
+        in_side = 2 * side if not self.equal and stride != 1 else side
+        self.alpha1 = Alpha(cin, in_side, in_side)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.alpha2 = Alpha(cout, side, side)
+        self.convShortcut = None if self.equal else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x):
+        a = self.alpha1(self.bn1(x))
+        out = self.conv2(self.alpha2(self.bn2(self.conv1(a))))
+        return (x if self.equal else self.convShortcut(a)) + out
+
+
+class NetworkBlock(nn.Module):
+    def __init__(self, n, cin, cout, stride, side):
+        super().__init__()
+        self.layer = nn.Sequential(*[WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, side)
+                                     for i in range(n)])
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class WideResNet22x8(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.block1 = NetworkBlock(3, 16, 128, 1, 32)
+        self.block2 = NetworkBlock(3, 128, 256, 2, 16)
+        self.block3 = NetworkBlock(3, 256, 512, 2, 8)
+        self.bn1 = nn.BatchNorm2d(512)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        out = F.avg_pool2d(self.bn1(out), 8)  # no ReLU before the pool
+        return self.fc(out.flatten(1))
+
+
+for name, net, arch in [("resnet18", ResNet18In(), "resnet18_in"), ("wrn22_8", WideResNet22x8(), "wide_resnet_22_8")]:
+    randomize(net)
+    net.eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        logits = net(x)
+    torch.save({"arch": arch, "state_dict": net.state_dict()}, os.path.join(OUT, f"snl-{name}.pth.tar"))
+    meta[name] = {"x": x.flatten().tolist(), "logits": logits.flatten().tolist(),
+                  "kept": kept(net, THRESHOLD), "keys": len(net.state_dict())}
 
 with open(os.path.join(OUT, "meta.json"), "w") as f:
     json.dump(meta, f)

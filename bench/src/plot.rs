@@ -3,6 +3,13 @@
 //! panel), each series' Pareto front drawn as a line through its filled, larger points;
 //! dominated points are hollow. Optional reference series (e.g. the SNL paper's
 //! published points) appear in the ReLU panel. Both x axes are logarithmic.
+//!
+//! The y axes show, by default, the fixed-point executor's accuracy on the full test set
+//! (`fixed_accuracy_full`: the plaintext twin of the secure arithmetic, on thousands of
+//! images rather than the few the secure run can afford); the caption says on how many
+//! images, and each series' legend entry the size of its secure sample and how often the
+//! secure prediction agreed with the fixed-point one there. [`Accuracy::Secure`] plots the
+//! secure accuracy on the sample instead.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -127,9 +134,24 @@ type Point = (f64, f64, Option<(f64, f64)>);
 
 struct Series {
     label: String,
+    /// A second legend line: the secure measurement behind the series.
+    note: Option<String>,
     colour: String,
     reference: bool,
     points: Vec<Point>,
+    /// The rows behind the points (for the note).
+    rows: Vec<usize>,
+}
+
+/// Which accuracy the y axes show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Accuracy {
+    /// The fixed-point executor on the full test set (`fixed_accuracy_full`); rows of
+    /// results schema version 1, which lack it, are refused.
+    #[default]
+    Full,
+    /// Private inference on the sampled images (`secure_accuracy`).
+    Secure,
 }
 
 /// Options of the figure.
@@ -137,8 +159,61 @@ struct Series {
 pub struct PlotOptions {
     /// Title above the panels.
     pub title: Option<String>,
-    /// Which accuracy: secure (default) or plaintext fixed point.
-    pub plaintext: bool,
+    /// Which accuracy.
+    pub accuracy: Accuracy,
+}
+
+/// `a` or `a-b` for the smallest and largest of `v` (empty: `?`).
+fn span<T: PartialOrd + Copy>(
+    v: impl IntoIterator<Item = T>,
+    show: impl Fn(T) -> String,
+) -> String {
+    let mut it = v.into_iter();
+    let Some(first) = it.next() else {
+        return "?".into();
+    };
+    let (lo, hi) = it.fold((first, first), |(lo, hi), x| {
+        (if x < lo { x } else { lo }, if x > hi { x } else { hi })
+    });
+    let (a, b) = (show(lo), show(hi));
+    if a == b { a } else { format!("{a}-{b}") }
+}
+
+/// A count with thousands separators: 10,000.
+fn thousands(n: usize) -> String {
+    let d = n.to_string();
+    let mut out = String::new();
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The secure measurement behind some rows: "secure: 200 images, agreement 100%".
+fn secure_note(rows: &[&Row]) -> String {
+    let images = span(rows.iter().map(|r| r.secure_images), thousands);
+    let repeats = span(rows.iter().map(|r| r.repeats), |n| n.to_string());
+    let agreed: Vec<f64> = rows.iter().filter_map(|r| r.secure_agreement).collect();
+    let agreement = if agreed.is_empty() {
+        "not recorded".to_string()
+    } else {
+        let mut a = span(agreed.iter().copied(), |a| {
+            format!("{}%", trim_num(100.0 * a))
+        });
+        if agreed.len() < rows.len() {
+            a.push_str(" (not recorded for some)");
+        }
+        a
+    };
+    let repeats = if repeats == "1" {
+        String::new()
+    } else {
+        format!(" x {repeats} repeats")
+    };
+    format!("secure: {images} images{repeats}, agreement {agreement}")
 }
 
 /// Renders the two-panel SVG.
@@ -148,12 +223,29 @@ pub fn render_svg(rows: &[Row], refs: &[RefSeries], opts: &PlotOptions) -> Resul
             "nothing to plot: no rows and no reference points".into(),
         ));
     }
+    if opts.accuracy == Accuracy::Full {
+        let old: Vec<String> = rows
+            .iter()
+            .filter(|r| r.fixed_accuracy_full.is_none())
+            .map(|r| format!("{} ({})", r.model, r.network))
+            .collect();
+        if !old.is_empty() {
+            return Err(Error::Config(format!(
+                "{} rows have no full-test accuracy (results schema version 1, accuracy \
+                 measured on the secure sample only): {}{}; re-measure them with `snl-bench \
+                 sweep` into a new results file, or plot the sampled secure accuracy with \
+                 --accuracy secure",
+                old.len(),
+                old.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+                if old.len() > 4 { ", ..." } else { "" }
+            )));
+        }
+    }
     let acc = |r: &Row| {
         100.0
-            * if opts.plaintext {
-                r.fixed_accuracy
-            } else {
-                r.secure_accuracy
+            * match opts.accuracy {
+                Accuracy::Full => r.fixed_accuracy_full.unwrap_or(f64::NAN),
+                Accuracy::Secure => r.secure_accuracy,
             }
     };
     // Colours by series name, shared by both panels.
@@ -166,7 +258,7 @@ pub fn render_svg(rows: &[Row], refs: &[RefSeries], opts: &PlotOptions) -> Resul
     }
     // Latency panel: one series per (series, network, method).
     let mut lat: BTreeMap<(String, i64, String, String), Series> = BTreeMap::new();
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let key = (
             r.series.clone(),
             (r.rtt_ms * 1000.0).round() as i64,
@@ -175,28 +267,33 @@ pub fn render_svg(rows: &[Row], refs: &[RefSeries], opts: &PlotOptions) -> Resul
         );
         let s = lat.entry(key).or_insert_with(|| Series {
             label: format!("{} · {} · {}", r.series, r.network, r.method),
+            note: None,
             colour: colours[&r.series].clone(),
             reference: false,
             points: vec![],
+            rows: vec![],
         });
         s.points.push((
             r.online_ms_median,
             acc(r),
             Some((r.online_ms_p10, r.online_ms_p90)),
         ));
+        s.rows.push(i);
     }
     // ReLU panel: one series per (series, method), one point per model.
     let mut relu: BTreeMap<(String, String), (Series, Vec<String>)> = BTreeMap::new();
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let (s, seen) = relu
             .entry((r.series.clone(), r.method.clone()))
             .or_insert_with(|| {
                 (
                     Series {
                         label: format!("{} · {}", r.series, r.method),
+                        note: None,
                         colour: colours[&r.series].clone(),
                         reference: false,
                         points: vec![],
+                        rows: vec![],
                     },
                     vec![],
                 )
@@ -204,12 +301,15 @@ pub fn render_svg(rows: &[Row], refs: &[RefSeries], opts: &PlotOptions) -> Resul
         if !seen.contains(&r.model_sha256) {
             seen.push(r.model_sha256.clone());
             s.points.push((r.relus_kept.max(1) as f64, acc(r), None));
+            s.rows.push(i);
         }
     }
     let mut relu: Vec<Series> = relu.into_values().map(|v| v.0).collect();
     for (i, rf) in refs.iter().enumerate() {
         relu.push(Series {
             label: rf.label.clone(),
+            note: None,
+            rows: vec![],
             colour: if i == 0 {
                 REF_COLOUR.into()
             } else {
@@ -229,39 +329,61 @@ pub fn render_svg(rows: &[Row], refs: &[RefSeries], opts: &PlotOptions) -> Resul
     for (k, s) in lat.iter_mut().enumerate() {
         s.colour = PALETTE[k % PALETTE.len()].to_string();
     }
+    // Each measured series says what its secure measurement was.
+    for s in lat.iter_mut().chain(relu.iter_mut()) {
+        if !s.reference {
+            let rs: Vec<&Row> = s.rows.iter().map(|&i| &rows[i]).collect();
+            s.note = Some(secure_note(&rs));
+        }
+    }
     // Latency series are distinguished by dash pattern per network within a colour.
-    let legend_rows = lat.len().max(relu.len());
+    let entry_height = |s: &Series| if s.note.is_some() { 32.0 } else { 18.0 };
+    let legend_height = |v: &[Series]| v.iter().map(entry_height).sum::<f64>();
     let (pw, ph) = (470.0, 330.0);
-    let (ml, mt) = (70.0, 70.0);
+    let (ml, mt) = (70.0, 86.0);
     let gap = 110.0;
     let width = ml + pw + gap + pw + 30.0;
     let legend_top = mt + ph + 60.0;
-    let height = legend_top + 18.0 * legend_rows as f64 + 20.0;
+    let height = legend_top + legend_height(&lat).max(legend_height(&relu)) + 20.0;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let title = opts.title.clone().unwrap_or_else(|| {
-        format!(
-            "{} accuracy vs private-inference cost",
-            if opts.plaintext {
-                "Fixed-point"
-            } else {
-                "Secure"
-            }
-        )
-    });
+    let title = opts
+        .title
+        .clone()
+        .unwrap_or_else(|| "Accuracy vs private-inference cost".to_string());
+    let caption = match opts.accuracy {
+        Accuracy::Full => format!(
+            "accuracy: fixed-point executor (plaintext twin of the secure arithmetic) on {} \
+             test images; legend: each series' secure sample and per-image agreement",
+            span(rows.iter().filter_map(|r| r.full_images), thousands)
+        ),
+        Accuracy::Secure => format!(
+            "accuracy: private inference on the first {} test images (the sample; see the \
+             legend)",
+            span(rows.iter().map(|r| r.secure_images), thousands)
+        ),
+    };
     let _ = writeln!(
         svg,
         r#"<text x="{:.0}" y="28" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
         width / 2.0,
         esc(&title)
     );
+    if !rows.is_empty() {
+        let _ = writeln!(
+            svg,
+            r#"<text class="caption" x="{:.0}" y="50" text-anchor="middle">{}</text>"#,
+            width / 2.0,
+            esc(&caption)
+        );
+    }
     let _ = writeln!(
         svg,
-        r##"<text x="{:.0}" y="48" text-anchor="middle" fill="#555">Pareto front of each series: filled points joined by a line; dominated points hollow; whiskers p10-p90</text>"##,
+        r##"<text x="{:.0}" y="68" text-anchor="middle" fill="#555">Pareto front of each series: filled points joined by a line; dominated points hollow; whiskers p10-p90</text>"##,
         width / 2.0
     );
     let y_range = acc_range(lat.iter().chain(relu.iter()));
@@ -290,8 +412,8 @@ pub fn render_svg(rows: &[Row], refs: &[RefSeries], opts: &PlotOptions) -> Resul
         for (k, s) in series.iter().enumerate() {
             area.series(&mut svg, s, k);
         }
+        let mut y = legend_top;
         for (k, s) in series.iter().enumerate() {
-            let y = legend_top + 18.0 * k as f64;
             let dash = dash_of(s, k);
             let _ = writeln!(
                 svg,
@@ -310,6 +432,16 @@ pub fn render_svg(rows: &[Row], refs: &[RefSeries], opts: &PlotOptions) -> Resul
                 y,
                 esc(&s.label)
             );
+            if let Some(note) = &s.note {
+                let _ = writeln!(
+                    svg,
+                    r##"<text class="note" x="{:.1}" y="{:.1}" font-size="11" fill="#555">{}</text>"##,
+                    x0 + 34.0,
+                    y + 14.0,
+                    esc(note)
+                );
+            }
+            y += entry_height(s);
         }
     }
     svg.push_str("</svg>\n");
@@ -599,6 +731,77 @@ mod tests {
         assert!(svg.contains("loopback") && svg.contains("rtt-10ms"));
         let e = render_svg(&[], &[], &PlotOptions::default()).unwrap_err();
         assert!(e.to_string().contains("nothing to plot"));
+    }
+
+    /// The y axes show the full-test accuracy by default and say on how many images; the
+    /// legend gives each series' secure sample and agreement.
+    #[test]
+    fn full_test_accuracy_with_the_secure_sample_stated() {
+        let mut rows = vec![
+            sample(9_338, "loopback", 44.0),
+            sample(18_678, "loopback", 60.0),
+            sample(9_338, "rtt-10ms", 250.0),
+        ];
+        // Full-test accuracy near 30%, secure near 77%: the axis shows which is plotted.
+        for (r, a) in rows.iter_mut().zip([0.301, 0.312, 0.301]) {
+            r.fixed_accuracy_full = Some(a);
+        }
+        rows[1].secure_agreement = Some(1.0);
+        rows[1].secure_images = 20;
+        let svg = render_svg(&rows, &[], &PlotOptions::default()).unwrap();
+        let ticks = |svg: &str| -> Vec<f64> {
+            svg.split(r#"text-anchor="end">"#)
+                .skip(1)
+                .map(|t| t[..t.find('<').unwrap()].parse().unwrap())
+                .collect()
+        };
+        let t = ticks(&svg);
+        assert!(t.iter().all(|&v| (29.0..=32.0).contains(&v)), "{t:?}");
+        assert!(svg.contains(
+            "fixed-point executor (plaintext twin of the secure arithmetic) on 10,000 test images"
+        ));
+        // Loopback: two models with 200 and 20 secure images, agreement 99.5% and 100%.
+        assert!(svg.contains("secure: 20-200 images x 3 repeats, agreement 99.5%-100%"));
+        assert!(svg.contains("secure: 200 images x 3 repeats, agreement 99.5%"));
+        let secure = render_svg(
+            &rows,
+            &[],
+            &PlotOptions {
+                title: None,
+                accuracy: Accuracy::Secure,
+            },
+        )
+        .unwrap();
+        let t = ticks(&secure);
+        assert!(t.iter().all(|&v| (76.0..=78.0).contains(&v)), "{t:?}");
+        assert!(secure.contains("private inference on the first 20-200 test images"));
+        // A schema version 1 row has no full-test accuracy: refused by default, plotted
+        // with its sampled secure accuracy on request.
+        let mut old = sample(36_574, "loopback", 140.0);
+        old.schema_version = 1;
+        old.fixed_accuracy_full = None;
+        old.full_images = None;
+        old.secure_agreement = None;
+        rows.push(old);
+        let e = render_svg(&rows, &[], &PlotOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1 rows have no full-test accuracy")
+                && e.contains("runs/r20-snl/budget-36574 (loopback)")
+                && e.contains("--accuracy secure"),
+            "{e}"
+        );
+        let svg = render_svg(
+            &rows[3..],
+            &[],
+            &PlotOptions {
+                title: None,
+                accuracy: Accuracy::Secure,
+            },
+        )
+        .unwrap();
+        assert!(svg.contains("secure: 200 images x 3 repeats, agreement not recorded"));
     }
 
     #[test]

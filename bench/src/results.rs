@@ -2,10 +2,20 @@
 //! method, network and transport), as CSV or JSON by the file's extension.
 //!
 //! CSV: a header line naming exactly [`COLUMNS`] in that order, then one line per row.
-//! JSON: `{"schema": "snl-bench-results", "schema_version": 1, "rows": [...]}` with one
+//! JSON: `{"schema": "snl-bench-results", "schema_version": 2, "rows": [...]}` with one
 //! object per row, keys as the CSV columns. Every row also carries `schema_version`, so
 //! a CSV row copied elsewhere still says what it is. Reading checks the header (or keys)
 //! and the version and names the file, line and column of anything wrong.
+//!
+//! Versions. 2 (written now) adds the fixed-point accuracy on the full test split
+//! (`fixed_accuracy_full` over `full_images` images) and the size and per-image agreement
+//! of the secure measurement (`secure_images`, `secure_agreement`). Version 1 files (the
+//! columns [`COLUMNS_V1`]) are still read: their rows keep `schema_version` 1,
+//! `secure_images` is their `images` (what their secure accuracy was measured on), and the
+//! values version 1 never measured (`fixed_accuracy_full`, `full_images`,
+//! `secure_agreement`) are `None`. Nothing writes version 1 rows, and a file holds one
+//! version: [`encode`] refuses to mix them, and a sweep refuses to append to a version 1
+//! file.
 
 use std::path::{Path, PathBuf};
 
@@ -13,14 +23,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// Version of the row layout; bump it when a column changes meaning or is removed.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the row layout written now; bump it when a column is added, removed or
+/// changes meaning.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest version still read (see the module documentation).
+pub const OLDEST_READ: u32 = 1;
 
 /// The JSON document's `schema` value.
 pub const JSON_SCHEMA: &str = "snl-bench-results";
 
 /// One measured point. Latencies in milliseconds, bytes per inference, accuracies as
 /// fractions in [0, 1].
+///
+/// Accuracy is measured on two sets of test images. The *sample* is the first `images`
+/// images of the test split, classified by private inference (`secure_accuracy`,
+/// `secure_agreement`) and, for comparison, by the plaintext executors on the same images
+/// (`f32_accuracy`, `fixed_accuracy`). The *full* set is the first `full_images` images
+/// (by default the whole test split), classified only by the fixed-point executor, the
+/// plaintext twin of the secure arithmetic (`fixed_accuracy_full`): that is the accuracy
+/// tables and plots show, with the sample's size and agreement beside it. The secure
+/// logits equal the executor's up to +1-ulp truncation differences at linearized
+/// positions (docs/runtime.md), which can change a class only at a near-tie:
+/// `secure_agreement` measures how often that happened on the sample.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Row {
@@ -56,12 +81,29 @@ pub struct Row {
     pub linear_macs: u64,
     /// Online rounds per inference.
     pub rounds: u64,
-    /// Plaintext accuracy of the f32 executor on the same images.
+    /// Plaintext accuracy of the f32 executor on the sampled images.
     pub f32_accuracy: f64,
-    /// Plaintext accuracy of the fixed-point executor on the same images.
+    /// Plaintext accuracy of the fixed-point executor on the sampled images.
     pub fixed_accuracy: f64,
-    /// Accuracy of private inference over all repeats.
+    /// Accuracy of private inference on the sampled images, over all repeats.
     pub secure_accuracy: f64,
+    /// Test images classified by private inference (per repeat; the first ones of the
+    /// split): the sample behind `secure_accuracy`. Equal to `images`; named so that the
+    /// accuracy columns state their sample size. Filled from `images` for version 1 rows.
+    #[serde(default)]
+    pub secure_images: usize,
+    /// Fraction of the private inferences (every image of every repeat) whose predicted
+    /// class equals the fixed-point executor's on the same image. `None` only in version 1
+    /// rows, which did not record it.
+    #[serde(default)]
+    pub secure_agreement: Option<f64>,
+    /// Accuracy of the fixed-point executor on the first `full_images` test images (by
+    /// default the whole test split). `None` only in version 1 rows.
+    #[serde(default)]
+    pub fixed_accuracy_full: Option<f64>,
+    /// Test images behind `fixed_accuracy_full`. `None` only in version 1 rows.
+    #[serde(default)]
+    pub full_images: Option<usize>,
     /// Online latency, median over all inferences of all repeats (ms).
     pub online_ms_median: f64,
     /// Online latency, 10th percentile (ms).
@@ -89,7 +131,52 @@ pub struct Row {
 }
 
 /// The CSV columns, in order (the fields of [`Row`]).
-pub const COLUMNS: [&str; 31] = [
+pub const COLUMNS: [&str; 35] = [
+    "schema_version",
+    "series",
+    "model",
+    "model_sha256",
+    "arch",
+    "dataset",
+    "method",
+    "network",
+    "rtt_ms",
+    "tls",
+    "images",
+    "repeats",
+    "relus_total",
+    "relus_kept",
+    "linear_macs",
+    "rounds",
+    "f32_accuracy",
+    "fixed_accuracy",
+    "secure_accuracy",
+    "secure_images",
+    "secure_agreement",
+    "fixed_accuracy_full",
+    "full_images",
+    "online_ms_median",
+    "online_ms_p10",
+    "online_ms_p90",
+    "online_ms_min",
+    "online_ms_max",
+    "offline_ms_median",
+    "online_bytes_up",
+    "online_bytes_down",
+    "offline_bytes_up",
+    "offline_bytes_down",
+    "software",
+    "finished_unix",
+];
+
+/// The CSV columns (kept in sync with [`Row`] by a test).
+pub fn columns() -> &'static [&'static str] {
+    &COLUMNS
+}
+
+/// The columns of schema version 1, in order: [`COLUMNS`] without `secure_images`,
+/// `secure_agreement`, `fixed_accuracy_full` and `full_images`.
+pub const COLUMNS_V1: [&str; 31] = [
     "schema_version",
     "series",
     "model",
@@ -123,13 +210,17 @@ pub const COLUMNS: [&str; 31] = [
     "finished_unix",
 ];
 
-/// The CSV columns (kept in sync with [`Row`] by a test).
-pub fn columns() -> &'static [&'static str] {
-    &COLUMNS
+/// The columns of a schema version this crate reads.
+fn columns_of(version: u32) -> Option<&'static [&'static str]> {
+    match version {
+        1 => Some(&COLUMNS_V1),
+        SCHEMA_VERSION => Some(&COLUMNS),
+        _ => None,
+    }
 }
 
 /// What identifies a point for resumption: the same model, method, network, transport,
-/// images and repeats are not measured twice.
+/// images, repeats and full-test size are not measured twice.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PointKey {
     /// Model public SHA-256.
@@ -144,6 +235,9 @@ pub struct PointKey {
     pub images: usize,
     /// Repeats.
     pub repeats: usize,
+    /// Test images behind the full-test accuracy (`None`: a version 1 row, which never
+    /// matches a point measured now).
+    pub full_images: Option<usize>,
 }
 
 impl Row {
@@ -156,6 +250,7 @@ impl Row {
             tls: self.tls,
             images: self.images,
             repeats: self.repeats,
+            full_images: self.full_images,
         }
     }
 }
@@ -183,22 +278,46 @@ impl Format {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonDoc {
-    schema: String,
+#[derive(Serialize)]
+struct JsonDoc<'a> {
+    schema: &'a str,
     schema_version: u32,
-    rows: Vec<Row>,
+    rows: &'a [Row],
 }
 
-/// Encodes rows in the given format.
+/// The JSON document as read: rows are checked key by key before they become [`Row`]s.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonDocIn {
+    schema: String,
+    schema_version: u32,
+    rows: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Encodes rows in the given format. Every row must be of the current [`SCHEMA_VERSION`]:
+/// a file holds one version, and version 1 rows (read from an old file) cannot be written
+/// as version 2 ones, which they lack the measurements of.
 pub fn encode(rows: &[Row], format: Format) -> Result<Vec<u8>, Error> {
+    if let Some((i, r)) = rows
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.schema_version != SCHEMA_VERSION)
+    {
+        return Err(Error::Config(format!(
+            "row {} ({}, {}) has schema version {}; results files are written in version \
+             {SCHEMA_VERSION} only, one version per file",
+            i + 1,
+            r.model,
+            r.network,
+            r.schema_version
+        )));
+    }
     match format {
         Format::Json => {
             let doc = JsonDoc {
-                schema: JSON_SCHEMA.into(),
+                schema: JSON_SCHEMA,
                 schema_version: SCHEMA_VERSION,
-                rows: rows.to_vec(),
+                rows,
             };
             let mut v = serde_json::to_vec_pretty(&doc)
                 .map_err(|e| Error::Config(format!("encoding results as JSON: {e}")))?;
@@ -220,15 +339,16 @@ pub fn encode(rows: &[Row], format: Format) -> Result<Vec<u8>, Error> {
     }
 }
 
-/// Decodes rows; `path` only names the source in errors.
+/// Decodes rows of schema version 2, or of version 1 (see the module documentation for
+/// what their rows hold); `path` only names the source in errors.
 pub fn decode(bytes: &[u8], format: Format, path: &Path) -> Result<Vec<Row>, Error> {
     let bad = |msg: String| Error::Format {
         path: path.to_path_buf(),
         msg,
     };
-    let rows = match format {
+    let (version, mut rows) = match format {
         Format::Json => {
-            let doc: JsonDoc = serde_json::from_slice(bytes).map_err(|e| {
+            let doc: JsonDocIn = serde_json::from_slice(bytes).map_err(|e| {
                 bad(format!(
                     "not a snl-bench results document (line {}, column {}): {e}",
                     e.line(),
@@ -241,8 +361,17 @@ pub fn decode(bytes: &[u8], format: Format, path: &Path) -> Result<Vec<Row>, Err
                     doc.schema
                 )));
             }
-            check_version(doc.schema_version, "the document").map_err(bad)?;
-            doc.rows
+            let want = check_version(doc.schema_version, "the document").map_err(&bad)?;
+            let mut rows = Vec::with_capacity(doc.rows.len());
+            for (i, obj) in doc.rows.into_iter().enumerate() {
+                let keys: Vec<String> = obj.keys().cloned().collect();
+                check_names(&keys, want, "keys", false)
+                    .map_err(|m| bad(format!("row {}: {m}", i + 1)))?;
+                let row: Row = serde_json::from_value(serde_json::Value::Object(obj))
+                    .map_err(|e| bad(format!("row {}: {e}", i + 1)))?;
+                rows.push(row);
+            }
+            (doc.schema_version, rows)
         }
         Format::Csv => {
             let mut r = csv::ReaderBuilder::new()
@@ -254,55 +383,107 @@ pub fn decode(bytes: &[u8], format: Format, path: &Path) -> Result<Vec<Row>, Err
                 .iter()
                 .map(str::to_string)
                 .collect();
-            check_header(&header).map_err(bad)?;
+            // Only version 1's columns: checked against version 1 (an old file); anything
+            // else against the current version.
+            let version = if header.iter().all(|h| COLUMNS_V1.contains(&h.as_str())) {
+                1
+            } else {
+                SCHEMA_VERSION
+            };
+            let want = columns_of(version).unwrap_or(&COLUMNS);
+            check_names(&header, want, "columns", true)
+                .map_err(|m| bad(format!("not a snl-bench results header: {m}")))?;
             let mut rows = Vec::new();
             for (i, rec) in r.deserialize::<Row>().enumerate() {
                 // Line 1 is the header.
                 let row = rec.map_err(|e| bad(format!("row {} (line {}): {e}", i + 1, i + 2)))?;
                 rows.push(row);
             }
-            rows
+            (version, rows)
         }
     };
-    for (i, row) in rows.iter().enumerate() {
-        check_version(row.schema_version, &format!("row {}", i + 1)).map_err(bad)?;
+    for (i, row) in rows.iter_mut().enumerate() {
+        let what = format!("row {}", i + 1);
+        check_version(row.schema_version, &what).map_err(&bad)?;
+        if row.schema_version != version {
+            return Err(bad(format!(
+                "{what} has schema version {}, the file's {} is version {version}: a \
+                 results file holds one version",
+                row.schema_version,
+                match format {
+                    Format::Csv => "header",
+                    Format::Json => "document",
+                }
+            )));
+        }
+        if version == 1 {
+            row.secure_images = row.images;
+        } else {
+            complete(row).map_err(|m| bad(format!("{what}: {m}")))?;
+        }
     }
     Ok(rows)
 }
 
-fn check_version(v: u32, what: &str) -> Result<(), String> {
-    if v == SCHEMA_VERSION {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} has schema version {v}; this snl-bench reads version {SCHEMA_VERSION}"
-        ))
+/// A version 2 row carries every measurement.
+fn complete(row: &Row) -> Result<(), String> {
+    let missing: Vec<&str> = [
+        ("secure_agreement", row.secure_agreement.is_none()),
+        ("fixed_accuracy_full", row.fixed_accuracy_full.is_none()),
+        ("full_images", row.full_images.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(n, m)| m.then_some(n))
+    .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} empty; schema version {SCHEMA_VERSION} rows carry them",
+            missing.join(", ")
+        ));
     }
+    if row.secure_images != row.images {
+        return Err(format!(
+            "secure_images {} differs from images {}",
+            row.secure_images, row.images
+        ));
+    }
+    Ok(())
 }
 
-fn check_header(header: &[String]) -> Result<(), String> {
-    let want = columns();
-    if header.iter().map(String::as_str).eq(want.iter().copied()) {
-        return Ok(());
-    }
+/// The columns of version `v`, or why it is not read.
+fn check_version(v: u32, what: &str) -> Result<&'static [&'static str], String> {
+    columns_of(v).ok_or_else(|| {
+        format!(
+            "{what} has schema version {v}; this snl-bench reads versions {OLDEST_READ} to \
+             {SCHEMA_VERSION} (and writes {SCHEMA_VERSION})"
+        )
+    })
+}
+
+/// `names` are exactly `want` (in order too, if `ordered`); otherwise what is missing or
+/// unknown.
+fn check_names(names: &[String], want: &[&str], what: &str, ordered: bool) -> Result<(), String> {
     let missing: Vec<&str> = want
         .iter()
         .copied()
-        .filter(|c| !header.iter().any(|h| h == c))
+        .filter(|c| !names.iter().any(|h| h == c))
         .collect();
-    let unknown: Vec<&str> = header
+    let unknown: Vec<&str> = names
         .iter()
         .map(String::as_str)
         .filter(|h| !want.contains(h))
         .collect();
     if missing.is_empty() && unknown.is_empty() {
+        if !ordered || names.iter().map(String::as_str).eq(want.iter().copied()) {
+            return Ok(());
+        }
         return Err(format!(
-            "the header has the right columns in the wrong order; expected: {}",
+            "the right {what} in the wrong order; expected: {}",
             want.join(",")
         ));
     }
     Err(format!(
-        "not a snl-bench results header: missing columns [{}], unknown columns [{}]",
+        "missing {what} [{}], unknown {what} [{}]",
         missing.join(", "),
         unknown.join(", ")
     ))
@@ -366,6 +547,10 @@ pub(crate) mod tests {
             f32_accuracy: 0.78,
             fixed_accuracy: 0.775,
             secure_accuracy: 0.77 + kept as f64 * 1e-7,
+            secure_images: 200,
+            secure_agreement: Some(0.995),
+            fixed_accuracy_full: Some(0.7712 - kept as f64 * 1e-8),
+            full_images: Some(10_000),
             online_ms_median: latency_ms,
             online_ms_p10: latency_ms * 0.9,
             online_ms_p90: latency_ms * 1.1,
@@ -437,8 +622,25 @@ pub(crate) mod tests {
                 "unknown columns [version]",
             ),
             (good.replace(",200,3,", ",many,3,"), "row 1 (line 2)"),
-            (good.replacen("\n1,", "\n2,", 1), "schema version 2"),
-            (format!("{good}1,2,3\n"), "row 2 (line 3)"),
+            (
+                good.replacen("\n2,", "\n3,", 1),
+                "schema version 3; this snl-bench reads versions 1 to 2",
+            ),
+            (
+                good.replacen("\n2,", "\n1,", 1),
+                "row 1 has schema version 1, the file's header is version 2",
+            ),
+            (
+                good.replace(",0.995,", ",,"),
+                "row 1: secure_agreement empty",
+            ),
+            (good.replace(",10000,", ",,"), "row 1: full_images empty"),
+            (good.replace(",0.995,", ",1.5e,"), "row 1 (line 2)"),
+            (format!("{good}2,2,3\n"), "row 2 (line 3)"),
+            (
+                COLUMNS_V1[..30].join(","),
+                "missing columns [finished_unix], unknown columns []",
+            ),
         ];
         for (text, want) in cases {
             let e = decode(text.as_bytes(), Format::Csv, p)
@@ -460,8 +662,105 @@ pub(crate) mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("schema is \"other\""), "{e}");
+        // A JSON row is checked key by key against its document's version.
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&encode(&[sample(5, "loopback", 2.0)], Format::Json).unwrap())
+                .unwrap();
+        let row = doc["rows"][0].as_object_mut().unwrap();
+        row.remove("fixed_accuracy_full");
+        row.insert("top5".into(), 0.9.into());
+        let e = decode(doc.to_string().as_bytes(), Format::Json, j)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("row 1: missing keys [fixed_accuracy_full], unknown keys [top5]"),
+            "{e}"
+        );
         let e = Format::of(Path::new("out.txt")).unwrap_err().to_string();
         assert!(e.contains(".csv or .json"), "{e}");
+    }
+
+    /// Two rows of a schema version 1 file as `snl-bench` 0.1.0 wrote them (the first is
+    /// a row of docs/figures/r20-cifar10-results.csv).
+    const V1_CSV: &str = "\
+schema_version,series,model,model_sha256,arch,dataset,method,network,rtt_ms,tls,images,repeats,relus_total,relus_kept,linear_macs,rounds,f32_accuracy,fixed_accuracy,secure_accuracy,online_ms_median,online_ms_p10,online_ms_p90,online_ms_min,online_ms_max,offline_ms_median,online_bytes_up,online_bytes_down,offline_bytes_up,offline_bytes_down,software,finished_unix
+1,resnet20,runs/r20-snl/budget-37683,c1c8f77d7fb616d7a0b561b5350d65f7eaa0f8c6bd0f6663a524bdbb1f911288,resnet20,cifar10,insecure-dealer,loopback,0.0,false,200,1,188416,36574,40813184,20,0.785,0.785,0.785,143.351922,111.52165699999999,210.510728,106.869376,252.089383,567.155938,303461,21066704,58314752,137270856,0.1.0,1795618890
+1,resnet20,runs/r20/model,00ff,resnet20,cifar10,he-bfv,rtt-10ms,10.0,true,30,2,188416,188416,40813184,20,0.9,0.8666666666666667,0.85,1203.4,1100.5,1300.25,1000.0,1400.0,2741.0,1,2,3,4,0.1.0,1795618999
+";
+
+    #[test]
+    fn version_1_files_are_read_with_what_they_measured() {
+        let p = Path::new("old.csv");
+        let rows = decode(V1_CSV.as_bytes(), Format::Csv, p).unwrap();
+        assert_eq!(rows.len(), 2);
+        let r = &rows[0];
+        assert_eq!(r.schema_version, 1);
+        assert_eq!(r.model, "runs/r20-snl/budget-37683");
+        assert_eq!((r.images, r.repeats, r.relus_kept), (200, 1, 36_574));
+        assert_eq!(
+            (r.f32_accuracy, r.fixed_accuracy, r.secure_accuracy),
+            (0.785, 0.785, 0.785)
+        );
+        assert_eq!(r.online_ms_p10, 111.521_656_999_999_99);
+        assert_eq!(r.finished_unix, 1_795_618_890);
+        // What version 1 knew: the secure sample's size; not what it never measured.
+        assert_eq!(r.secure_images, 200);
+        assert_eq!(rows[1].secure_images, 30);
+        for r in &rows {
+            assert_eq!(
+                (r.secure_agreement, r.fixed_accuracy_full, r.full_images),
+                (None, None, None)
+            );
+        }
+        // A version 1 row never matches a point measured now.
+        let mut now = rows[0].clone();
+        now.schema_version = SCHEMA_VERSION;
+        now.full_images = Some(10_000);
+        assert_ne!(rows[0].key(), now.key());
+        // The same rows as a version 1 JSON document.
+        let objs: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap();
+                let o = v.as_object_mut().unwrap();
+                for k in [
+                    "secure_images",
+                    "secure_agreement",
+                    "fixed_accuracy_full",
+                    "full_images",
+                ] {
+                    o.remove(k).unwrap();
+                }
+                v
+            })
+            .collect();
+        let doc = serde_json::json!({"schema": JSON_SCHEMA, "schema_version": 1, "rows": objs});
+        let back = decode(
+            doc.to_string().as_bytes(),
+            Format::Json,
+            Path::new("old.json"),
+        );
+        assert_eq!(back.unwrap(), rows);
+        // A version 1 document whose rows have version 2's keys is malformed.
+        let mut doc2 = doc.clone();
+        doc2["rows"][0]["secure_images"] = 200.into();
+        let e = decode(
+            doc2.to_string().as_bytes(),
+            Format::Json,
+            Path::new("old.json"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown keys [secure_images]"), "{e}");
+        // They are never written back: one version per file, and they lack measurements.
+        for f in [Format::Csv, Format::Json] {
+            let e = encode(&rows, f).unwrap_err().to_string();
+            assert!(e.contains("row 1") && e.contains("schema version 1"), "{e}");
+            let mut mixed = vec![sample(5, "loopback", 2.0)];
+            mixed.push(rows[1].clone());
+            let e = encode(&mixed, f).unwrap_err().to_string();
+            assert!(e.contains("row 2 (runs/r20/model, rtt-10ms)"), "{e}");
+        }
     }
 
     #[test]
@@ -473,5 +772,8 @@ pub(crate) mod tests {
         assert_eq!(a.key(), b.key(), "measurements are not part of the key");
         b.network = "rtt-1ms".into();
         assert_ne!(a.key(), b.key());
+        let mut c = a.clone();
+        c.full_images = Some(100);
+        assert_ne!(a.key(), c.key(), "a shorter full-test run is another point");
     }
 }

@@ -7,6 +7,13 @@
 //! [`pi_runtime::client::run`]: exactly what the `pi-server` and `pi-client` binaries
 //! run, over a kernel TCP connection. With a remote server (`--server HOST:PORT`) only the
 //! client runs here; the server must serve the model given (its public SHA-256 is pinned).
+//!
+//! Accuracy is measured twice per point (see [`Row`]): private inference classifies the
+//! first `limit` test images (the sample, which costs seconds per image for large models),
+//! and the fixed-point executor, the plaintext twin of the secure arithmetic, classifies the
+//! first `full_limit` images (by default the whole test split), in parallel and in
+//! plaintext. The row records both, and how often the secure prediction equals the
+//! fixed-point one on the sampled images.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -73,8 +80,11 @@ pub struct SweepOptions {
     pub models: Vec<PathBuf>,
     /// Dataset directory; its test split is classified.
     pub data: PathBuf,
-    /// First `limit` test images.
+    /// First `limit` test images, classified by private inference (the sample).
     pub limit: usize,
+    /// First `full_limit` test images, classified by the fixed-point executor for the
+    /// full-test accuracy; `None`: the whole test split.
+    pub full_limit: Option<usize>,
     /// Sessions per model, each classifying every image once.
     pub repeats: usize,
     /// Results file (`.csv` or `.json`), read first for resumption, rewritten after
@@ -120,9 +130,9 @@ pub fn run(opts: &SweepOptions) -> Result<SweepSummary, Error> {
     if opts.models.is_empty() {
         return Err(Error::Config("give at least one model directory".into()));
     }
-    if opts.repeats == 0 || opts.limit == 0 {
+    if opts.repeats == 0 || opts.limit == 0 || opts.full_limit == Some(0) {
         return Err(Error::Config(
-            "--repeats and --limit must be at least 1".into(),
+            "--repeats, --limit and --full-limit must be at least 1".into(),
         ));
     }
     if !(opts.rtt_ms.is_finite() && opts.rtt_ms >= 0.0) {
@@ -139,6 +149,17 @@ pub fn run(opts: &SweepOptions) -> Result<SweepSummary, Error> {
     }
     let mut rows = results::read_if_exists(&opts.out)?;
     results::Format::of(&opts.out)?;
+    if let Some(old) = rows.iter().find(|r| r.schema_version != SCHEMA_VERSION) {
+        return Err(Error::Config(format!(
+            "{} holds rows of results schema version {} (accuracy on the sampled images \
+             only, no full-test accuracy or per-image agreement); this sweep writes version \
+             {SCHEMA_VERSION} rows and does not mix versions in one file. Give a new --out \
+             file: `snl-bench table` and `plot` read several files (`plot` draws old rows \
+             only with --accuracy secure).",
+            opts.out.display(),
+            old.schema_version
+        )));
+    }
     let kind = DatasetKind::detect(&opts.data)
         .map_err(|e| Error::Config(format!("dataset {}: {e}", opts.data.display())))?;
     let mut candidates = Vec::new();
@@ -163,8 +184,20 @@ pub fn run(opts: &SweepOptions) -> Result<SweepSummary, Error> {
             hash,
         });
     }
-    let ds = Dataset::load(kind, &opts.data, Split::Test, Some(opts.limit))
+    // Enough of the test split for both the sample and the full-test run.
+    let load = opts.full_limit.map(|f| f.max(opts.limit));
+    let ds = Dataset::load(kind, &opts.data, Split::Test, load)
         .map_err(|e| Error::Config(format!("dataset {}: {e}", opts.data.display())))?;
+    let sizes = Sizes {
+        sample: opts.limit.min(ds.len()),
+        full: opts.full_limit.unwrap_or(usize::MAX).min(ds.len()),
+    };
+    if sizes.sample == 0 {
+        return Err(Error::Config(format!(
+            "dataset {}: the test split is empty",
+            opts.data.display()
+        )));
+    }
     let done: HashSet<_> = rows.iter().map(Row::key).collect();
     let mut summary = SweepSummary::default();
     let total = candidates.len();
@@ -174,8 +207,9 @@ pub fn run(opts: &SweepOptions) -> Result<SweepSummary, Error> {
             method: method_name(opts.method),
             network: opts.network.clone(),
             tls: tls_of(&opts.target),
-            images: ds.len(),
+            images: sizes.sample,
             repeats: opts.repeats,
+            full_images: Some(sizes.full),
         };
         let tag = format!("[{}/{total}] {}", i + 1, c.dir.display());
         if done.contains(&key) {
@@ -187,22 +221,29 @@ pub fn run(opts: &SweepOptions) -> Result<SweepSummary, Error> {
         }
         if opts.progress {
             eprintln!(
-                "{tag}: {} of {} ReLUs kept, {} images x {} repeats, {}",
+                "{tag}: {} of {} ReLUs kept; fixed point on {} test images, private inference \
+                 on {} x {} repeats, {}",
                 c.public.relu_kept(),
                 c.public.relu_total(),
-                ds.len(),
+                sizes.full,
+                sizes.sample,
                 opts.repeats,
                 opts.network
             );
         }
-        let row = measure(opts, c, &ds)?;
+        let row = measure(opts, c, &ds, sizes)?;
         if opts.progress {
             eprintln!(
-                "{tag}: secure {:.2}% (fixed point {:.2}%, f32 {:.2}%), online median {:.1} ms \
-                 (p10 {:.1}, p90 {:.1}), offline {:.1} ms",
+                "{tag}: fixed point {:.2}% on {} test images; secure {:.2}% on {} (fixed point \
+                 {:.2}%, f32 {:.2}% there), agreement {:.2}%; online median {:.1} ms (p10 \
+                 {:.1}, p90 {:.1}), offline {:.1} ms",
+                100.0 * row.fixed_accuracy_full.unwrap_or(f64::NAN),
+                sizes.full,
                 100.0 * row.secure_accuracy,
+                row.secure_images,
                 100.0 * row.fixed_accuracy,
                 100.0 * row.f32_accuracy,
+                100.0 * row.secure_agreement.unwrap_or(f64::NAN),
                 row.online_ms_median,
                 row.online_ms_p10,
                 row.online_ms_p90,
@@ -224,8 +265,34 @@ fn tls_of(t: &Target) -> bool {
     }
 }
 
-/// Plaintext accuracy of the f32 and fixed-point executors on the dataset.
-fn plaintext_accuracy(model: &Model, ds: &Dataset) -> Result<(f64, f64), Error> {
+/// How many test images each measurement classifies (the first ones of the split).
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    /// By private inference, and by both plaintext executors for comparison.
+    sample: usize,
+    /// By the fixed-point executor alone.
+    full: usize,
+}
+
+/// What the plaintext executors say about the test images.
+struct Plaintext {
+    /// The fixed-point executor's class for each of the first `max(sample, full)` images.
+    fixed: Vec<usize>,
+    /// Accuracy of the f32 executor on the sample.
+    f32_sample: f64,
+}
+
+/// A class that matches no label: what an undecidable argmax (no logits) counts as.
+const NO_CLASS: usize = usize::MAX;
+
+/// The fixed-point executor on the first `max(sample, full)` images and the f32 executor
+/// on the sample, in parallel over images, with a progress bar.
+fn plaintext(
+    model: &Model,
+    ds: &Dataset,
+    sizes: Sizes,
+    progress: bool,
+) -> Result<Plaintext, Error> {
     let merr = |context: &str| {
         let context = context.to_string();
         move |source| Error::Model { context, source }
@@ -233,34 +300,76 @@ fn plaintext_accuracy(model: &Model, ds: &Dataset) -> Result<(f64, f64), Error> 
     let f32x = F32Executor::new(model).map_err(merr("f32 executor"))?;
     let prog = FixedProgram::lower(model).map_err(merr("lowering to fixed point"))?;
     let norm = &model.public.normalization;
-    let hits: Vec<(bool, bool)> = (0..ds.len())
+    let n = sizes.sample.max(sizes.full).min(ds.len());
+    let bar = progress_bar(
+        progress,
+        n as u64,
+        "  {bar:30} {pos}/{len} test images in fixed point (plaintext), eta {eta}",
+    );
+    let out: Vec<(usize, Option<bool>)> = (0..n)
         .into_par_iter()
-        .map(|i| -> Result<(bool, bool), Error> {
+        .map(|i| -> Result<(usize, Option<bool>), Error> {
             let x = norm.apply(ds.image(i));
-            let f = f32x.forward(&x).map_err(merr("f32 forward pass"))?;
             let q = prog
                 .forward(&x, false)
                 .map_err(merr("fixed-point forward pass"))?;
-            let l = Some(ds.label(i));
+            let f32_hit = if i < sizes.sample {
+                let f = f32x.forward(&x).map_err(merr("f32 forward pass"))?;
+                Some(models::tensor::argmax(&f) == Some(ds.label(i)))
+            } else {
+                None
+            };
+            bar.inc(1);
             Ok((
-                models::tensor::argmax(&f) == l,
-                models::tensor::argmax(&q.logits) == l,
+                models::tensor::argmax(&q.logits).unwrap_or(NO_CLASS),
+                f32_hit,
             ))
         })
         .collect::<Result<_, _>>()?;
-    let n = hits.len().max(1) as f64;
-    Ok((
-        hits.iter().filter(|h| h.0).count() as f64 / n,
-        hits.iter().filter(|h| h.1).count() as f64 / n,
-    ))
+    bar.finish_and_clear();
+    let f32_hits = out.iter().filter(|o| o.1 == Some(true)).count();
+    Ok(Plaintext {
+        fixed: out.into_iter().map(|o| o.0).collect(),
+        f32_sample: f32_hits as f64 / sizes.sample.max(1) as f64,
+    })
 }
 
-fn measure(opts: &SweepOptions, c: &Candidate, ds: &Dataset) -> Result<Row, Error> {
+/// Fraction of the first `n` images whose prediction is their label.
+fn accuracy_on(preds: &[usize], ds: &Dataset, n: usize) -> f64 {
+    let n = n.min(preds.len());
+    let hits = (0..n).filter(|&i| preds[i] == ds.label(i)).count();
+    hits as f64 / n.max(1) as f64
+}
+
+/// Fraction of the private inferences, given as `(image index, predicted class)`, whose
+/// predicted class equals the fixed-point executor's on the same image (`fixed[index]`;
+/// a session's image index is the test split's). An image the fixed-point run did not
+/// cover is an error.
+fn agreement(
+    secure: impl IntoIterator<Item = (usize, usize)>,
+    fixed: &[usize],
+) -> Result<f64, Error> {
+    let (mut same, mut total) = (0usize, 0usize);
+    for (index, predicted) in secure {
+        let Some(&f) = fixed.get(index) else {
+            return Err(Error::Config(format!(
+                "the session classified image {index} but the fixed-point executor ran on \
+                 the first {} only",
+                fixed.len()
+            )));
+        };
+        same += usize::from(predicted == f);
+        total += 1;
+    }
+    Ok(same as f64 / total.max(1) as f64)
+}
+
+fn measure(opts: &SweepOptions, c: &Candidate, ds: &Dataset, sizes: Sizes) -> Result<Row, Error> {
     let (model, _) = models::format::load(&c.dir).map_err(|e| Error::Model {
         context: format!("loading the model {}", c.dir.display()),
         source: e,
     })?;
-    let (f32_acc, fixed_acc) = plaintext_accuracy(&model, ds)?;
+    let plain = plaintext(&model, ds, sizes, opts.progress)?;
     let macs = model.public.graph.macs().map_err(|e| Error::Model {
         context: format!("counting the MACs of {}", c.dir.display()),
         source: e,
@@ -301,7 +410,11 @@ fn measure(opts: &SweepOptions, c: &Candidate, ds: &Dataset) -> Result<Row, Erro
             (format!("localhost:{port}"), client_tls)
         }
     };
-    let bar = progress_bar(opts.progress, (ds.len() * opts.repeats) as u64);
+    let bar = progress_bar(
+        opts.progress,
+        (sizes.sample * opts.repeats) as u64,
+        "  {bar:30} {pos}/{len} private inferences, eta {eta}",
+    );
     let images = Images::Dataset {
         dir: opts.data.clone(),
         limit: Some(opts.limit),
@@ -340,14 +453,15 @@ fn measure(opts: &SweepOptions, c: &Candidate, ds: &Dataset) -> Result<Row, Erro
         }
     }
     outcome?;
-    row_of(opts, c, &reports, (f32_acc, fixed_acc), macs, ds)
+    row_of(opts, c, &reports, &plain, sizes, macs, ds)
 }
 
 fn row_of(
     opts: &SweepOptions,
     c: &Candidate,
     reports: &[ClientReport],
-    (f32_acc, fixed_acc): (f64, f64),
+    plain: &Plaintext,
+    sizes: Sizes,
     macs: u64,
     ds: &Dataset,
 ) -> Result<Row, Error> {
@@ -382,6 +496,14 @@ fn row_of(
             n + r.inferences.iter().filter(|i| i.label.is_some()).count(),
         )
     });
+    if let Some(r) = reports.iter().find(|r| r.inferences.len() != sizes.sample) {
+        return Err(Error::Config(format!(
+            "{}: a session classified {} images, the sweep asked for {}",
+            c.dir.display(),
+            r.inferences.len(),
+            sizes.sample
+        )));
+    }
     let on_s = Spread::of(&on);
     Ok(Row {
         schema_version: SCHEMA_VERSION,
@@ -394,15 +516,24 @@ fn row_of(
         network: opts.network.clone(),
         rtt_ms: opts.rtt_ms,
         tls: r0.tls,
-        images: r0.inferences.len(),
+        images: sizes.sample,
         repeats: reports.len(),
         relus_total: r0.relus_total,
         relus_kept: r0.relus_kept,
         linear_macs: macs,
         rounds: i0.online.rounds,
-        f32_accuracy: f32_acc,
-        fixed_accuracy: fixed_acc,
+        f32_accuracy: plain.f32_sample,
+        fixed_accuracy: accuracy_on(&plain.fixed, ds, sizes.sample),
         secure_accuracy: correct as f64 / labelled.max(1) as f64,
+        secure_images: sizes.sample,
+        secure_agreement: Some(agreement(
+            reports
+                .iter()
+                .flat_map(|r| r.inferences.iter().map(|i| (i.index, i.predicted))),
+            &plain.fixed,
+        )?),
+        fixed_accuracy_full: Some(accuracy_on(&plain.fixed, ds, sizes.full)),
+        full_images: Some(sizes.full),
         online_ms_median: on_s.median,
         online_ms_p10: on_s.p10,
         online_ms_p90: on_s.p90,
@@ -450,20 +581,22 @@ fn throwaway_tls() -> Result<(Arc<rustls::ServerConfig>, ClientTls, tempfile::Te
     Ok((server, ClientTls::Pin(pin), dir))
 }
 
-fn progress_bar(show: bool, len: u64) -> ProgressBar {
+fn progress_bar(show: bool, len: u64, template: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("  {bar:30} {pos}/{len} inferences, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }
 
 /// A plain-text table of rows, sorted by network then kept ReLUs: what the sweep prints at
-/// the end and `snl-bench table` prints for a results file.
+/// the end and `snl-bench table` prints for a results file. Accuracy is the fixed-point
+/// executor's on the full test set, beside the secure measurement's sample size and
+/// agreement; rows of results schema version 1, which measured accuracy on the sample
+/// only, show `-` there (their sampled accuracies stay in the file).
 pub fn table(rows: &[Row]) -> String {
     let mut v: Vec<&Row> = rows.iter().collect();
     v.sort_by(|a, b| {
@@ -482,32 +615,43 @@ pub fn table(rows: &[Row]) -> String {
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     let mut s = format!(
-        "{:<24} {:<12} {:<10} {:>8} {:>7} {:>8} {:>8} {:>9} {:>10} {:>14} {:>7} {:>11} {:>10}\n",
+        "{:<24} {:<12} {:<10} {:>8} {:>7} {:>9} {:>7} {:>8} {:>7} {:>7} {:>10} {:>14} {:>7} {:>11} {:>10}\n",
         "model",
         "series",
         "network",
         "kept",
         "kept %",
-        "f32 acc",
-        "fixed",
+        "accuracy",
+        "images",
         "secure",
+        "images",
+        "agree",
         "online ms",
         "p10-p90 ms",
         "rounds",
         "online MB",
         "offline ms"
     );
-    for r in v {
+    let pct = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |a| format!("{:.1}%", 100.0 * a));
+    let count = |x: Option<usize>| x.map_or_else(|| "-".to_string(), |n| n.to_string());
+    for r in &v {
+        let secure_n = if r.repeats > 1 {
+            format!("{}x{}", r.secure_images, r.repeats)
+        } else {
+            r.secure_images.to_string()
+        };
         s.push_str(&format!(
-            "{:<24} {:<12} {:<10} {:>8} {:>6.1}% {:>7.1}% {:>7.1}% {:>8.1}% {:>10.1} {:>14} {:>7} {:>11.2} {:>10.1}\n",
+            "{:<24} {:<12} {:<10} {:>8} {:>6.1}% {:>9} {:>7} {:>7.1}% {:>7} {:>7} {:>10.1} {:>14} {:>7} {:>11.2} {:>10.1}\n",
             short_model(&r.model),
             r.series,
             r.network,
             r.relus_kept,
             100.0 * r.relus_kept as f64 / r.relus_total.max(1) as f64,
-            100.0 * r.f32_accuracy,
-            100.0 * r.fixed_accuracy,
+            pct(r.fixed_accuracy_full),
+            count(r.full_images),
             100.0 * r.secure_accuracy,
+            secure_n,
+            pct(r.secure_agreement),
             r.online_ms_median,
             format!("{:.1}-{:.1}", r.online_ms_p10, r.online_ms_p90),
             r.rounds,
@@ -515,5 +659,67 @@ pub fn table(rows: &[Row]) -> String {
             r.offline_ms_median
         ));
     }
+    s.push_str(
+        "accuracy: fixed-point executor (plaintext twin of the secure arithmetic) on the first \
+         `images` test images\nsecure: private inference on the first `images` (x repeats); \
+         agree: share of those inferences whose class is the fixed-point executor's\n",
+    );
+    if v.iter().any(|r| r.fixed_accuracy_full.is_none()) {
+        s.push_str(
+            "-: a row of results schema version 1, which measured accuracy on the secure \
+             sample only\n",
+        );
+    }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::results::tests::sample;
+
+    #[test]
+    fn agreement_counts_inferences_whose_class_is_the_fixed_points() {
+        let fixed = [3, 1, 4, 1, 5];
+        assert_eq!(agreement([(0, 3), (1, 1), (2, 4)], &fixed).unwrap(), 1.0);
+        // One of four inferences differs (image 2, twice: two repeats).
+        let a = agreement([(0, 3), (2, 4), (2, 7), (4, 5)], &fixed).unwrap();
+        assert_eq!(a, 0.75);
+        // Agreement is with the fixed point, not with the label.
+        assert_eq!(agreement([(3, 1)], &fixed).unwrap(), 1.0);
+        let e = agreement([(5, 0)], &fixed).unwrap_err().to_string();
+        assert!(e.contains("image 5") && e.contains("first 5 only"), "{e}");
+    }
+
+    #[test]
+    fn table_shows_full_test_accuracy_and_the_secure_sample() {
+        let mut a = sample(9_338, "loopback", 44.0);
+        a.fixed_accuracy_full = Some(0.8123);
+        a.full_images = Some(10_000);
+        a.secure_accuracy = 0.75;
+        a.secure_images = 200;
+        a.secure_agreement = Some(0.995);
+        let t = table(std::slice::from_ref(&a));
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        // model, series (two words), network, kept, kept %, accuracy, images, secure, images, agree
+        assert_eq!(
+            &cells[5..11],
+            ["5.0%", "81.2%", "10000", "75.0%", "200x3", "99.5%"],
+            "{t}"
+        );
+        assert!(!t.contains("schema version 1"));
+        // A version 1 row: no full-test accuracy, no agreement, said so.
+        let mut old = a.clone();
+        old.schema_version = 1;
+        old.fixed_accuracy_full = None;
+        old.full_images = None;
+        old.secure_agreement = None;
+        let t = table(&[old]);
+        let cells: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(&cells[6..11], ["-", "-", "75.0%", "200x3", "-"], "{t}");
+        assert!(t.contains("-: a row of results schema version 1"), "{t}");
+    }
 }

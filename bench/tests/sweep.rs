@@ -1,5 +1,6 @@
-//! `snl-bench sweep` end to end on small random LeNet-5 models and a six-image
-//! Fashion-MNIST-format test set written here: rows, resumption, and bad inputs.
+//! `snl-bench sweep` end to end on small random LeNet-5 models and a 40-image
+//! Fashion-MNIST-format test split written here (six of them classified privately): rows,
+//! the full-test accuracy and agreement, resumption, and bad inputs.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,21 +9,58 @@ use std::time::Duration;
 
 use bench::results;
 use bench::sweep::{self, Method, SweepOptions, Target};
+use models::data::{Dataset, DatasetKind, Split};
+use models::fixed::FixedProgram;
 
+/// Images classified by private inference (the sample).
 const IMAGES: usize = 6;
+/// Images of the test split (what the fixed-point executor classifies by default).
+const SPLIT: usize = 40;
 
-/// A test split in the IDX layout (uncompressed): `n` 28x28 images and labels.
-fn write_dataset(dir: &Path) {
+/// A test split in the IDX layout (uncompressed): [`SPLIT`] 28x28 images and `labels`.
+fn write_dataset(dir: &Path, labels: &[u8]) {
     let mut img = vec![0, 0, 8, 3];
-    for d in [IMAGES as u32, 28, 28] {
+    for d in [SPLIT as u32, 28, 28] {
         img.extend(d.to_be_bytes());
     }
-    img.extend((0..IMAGES * 784).map(|i| (i * 37 % 251) as u8));
+    img.extend((0..SPLIT * 784).map(|i| ((i * 37 + i / 784 * 11) % 251) as u8));
     let mut lab = vec![0, 0, 8, 1];
-    lab.extend((IMAGES as u32).to_be_bytes());
-    lab.extend((0..IMAGES).map(|i| (i % 10) as u8));
+    lab.extend((SPLIT as u32).to_be_bytes());
+    lab.extend(labels);
     std::fs::write(dir.join("t10k-images-idx3-ubyte"), img).unwrap();
     std::fs::write(dir.join("t10k-labels-idx1-ubyte"), lab).unwrap();
+}
+
+/// The fixed-point executor's class for each of the first `n` test images, computed here
+/// directly (the sweep's own code is not used).
+fn fixed_predictions(model: &Path, data: &Path, n: usize) -> Vec<usize> {
+    let (m, _) = models::format::load(model).unwrap();
+    let prog = FixedProgram::lower(&m).unwrap();
+    let ds = Dataset::load(DatasetKind::FashionMnist, data, Split::Test, Some(n)).unwrap();
+    assert_eq!(ds.len(), n);
+    (0..n)
+        .map(|i| {
+            let x = m.public.normalization.apply(ds.image(i));
+            models::tensor::argmax(&prog.forward(&x, false).unwrap().logits).unwrap()
+        })
+        .collect()
+}
+
+/// Accuracy of `preds` against the labels of the first `preds.len()` test images.
+fn accuracy(preds: &[usize], data: &Path) -> f64 {
+    let ds = Dataset::load(
+        DatasetKind::FashionMnist,
+        data,
+        Split::Test,
+        Some(preds.len()),
+    )
+    .unwrap();
+    let hits = preds
+        .iter()
+        .enumerate()
+        .filter(|&(i, &p)| p == ds.label(i))
+        .count();
+    hits as f64 / preds.len() as f64
 }
 
 fn write_model(dir: &Path, keep: f64, seed: u64) -> PathBuf {
@@ -37,15 +75,23 @@ struct Fixture {
     models: Vec<PathBuf>,
 }
 
+/// Three models; the labels are chosen so that the first model's fixed-point prediction is
+/// right on every third image (0, 3, 6, ...) and wrong elsewhere, so its accuracy on the
+/// first n images is ceil(n/3)/n: different for every n the tests use.
 fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    write_dataset(&data);
-    let models = [(1.0, 1), (0.1, 2), (0.02, 3)]
+    write_dataset(&data, &[0; SPLIT]);
+    let models: Vec<PathBuf> = [(1.0, 1), (0.1, 2), (0.02, 3)]
         .iter()
         .map(|&(keep, seed)| write_model(&tmp.path().join(format!("m{seed}")), keep, seed))
         .collect();
+    let pred = fixed_predictions(&models[0], &data, SPLIT);
+    let labels: Vec<u8> = (0..SPLIT)
+        .map(|i| ((pred[i] + usize::from(i % 3 != 0)) % 10) as u8)
+        .collect();
+    write_dataset(&data, &labels);
     Fixture { tmp, data, models }
 }
 
@@ -54,6 +100,7 @@ fn options(f: &Fixture, models: &[PathBuf], out: &Path) -> SweepOptions {
         models: models.to_vec(),
         data: f.data.clone(),
         limit: IMAGES,
+        full_limit: None,
         repeats: 1,
         out: out.to_path_buf(),
         method: Method::InsecureDealer,
@@ -98,7 +145,19 @@ fn sweep_records_rows_and_resumes_without_redoing_points() {
         for a in [r.f32_accuracy, r.fixed_accuracy, r.secure_accuracy] {
             assert!((0.0..=1.0).contains(&a));
         }
+        // The current schema, the whole split in fixed point, the sample privately.
+        assert_eq!(r.schema_version, results::SCHEMA_VERSION);
+        assert_eq!((r.full_images, r.secure_images), (Some(SPLIT), IMAGES));
+        let full = fixed_predictions(dir, &f.data, SPLIT);
+        assert_eq!(r.fixed_accuracy_full, Some(accuracy(&full, &f.data)));
+        assert_eq!(r.fixed_accuracy, accuracy(&full[..IMAGES], &f.data));
+        // Private inference computes exactly the fixed-point executor's classes.
+        assert_eq!(r.secure_agreement, Some(1.0));
+        assert_eq!(r.secure_accuracy, r.fixed_accuracy);
     }
+    // Model 1's labels make its accuracy depend on how many images were counted.
+    assert_eq!(rows[0].fixed_accuracy_full, Some(14.0 / 40.0));
+    assert_eq!(rows[0].fixed_accuracy, 2.0 / 6.0);
     // A second sweep over all three models measures only the new one and leaves the
     // finished rows exactly as they were.
     let s = sweep::run(&options(&f, &f.models, &out)).unwrap();
@@ -111,11 +170,44 @@ fn sweep_records_rows_and_resumes_without_redoing_points() {
     o.network = "rtt-1ms".into();
     o.rtt_ms = 1.0;
     assert_eq!(sweep::run(&o).unwrap().measured, 1);
-    // The table lists every row.
+    // The table lists every row (and two lines saying what its columns are).
     assert_eq!(
         sweep::table(&results::read(&out).unwrap()).lines().count(),
-        1 + 4
+        1 + 4 + 2
     );
+}
+
+/// `--full-limit`: the fixed-point accuracy is over exactly the images asked for (more or
+/// fewer than the sample), equals the executor's own, and each size is its own point.
+#[test]
+fn full_test_accuracy_is_over_the_requested_images() {
+    let f = fixture();
+    let out = f.tmp.path().join("results.json");
+    let direct = fixed_predictions(&f.models[0], &f.data, SPLIT);
+    let mut want_rows = 0;
+    for (full_limit, n) in [(Some(25), 25), (Some(3), 3), (Some(1000), SPLIT)] {
+        let mut o = options(&f, &f.models[..1], &out);
+        o.full_limit = full_limit;
+        let s = sweep::run(&o).unwrap();
+        assert_eq!((s.measured, s.skipped), (1, 0), "{full_limit:?}");
+        want_rows += 1;
+        assert_eq!(s.rows.len(), want_rows);
+        let r = s.rows.last().unwrap();
+        assert_eq!(r.full_images, Some(n));
+        let want = accuracy(&direct[..n], &f.data);
+        assert_eq!(r.fixed_accuracy_full, Some(want), "{full_limit:?}");
+        // ceil(n/3)/n by construction of the labels: 9/25, 1/3, 14/40.
+        assert_eq!(want, n.div_ceil(3) as f64 / n as f64);
+        // The sample is the first six images whatever the full-test size.
+        assert_eq!((r.images, r.secure_images), (IMAGES, IMAGES));
+        assert_eq!(r.fixed_accuracy, 2.0 / 6.0);
+        assert_eq!(r.secure_agreement, Some(1.0));
+        assert_eq!(r.secure_accuracy, 2.0 / 6.0);
+    }
+    // Asking again for the whole split is the point already measured.
+    let s = sweep::run(&options(&f, &f.models[..1], &out)).unwrap();
+    assert_eq!((s.measured, s.skipped), (0, 1));
+    assert_eq!(results::read(&out).unwrap(), s.rows);
 }
 
 #[test]
@@ -165,6 +257,30 @@ fn bad_inputs_are_clear_errors_and_touch_nothing() {
 
     let e = err(&options(&f, &f.models[..1], &f.tmp.path().join("r.txt")));
     assert!(e.contains(".csv or .json"), "{e}");
+
+    let mut o = options(&f, &f.models[..1], &out);
+    o.full_limit = Some(0);
+    assert!(err(&o).contains("--full-limit must be at least 1"));
+
+    // A results file of schema version 1 is not appended to (it would mix versions), and
+    // is left as it was.
+    let old = f.tmp.path().join("old.csv");
+    let v1 = format!(
+        "{}\n1,lenet5,m,00ff,lenet5,fashion-mnist,insecure-dealer,loopback,0.0,false,6,1,6508,\
+         6508,1,4,0.5,0.5,0.5,1.0,1.0,1.0,1.0,1.0,1.0,1,2,3,4,0.1.0,1795000000\n",
+        results::COLUMNS_V1.join(",")
+    );
+    std::fs::write(&old, &v1).unwrap();
+    assert_eq!(results::read(&old).unwrap()[0].schema_version, 1);
+    let e = err(&options(&f, &f.models[..1], &old));
+    assert!(
+        e.contains("old.csv")
+            && e.contains("schema version 1")
+            && e.contains("does not mix versions")
+            && e.contains("new --out"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), v1);
 }
 
 /// The method column holds the session's names (what `pi-client --json` reports).

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! snl-bench sweep --models runs/r20/model runs/r20-snl/budget-* --data ../shared/data/cifar10-q75 \
-//!     --limit 200 --repeats 3 --insecure-dealer --out results.csv
+//!     --limit 200 --repeats 3 --insecure-dealer --out results.csv [--full-limit 1000]
 //! snl-bench plot results.csv --reference bench/data/snl_resnet18_cifar10.csv --out front.svg
 //! snl-bench model-cost results.csv [--predict runs/r20-snl/budget-9420 --rtt-ms 10]
 //! snl-bench table results.csv
@@ -13,18 +13,21 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bench::cost::{self, CostModel, Features};
-use bench::plot::{self, PlotOptions};
+use bench::plot::{self, Accuracy, PlotOptions};
 use bench::results;
 use bench::sweep::{self, Method, SweepOptions, Target};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use pi_runtime::net::{ClientTls, parse_pin};
 
 /// Measures private inference of SNL models over real TCP and relates accuracy to online
 /// latency and kept ReLUs.
 ///
 /// `sweep` runs each model through the pi-runtime server and client (in this process on
-/// loopback, or against a running pi-server with --server) and appends one row per model
-/// to a CSV or JSON results file; a killed sweep resumes where it stopped. `plot` draws the
+/// loopback, or against a running pi-server with --server) on the first --limit test
+/// images, runs the fixed-point executor (the plaintext twin of the secure arithmetic) on the
+/// whole test split, and appends one row per model to a CSV or JSON results file; a killed
+/// sweep resumes where it stopped. Tables and plots show the full-test accuracy with the
+/// secure sample's size and per-image agreement beside it. `plot` draws the
 /// Pareto fronts as SVG, `model-cost` fits a latency model (per kept ReLU, per linear MAC,
 /// per round at a given RTT) and prints predicted vs measured, `table` prints a results
 /// file. See docs/results.md.
@@ -56,12 +59,17 @@ struct SweepArgs {
     /// Model directories (full models), e.g. runs/r20/model runs/r20-snl/budget-*.
     #[arg(long, num_args = 1.., required = true)]
     models: Vec<PathBuf>,
-    /// Dataset directory; the first --limit images of its test split are classified.
+    /// Dataset directory; its test split is classified.
     #[arg(long)]
     data: PathBuf,
-    /// Test images per repeat.
+    /// Test images classified by private inference, per repeat (the first ones): the
+    /// sample behind the secure accuracy, latency and traffic.
     #[arg(long, default_value_t = 200)]
     limit: usize,
+    /// Test images classified by the fixed-point executor for the accuracy that tables and
+    /// plots show (the first ones; default: the whole test split). Lower it for quick runs.
+    #[arg(long, value_name = "N")]
+    full_limit: Option<usize>,
     /// Sessions per model (each classifies every image once); latency statistics are over
     /// all inferences of all sessions.
     #[arg(long, default_value_t = 1)]
@@ -124,12 +132,20 @@ struct PlotArgs {
     /// Only rows of these network labels (repeat); default all.
     #[arg(long)]
     network: Vec<String>,
-    /// Plot the fixed-point (plaintext) accuracy instead of the secure one.
-    #[arg(long)]
-    plaintext: bool,
+    /// Which accuracy the y axes show: `full`, the fixed-point executor's on the full test
+    /// set (needs rows of results schema 2), or `secure`, private inference's on the sampled
+    /// images.
+    #[arg(long, value_enum, default_value_t = AccuracyArg::Full)]
+    accuracy: AccuracyArg,
     /// Figure title.
     #[arg(long)]
     title: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AccuracyArg {
+    Full,
+    Secure,
 }
 
 #[derive(Args, Debug)]
@@ -197,6 +213,7 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
         models: a.models,
         data: a.data,
         limit: a.limit,
+        full_limit: a.full_limit,
         repeats: a.repeats,
         out: a.out.clone(),
         method,
@@ -258,7 +275,10 @@ fn cmd_plot(a: PlotArgs) -> Result<()> {
         &refs,
         &PlotOptions {
             title: a.title,
-            plaintext: a.plaintext,
+            accuracy: match a.accuracy {
+                AccuracyArg::Full => Accuracy::Full,
+                AccuracyArg::Secure => Accuracy::Secure,
+            },
         },
     )?;
     std::fs::write(&a.out, svg).with_context(|| format!("writing {}", a.out.display()))?;

@@ -24,6 +24,9 @@ FT=${4:-5}
 TRAIN=target/release/snl-train
 MODEL=target/release/snl-model
 THREADS=${SNL_THREADS:-2}
+# Other jobs on the machine make spinning OpenMP threads waste most of their time
+# (docs/training.md, CPU-scale setting).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 $TRAIN pretrain --data "$DATA" --arch resnet20 --epochs "$EPOCHS" --schedule one-cycle:0.15 \
     --lr 0.1 --batch 128 --out "$OUT" --quiet --threads "$THREADS"

@@ -13,6 +13,11 @@
 # skipped. Needs root and iproute2; binaries from $BIN (default target/release, build
 # them with cargo build --release -p pi-runtime -p bench). The insecure dealer is used
 # unless PI_METHOD is set to the empty string (HE: same online phase, far slower offline).
+#
+# RATE_MBIT=N caps the link at N Mbit/s in each direction with a token-bucket filter
+# (`tc qdisc ... tbf` on both veth ends; burst of 2 ms at that rate, at least 128 KB so
+# that a segmentation-offload super-packet passes) and adds -<N>mbit to the network label,
+# e.g. RATE_MBIT=1000 scripts/rtt-sweep.sh 10 ... -> rows labelled rtt-10ms-1000mbit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,14 +55,24 @@ for ns in "$srv" "$cli"; do ip -n "$ns" link set lo up; done
 ip -n "$srv" link set "$vs" up
 ip -n "$cli" link set "$vc" up
 
+suffix=
+if [ -n "${RATE_MBIT:-}" ]; then
+    awk -v r="$RATE_MBIT" 'BEGIN { exit !(r > 0) }' || die "RATE_MBIT must be a positive number"
+    command -v tc >/dev/null || die "RATE_MBIT needs tc (iproute2)"
+    burst=$(awk -v r="$RATE_MBIT" 'BEGIN { b = r * 1e6 / 8 * 0.002; if (b < 131072) b = 131072; printf "%d", b }')
+    ip netns exec "$srv" tc qdisc add dev "$vs" root tbf rate "${RATE_MBIT}mbit" burst "$burst" latency 100ms
+    ip netns exec "$cli" tc qdisc add dev "$vc" root tbf rate "${RATE_MBIT}mbit" burst "$burst" latency 100ms
+    suffix=-${RATE_MBIT}mbit
+fi
+
 if awk -v r="$rtt" 'BEGIN { exit !(r > 0) }'; then
     half=$(awk -v r="$rtt" 'BEGIN { print r / 2 }')
     ip netns exec "$cli" "$BIN/delay-relay" --listen 127.0.0.1:7071 --upstream 198.18.0.1:7070 \
         --delay-ms "$half" > "$work/relay.out" 2>&1 &
     pids+=($!)
-    target=127.0.0.1:7071 network=rtt-${rtt}ms
+    target=127.0.0.1:7071 network=rtt-${rtt}ms$suffix
 else
-    target=198.18.0.1:7070 network=veth
+    target=198.18.0.1:7070 network=veth$suffix
 fi
 
 for m in "$@"; do

@@ -30,9 +30,9 @@ use sha2::{Digest, Sha256};
 
 use crate::data::Normalization;
 use crate::error::ModelError;
-use crate::fixed::FixedPointParams;
 use crate::graph::{Graph, Shape};
 use crate::model::{Mask, Model, PublicModel, SiteCount};
+use crate::ring::FixedPointParams;
 use crate::tensor::Tensor;
 
 /// The format version this build writes and reads.

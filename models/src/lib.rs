@@ -13,9 +13,12 @@
 //!   names and alphas) into the model format, with a pure-Rust unpickler; no libtorch.
 //! - [`data`]: readers for CIFAR-10/100 (binary) and Fashion-MNIST (IDX) with their
 //!   normalization.
+//! - [`ring`]: the fixed-point parameters ([`ring::FixedPointParams`]: ring Z_2^61,
+//!   scale 2^14, the ReLU circuit's window) and the encoding and rescaling rules.
 //! - [`exec`]: the plaintext f32 executor; [`fixed`]: the fixed-point executor that
-//!   reproduces the secure protocol's arithmetic (ring Z_2^61, scale 2^14, batch norm folded,
-//!   round-half-up truncation), with its lowering into linear layers and ReLU layers.
+//!   reproduces the secure protocol's arithmetic (batch norm folded, round-half-up
+//!   truncation), with its lowering into linear layers and ReLU layers. Both run on the
+//!   shared kernels of a private `kernels` module (im2col, convolution, pooling).
 //!
 //! `docs/fixed-point.md` and `docs/model-format.md` in the repository describe the choices.
 
@@ -27,7 +30,9 @@ pub mod fixed;
 pub mod format;
 pub mod graph;
 pub mod import;
+mod kernels;
 pub mod model;
+pub mod ring;
 pub mod tensor;
 pub mod testing;
 

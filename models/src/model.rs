@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Normalization;
 use crate::error::ModelError;
-use crate::fixed::FixedPointParams;
 use crate::graph::{Graph, Op, Shape, SiteSpec};
+use crate::ring::FixedPointParams;
 use crate::tensor::Tensor;
 
 /// Which positions of one ReLU site keep their ReLU (1) and which are linearized to the

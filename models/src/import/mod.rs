@@ -28,8 +28,8 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::data::{DatasetKind, Normalization};
-use crate::fixed::FixedPointParams;
 use crate::graph::{Op, Shape};
+use crate::ring::FixedPointParams;
 use crate::{Mask, Model, PublicModel, Tensor, arch};
 pub use checkpoint::{Checkpoint, Format};
 pub use error::ImportError;

@@ -1,0 +1,171 @@
+//! The fixed-point executor: runs a [`FixedProgram`] on one input in the ring, exactly as
+//! the secure protocol computes (see the module documentation of [`crate::fixed`]), with
+//! per-layer statistics and, on request, the error model's estimate.
+
+use serde::Serialize;
+
+use crate::error::ModelError;
+use crate::graph::Shape;
+use crate::kernels::{avg_pool, im2col, out_hw};
+
+use super::error_model::{ErrorEstimate, ErrorState};
+use super::gemm::gemm_i64;
+use super::program::{Activation, FixedProgram, Term, TermOp};
+
+/// Per-layer observations of one fixed-point run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LayerStats {
+    /// Largest |y| (real units) of the layer's output at kept ReLU positions.
+    pub max_abs_kept: f64,
+    /// Largest |y| (real units) over all positions.
+    pub max_abs: f64,
+    /// Kept positions where the ReLU circuit's m-bit window overflowed.
+    pub relu_overflows: usize,
+}
+
+/// The result of one fixed-point run.
+#[derive(Clone, Debug)]
+pub struct FixedOutput {
+    /// Logits as ring values at scale 2^(2f).
+    pub raw: Vec<i64>,
+    /// Logits decoded to real numbers.
+    pub logits: Vec<f64>,
+    /// Per layer, in execution order.
+    pub stats: Vec<LayerStats>,
+    /// The error model's account of each logit's error against exact real arithmetic
+    /// (present when requested; see `docs/fixed-point.md`).
+    pub error: Option<ErrorEstimate>,
+}
+
+impl Term {
+    /// Adds this term's contribution (ring arithmetic) to `acc` of shape `out`.
+    fn apply(&self, x: &[i64], src: Shape, out: Shape, acc: &mut [i64]) {
+        match &self.op {
+            TermOp::Conv {
+                weight,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            } => {
+                let hw = out_hw(src, *kernel, *stride, *padding);
+                let p = hw[0] * hw[1];
+                let k = src[0] * kernel * kernel;
+                if *kernel == 1 && *stride == 1 && *padding == 0 {
+                    gemm_i64(weight, x, acc, *out_channels, k, p);
+                } else {
+                    let col = im2col(x, src, *kernel, *stride, *padding, hw);
+                    gemm_i64(weight, &col, acc, *out_channels, k, p);
+                }
+            }
+            TermOp::Dense {
+                weight,
+                out_features,
+            } => {
+                gemm_i64(weight, x, acc, *out_features, x.len(), 1);
+            }
+            TermOp::ChannelScale { coef } => {
+                let plane = src[1] * src[2];
+                for (j, (a, &v)) in acc.iter_mut().zip(x).enumerate() {
+                    *a = a.wrapping_add(coef[j / plane].wrapping_mul(v));
+                }
+            }
+            TermOp::AvgPool {
+                kernel,
+                stride,
+                coef,
+            } => {
+                let pooled = avg_pool(x, src, *kernel, *stride, |c, it| {
+                    it.fold(0i64, |s, v| s.wrapping_add(v))
+                        .wrapping_mul(coef[c])
+                });
+                debug_assert_eq!(pooled.len(), out.iter().product::<usize>());
+                for (a, v) in acc.iter_mut().zip(pooled) {
+                    *a = a.wrapping_add(v);
+                }
+            }
+        }
+    }
+}
+
+impl FixedProgram {
+    /// The linear part of layer `i` without its bias, `sum_t T_t(x_t)`, in the ring
+    /// (signed representation). `values[v]` must hold every value the layer reads; they may
+    /// be any ring elements (e.g. one party's masked values or shares, as i64 bit patterns),
+    /// since the arithmetic is exact mod 2^l. This is the server's online computation of a
+    /// secure linear layer and the function the offline correlations are computed for.
+    pub fn apply_linear(&self, i: usize, values: &[Vec<i64>]) -> Vec<i64> {
+        let layer = &self.layers[i];
+        let n: usize = layer.out_shape.iter().product();
+        let mut acc = vec![0i64; n];
+        for t in &layer.terms {
+            t.apply(
+                &values[t.input],
+                self.values[t.input],
+                layer.out_shape,
+                &mut acc,
+            );
+        }
+        acc.iter_mut().for_each(|v| *v = self.params.reduce(*v));
+        acc
+    }
+
+    /// Runs one normalized input; with `error_model`, also estimates the logits' error.
+    pub fn forward(&self, input: &[f32], error_model: bool) -> Result<FixedOutput, ModelError> {
+        let p = self.params;
+        let f = p.frac_bits;
+        let mut vals: Vec<Vec<i64>> = vec![Vec::new(); self.values.len()];
+        vals[0] = self.encode_input(input)?;
+        let mut errors = error_model.then(|| ErrorState::new(self, &vals[0], input));
+        let mut stats = Vec::with_capacity(self.layers.len());
+        let mut out = None;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let n: usize = layer.out_shape.iter().product();
+            let mut acc = self.apply_linear(li, &vals);
+            for (a, b) in acc.iter_mut().zip(self.bias(li)) {
+                *a = p.reduce(a.wrapping_add(b));
+            }
+            let err = errors.as_ref().map(|e| e.layer(self, layer, &vals));
+            let scale2 = (1u64 << (2 * f)) as f64;
+            let mut st = LayerStats::default();
+            match &layer.activation {
+                Activation::Logits => {
+                    st.max_abs = acc
+                        .iter()
+                        .map(|&v| (v as f64 / scale2).abs())
+                        .fold(0.0, f64::max);
+                    out = Some(FixedOutput {
+                        logits: acc.iter().map(|&v| v as f64 / scale2).collect(),
+                        raw: acc,
+                        stats: Vec::new(),
+                        error: err.map(ErrorEstimate::of_logits),
+                    });
+                }
+                Activation::Rescale { output, site } => {
+                    let mask = site.as_ref().and_then(|s| self.masks.get(s));
+                    let mut y = Vec::with_capacity(n);
+                    for (j, &v) in acc.iter().enumerate() {
+                        let a = (v as f64 / scale2).abs();
+                        st.max_abs = st.max_abs.max(a);
+                        if mask.is_some_and(|m| m[j] != 0) {
+                            st.max_abs_kept = st.max_abs_kept.max(a);
+                            st.relu_overflows += usize::from(p.relu_overflows(v));
+                            y.push(p.relu_rescale(v));
+                        } else {
+                            y.push(p.rescale(v));
+                        }
+                    }
+                    if let (Some(e), Some(err)) = (errors.as_mut(), err) {
+                        e.rescaled(self, *output, err, &acc, mask);
+                    }
+                    vals[*output] = y;
+                }
+            }
+            stats.push(st);
+        }
+        let mut out =
+            out.ok_or_else(|| ModelError::InvalidGraph("program has no output layer".into()))?;
+        out.stats = stats;
+        Ok(out)
+    }
+}

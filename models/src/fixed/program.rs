@@ -1,0 +1,214 @@
+//! The lowered program: a network as fixed-point linear layers ([`LinearLayer`]) over
+//! stored activation values, each followed by its rescaling (ReLU site or plain
+//! truncation) or decoded as the logits. [`FixedProgram`] is what the fixed-point
+//! executor runs and what the two-party runtime evaluates on shares; this module holds its
+//! types and the structural queries the runtime asks (kept ReLUs, biases, inputs of a
+//! layer, the structure of a public part alone).
+
+use std::collections::BTreeMap;
+
+use crate::error::ModelError;
+use crate::graph::Shape;
+use crate::model::{Model, PublicModel};
+use crate::ring::FixedPointParams;
+use crate::tensor::Tensor;
+
+/// Index of an activation value of a [`FixedProgram`] (0 is the input).
+pub type ValueId = usize;
+
+/// One linear operation applied to an activation value, quantized.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TermOp {
+    /// Convolution with weights [O, C, k, k] at scale 2^f (batch norm folded in).
+    Conv {
+        /// Quantized weights.
+        weight: Vec<i64>,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel side.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Zero padding.
+        padding: usize,
+    },
+    /// Dense layer [out, in] on the flattened value, at scale 2^f.
+    Dense {
+        /// Quantized weights.
+        weight: Vec<i64>,
+        /// Output features.
+        out_features: usize,
+    },
+    /// Per-channel multiplication at scale 2^f (an identity is 2^f; a folded batch norm
+    /// on a stored value is its scale).
+    ChannelScale {
+        /// Quantized coefficient per channel.
+        coef: Vec<i64>,
+    },
+    /// Average pooling times a per-channel coefficient; `coef` already holds 1 / k^2.
+    AvgPool {
+        /// Window side.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Quantized coefficient per channel.
+        coef: Vec<i64>,
+    },
+}
+
+/// A term of a linear layer: an operation on a stored value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Term {
+    /// The value read.
+    pub input: ValueId,
+    /// The operation.
+    pub op: TermOp,
+    /// Quantization error of each weight (quantized minus exact, real units), for the
+    /// error model.
+    pub(super) err: Vec<f32>,
+}
+
+/// What happens to a linear layer's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// The network output: not truncated, decoded at scale 2^(2f).
+    Logits,
+    /// Rescaled to 2^f and stored as value `output`; `site` names the ReLU site whose
+    /// mask applies, `None` for a value without ReLU (all positions truncated only).
+    Rescale {
+        /// The value produced.
+        output: ValueId,
+        /// ReLU site, if any.
+        site: Option<String>,
+    },
+}
+
+/// One linear layer of the lowered network: `y = sum(terms) + bias`, then its activation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearLayer {
+    /// The summands.
+    pub terms: Vec<Term>,
+    /// Per output channel, at scale 2^(2f).
+    pub bias: Vec<i64>,
+    /// Output shape.
+    pub out_shape: Shape,
+    /// What follows.
+    pub activation: Activation,
+    pub(super) bias_err: Vec<f32>,
+}
+
+/// A network lowered to fixed-point linear layers and rescalings.
+#[derive(Clone, Debug)]
+pub struct FixedProgram {
+    /// The arithmetic's parameters.
+    pub params: FixedPointParams,
+    /// Shapes of the stored values; value 0 is the input.
+    pub values: Vec<Shape>,
+    /// The layers in execution order.
+    pub layers: Vec<LinearLayer>,
+    /// Masks by site name (1 = kept).
+    pub masks: BTreeMap<String, Vec<u8>>,
+}
+
+impl FixedProgram {
+    /// Lowers the model and encodes nothing else; convenience for [`FixedProgram::lower`].
+    pub fn new(model: &Model) -> Result<Self, ModelError> {
+        Self::lower(model)
+    }
+
+    /// Kept ReLUs per layer (0 for layers without a site), in execution order.
+    pub fn kept_per_layer(&self) -> Vec<usize> {
+        self.layers
+            .iter()
+            .map(|l| match &l.activation {
+                Activation::Rescale { site: Some(s), .. } => self
+                    .masks
+                    .get(s)
+                    .map_or(0, |m| m.iter().filter(|&&k| k != 0).count()),
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Layer `i`'s bias broadcast over its output positions (ring, scale 2^(2f)).
+    pub fn bias(&self, i: usize) -> Vec<i64> {
+        let layer = &self.layers[i];
+        let n: usize = layer.out_shape.iter().product();
+        let plane = layer.out_shape[1] * layer.out_shape[2];
+        (0..n).map(|j| layer.bias[j / plane]).collect()
+    }
+
+    /// The values layer `i` reads, in term order (a value may appear more than once).
+    pub fn inputs_of(&self, i: usize) -> Vec<ValueId> {
+        self.layers[i].terms.iter().map(|t| t.input).collect()
+    }
+
+    /// Encodes a normalized input at scale 2^f.
+    pub fn encode_input(&self, input: &[f32]) -> Result<Vec<i64>, ModelError> {
+        let n: usize = self.values[0].iter().product();
+        if input.len() != n {
+            return Err(ModelError::InvalidArgument(format!(
+                "input has {} values, the model expects {:?} = {n}",
+                input.len(),
+                self.values[0]
+            )));
+        }
+        Ok(input
+            .iter()
+            .map(|&x| self.params.encode(f64::from(x)))
+            .collect())
+    }
+
+    /// Lowers a model's public part only: the layer structure (values, shapes, terms,
+    /// sites, masks) with every weight, coefficient and bias zero. The structure equals
+    /// that of [`FixedProgram::lower`] on the full model (lowering decisions read only the
+    /// graph), so a client that holds just the public part knows which layers come, what
+    /// each reads and how many ReLUs it keeps.
+    pub fn structure(public: &PublicModel) -> Result<Self, ModelError> {
+        let weights = public
+            .graph
+            .params()
+            .into_iter()
+            .map(|p| {
+                let n = p.shape.iter().product();
+                // A unit variance keeps batch-norm folding finite.
+                let fill = if p.name.ends_with(".running_var") {
+                    1.0
+                } else {
+                    0.0
+                };
+                (
+                    p.name,
+                    Tensor {
+                        shape: p.shape,
+                        data: vec![fill; n],
+                    },
+                )
+            })
+            .collect();
+        let model = Model {
+            public: public.clone(),
+            weights,
+            provenance: serde_json::Value::Null,
+        };
+        Self::lower(&model)
+    }
+}
+
+/// The layer structure of a model's public part: each layer's output shape and ReLU site.
+pub fn layer_shapes(public: &PublicModel) -> Result<Vec<(Shape, Option<String>)>, ModelError> {
+    let prog = FixedProgram::structure(public)?;
+    Ok(prog
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                l.out_shape,
+                match &l.activation {
+                    Activation::Rescale { site, .. } => site.clone(),
+                    Activation::Logits => None,
+                },
+            )
+        })
+        .collect())
+}

@@ -13,6 +13,7 @@
 //! same [`models::graph::Graph`] descriptions the runtime executes ([`net::Net`]), with
 //! parameters under exactly the model format's names, so export is a name-for-name copy.
 
+pub mod bench;
 pub mod data;
 pub mod net;
 pub mod optim;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use tch::Tensor;
+use tch::nn::VarStore;
 
 /// Which optimizer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -165,6 +166,22 @@ impl Optimizer {
         self.state = state.into_iter().collect();
         self.step = step;
     }
+}
+
+/// Every variable of a var store by name, for an optimizer.
+pub(crate) fn named_params(vs: &VarStore) -> Vec<(String, Tensor)> {
+    vs.variables().into_iter().collect()
+}
+
+/// SNL's SGD for pretraining and fine-tuning: momentum 0.9, weight decay 5e-4.
+pub(crate) fn sgd(vs: &VarStore) -> Optimizer {
+    Optimizer::new(
+        Kind::Sgd {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        },
+        named_params(vs),
+    )
 }
 
 /// Dynamic loss scaling for float16 mixed precision (as PyTorch's `GradScaler`): the loss

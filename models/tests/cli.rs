@@ -194,3 +194,82 @@ fn bad_flags_and_inputs_give_clear_errors() {
         "the model takes",
     );
 }
+
+/// The key lines of pretty-printed JSON (indentation and key), in output order.
+fn key_lines(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let t = l.trim_start();
+            let key = t.strip_prefix('"')?.split_once("\":")?.0;
+            Some(format!("{}{key}", &l[..l.len() - t.len()]))
+        })
+        .collect()
+}
+
+/// `inspect --json` is a stable document (docs/model-format.md): its keys, their nesting
+/// and their order stay as they are, for a full model and for a public part.
+#[test]
+fn inspect_json_keys_are_pinned() {
+    let t = tempfile::tempdir().unwrap();
+    let m = t.path().join("m");
+    let p = t.path().join("p");
+    let (ms, ps) = (m.to_str().unwrap(), p.to_str().unwrap());
+    let o = run(&["new", "--arch", "lenet5", "--out", ms, "--seed", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run(&["public", ms, "--out", ps]).status.success());
+    let site = [
+        "        kept",
+        "        name",
+        "        shape",
+        "        total",
+    ];
+    let mut want: Vec<&str> = vec![
+        "  arch",
+        "  classes",
+        "  fixed_point",
+        "    frac_bits",
+        "    relu_bits",
+        "    ring_bits",
+        "  format_version",
+        "  hashes",
+        "    content",
+        "    public",
+        "    weights",
+        "  input",
+        "  linear_layers",
+        "  macs",
+        "  normalization",
+        "    mean",
+        "    std",
+        "  parameters",
+        "  parts",
+        "    private",
+        "    public",
+        "  path",
+        "  provenance",
+        "    init",
+        "      kind",
+        "      seed",
+        "  relus",
+        "    kept",
+        "    linearized",
+        "    sites",
+    ];
+    for _ in 0..4 {
+        want.extend(site);
+    }
+    want.extend(["    total", "  schema", "  writer"]);
+    let full = run(&["inspect", ms, "--json"]);
+    assert!(full.status.success());
+    assert_eq!(key_lines(&full.stdout), want);
+    // The public part has no provenance: `"provenance": null`, nothing nested.
+    let public = run(&["inspect", ps, "--json"]);
+    assert!(public.status.success());
+    want.retain(|k| !["    init", "      kind", "      seed"].contains(k));
+    assert_eq!(key_lines(&public.stdout), want);
+    let j: serde_json::Value = serde_json::from_slice(&public.stdout).unwrap();
+    assert_eq!(j["schema"], "snl-model-inspect/1");
+    assert_eq!(j["provenance"], serde_json::Value::Null);
+    assert_eq!(j["hashes"]["weights"], serde_json::Value::Null);
+}

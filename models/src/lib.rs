@@ -11,6 +11,8 @@
 //!   version, writer version and hashes; tensors as safetensors).
 //! - [`import`]: PyTorch checkpoints (safetensors or `torch.save` zip, SNL's reference
 //!   names and alphas) into the model format, with a pure-Rust unpickler; no libtorch.
+//! - [`report`]: typed reports about stored models ([`report::Inspect`], the document
+//!   `snl-model inspect --json` prints).
 //! - [`data`]: readers for CIFAR-10/100 (binary) and Fashion-MNIST (IDX) with their
 //!   normalization.
 //! - [`ring`]: the fixed-point parameters ([`ring::FixedPointParams`]: ring Z_2^61,
@@ -32,6 +34,7 @@ pub mod graph;
 pub mod import;
 mod kernels;
 pub mod model;
+pub mod report;
 pub mod ring;
 pub mod tensor;
 pub mod testing;

@@ -21,6 +21,7 @@ use serde_json::json;
 use models::data::{Dataset, DatasetKind, Normalization, Split};
 use models::exec::{F32Executor, calibrate_batchnorm};
 use models::fixed::{FixedPointParams, FixedProgram};
+use models::report::Inspect;
 use models::{Mask, Model, PublicModel, arch, format};
 
 /// Create, inspect and evaluate SNL models (architecture + ReLU masks + weights).
@@ -303,72 +304,28 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
 }
 
 fn cmd_inspect(path: &Path, as_json: bool) -> Result<()> {
-    let (pdoc, mdoc) = format::read_manifests(path)?;
-    let (public, public_hash, weights_hash, content, params, provenance) = if mdoc.is_some() {
-        let (m, h) = format::load(path)?;
-        let n = m.parameter_count();
-        (
-            m.public,
-            h.public,
-            h.weights,
-            h.content,
-            Some(n),
-            Some(m.provenance),
-        )
-    } else {
-        let (p, h) = format::load_public(path)?;
-        (p, h, None, None, None, None)
-    };
-    let sites = public.site_counts()?;
-    let (total, kept) = (public.relu_total(), public.relu_kept());
-    let layers = models::fixed::layer_shapes(&public)?;
-    let macs = public.graph.macs()?;
-    let doc = json!({
-        "schema": "snl-model-inspect/1",
-        "path": path.display().to_string(),
-        "format_version": pdoc.format_version,
-        "writer": pdoc.writer,
-        "arch": public.arch,
-        "classes": public.classes()?,
-        "input": public.graph.input,
-        "normalization": public.normalization,
-        "fixed_point": public.fixed_point,
-        "parts": { "public": true, "private": mdoc.is_some() },
-        "hashes": { "public": public_hash, "weights": weights_hash, "content": content },
-        "relus": { "total": total, "kept": kept, "linearized": total - kept, "sites": sites },
-        "parameters": params,
-        "macs": macs,
-        "linear_layers": layers.len(),
-        "provenance": provenance,
-    });
+    let r = Inspect::of(path)?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", r.to_json_pretty()?);
         return Ok(());
     }
-    println!("model        {}", path.display());
-    println!(
-        "format       v{} written by {}",
-        pdoc.format_version, pdoc.writer
-    );
+    println!("model        {}", r.path);
+    println!("format       v{} written by {}", r.format_version, r.writer);
     println!(
         "architecture {} ({} classes, input {:?}, {} nodes, {} linear layers after lowering)",
-        public.arch,
-        public.classes()?,
-        public.graph.input,
-        public.graph.nodes.len(),
-        layers.len()
+        r.arch, r.classes, r.input, r.nodes, r.linear_layers
     );
-    match params {
+    match r.parameters {
         Some(n) => println!(
             "parameters   {n} ({:.1} M MACs per image)",
-            macs as f64 / 1e6
+            r.macs as f64 / 1e6
         ),
         None => println!(
             "parameters   (public part only: no weights) ({:.1} M MACs per image)",
-            macs as f64 / 1e6
+            r.macs as f64 / 1e6
         ),
     }
-    let fp = public.fixed_point;
+    let fp = r.fixed_point;
     println!(
         "fixed point  ring Z_2^{}, scale 2^{}, ReLU circuit reads {} bits (|y| < {})",
         fp.ring_bits,
@@ -376,24 +333,25 @@ fn cmd_inspect(path: &Path, as_json: bool) -> Result<()> {
         fp.relu_bits,
         fp.relu_range()
     );
+    let (total, kept) = (r.relus.total, r.relus.kept);
     println!(
         "ReLUs        {kept} kept of {total} ({:.2}%), {} linearized",
         100.0 * kept as f64 / total.max(1) as f64,
-        total - kept
+        r.relus.linearized
     );
     println!(
         "  {:<28} {:>14} {:>9} {:>9}",
         "site", "shape", "kept", "total"
     );
-    for s in &sites {
+    for s in &r.relus.sites {
         let shape = format!("{}x{}x{}", s.shape[0], s.shape[1], s.shape[2]);
         println!(
             "  {:<28} {:>14} {:>9} {:>9}",
             s.name, shape, s.kept, s.total
         );
     }
-    println!("public hash  {public_hash}");
-    if let Some(c) = content {
+    println!("public hash  {}", r.hashes.public);
+    if let Some(c) = r.hashes.content {
         println!("content hash {c}");
     }
     Ok(())

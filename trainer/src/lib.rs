@@ -54,6 +54,9 @@ pub enum TrainError {
     /// The request cannot be carried out as asked.
     #[error("{0}")]
     Invalid(String),
+    /// The Python PyTorch side of a benchmark ([`bench::compare`]) failed.
+    #[error("{0}")]
+    PyTorch(String),
 }
 
 impl TrainError {

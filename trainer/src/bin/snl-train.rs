@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use models::data::DatasetKind;
 use models::format;
+use trainer::bench::Compare;
 use trainer::net::Granularity;
 use trainer::snl::{self, Budget, Common, Linearize, Pretrain};
 
@@ -255,7 +256,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Cmd::Bench(args) => bench(&args)?,
+        Cmd::Bench(args) => bench(args)?,
         Cmd::Eval { common, model } => {
             let c = common.resolve()?;
             let (m, _) =
@@ -305,139 +306,21 @@ struct BenchArgs {
     json: bool,
 }
 
-/// The PyTorch side of `bench`: `scripts/torch_step_bench.py --serve`, kept running.
-struct PySide {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl PySide {
-    fn start(a: &BenchArgs) -> Result<(Self, serde_json::Value)> {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(&a.python)
-            .arg(&a.script)
-            .args([
-                "--serve".to_string(),
-                a.arch.clone(),
-                a.batch.to_string(),
-                a.threads.to_string(),
-                a.warmup.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("running {} {}", a.python.display(), a.script.display()))?;
-        let stdin = child.stdin.take().context("the PyTorch side's stdin")?;
-        let stdout = std::io::BufReader::new(child.stdout.take().context("its stdout")?);
-        let mut side = PySide {
-            child,
-            stdin,
-            stdout,
-        };
-        let ready = side.read().context(
-            "the PyTorch side did not start (it needs the full torch wheel: .venv/bin/pip install torch==2.11.0)",
-        )?;
-        Ok((side, ready))
-    }
-
-    fn read(&mut self) -> Result<serde_json::Value> {
-        use std::io::BufRead;
-        let mut line = String::new();
-        if self.stdout.read_line(&mut line)? == 0 {
-            bail!("the PyTorch side exited");
-        }
-        serde_json::from_str(&line).with_context(|| format!("parsing the PyTorch side's {line:?}"))
-    }
-
-    /// Seconds of `steps` steps.
-    fn run(&mut self, steps: usize) -> Result<f64> {
-        use std::io::Write;
-        writeln!(self.stdin, "{steps}")?;
-        self.stdin.flush()?;
-        self.read()?["seconds"]
-            .as_f64()
-            .context("no seconds from the PyTorch side")
-    }
-
-    fn finish(self) -> Result<()> {
-        let PySide {
-            mut child, stdin, ..
-        } = self;
-        drop(stdin);
-        let status = child.wait()?;
-        if !status.success() {
-            bail!("the PyTorch side failed: {status}");
-        }
-        Ok(())
-    }
-}
-
-fn bench(a: &BenchArgs) -> Result<()> {
-    if a.threads < 1 || a.batch == 0 || a.steps == 0 || a.rounds == 0 {
-        bail!("--threads, --batch, --steps and --rounds must be positive");
-    }
-    tch::set_num_threads(a.threads);
-    let mut ours = snl::StepBench::new(&a.arch, a.batch, tch::Device::Cpu)?;
-    ours.run(a.warmup);
-    let (mut py, ready) = PySide::start(a)?;
-    // (snl-train seconds, PyTorch seconds) per round; odd rounds start with PyTorch.
-    let mut secs = Vec::with_capacity(a.rounds);
-    for r in 0..a.rounds {
-        let (o, t) = if r % 2 == 0 {
-            let o = ours.run(a.steps);
-            (o, py.run(a.steps)?)
-        } else {
-            let t = py.run(a.steps)?;
-            (ours.run(a.steps), t)
-        };
-        secs.push((o, t));
-    }
-    py.finish()?;
-    let images = (a.batch * a.steps * a.rounds) as f64;
-    let ours_total: f64 = secs.iter().map(|s| s.0).sum();
-    let theirs_total: f64 = secs.iter().map(|s| s.1).sum();
-    let ours_ips = images / ours_total;
-    let theirs_ips = images / theirs_total;
-    let ratio = ours_ips / theirs_ips;
-    let per_round: Vec<f64> = secs.iter().map(|(o, t)| t / o).collect();
-    let mut sorted = per_round.clone();
-    sorted.sort_by(f64::total_cmp);
-    let (lo, hi) = (sorted[0], sorted[sorted.len() - 1]);
-    let median = if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
-    };
-    // Rounds of a quiet machine agree within about 10%; far apart means that other
-    // processes took the cores during some rounds, and the totals say little.
-    let busy = hi > 1.25 * lo;
+fn bench(a: BenchArgs) -> Result<()> {
+    let r = trainer::bench::compare(&Compare {
+        arch: a.arch,
+        batch: a.batch,
+        steps: a.steps,
+        rounds: a.rounds,
+        warmup: a.warmup,
+        threads: a.threads,
+        python: a.python,
+        script: a.script,
+    })?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "schema": "snl-train-bench/2", "rounds_disagree": busy, "arch": a.arch, "batch": a.batch,
-                "steps_per_round": a.steps, "rounds": a.rounds, "warmup": a.warmup,
-                "threads": a.threads, "snl_train_images_per_second": ours_ips,
-                "pytorch_images_per_second": theirs_ips, "ratio": ratio,
-                "round_ratio_median": median, "round_ratios": per_round, "round_seconds": secs, "pytorch": ready,
-            })
-        );
+        println!("{}", r.to_json());
     } else {
-        println!(
-            "{}, batch {}, {} threads, {} rounds of {} timed steps each (SGD momentum, cross-entropy):",
-            a.arch, a.batch, a.threads, a.rounds, a.steps
-        );
-        println!("  snl-train (tch)  {ours_ips:>9.1} images/s");
-        println!("  PyTorch (Python) {theirs_ips:>9.1} images/s");
-        println!("  ratio            {ratio:>9.3}");
-        println!("  per round        {lo:.3} to {hi:.3}, median {median:.3}");
-        if busy {
-            println!(
-                "  the rounds disagree by more than 25%: other processes took the cores during some rounds; rerun on a quiet machine"
-            );
-        }
+        print!("{r}");
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! computes `max(x, 0)` and a linearized one passes `x` through, as SNL's binarized alphas do.
 
 use crate::error::ModelError;
-use crate::graph::{Op, Shape};
+use crate::graph::{Op, Shape, check_input_len};
 use crate::kernels::{avg_pool, matmul};
 use crate::model::Model;
 
@@ -43,18 +43,6 @@ impl<'m> F32Executor<'m> {
     /// Output shapes of every node.
     pub fn shapes(&self) -> &[Shape] {
         &self.shapes
-    }
-
-    fn check_input(&self, input: &[f32]) -> Result<(), ModelError> {
-        let n: usize = self.shapes[0].iter().product();
-        if input.len() != n {
-            return Err(ModelError::InvalidArgument(format!(
-                "input has {} values, the model expects {:?} = {n}",
-                input.len(),
-                self.shapes[0]
-            )));
-        }
-        Ok(())
     }
 
     fn w(&self, name: &str) -> &[f32] {
@@ -179,7 +167,7 @@ impl<'m> F32Executor<'m> {
     }
 
     fn run(&self, input: &[f32], keep: bool) -> Result<Vec<Option<Vec<f32>>>, ModelError> {
-        self.check_input(input)?;
+        check_input_len(self.shapes[0], input.len())?;
         let n = self.shapes.len();
         let mut vals: Vec<Option<Vec<f32>>> = vec![None; n];
         vals[0] = Some(input.to_vec());

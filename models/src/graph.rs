@@ -210,6 +210,17 @@ fn check_name(name: &str, node: usize) -> Result<(), ModelError> {
     }
 }
 
+/// Checks that an input of `len` values fits a network whose input has shape `shape`.
+pub(crate) fn check_input_len(shape: Shape, len: usize) -> Result<(), ModelError> {
+    let n: usize = shape.iter().product();
+    if len != n {
+        return Err(ModelError::InvalidArgument(format!(
+            "input has {len} values, the model expects {shape:?} = {n}"
+        )));
+    }
+    Ok(())
+}
+
 impl Graph {
     /// Checks the description and returns the output shape of every node.
     ///

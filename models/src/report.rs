@@ -27,19 +27,19 @@ pub struct Inspect {
     pub schema: String,
     /// The directory, as given.
     pub path: String,
-    /// Format version of `public.json`.
+    /// The format version `public.json` was written in.
     pub format_version: u32,
-    /// Writer of `public.json`, e.g. `models 0.1.0`.
+    /// Who wrote `public.json`, e.g. `models 0.1.0`.
     pub writer: String,
-    /// Architecture label.
+    /// The public part's architecture label, e.g. `resnet20`.
     pub arch: String,
-    /// Output classes.
+    /// Size of the network's output.
     pub classes: usize,
-    /// Input shape (C, H, W).
+    /// The network's input (C, H, W).
     pub input: Shape,
-    /// Input normalization.
+    /// What the client applies to an image before encoding it.
     pub normalization: Normalization,
-    /// Fixed-point parameters of the secure arithmetic.
+    /// The ring and scales the secure evaluation uses.
     pub fixed_point: FixedPointParams,
     /// Which parts the directory holds.
     pub parts: Parts,

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::ModelError;
-use crate::graph::Shape;
+use crate::graph::{Shape, check_input_len};
 use crate::model::{Model, PublicModel};
 use crate::ring::FixedPointParams;
 use crate::tensor::Tensor;
@@ -145,14 +145,7 @@ impl FixedProgram {
 
     /// Encodes a normalized input at scale 2^f.
     pub fn encode_input(&self, input: &[f32]) -> Result<Vec<i64>, ModelError> {
-        let n: usize = self.values[0].iter().product();
-        if input.len() != n {
-            return Err(ModelError::InvalidArgument(format!(
-                "input has {} values, the model expects {:?} = {n}",
-                input.len(),
-                self.values[0]
-            )));
-        }
+        check_input_len(self.values[0], input.len())?;
         Ok(input
             .iter()
             .map(|&x| self.params.encode(f64::from(x)))

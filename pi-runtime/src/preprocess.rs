@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use models::fixed::{FixedProgram, TermOp};
 use models::graph::Shape;
 use protocols::channel::{Channel, ChannelExt};
-use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, POLY_DEGREE};
+use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, MODULI, POLY_DEGREE};
 use protocols::prg::Prg;
 
 use crate::engine::{Plan, random_ring, recv_ring, ring_mask};
@@ -79,6 +79,10 @@ pub trait Preprocessing {
         s: &[u64],
     ) -> Result<()>;
 
+    /// Server: an estimate of the most memory one offline phase of this preprocessing
+    /// holds at once (reserved against the server's memory budget while the phase runs).
+    fn server_peak_bytes(&self, plan: &Plan) -> u64;
+
     /// Client: returns `L_i(r) - s` for layer `i`; `masks[v]` holds the mask of every
     /// value produced so far.
     fn client_layer(
@@ -104,6 +108,11 @@ impl Preprocessing for InsecureDealer {
     fn begin_inference(&mut self) {
         self.seen.clear();
         self.sent.clear();
+    }
+
+    /// The client's masks of every value, and a copy of them per layer.
+    fn server_peak_bytes(&self, plan: &Plan) -> u64 {
+        2 * 8 * plan.value_lens.iter().map(|&n| n as u64).sum::<u64>()
     }
 
     fn server_layer(
@@ -283,6 +292,22 @@ impl HePreprocessing {
 
 impl Preprocessing for HePreprocessing {
     fn begin_inference(&mut self) {}
+
+    /// The largest term: its input ciphertexts as received and parsed (about three
+    /// polynomials each), its results (two each) and the kernels of the groups computed in
+    /// parallel, plus the client's public key; a polynomial is `3 x 8192` residues.
+    fn server_peak_bytes(&self, _plan: &Plan) -> u64 {
+        let poly = (MODULI.len() * POLY_DEGREE * 8) as u64;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let term = |t: &HeTerm| {
+            let l = &t.layout;
+            (3 * l.input_cts() + 2 * l.output_cts() + l.channel_blocks * l.groups.min(threads))
+                as u64
+                * poly
+        };
+        let largest = self.layers.iter().flatten().map(term).max().unwrap_or(0);
+        largest + 2 * poly
+    }
 
     fn server_layer(
         &mut self,

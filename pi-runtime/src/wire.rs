@@ -5,9 +5,9 @@
 //! trailing bytes. Between control frames the two-party protocols of the offline and online
 //! phases exchange their own messages, whose sizes follow from the public plan.
 //!
-//! Session: `ClientHello` → `ServerHello` (or `Reject`), then repeatedly `Prepare{n}` (the
-//! base OTs before the first one; `n` offline phases) and `n × (Infer{k}, online phase)`,
-//! and finally `Bye`. Either side may send `Reject` instead of the next control frame.
+//! Session: `ClientHello` → `ServerHello` (or `Reject`), then repeatedly `Prepare{n}` →
+//! `Ready{n}` (or `Reject`; then the base OTs before the first one, and `n` offline
+//! phases) and `n × (Infer{k}, online phase)`, and finally `Bye`. Either side may send `Reject` instead of the next control frame.
 
 use protocols::channel::Channel;
 
@@ -15,8 +15,8 @@ use crate::error::{Result, RuntimeError};
 
 /// Magic at the start of the client's hello.
 pub const MAGIC: [u8; 6] = *b"SNLPI\0";
-/// Version of this session protocol.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of this session protocol (2: the server answers `Prepare` with `Ready`).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;
 /// Statistical security parameter (bits).
@@ -51,6 +51,12 @@ pub enum Message {
     },
     /// Client → server: the session ends.
     Bye,
+    /// Server → client, the answer to `Prepare`: the offline phases of `count` inferences
+    /// follow (otherwise the server answers with a `Reject`, e.g. when busy).
+    Ready {
+        /// Number of inferences, as asked.
+        count: u32,
+    },
 }
 
 /// The client's hello.
@@ -129,13 +135,14 @@ const T_REJECT: u8 = 3;
 const T_PREPARE: u8 = 4;
 const T_INFER: u8 = 5;
 const T_BYE: u8 = 6;
+const T_READY: u8 = 7;
 
 fn max_payload(tag: u8) -> Option<usize> {
     Some(match tag {
         T_CLIENT_HELLO => 6 + 2 + 4 + MAX_TEXT + 2 + 2 + 1,
         T_SERVER_HELLO => 2 + 4 + MAX_TEXT + 1 + 4 + 4 + MAX_PUBLIC_JSON + 4 + MAX_MASKS,
         T_REJECT => 2 + 4 + MAX_TEXT,
-        T_PREPARE | T_INFER => 4,
+        T_PREPARE | T_INFER | T_READY => 4,
         T_BYE => 0,
         _ => return None,
     })
@@ -183,6 +190,10 @@ impl Message {
                 T_INFER
             }
             Message::Bye => T_BYE,
+            Message::Ready { count } => {
+                p.extend_from_slice(&count.to_le_bytes());
+                T_READY
+            }
         };
         let mut out = Vec::with_capacity(5 + p.len());
         out.push(tag);
@@ -228,6 +239,7 @@ impl Message {
             T_PREPARE => Message::Prepare { count: r.u32()? },
             T_INFER => Message::Infer { index: r.u32()? },
             T_BYE => Message::Bye,
+            T_READY => Message::Ready { count: r.u32()? },
             t => return Err(RuntimeError::peer(format!("unknown message type {t}"))),
         };
         if !r.b.is_empty() {
@@ -282,6 +294,7 @@ impl Message {
             Message::Prepare { .. } => T_PREPARE,
             Message::Infer { .. } => T_INFER,
             Message::Bye => T_BYE,
+            Message::Ready { .. } => T_READY,
         })
     }
 }
@@ -294,6 +307,7 @@ fn tag_name(tag: u8) -> &'static str {
         T_PREPARE => "prepare",
         T_INFER => "infer",
         T_BYE => "bye",
+        T_READY => "ready",
         _ => "unknown message",
     }
 }
@@ -366,6 +380,7 @@ mod tests {
             Message::Prepare { count: 3 },
             Message::Infer { index: 2 },
             Message::Bye,
+            Message::Ready { count: 3 },
         ]
     }
 

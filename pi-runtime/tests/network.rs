@@ -14,11 +14,14 @@ use std::time::Duration;
 
 use models::fixed::FixedProgram;
 use models::tensor::argmax;
+use pi_runtime::engine::ClientEngine;
 use pi_runtime::net::{BlockingChannel, ClientTls, cert_pin};
 use pi_runtime::preprocess::Method;
 use pi_runtime::server::{self, ServerConfig};
-use pi_runtime::session::{ClientOptions, ClientSession, ServedModel};
-use pi_runtime::wire::{ClientHello, Message, Reject};
+use pi_runtime::session::{
+    ClientOptions, ClientSession, MemoryBudget, ServedModel, server_memory_per_inference,
+};
+use pi_runtime::wire::{ClientHello, Message, PROTOCOL_VERSION, Reject, ServerHello};
 use pi_runtime::{RuntimeError, client};
 use protocols::ChannelError;
 use protocols::channel::Channel;
@@ -274,7 +277,7 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     assert_eq!(r.code, Reject::VERSION);
     assert!(r.reason.contains("version 99"), "{}", r.reason);
     // Wrong security parameters.
-    let r = decode_reject(&raw_exchange(s.addr, &hello(1, 80)));
+    let r = decode_reject(&raw_exchange(s.addr, &hello(PROTOCOL_VERSION, 80)));
     assert_eq!(r.code, Reject::PARAMETERS);
     // Oversized length field: refused before allocating.
     let mut big = vec![1u8];
@@ -288,11 +291,11 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     let r = decode_reject(&raw_exchange(s.addr, &garbage));
     assert_eq!(r.code, Reject::PROTOCOL);
     // Truncated hello, then the client goes away: the server gives up on its own.
-    let h = hello(1, 128);
+    let h = hello(PROTOCOL_VERSION, 128);
     let _ = raw_exchange(s.addr, &h[..h.len() - 3]);
     // A second hello where a prepare belongs.
-    let mut two = hello(1, 128);
-    two.extend_from_slice(&hello(1, 128));
+    let mut two = hello(PROTOCOL_VERSION, 128);
+    two.extend_from_slice(&hello(PROTOCOL_VERSION, 128));
     let ans = raw_exchange(s.addr, &two);
     let n = 5 + u32::from_le_bytes([ans[1], ans[2], ans[3], ans[4]]) as usize;
     assert!(matches!(
@@ -302,13 +305,13 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     let r = decode_reject(&ans[n..]);
     assert!(r.reason.contains("unexpected client hello"), "{}", r.reason);
     // Infer before prepare.
-    let mut early = hello(1, 128);
+    let mut early = hello(PROTOCOL_VERSION, 128);
     early.extend_from_slice(&Message::Infer { index: 0 }.encode());
     let ans = raw_exchange(s.addr, &early);
     let r = decode_reject(&ans[n..]);
     assert!(r.reason.contains("before preparing"), "{}", r.reason);
     // Too many inferences at once.
-    let mut many = hello(1, 128);
+    let mut many = hello(PROTOCOL_VERSION, 128);
     many.extend_from_slice(&Message::Prepare { count: 100_000 }.encode());
     let r = decode_reject(&raw_exchange(s.addr, &many)[n..]);
     assert!(r.reason.contains("prepare 100000"), "{}", r.reason);
@@ -481,4 +484,112 @@ fn a_phase_that_takes_too_long_is_ended_by_the_server() {
     std::thread::sleep(Duration::from_millis(300));
     let log = std::fs::read_to_string(s.dir.join("metrics.jsonl")).unwrap();
     assert!(log.contains("phase limit"), "{log}");
+}
+
+/// Says hello as a dealer client on a raw channel and returns the server's hello.
+fn raw_session(
+    rt: &tokio::runtime::Runtime,
+    s: &TestServer,
+) -> (protocols::CountingChannel<BlockingChannel>, ServerHello) {
+    let mut ch = protocols::CountingChannel::new(connect(rt, s, None));
+    Message::ClientHello(ClientHello {
+        version: PROTOCOL_VERSION,
+        software: "test".into(),
+        kappa: 128,
+        stat_sec: 40,
+        preprocessing: Method::InsecureDealer.code(),
+    })
+    .send(&mut ch)
+    .unwrap();
+    match Message::recv(&mut ch).unwrap() {
+        Message::ServerHello(h) => (ch, h),
+        m => panic!("expected a server hello, got {}", m.name()),
+    }
+}
+
+#[test]
+fn a_flood_of_prepare_frames_is_refused_at_the_session_bound() {
+    let s = start(false, |c| c.options.max_prepare = 2);
+    let rt = rt();
+    let (mut ch, hello) = raw_session(&rt, &s);
+    assert_eq!(hello.max_prepare, 2);
+    let (public, _) =
+        models::format::decode_public("<server>", &hello.public_json, &hello.masks).unwrap();
+    let structure = FixedProgram::structure(&public).unwrap();
+    let mut engine = ClientEngine::new(&structure).unwrap();
+    let mut pre = Method::InsecureDealer.instance(&structure).unwrap();
+    // Two Prepare frames of one inference each fill the session's bound ...
+    for k in 0..2 {
+        Message::Prepare { count: 1 }.send(&mut ch).unwrap();
+        assert_eq!(Message::recv(&mut ch).unwrap(), Message::Ready { count: 1 });
+        if k == 0 {
+            engine.setup_ot(&mut ch).unwrap();
+        }
+        engine.offline(&mut ch, pre.as_mut()).unwrap();
+    }
+    // ... and a third, with no inference consumed in between, is refused (each frame
+    // alone is within the per-frame limit).
+    Message::Prepare { count: 1 }.send(&mut ch).unwrap();
+    match Message::recv(&mut ch).unwrap() {
+        Message::Reject(r) => {
+            assert_eq!(r.code, Reject::PROTOCOL);
+            assert!(r.reason.contains("at most 2 prepared"), "{}", r.reason);
+        }
+        m => panic!("expected a reject, got {m:?}"),
+    }
+    good_client_works(&s);
+}
+
+/// Retries `f` for up to 3 s (the server releases a session's resources on its own
+/// thread once the session ends).
+fn eventually<T>(mut f: impl FnMut() -> Result<T, RuntimeError>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() < Duration::from_secs(3) => {
+                assert!(e.to_string().contains("busy"), "{e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("still refused after 3 s: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_server_wide_memory_budget_refuses_as_busy_and_frees_what_sessions_release() {
+    // Room for the offline phase and one and a half prepared inferences, all sessions
+    // together.
+    let s = start(false, |c| {
+        let (per, peak) = server_memory_per_inference(&c.model, Method::InsecureDealer).unwrap();
+        c.options.memory_budget = MemoryBudget::new(peak + per + per / 2);
+    });
+    let rt = rt();
+    let x = common::inputs(&s.model, 1, 3).remove(0);
+    let mut a = ClientSession::start(connect(&rt, &s, None), &dealer()).unwrap();
+    assert_eq!(a.max_prepare(), 1);
+    a.prepare(1).unwrap();
+    // The second session cannot prepare while the first holds its inference.
+    let mut b = ClientSession::start(connect(&rt, &s, None), &dealer()).unwrap();
+    let e = b.prepare(1).unwrap_err();
+    assert!(matches!(e, RuntimeError::Refused(_)), "{e}");
+    assert!(e.to_string().contains("busy"), "{e}");
+    // Consuming the inference releases its reservation.
+    a.infer(&x).unwrap();
+    let mut c = eventually(|| {
+        let mut c = ClientSession::start(connect(&rt, &s, None), &dealer())?;
+        c.prepare(1).map(|()| c)
+    });
+    // Now the first session is the one refused, until the third one ends.
+    let e = a.prepare(1).unwrap_err();
+    assert!(e.to_string().contains("busy"), "{e}");
+    c.infer(&x).unwrap();
+    c.prepare(1).unwrap();
+    c.close().unwrap();
+    let mut d = eventually(|| {
+        let mut d = ClientSession::start(connect(&rt, &s, None), &dealer())?;
+        d.prepare(1).map(|()| d)
+    });
+    check_against_fixed(&s, &mut d, 1);
+    d.close().unwrap();
 }

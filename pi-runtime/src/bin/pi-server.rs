@@ -70,9 +70,13 @@ struct ServeArgs {
     /// Sessions served at once; more clients are refused as busy.
     #[arg(long, default_value_t = 16)]
     max_sessions: usize,
-    /// Most inferences a client may prepare at once.
+    /// Most inferences a session may hold prepared at once.
     #[arg(long, default_value_t = 16)]
     max_prepare: u32,
+    /// Memory (MiB) for prepared inferences and running offline phases of all sessions
+    /// together; a client whose preparation does not fit is refused as busy.
+    #[arg(long, default_value_t = 4096)]
+    memory_budget_mib: u64,
     /// Seconds any single read or write may wait on a client.
     #[arg(long, default_value_t = 60)]
     idle_timeout: u64,
@@ -172,6 +176,8 @@ fn serve(a: ServeArgs) -> Result<()> {
     cfg.options.allow_insecure_dealer = a.insecure_dealer;
     cfg.options.max_prepare = a.max_prepare.max(1);
     cfg.options.phase_timeout = Duration::from_secs(a.phase_timeout.max(1));
+    cfg.options.memory_budget =
+        pi_runtime::session::MemoryBudget::new(a.memory_budget_mib.saturating_mul(1 << 20));
     cfg.max_sessions = a.max_sessions.max(1);
     cfg.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
     cfg.session_timeout = Duration::from_secs(a.session_timeout.max(1));

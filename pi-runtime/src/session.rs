@@ -240,12 +240,16 @@ fn reject<C: Channel>(ch: &mut C, code: u16, err: RuntimeError) -> RuntimeError 
 /// Receives the next control message; a frame that does not decode is answered with a
 /// reject naming the problem before the error is returned.
 fn recv_control<C: Channel>(ch: &mut C, what: &str) -> Result<Message> {
-    match Message::recv(ch) {
-        Ok(m) => Ok(m),
-        Err(e @ (RuntimeError::Peer(_) | RuntimeError::Incompatible(_))) => {
-            Err(reject(ch, Reject::PROTOCOL, e.context(what)))
+    Message::recv(ch).map_err(|e| control_error(ch, e, what))
+}
+
+/// A control frame's receive error, answered with a reject where the peer is at fault.
+fn control_error<C: Channel>(ch: &mut C, e: RuntimeError, what: &str) -> RuntimeError {
+    match e {
+        e @ (RuntimeError::Peer(_) | RuntimeError::Incompatible(_)) => {
+            reject(ch, Reject::PROTOCOL, e.context(what))
         }
-        Err(e) => Err(e.context(what)),
+        e => e.context(what),
     }
 }
 
@@ -257,7 +261,22 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
     opts: &ServerOptions,
     report: &mut ServerSessionReport,
 ) -> Result<()> {
-    let hello = match recv_control(ch, "client hello")? {
+    let first = Message::recv(ch);
+    serve_session_from(ch, first, model, opts, report)
+}
+
+/// [`serve_session`] after the client's first frame was received (or failed to) by the
+/// caller: the server reads the hello asynchronously, under one deadline with the TLS
+/// handshake, and gives the connection a session slot only for a valid hello.
+pub fn serve_session_from<C: Channel + PhaseDeadline>(
+    ch: &mut CountingChannel<C>,
+    first: Result<Message>,
+    model: &ServedModel,
+    opts: &ServerOptions,
+    report: &mut ServerSessionReport,
+) -> Result<()> {
+    let first = first.map_err(|e| control_error(ch, e, "client hello"))?;
+    let hello = match first {
         Message::ClientHello(h) => h,
         other => {
             let e = RuntimeError::peer(format!("expected a client hello, got {}", other.name()));
@@ -332,15 +351,17 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
         .min(u32::try_from(PREPARED_BYTES_PER_SESSION / per_inference).unwrap_or(u32::MAX))
         .min(u32::try_from(room).unwrap_or(u32::MAX))
         .max(1);
-    Message::ServerHello(ServerHello {
+    let hello = Message::ServerHello(ServerHello {
         version: PROTOCOL_VERSION,
         software: crate::VERSION.into(),
         preprocessing: method.code(),
         max_prepare,
         public_json: model.public_json.clone(),
         masks: model.masks.clone(),
-    })
-    .send(ch)?;
+    });
+    // A client that does not read its hello (up to 80 MiB) holds its slot no longer than
+    // a phase.
+    phase(ch, opts.phase_timeout, "server hello", |ch| hello.send(ch))?;
 
     let mut ot_ready = false;
     let mut prepared: VecDeque<(ServerPrepared, Reservation)> = VecDeque::new();

@@ -9,7 +9,9 @@
 //! `Ready{n}` (or `Reject`; then the base OTs before the first one, and `n` offline
 //! phases) and `n × (Infer{k}, online phase)`, and finally `Bye`. Either side may send `Reject` instead of the next control frame.
 
+use protocols::ChannelError;
 use protocols::channel::Channel;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Result, RuntimeError};
 
@@ -148,6 +150,28 @@ fn max_payload(tag: u8) -> Option<usize> {
     })
 }
 
+/// The tag and payload length of a frame header, checked against the tag's limit.
+fn check_header(head: [u8; 5]) -> Result<(u8, usize)> {
+    let tag = head[0];
+    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let max = max_payload(tag).ok_or_else(|| match tag {
+        // TLS records start with 0x14..0x17 (alert 21, handshake 22).
+        0x14..=0x17 => RuntimeError::Incompatible(
+            "the peer speaks TLS and this side plain TCP: use TLS on both sides \
+             (--tls-ca/--tls-pin) or --insecure-plaintext on both"
+                .into(),
+        ),
+        _ => RuntimeError::peer(format!("unknown message type {tag}")),
+    })?;
+    if len > max {
+        return Err(RuntimeError::peer(format!(
+            "{} of {len} bytes exceeds the limit of {max}",
+            tag_name(tag)
+        )));
+    }
+    Ok((tag, len))
+}
+
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
@@ -263,25 +287,29 @@ impl Message {
     pub fn recv<C: Channel + ?Sized>(ch: &mut C) -> Result<Self> {
         let mut head = [0u8; 5];
         ch.recv(&mut head)?;
-        let tag = head[0];
-        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let max = max_payload(tag).ok_or_else(|| match tag {
-            // TLS records start with 0x14..0x17 (alert 21, handshake 22).
-            0x14..=0x17 => RuntimeError::Incompatible(
-                "the peer speaks TLS and this side plain TCP: use TLS on both sides \
-                 (--tls-ca/--tls-pin) or --insecure-plaintext on both"
-                    .into(),
-            ),
-            _ => RuntimeError::peer(format!("unknown message type {tag}")),
-        })?;
-        if len > max {
-            return Err(RuntimeError::peer(format!(
-                "{} of {len} bytes exceeds the limit of {max}",
-                tag_name(tag)
-            )));
-        }
+        let (tag, len) = check_header(head)?;
         let mut payload = vec![0u8; len];
         ch.recv(&mut payload)?;
+        Self::decode(tag, &payload)
+    }
+
+    /// [`Self::recv`] on an asynchronous stream (the server reads the client's hello so,
+    /// under one deadline with the TLS handshake, before it gives the client a session).
+    pub async fn recv_async<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result<Self> {
+        async fn read<R: AsyncRead + Unpin + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<()> {
+            match r.read_exact(buf).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    Err(ChannelError::PeerClosed { wanted: buf.len() }.into())
+                }
+                Err(e) => Err(ChannelError::Io(e).into()),
+            }
+        }
+        let mut head = [0u8; 5];
+        read(r, &mut head).await?;
+        let (tag, len) = check_header(head)?;
+        let mut payload = vec![0u8; len];
+        read(r, &mut payload).await?;
         Self::decode(tag, &payload)
     }
 

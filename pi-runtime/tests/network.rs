@@ -420,19 +420,23 @@ fn busy_server_and_disallowed_dealer_are_refused_with_reasons() {
         c.max_sessions = 1;
         c.idle_timeout = Duration::from_secs(3);
     });
-    // A silent client holds the only slot.
+    // A silent connection does not hold the only slot (it has said no hello) ...
     let silent = std::net::TcpStream::connect(s.addr).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let rt = rt();
+    let a = ClientSession::start(connect(&rt, &s, None), &dealer()).unwrap();
+    // ... a session does.
     let e = ClientSession::start(connect(&rt, &s, None), &dealer())
         .err()
         .unwrap();
     assert!(matches!(e, RuntimeError::Refused(_)), "{e}");
     assert!(e.to_string().contains("busy"), "{e}");
     drop(silent);
-    // Once the silent client is gone, its slot is free again.
-    std::thread::sleep(Duration::from_millis(1000));
-    good_client_works(&s);
+    a.close().unwrap();
+    // Once the session is over, its slot is free again.
+    let mut sess = eventually(|| ClientSession::start(connect(&rt, &s, None), &dealer()));
+    check_against_fixed(&s, &mut sess, 1);
+    sess.close().unwrap();
 
     let t = start(false, |c| c.options.allow_insecure_dealer = false);
     let e = ClientSession::start(connect(&rt, &t, None), &dealer())
@@ -541,14 +545,13 @@ fn a_flood_of_prepare_frames_is_refused_at_the_session_bound() {
 }
 
 /// Retries `f` for up to 3 s (the server releases a session's resources on its own
-/// thread once the session ends).
+/// thread once the session ends, and a connection's once it has closed it).
 fn eventually<T>(mut f: impl FnMut() -> Result<T, RuntimeError>) -> T {
     let start = std::time::Instant::now();
     loop {
         match f() {
             Ok(v) => return v,
-            Err(e) if start.elapsed() < Duration::from_secs(3) => {
-                assert!(e.to_string().contains("busy"), "{e}");
+            Err(_) if start.elapsed() < Duration::from_secs(3) => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => panic!("still refused after 3 s: {e}"),
@@ -592,4 +595,109 @@ fn a_server_wide_memory_budget_refuses_as_busy_and_frees_what_sessions_release()
     });
     check_against_fixed(&s, &mut d, 1);
     d.close().unwrap();
+}
+
+/// The bytes of a valid dealer client hello.
+fn hello_bytes() -> Vec<u8> {
+    Message::ClientHello(ClientHello {
+        version: PROTOCOL_VERSION,
+        software: "test".into(),
+        kappa: 128,
+        stat_sec: 40,
+        preprocessing: Method::InsecureDealer.code(),
+    })
+    .encode()
+}
+
+#[test]
+fn idle_and_dribbling_connections_hold_no_session_slot() {
+    let s = start(false, |c| {
+        c.max_sessions = 16;
+        c.max_connections = 64;
+        c.max_connections_per_ip = 64;
+        c.handshake_timeout = Duration::from_secs(2);
+    });
+    // Twice as many idle connections as session slots ...
+    let idle: Vec<_> = (0..32)
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .collect();
+    // ... and one that sends its hello a byte every 300 ms (9 s for the whole hello).
+    let addr = s.addr;
+    let dribbler = std::thread::spawn(move || {
+        let mut t = std::net::TcpStream::connect(addr).unwrap();
+        for b in hello_bytes() {
+            if t.write_all(&[b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let _ = t.read_to_end(&mut got);
+        got
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // A real client is served at once.
+    let t0 = std::time::Instant::now();
+    good_client_works(&s);
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "served after {:?}",
+        t0.elapsed()
+    );
+    // The idle connections are closed at the hello deadline, with nothing sent.
+    let mut first = &idle[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let r = first.read(&mut buf);
+    assert!(matches!(r, Ok(0)) || r.is_err(), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        t0.elapsed()
+    );
+    // The dribbler never got a server hello.
+    let got = dribbler.join().unwrap();
+    assert!(
+        got.is_empty(),
+        "the dribbling client got {} bytes",
+        got.len()
+    );
+    good_client_works(&s);
+}
+
+#[test]
+fn connections_beyond_the_per_address_cap_are_closed_at_once() {
+    let s = start(false, |c| {
+        c.max_connections_per_ip = 4;
+        c.handshake_timeout = Duration::from_secs(30);
+    });
+    let held: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The fifth connection from this address is closed without waiting for its hello.
+    let mut extra = std::net::TcpStream::connect(s.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let _ = extra.write_all(&hello_bytes());
+    let mut buf = [0u8; 16];
+    let r = extra.read(&mut buf);
+    assert!(matches!(r, Ok(0)) || r.is_err(), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        t0.elapsed()
+    );
+    // So is a real client from the same address, until the others go.
+    let rt = rt();
+    assert!(ClientSession::start(connect(&rt, &s, None), &dealer()).is_err());
+    drop(held);
+    let mut sess = eventually(|| ClientSession::start(connect(&rt, &s, None), &dealer()));
+    check_against_fixed(&s, &mut sess, 1);
+    sess.close().unwrap();
 }

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::error::{Result, RuntimeError};
 use crate::net::{BlockingChannel, Stream};
 use crate::session::{ServedModel, ServerOptions, ServerSessionReport, serve_session_from};
-use crate::wire::{Message, Reject};
+use crate::wire::{Message, Reject, Side};
 
 /// Everything a server needs.
 #[derive(Clone)]
@@ -190,7 +190,7 @@ pub async fn run(
             // that dawdles or dribbles is closed without ever holding a session slot.
             let opening = tokio::time::timeout(cfg.handshake_timeout, async {
                 let mut stream = handshake(&cfg, tcp).await?;
-                let first = Message::recv_async(&mut stream).await;
+                let first = Message::recv_async(&mut stream, Side::Client).await;
                 Ok::<_, RuntimeError>((stream, first))
             })
             .await;

@@ -19,7 +19,7 @@ use crate::error::{Result, RuntimeError};
 use crate::net::PhaseDeadline;
 use crate::preprocess::{Method, Preprocessing};
 use crate::wire::{
-    ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello,
+    ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello, Side,
 };
 
 /// Memory a session may hold in prepared (offline) material, on either side: the number
@@ -239,8 +239,8 @@ fn reject<C: Channel>(ch: &mut C, code: u16, err: RuntimeError) -> RuntimeError 
 
 /// Receives the next control message; a frame that does not decode is answered with a
 /// reject naming the problem before the error is returned.
-fn recv_control<C: Channel>(ch: &mut C, what: &str) -> Result<Message> {
-    Message::recv(ch).map_err(|e| control_error(ch, e, what))
+fn recv_control<C: Channel>(ch: &mut C, from: Side, what: &str) -> Result<Message> {
+    Message::recv(ch, from).map_err(|e| control_error(ch, e, what))
 }
 
 /// A control frame's receive error, answered with a reject where the peer is at fault.
@@ -261,7 +261,7 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
     opts: &ServerOptions,
     report: &mut ServerSessionReport,
 ) -> Result<()> {
-    let first = Message::recv(ch);
+    let first = Message::recv(ch, Side::Client);
     serve_session_from(ch, first, model, opts, report)
 }
 
@@ -367,7 +367,7 @@ pub fn serve_session_from<C: Channel + PhaseDeadline>(
     let mut prepared: VecDeque<(ServerPrepared, Reservation)> = VecDeque::new();
     let mut next_index = 0u32;
     loop {
-        match recv_control(ch, "waiting for the client")? {
+        match recv_control(ch, Side::Client, "waiting for the client")? {
             Message::Prepare { count } => {
                 let held = prepared.len() as u64;
                 if count == 0 || held + u64::from(count) > u64::from(max_prepare) {
@@ -490,7 +490,7 @@ impl<C: Channel> ClientSession<C> {
             preprocessing: method.code(),
         })
         .send(&mut ch)?;
-        let hello = match recv_control(&mut ch, "server hello")? {
+        let hello = match recv_control(&mut ch, Side::Server, "server hello")? {
             Message::ServerHello(h) => h,
             Message::Reject(r) => return Err(RuntimeError::Refused(r.reason)),
             other => {
@@ -596,7 +596,7 @@ impl<C: Channel> ClientSession<C> {
             )));
         }
         Message::Prepare { count }.send(&mut self.ch)?;
-        match recv_control(&mut self.ch, "prepare")? {
+        match recv_control(&mut self.ch, Side::Server, "prepare")? {
             Message::Ready { count: c } if c == count => {}
             Message::Reject(r) => return Err(RuntimeError::Refused(r.reason)),
             other => {

@@ -139,22 +139,48 @@ const T_INFER: u8 = 5;
 const T_BYE: u8 = 6;
 const T_READY: u8 = 7;
 
-fn max_payload(tag: u8) -> Option<usize> {
-    Some(match tag {
-        T_CLIENT_HELLO => 6 + 2 + 4 + MAX_TEXT + 2 + 2 + 1,
-        T_SERVER_HELLO => 2 + 4 + MAX_TEXT + 1 + 4 + 4 + MAX_PUBLIC_JSON + 4 + MAX_MASKS,
-        T_REJECT => 2 + 4 + MAX_TEXT,
-        T_PREPARE | T_INFER | T_READY => 4,
-        T_BYE => 0,
+/// Which party sent a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client (`pi-client`).
+    Client,
+    /// The server (`pi-server`).
+    Server,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// The largest payload of a frame with `tag` from `from`: `None` for an unknown tag,
+/// `Some(None)` for a message that side never sends.
+fn max_payload(tag: u8, from: Side) -> Option<Option<usize>> {
+    use Side::{Client, Server};
+    Some(match (tag, from) {
+        (T_CLIENT_HELLO, Client) => Some(6 + 2 + 4 + MAX_TEXT + 2 + 2 + 1),
+        (T_SERVER_HELLO, Server) => {
+            Some(2 + 4 + MAX_TEXT + 1 + 4 + 4 + MAX_PUBLIC_JSON + 4 + MAX_MASKS)
+        }
+        (T_REJECT, _) => Some(2 + 4 + MAX_TEXT),
+        (T_PREPARE | T_INFER, Client) | (T_READY, Server) => Some(4),
+        (T_BYE, Client) => Some(0),
+        (T_CLIENT_HELLO | T_PREPARE | T_INFER | T_BYE, Server)
+        | (T_SERVER_HELLO | T_READY, Client) => None,
         _ => return None,
     })
 }
 
-/// The tag and payload length of a frame header, checked against the tag's limit.
-fn check_header(head: [u8; 5]) -> Result<(u8, usize)> {
+/// The tag and payload length of a frame header from `from`, checked against the limit
+/// of that tag in that direction (before anything is allocated).
+fn check_header(head: [u8; 5], from: Side) -> Result<(u8, usize)> {
     let tag = head[0];
     let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    let max = max_payload(tag).ok_or_else(|| match tag {
+    let max = max_payload(tag, from).ok_or_else(|| match tag {
         // TLS records start with 0x14..0x17 (alert 21, handshake 22).
         0x14..=0x17 => RuntimeError::Incompatible(
             "the peer speaks TLS and this side plain TCP: use TLS on both sides \
@@ -163,6 +189,13 @@ fn check_header(head: [u8; 5]) -> Result<(u8, usize)> {
         ),
         _ => RuntimeError::peer(format!("unknown message type {tag}")),
     })?;
+    let Some(max) = max else {
+        return Err(RuntimeError::peer(format!(
+            "a {} never sends a {} (frame of {len} bytes refused unread)",
+            from.name(),
+            tag_name(tag)
+        )));
+    };
     if len > max {
         return Err(RuntimeError::peer(format!(
             "{} of {len} bytes exceeds the limit of {max}",
@@ -283,11 +316,12 @@ impl Message {
         Ok(())
     }
 
-    /// Receives one frame, checking the length against the tag's limit before reading.
-    pub fn recv<C: Channel + ?Sized>(ch: &mut C) -> Result<Self> {
+    /// Receives one frame sent by `from`, checking the message kind against the
+    /// direction and the length against its limit before reading the payload.
+    pub fn recv<C: Channel + ?Sized>(ch: &mut C, from: Side) -> Result<Self> {
         let mut head = [0u8; 5];
         ch.recv(&mut head)?;
-        let (tag, len) = check_header(head)?;
+        let (tag, len) = check_header(head, from)?;
         let mut payload = vec![0u8; len];
         ch.recv(&mut payload)?;
         Self::decode(tag, &payload)
@@ -295,7 +329,7 @@ impl Message {
 
     /// [`Self::recv`] on an asynchronous stream (the server reads the client's hello so,
     /// under one deadline with the TLS handshake, before it gives the client a session).
-    pub async fn recv_async<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result<Self> {
+    pub async fn recv_async<R: AsyncRead + Unpin + ?Sized>(r: &mut R, from: Side) -> Result<Self> {
         async fn read<R: AsyncRead + Unpin + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<()> {
             match r.read_exact(buf).await {
                 Ok(_) => Ok(()),
@@ -307,7 +341,7 @@ impl Message {
         }
         let mut head = [0u8; 5];
         read(r, &mut head).await?;
-        let (tag, len) = check_header(head)?;
+        let (tag, len) = check_header(head, from)?;
         let mut payload = vec![0u8; len];
         read(r, &mut payload).await?;
         Self::decode(tag, &payload)
@@ -412,6 +446,13 @@ mod tests {
         ]
     }
 
+    fn sender(m: &Message) -> Side {
+        match m {
+            Message::ServerHello(_) | Message::Ready { .. } | Message::Reject(_) => Side::Server,
+            _ => Side::Client,
+        }
+    }
+
     #[test]
     fn round_trip_and_every_truncation_fails() {
         for m in all() {
@@ -420,7 +461,7 @@ mod tests {
             let (mut a, mut b) = (a, b);
             a.send(&bytes).unwrap();
             a.flush().unwrap();
-            assert_eq!(Message::recv(&mut b).unwrap(), m);
+            assert_eq!(Message::recv(&mut b, sender(&m)).unwrap(), m);
             let payload = &bytes[5..];
             for cut in 0..payload.len() {
                 assert!(
@@ -446,7 +487,33 @@ mod tests {
         f.extend_from_slice(&u32::MAX.to_le_bytes());
         a.send(&f).unwrap();
         a.flush().unwrap();
-        let e = Message::recv(&mut b).unwrap_err();
+        let e = Message::recv(&mut b, Side::Client).unwrap_err();
+        assert!(e.to_string().contains("exceeds the limit"), "{e}");
+        // A message kind the sender never sends is refused from its header alone (the
+        // payload is never read, so nothing is allocated for it), whatever its length.
+        for m in all() {
+            let wrong = match sender(&m) {
+                Side::Client => Side::Server,
+                Side::Server if matches!(m, Message::Reject(_)) => continue,
+                Side::Server => Side::Client,
+            };
+            for len in [0u32, 4, 50 << 20] {
+                let (mut a, mut b) = protocols::MemoryChannel::pair();
+                let mut f = vec![m.encode()[0]];
+                f.extend_from_slice(&len.to_le_bytes());
+                a.send(&f).unwrap();
+                a.flush().unwrap();
+                let e = Message::recv(&mut b, wrong).unwrap_err();
+                assert!(e.to_string().contains("never sends"), "{}: {e}", m.name());
+            }
+        }
+        // Each kind has its own limit: a reject may not be as large as a server hello.
+        let (mut a, mut b) = protocols::MemoryChannel::pair();
+        let mut f = vec![T_REJECT];
+        f.extend_from_slice(&(4096u32).to_le_bytes());
+        a.send(&f).unwrap();
+        a.flush().unwrap();
+        let e = Message::recv(&mut b, Side::Server).unwrap_err();
         assert!(e.to_string().contains("exceeds the limit"), "{e}");
         let mut hello = all()[0].encode();
         hello[5] = b'X';

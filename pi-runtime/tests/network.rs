@@ -21,7 +21,7 @@ use pi_runtime::server::{self, ServerConfig};
 use pi_runtime::session::{
     ClientOptions, ClientSession, MemoryBudget, ServedModel, server_memory_per_inference,
 };
-use pi_runtime::wire::{ClientHello, Message, PROTOCOL_VERSION, Reject, ServerHello};
+use pi_runtime::wire::{ClientHello, Message, PROTOCOL_VERSION, Reject, ServerHello, Side};
 use pi_runtime::{RuntimeError, client};
 use protocols::ChannelError;
 use protocols::channel::Channel;
@@ -284,6 +284,17 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     big.extend_from_slice(&u32::MAX.to_le_bytes());
     let r = decode_reject(&raw_exchange(s.addr, &big));
     assert!(r.reason.contains("exceeds the limit"), "{}", r.reason);
+    // A server-only message from a client is refused from its header alone, even at a
+    // length within the server hello's own limit (50 MiB would have been allocated).
+    let mut server_hello = vec![2u8];
+    server_hello.extend_from_slice(&(50u32 << 20).to_le_bytes());
+    let r = decode_reject(&raw_exchange(s.addr, &server_hello));
+    assert_eq!(r.code, Reject::PROTOCOL);
+    assert!(
+        r.reason.contains("a client never sends a server hello"),
+        "{}",
+        r.reason
+    );
     // Garbage.
     let garbage: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -505,7 +516,7 @@ fn raw_session(
     })
     .send(&mut ch)
     .unwrap();
-    match Message::recv(&mut ch).unwrap() {
+    match Message::recv(&mut ch, Side::Server).unwrap() {
         Message::ServerHello(h) => (ch, h),
         m => panic!("expected a server hello, got {}", m.name()),
     }
@@ -525,7 +536,10 @@ fn a_flood_of_prepare_frames_is_refused_at_the_session_bound() {
     // Two Prepare frames of one inference each fill the session's bound ...
     for k in 0..2 {
         Message::Prepare { count: 1 }.send(&mut ch).unwrap();
-        assert_eq!(Message::recv(&mut ch).unwrap(), Message::Ready { count: 1 });
+        assert_eq!(
+            Message::recv(&mut ch, Side::Server).unwrap(),
+            Message::Ready { count: 1 }
+        );
         if k == 0 {
             engine.setup_ot(&mut ch).unwrap();
         }
@@ -534,7 +548,7 @@ fn a_flood_of_prepare_frames_is_refused_at_the_session_bound() {
     // ... and a third, with no inference consumed in between, is refused (each frame
     // alone is within the per-frame limit).
     Message::Prepare { count: 1 }.send(&mut ch).unwrap();
-    match Message::recv(&mut ch).unwrap() {
+    match Message::recv(&mut ch, Side::Server).unwrap() {
         Message::Reject(r) => {
             assert_eq!(r.code, Reject::PROTOCOL);
             assert!(r.reason.contains("at most 2 prepared"), "{}", r.reason);

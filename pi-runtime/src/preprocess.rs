@@ -96,12 +96,22 @@ pub trait Preprocessing {
 
 /// The insecure stand-in: the client sends each value's mask once, when a layer first
 /// reads it; the server replies with `L_i(r) - s_i`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct InsecureDealer {
     /// Server: the client's masks received so far (signed ring representation).
     seen: Vec<Option<Vec<i64>>>,
     /// Client: which masks were sent.
     sent: Vec<bool>,
+}
+
+/// Prints counts only: the masks are the client's secrets.
+impl std::fmt::Debug for InsecureDealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InsecureDealer")
+            .field("masks_seen", &self.seen.iter().flatten().count())
+            .field("masks_sent", &self.sent.iter().filter(|&&s| s).count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Preprocessing for InsecureDealer {
@@ -375,5 +385,21 @@ impl Preprocessing for HePreprocessing {
                 .for_each(|(c, p)| *c = c.wrapping_add(p) & lmask);
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dealer_does_not_print_the_client_masks() {
+        let d = InsecureDealer {
+            seen: vec![Some(vec![123_456_789, -987_654_321]), None],
+            sent: vec![true, false],
+        };
+        let s = format!("{d:?}");
+        assert!(!s.contains("123456789") && !s.contains("987654321"), "{s}");
+        assert!(s.contains("masks_seen: 1"), "{s}");
     }
 }

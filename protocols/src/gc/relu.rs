@@ -342,7 +342,7 @@ struct Header {
 }
 
 /// What the server keeps after garbling a batch of ReLU gadgets.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ReluGarblerSecrets {
     /// Gadget parameters.
     pub params: ReluParams,
@@ -352,6 +352,17 @@ pub struct ReluGarblerSecrets {
     pub batch_id: u64,
     /// Offset, input zero labels and output decoding bits.
     pub secrets: GarblerSecrets,
+}
+
+/// Prints the public parameters only (see [`GarblerSecrets`]'s `Debug`).
+impl core::fmt::Debug for ReluGarblerSecrets {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReluGarblerSecrets")
+            .field("params", &self.params)
+            .field("count", &self.count)
+            .field("batch_id", &self.batch_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReluGarblerSecrets {

@@ -83,6 +83,17 @@ pub trait Preprocessing {
     /// holds at once (reserved against the server's memory budget while the phase runs).
     fn server_peak_bytes(&self, plan: &Plan) -> u64;
 
+    /// Values per inference that the client receives and whose hiding of the weights
+    /// rests on noise flooding (HE: the released output coefficients); 0 for none.
+    fn flooded_per_inference(&self) -> u64 {
+        0
+    }
+
+    /// Both sides: one key serves at most `n >= 1` inferences; the client then draws a
+    /// fresh key and sends it before the next inference's first layer (no effect where
+    /// there are no keys).
+    fn set_key_inferences(&mut self, _n: u32) {}
+
     /// Client: returns `L_i(r) - s` for layer `i`; `masks[v]` holds the mask of every
     /// value produced so far.
     fn client_layer(
@@ -191,13 +202,20 @@ struct HeTerm {
 /// (`protocols::he`). Each term of a layer (convolution, dense layer, channel scale,
 /// average pool) runs as one encrypted operator; the server splits its `s_i` into random
 /// per-term parts, the client adds the per-term results. The client's key is drawn at
-/// the session's first offline layer and used for the whole session.
+/// the first offline layer of the session and again after every
+/// [`Preprocessing::set_key_inferences`] inferences (both sides count them).
 #[derive(Debug)]
 pub struct HePreprocessing {
     params: HeParams,
     layers: Vec<Vec<HeTerm>>,
     client: Option<HeClient>,
     server: Option<HeServer>,
+    /// Inferences one key serves.
+    key_inferences: u32,
+    /// Inferences begun under the current key.
+    key_uses: u32,
+    /// Keys set up so far.
+    keys: u32,
 }
 
 /// The operator of a term as a convolution on its input shape `src`.
@@ -296,12 +314,42 @@ impl HePreprocessing {
             layers,
             client: None,
             server: None,
+            key_inferences: u32::MAX,
+            key_uses: 0,
+            keys: 0,
         })
+    }
+
+    /// Keys set up so far in the session (the client's key was drawn this many times).
+    pub fn keys(&self) -> u32 {
+        self.keys
     }
 }
 
 impl Preprocessing for HePreprocessing {
-    fn begin_inference(&mut self) {}
+    fn begin_inference(&mut self) {
+        if self.key_uses >= self.key_inferences {
+            // The key has served its inferences: both sides drop it, and the first layer
+            // of this inference sets up a fresh one.
+            self.client = None;
+            self.server = None;
+            self.key_uses = 0;
+        }
+        self.key_uses += 1;
+    }
+
+    /// Every term releases one flooded coefficient per output position.
+    fn flooded_per_inference(&self) -> u64 {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|t| t.layout.shape.out_len() as u64)
+            .sum()
+    }
+
+    fn set_key_inferences(&mut self, n: u32) {
+        self.key_inferences = n.max(1);
+    }
 
     /// The largest term: its input ciphertexts as received and parsed (about three
     /// polynomials each), its results (two each) and the kernels of the groups computed in
@@ -332,6 +380,7 @@ impl Preprocessing for HePreprocessing {
             let he = HeServer::setup(ch, self.params.clone())
                 .map_err(|e| RuntimeError::from(e).context("HE key setup"))?;
             self.server = Some(he);
+            self.keys += 1;
         }
         let (Some(he), Some(terms)) = (&self.server, self.layers.get(i)) else {
             return Err(RuntimeError::config(format!("no layer {i} in the HE plan")));
@@ -364,6 +413,7 @@ impl Preprocessing for HePreprocessing {
         let lmask = ring_mask(plan.fixed.ring_bits);
         if self.client.is_none() {
             self.client = Some(HeClient::setup(ch, self.params.clone())?);
+            self.keys += 1;
         }
         let (Some(he), Some(terms)) = (&self.client, self.layers.get(i)) else {
             return Err(RuntimeError::config(format!("no layer {i} in the HE plan")));

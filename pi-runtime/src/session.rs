@@ -30,6 +30,11 @@ pub const PREPARED_BYTES_PER_SESSION: u64 = 1 << 30;
 /// offline phases of all sessions together.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
 
+/// Default of [`ServerOptions::he_key_coefficients`]: `2^32` flooded coefficients per HE
+/// key, at most `2^-40` statistical distance at the largest kernel norm the noise
+/// analysis admits (about 4,000 ResNet18 inferences; `docs/he.md`).
+pub const DEFAULT_HE_KEY_COEFFICIENTS: u64 = 1 << 32;
+
 /// A server-wide budget of memory for prepared inferences and running offline phases,
 /// shared by all sessions: a session reserves what a `Prepare` will hold before running
 /// it, and the reservation is released (by [`Reservation`]'s `Drop`) when the inference
@@ -178,6 +183,10 @@ pub struct ServerOptions {
     /// share these options (clones share the budget). A `Prepare` that does not fit is
     /// refused as busy.
     pub memory_budget: Arc<MemoryBudget>,
+    /// Flooded HE coefficients a client may receive under one key: the server tells the
+    /// client after how many inferences (this divided by what one inference releases, at
+    /// least 1) it must send a fresh key, and expects it then.
+    pub he_key_coefficients: u64,
 }
 
 impl Default for ServerOptions {
@@ -187,6 +196,7 @@ impl Default for ServerOptions {
             max_prepare: 16,
             phase_timeout: Duration::from_secs(600),
             memory_budget: MemoryBudget::new(DEFAULT_MEMORY_BUDGET),
+            he_key_coefficients: DEFAULT_HE_KEY_COEFFICIENTS,
         }
     }
 }
@@ -324,6 +334,15 @@ pub fn serve_session_from<C: Channel + PhaseDeadline>(
     // it runs; the number prepared at once is bounded per session and by the budget.
     let mut engine = ServerEngine::new(&model.prog)?;
     let mut pre = method.instance(&model.prog)?;
+    // How long one HE key lives: the flooding budget per key over what one inference
+    // releases.
+    let key_inferences = match pre.flooded_per_inference() {
+        0 => u32::MAX,
+        n => u32::try_from(opts.he_key_coefficients / n)
+            .unwrap_or(u32::MAX)
+            .max(1),
+    };
+    pre.set_key_inferences(key_inferences);
     let per_inference = engine.plan().server_prepared_bytes().max(1);
     let peak = engine.plan().server_offline_peak_bytes() + pre.server_peak_bytes(engine.plan());
     let budget = &opts.memory_budget;
@@ -356,6 +375,7 @@ pub fn serve_session_from<C: Channel + PhaseDeadline>(
         software: crate::VERSION.into(),
         preprocessing: method.code(),
         max_prepare,
+        key_inferences,
         public_json: model.public_json.clone(),
         masks: model.masks.clone(),
     });
@@ -514,6 +534,10 @@ impl<C: Channel> ClientSession<C> {
             ));
             return Err(reject(&mut ch, Reject::PROTOCOL, e));
         }
+        if hello.key_inferences == 0 {
+            let e = RuntimeError::peer("the server's hello says an HE key serves 0 inferences");
+            return Err(reject(&mut ch, Reject::PROTOCOL, e));
+        }
         let (public, public_hash) =
             match models::format::decode_public("<server>", &hello.public_json, &hello.masks) {
                 Ok(x) => x,
@@ -532,7 +556,8 @@ impl<C: Channel> ClientSession<C> {
         }
         let structure = FixedProgram::structure(&public)?;
         let engine = ClientEngine::new(&structure)?;
-        let pre = method.instance(&structure)?;
+        let mut pre = method.instance(&structure)?;
+        pre.set_key_inferences(hello.key_inferences);
         let per_inference = engine.plan().client_prepared_bytes().max(1);
         let client_cap = u32::try_from(PREPARED_BYTES_PER_SESSION / per_inference)
             .unwrap_or(u32::MAX)

@@ -17,7 +17,8 @@ use crate::error::{Result, RuntimeError};
 
 /// Magic at the start of the client's hello.
 pub const MAGIC: [u8; 6] = *b"SNLPI\0";
-/// Version of this session protocol (2: the server answers `Prepare` with `Ready`).
+/// Version of this session protocol (2: the server answers `Prepare` with `Ready`, and
+/// its hello says how many inferences one HE key serves).
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;
@@ -86,8 +87,10 @@ pub struct ServerHello {
     pub software: String,
     /// Linear preprocessing of the session.
     pub preprocessing: u8,
-    /// Most inferences one `Prepare` may ask for on this server.
+    /// Most inferences a session may hold prepared at once on this server.
     pub max_prepare: u32,
+    /// Inferences one HE key serves; the client sends a fresh key before the next one.
+    pub key_inferences: u32,
     /// `public.json` of the model (the client checks it and hashes it).
     pub public_json: Vec<u8>,
     /// `masks.safetensors` of the model.
@@ -164,7 +167,7 @@ fn max_payload(tag: u8, from: Side) -> Option<Option<usize>> {
     Some(match (tag, from) {
         (T_CLIENT_HELLO, Client) => Some(6 + 2 + 4 + MAX_TEXT + 2 + 2 + 1),
         (T_SERVER_HELLO, Server) => {
-            Some(2 + 4 + MAX_TEXT + 1 + 4 + 4 + MAX_PUBLIC_JSON + 4 + MAX_MASKS)
+            Some(2 + 4 + MAX_TEXT + 1 + 4 + 4 + 4 + MAX_PUBLIC_JSON + 4 + MAX_MASKS)
         }
         (T_REJECT, _) => Some(2 + 4 + MAX_TEXT),
         (T_PREPARE | T_INFER, Client) | (T_READY, Server) => Some(4),
@@ -229,6 +232,7 @@ impl Message {
                 put_bytes(&mut p, h.software.as_bytes());
                 p.push(h.preprocessing);
                 p.extend_from_slice(&h.max_prepare.to_le_bytes());
+                p.extend_from_slice(&h.key_inferences.to_le_bytes());
                 put_bytes(&mut p, &h.public_json);
                 put_bytes(&mut p, &h.masks);
                 T_SERVER_HELLO
@@ -286,6 +290,7 @@ impl Message {
                 software: r.text()?,
                 preprocessing: r.u8()?,
                 max_prepare: r.u32()?,
+                key_inferences: r.u32()?,
                 public_json: r.bytes(MAX_PUBLIC_JSON)?.to_vec(),
                 masks: r.bytes(MAX_MASKS)?.to_vec(),
             }),
@@ -435,6 +440,7 @@ mod tests {
                 software: "0.1.0".into(),
                 preprocessing: 1,
                 max_prepare: 8,
+                key_inferences: 4096,
                 public_json: b"{}".to_vec(),
                 masks: vec![1, 2, 3],
             }),

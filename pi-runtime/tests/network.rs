@@ -715,3 +715,45 @@ fn connections_beyond_the_per_address_cap_are_closed_at_once() {
     check_against_fixed(&s, &mut sess, 1);
     sess.close().unwrap();
 }
+
+/// Offline bytes the client sent for each of three HE inferences of one session (the
+/// logits are checked too).
+fn he_offline_bytes(s: &TestServer) -> Vec<u64> {
+    let rt = rt();
+    let mut sess = ClientSession::start(connect(&rt, s, None), &ClientOptions::default()).unwrap();
+    assert_eq!(sess.method(), Method::HeBfv);
+    sess.prepare(3).unwrap();
+    let mut sent = Vec::new();
+    for x in common::inputs(&s.model, 3, 11) {
+        let got = sess.infer(&x).unwrap();
+        let want = s.prog.forward(&x, false).unwrap();
+        for (a, b) in got.output.logits.iter().zip(&want.logits) {
+            assert!((a - b).abs() < 2e-3, "secure logit {a} vs fixed {b}");
+        }
+        sent.push(got.offline.bytes_sent);
+    }
+    sess.close().unwrap();
+    sent
+}
+
+#[test]
+fn the_client_sends_a_fresh_he_key_when_one_has_served_its_inferences() {
+    // A public key is one seeded ciphertext: about 190 KB the client uploads.
+    const KEY: u64 = 150_000;
+    // The default budget (2^32 coefficients) covers the session with one key.
+    let s = start(false, |_| {});
+    let once = he_offline_bytes(&s);
+    assert!(
+        once[1] + KEY < once[0] && once[2] + KEY < once[0],
+        "{once:?}"
+    );
+    // A budget of two inferences' coefficients per key: the third inference uploads a
+    // fresh key first, and its results are still right.
+    let s = start(false, |c| {
+        let pre = Method::HeBfv.instance(&c.model.prog).unwrap();
+        c.options.he_key_coefficients = 2 * pre.flooded_per_inference();
+    });
+    let rekeyed = he_offline_bytes(&s);
+    assert!(rekeyed[1] + KEY < rekeyed[0], "{rekeyed:?}");
+    assert!(rekeyed[1] + KEY < rekeyed[2], "no fresh key: {rekeyed:?}");
+}

@@ -87,6 +87,10 @@ struct ServeArgs {
     /// together; a client whose preparation does not fit is refused as busy.
     #[arg(long, default_value_t = 4096)]
     memory_budget_mib: u64,
+    /// Flooded HE coefficients a client may receive under one key before it must send a
+    /// fresh one (default 2^32: at most 2^-40 statistical distance per key).
+    #[arg(long, default_value_t = 1 << 32)]
+    he_key_coefficients: u64,
     /// Seconds any single read or write may wait on a client.
     #[arg(long, default_value_t = 60)]
     idle_timeout: u64,
@@ -186,6 +190,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     cfg.options.allow_insecure_dealer = a.insecure_dealer;
     cfg.options.max_prepare = a.max_prepare.max(1);
     cfg.options.phase_timeout = Duration::from_secs(a.phase_timeout.max(1));
+    cfg.options.he_key_coefficients = a.he_key_coefficients.max(1);
     cfg.options.memory_budget =
         pi_runtime::session::MemoryBudget::new(a.memory_budget_mib.saturating_mul(1 << 20));
     cfg.max_sessions = a.max_sessions.max(1);

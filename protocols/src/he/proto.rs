@@ -411,7 +411,7 @@ fn proto_field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 /// that it is exactly one ciphertext of two polynomials at the top level, both in NTT
 /// representation (a key in power-basis or NTT-Shoup form decodes, then panics in
 /// `try_encrypt`) with every residue, in NTT and in coefficient form, reduced modulo its
-/// modulus.
+/// modulus, and its second polynomial expanded from a seed.
 fn parse_public_key(bytes: &[u8], params: &HeParams) -> Result<PublicKey> {
     let par = params.bfv().clone();
     let bad = |m: &str| ProtocolError::peer(format!("HE public key: {m}"));
@@ -437,6 +437,16 @@ fn parse_public_key(bytes: &[u8], params: &HeParams) -> Result<PublicKey> {
         let mut c = p.clone();
         c.change_representation(Representation::PowerBasis);
         check_residues(&Vec::<u64>::from(&c), N, "HE public key")?;
+    }
+    // An honest key is `(-(a s + e), a)` with `a` expanded from a seed, which is how it
+    // travels: `c = [c0]`, then the seed. Requiring that form keeps `a` pseudorandom, so
+    // the server's re-randomization `u a + e2` of each result's `c1` cannot be stripped
+    // by a degenerate key (`a = 0` would hand out `sum c1_b K_b`, i.e. the weights).
+    let seeded = proto_field(inner, 0x0a)
+        .and_then(|(_, rest)| proto_field(rest, 0x12))
+        .is_some_and(|(seed, rest)| seed.len() == 32 && rest.is_empty());
+    if !seeded {
+        return Err(bad("its second polynomial is not expanded from a seed"));
     }
     guarded(|| PublicKey::from_bytes(bytes, &par), "HE public key")
 }
@@ -503,6 +513,17 @@ mod tests {
             assert_eq!(e.fault(), crate::Fault::Peer, "{e}");
             assert!(e.to_string().contains("representation, not NTT"), "{e}");
         }
+        // A well-formed key whose second polynomial is sent explicitly (here: zero, which
+        // would make the re-randomization of every result strippable) is refused.
+        let mut polys = Vec::new();
+        put_field(&mut polys, 0x0a, &ct[0].to_bytes());
+        let zero = Poly::zero(ct[1].ctx(), Representation::Ntt);
+        put_field(&mut polys, 0x0a, &zero.to_bytes());
+        let mut key = Vec::new();
+        put_field(&mut key, 0x0a, &polys);
+        assert!(PublicKey::from_bytes(&key, &par).is_ok());
+        let e = setup(&key).unwrap_err();
+        assert!(e.to_string().contains("not expanded from a seed"), "{e}");
         // An input ciphertext in NTT-Shoup form is refused as well.
         let server = setup(&good).unwrap();
         let mut polys = Vec::new();

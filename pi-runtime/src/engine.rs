@@ -187,7 +187,8 @@ impl Plan {
     /// Largest transient memory of the server's offline phase outside the linear
     /// preprocessing: while one layer is garbled it also holds the zero labels of the
     /// client's inputs (`16 (m + l)` bytes per kept ReLU), its own garbling secrets and
-    /// the garbled tables before they are sent.
+    /// the garbled tables before they are sent, and allows 16 bytes per output position
+    /// for `s_i` and its copies.
     pub fn server_offline_peak_bytes(&self) -> u64 {
         let (m, l) = (u64::from(self.relu.m), u64::from(self.relu.l));
         let per_relu = 16 * (m + l) + 16 * m + l + self.relu.table_bytes() as u64;

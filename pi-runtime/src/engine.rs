@@ -30,7 +30,7 @@ use models::fixed::{Activation, FixedPointParams, FixedProgram, ValueId};
 use protocols::Block;
 use protocols::channel::{Channel, ChannelExt, ChannelStats, CountingChannel};
 use protocols::gc::relu::{
-    GarbledRelus, ReluGarblerSecrets, ReluParams, client_gadget_inputs, relu_offline_client,
+    GarbledRelus, ReluOnlineSecrets, ReluParams, client_gadget_inputs, relu_offline_client,
     relu_offline_server, relu_online_client, relu_online_server, server_gadget_input,
 };
 use protocols::ot::{OtReceiver, OtSender};
@@ -168,7 +168,53 @@ impl Plan {
     fn lmask(&self) -> u64 {
         ring_mask(self.fixed.ring_bits)
     }
+
+    /// Bytes the server holds for one prepared inference ([`ServerPrepared`]): `s_i`, 8
+    /// bytes per output position of every layer, and per layer with kept ReLUs the
+    /// online part of its garbling ([`ReluOnlineSecrets::bytes_for`]), plus a small
+    /// per-layer allowance for the containers.
+    pub fn server_prepared_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| {
+                PER_LAYER_OVERHEAD
+                    + 8 * l.len as u64
+                    + ReluOnlineSecrets::bytes_for(self.relu, l.kept_count)
+            })
+            .sum()
+    }
+
+    /// Largest transient memory of the server's offline phase outside the linear
+    /// preprocessing: while one layer is garbled it also holds the zero labels of the
+    /// client's inputs (`16 (m + l)` bytes per kept ReLU), its own garbling secrets and
+    /// the garbled tables before they are sent, and allows 16 bytes per output position
+    /// for `s_i` and its copies.
+    pub fn server_offline_peak_bytes(&self) -> u64 {
+        let (m, l) = (u64::from(self.relu.m), u64::from(self.relu.l));
+        let per_relu = 16 * (m + l) + 16 * m + l + self.relu.table_bytes() as u64;
+        self.layers
+            .iter()
+            .map(|x| x.kept_count as u64 * per_relu + 16 * x.len as u64)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Bytes the client holds for one prepared inference ([`ClientPrepared`]): the mask of
+    /// every stored value, its share of the logits, and per kept ReLU the garbled tables
+    /// and the labels of its `m + l` input bits.
+    pub fn client_prepared_bytes(&self) -> u64 {
+        let masks: u64 = self.value_lens.iter().map(|&n| 8 * n as u64).sum();
+        let per_relu =
+            self.relu.table_bytes() as u64 + 16 * (u64::from(self.relu.m) + u64::from(self.relu.l));
+        masks
+            + 8 * self.classes() as u64
+            + self.kept_total() as u64 * per_relu
+            + PER_LAYER_OVERHEAD * self.layers.len() as u64
+    }
 }
+
+/// Allowance for vector headers and allocator slack per layer of prepared material.
+const PER_LAYER_OVERHEAD: u64 = 128;
 
 /// `2^l - 1`: the mask that reduces into Z_2^l.
 pub(crate) fn ring_mask(l: u32) -> u64 {
@@ -288,8 +334,8 @@ pub(crate) fn random_ring(rng: &mut Prg, n: usize, lmask: u64) -> Vec<u64> {
 pub struct ServerPrepared {
     /// `s_i` per layer.
     s: Vec<Vec<u64>>,
-    /// Garbling secrets of each layer with kept ReLUs.
-    relus: Vec<Option<ReluGarblerSecrets>>,
+    /// What the online phase needs of each layer's garbling (layers with kept ReLUs).
+    relus: Vec<Option<ReluOnlineSecrets>>,
 }
 
 /// The server's side: the full lowered model and the session's OT sender.
@@ -363,7 +409,8 @@ impl<'p> ServerEngine<'p> {
                     Prg::from_entropy(),
                 )
                 .map_err(|e| RuntimeError::from(e).context(&what))?;
-                Some(sec)
+                // Keep only what the online phase needs (the client's zero labels go).
+                Some(ReluOnlineSecrets::from(sec))
             } else {
                 None
             };

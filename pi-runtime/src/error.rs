@@ -31,6 +31,9 @@ pub enum RuntimeError {
     /// A phase or a receive took longer than its configured limit.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// This side is at one of its limits (sessions, connections, memory) and refused.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 impl RuntimeError {
@@ -42,7 +45,9 @@ impl RuntimeError {
             }
             RuntimeError::Protocol(e) => e.fault(),
             RuntimeError::Model(_) | RuntimeError::Config(_) => Fault::Caller,
-            RuntimeError::Io(_) | RuntimeError::Timeout(_) => Fault::Environment,
+            RuntimeError::Io(_) | RuntimeError::Timeout(_) | RuntimeError::Busy(_) => {
+                Fault::Environment
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use models::fixed::{FixedProgram, TermOp};
 use models::graph::Shape;
 use protocols::channel::{Channel, ChannelExt};
-use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, POLY_DEGREE};
+use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, MODULI, POLY_DEGREE};
 use protocols::prg::Prg;
 
 use crate::engine::{Plan, random_ring, recv_ring, ring_mask};
@@ -79,6 +79,21 @@ pub trait Preprocessing {
         s: &[u64],
     ) -> Result<()>;
 
+    /// Server: an estimate of the most memory one offline phase of this preprocessing
+    /// holds at once (reserved against the server's memory budget while the phase runs).
+    fn server_peak_bytes(&self, plan: &Plan) -> u64;
+
+    /// Values per inference that the client receives and whose hiding of the weights
+    /// rests on noise flooding (HE: the released output coefficients); 0 for none.
+    fn flooded_per_inference(&self) -> u64 {
+        0
+    }
+
+    /// Both sides: one key serves at most `n >= 1` inferences; the client then draws a
+    /// fresh key and sends it before the next inference's first layer (no effect where
+    /// there are no keys).
+    fn set_key_inferences(&mut self, _n: u32) {}
+
     /// Client: returns `L_i(r) - s` for layer `i`; `masks[v]` holds the mask of every
     /// value produced so far.
     fn client_layer(
@@ -92,7 +107,7 @@ pub trait Preprocessing {
 
 /// The insecure stand-in: the client sends each value's mask once, when a layer first
 /// reads it; the server replies with `L_i(r) - s_i`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct InsecureDealer {
     /// Server: the client's masks received so far (signed ring representation).
     seen: Vec<Option<Vec<i64>>>,
@@ -100,10 +115,25 @@ pub struct InsecureDealer {
     sent: Vec<bool>,
 }
 
+/// Prints counts only: the masks are the client's secrets.
+impl std::fmt::Debug for InsecureDealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InsecureDealer")
+            .field("masks_seen", &self.seen.iter().flatten().count())
+            .field("masks_sent", &self.sent.iter().filter(|&&s| s).count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Preprocessing for InsecureDealer {
     fn begin_inference(&mut self) {
         self.seen.clear();
         self.sent.clear();
+    }
+
+    /// The client's masks of every value, and a copy of them per layer.
+    fn server_peak_bytes(&self, plan: &Plan) -> u64 {
+        2 * 8 * plan.value_lens.iter().map(|&n| n as u64).sum::<u64>()
     }
 
     fn server_layer(
@@ -172,13 +202,20 @@ struct HeTerm {
 /// (`protocols::he`). Each term of a layer (convolution, dense layer, channel scale,
 /// average pool) runs as one encrypted operator; the server splits its `s_i` into random
 /// per-term parts, the client adds the per-term results. The client's key is drawn at
-/// the session's first offline layer and used for the whole session.
+/// the first offline layer of the session and again after every
+/// [`Preprocessing::set_key_inferences`] inferences (both sides count them).
 #[derive(Debug)]
 pub struct HePreprocessing {
     params: HeParams,
     layers: Vec<Vec<HeTerm>>,
     client: Option<HeClient>,
     server: Option<HeServer>,
+    /// Inferences one key serves.
+    key_inferences: u32,
+    /// Inferences begun under the current key.
+    key_uses: u32,
+    /// Keys set up so far.
+    keys: u32,
 }
 
 /// The operator of a term as a convolution on its input shape `src`.
@@ -277,12 +314,58 @@ impl HePreprocessing {
             layers,
             client: None,
             server: None,
+            key_inferences: u32::MAX,
+            key_uses: 0,
+            keys: 0,
         })
+    }
+
+    /// Keys set up so far in the session (the client's key was drawn this many times).
+    pub fn keys(&self) -> u32 {
+        self.keys
     }
 }
 
 impl Preprocessing for HePreprocessing {
-    fn begin_inference(&mut self) {}
+    fn begin_inference(&mut self) {
+        if self.key_uses >= self.key_inferences {
+            // The key has served its inferences: both sides drop it, and the first layer
+            // of this inference sets up a fresh one.
+            self.client = None;
+            self.server = None;
+            self.key_uses = 0;
+        }
+        self.key_uses += 1;
+    }
+
+    /// Every term releases one flooded coefficient per output position.
+    fn flooded_per_inference(&self) -> u64 {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|t| t.layout.shape.out_len() as u64)
+            .sum()
+    }
+
+    fn set_key_inferences(&mut self, n: u32) {
+        self.key_inferences = n.max(1);
+    }
+
+    /// The largest term: its input ciphertexts as received and parsed (about three
+    /// polynomials each), its results (two each) and the kernels of the groups computed in
+    /// parallel, plus the client's public key; a polynomial is `3 x 8192` residues.
+    fn server_peak_bytes(&self, _plan: &Plan) -> u64 {
+        let poly = (MODULI.len() * POLY_DEGREE * 8) as u64;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let term = |t: &HeTerm| {
+            let l = &t.layout;
+            (3 * l.input_cts() + 2 * l.output_cts() + l.channel_blocks * l.groups.min(threads))
+                as u64
+                * poly
+        };
+        let largest = self.layers.iter().flatten().map(term).max().unwrap_or(0);
+        largest + 2 * poly
+    }
 
     fn server_layer(
         &mut self,
@@ -297,6 +380,7 @@ impl Preprocessing for HePreprocessing {
             let he = HeServer::setup(ch, self.params.clone())
                 .map_err(|e| RuntimeError::from(e).context("HE key setup"))?;
             self.server = Some(he);
+            self.keys += 1;
         }
         let (Some(he), Some(terms)) = (&self.server, self.layers.get(i)) else {
             return Err(RuntimeError::config(format!("no layer {i} in the HE plan")));
@@ -329,6 +413,7 @@ impl Preprocessing for HePreprocessing {
         let lmask = ring_mask(plan.fixed.ring_bits);
         if self.client.is_none() {
             self.client = Some(HeClient::setup(ch, self.params.clone())?);
+            self.keys += 1;
         }
         let (Some(he), Some(terms)) = (&self.client, self.layers.get(i)) else {
             return Err(RuntimeError::config(format!("no layer {i} in the HE plan")));
@@ -350,5 +435,21 @@ impl Preprocessing for HePreprocessing {
                 .for_each(|(c, p)| *c = c.wrapping_add(p) & lmask);
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dealer_does_not_print_the_client_masks() {
+        let d = InsecureDealer {
+            seen: vec![Some(vec![123_456_789, -987_654_321]), None],
+            sent: vec![true, false],
+        };
+        let s = format!("{d:?}");
+        assert!(!s.contains("123456789") && !s.contains("987654321"), "{s}");
+        assert!(s.contains("masks_seen: 1"), "{s}");
     }
 }

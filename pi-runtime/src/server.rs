@@ -1,22 +1,24 @@
 //! The server: accepts connections (tokio), runs the TLS handshake (rustls), and serves
 //! each session on a blocking thread, isolated from the others.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protocols::CountingChannel;
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::{Result, RuntimeError};
 use crate::net::{BlockingChannel, Stream};
-use crate::session::{ServedModel, ServerOptions, ServerSessionReport, serve_session};
-use crate::wire::{Message, Reject};
+use crate::session::{ServedModel, ServerOptions, ServerSessionReport, serve_session_from};
+use crate::wire::{Message, Reject, Side};
 
 /// Everything a server needs.
 #[derive(Clone)]
@@ -27,11 +29,17 @@ pub struct ServerConfig {
     pub options: ServerOptions,
     /// TLS configuration; `None` serves plain TCP (`--insecure-plaintext`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Sessions served at once; further clients are refused with "busy".
+    /// Sessions served at once; further clients are refused with "busy". A connection
+    /// takes a session slot only once it has sent a valid hello.
     pub max_sessions: usize,
+    /// Connections held at once, in every stage (TLS handshake, hello, session); the
+    /// server closes further ones as soon as it accepts them.
+    pub max_connections: usize,
+    /// Connections held at once from one IP address; further ones are closed at once.
+    pub max_connections_per_ip: usize,
     /// Longest wait for any single read or write of a session.
     pub idle_timeout: Duration,
-    /// Longest a TLS handshake and hello may take.
+    /// Longest the TLS handshake and the client's hello may take together.
     pub handshake_timeout: Duration,
     /// Longest a whole session may take.
     pub session_timeout: Duration,
@@ -40,17 +48,79 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Defaults: 16 sessions, 60 s idle, 10 s handshake, 1 h per session.
+    /// Defaults: 16 sessions, 256 connections (8 per IP address), 60 s idle, 10 s for the
+    /// handshake and hello, 1 h per session.
     pub fn new(model: Arc<ServedModel>, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         ServerConfig {
             model,
             options: ServerOptions::default(),
             tls,
             max_sessions: 16,
+            max_connections: 256,
+            max_connections_per_ip: 8,
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(3600),
             metrics_json: None,
+        }
+    }
+}
+
+/// Connections held, in total and per source address.
+#[derive(Debug)]
+struct Connections {
+    max_total: usize,
+    max_per_ip: usize,
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection; releases its place when dropped.
+struct ConnectionGuard {
+    conns: Arc<Mutex<Connections>>,
+    ip: IpAddr,
+}
+
+impl Connections {
+    fn new(max_total: usize, max_per_ip: usize) -> Arc<Mutex<Self>> {
+        Arc::new(Mutex::new(Connections {
+            max_total: max_total.max(1),
+            max_per_ip: max_per_ip.max(1),
+            total: 0,
+            per_ip: HashMap::new(),
+        }))
+    }
+
+    /// Admits a connection from `ip`, or says which limit it hits.
+    fn admit(conns: &Arc<Mutex<Self>>, ip: IpAddr) -> Result<ConnectionGuard, String> {
+        let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
+        if c.total >= c.max_total {
+            return Err(format!("{} connections are open (the limit)", c.total));
+        }
+        let n = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if n >= c.max_per_ip {
+            return Err(format!(
+                "{n} connections from {ip} are open (the limit per address)"
+            ));
+        }
+        c.total += 1;
+        c.per_ip.insert(ip, n + 1);
+        Ok(ConnectionGuard {
+            conns: conns.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
         }
     }
 }
@@ -73,15 +143,17 @@ struct SessionRecord<'a> {
     report: &'a ServerSessionReport,
 }
 
-/// Serves until `shutdown` completes. Each connection gets its own task; the session runs
-/// on a blocking thread, so a slow or dead client holds only its own thread, and its
-/// reads and writes time out.
+/// Serves until `shutdown` completes. Each connection gets its own task, which runs the
+/// TLS handshake and reads the client's hello under one deadline; only then does the
+/// connection take a session slot, and the session runs on a blocking thread, so a slow
+/// or dead client holds only its own thread, and its reads and writes time out.
 pub async fn run(
     listener: TcpListener,
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let slots = Arc::new(Semaphore::new(cfg.max_sessions.max(1)));
+    let conns = Connections::new(cfg.max_connections, cfg.max_connections_per_ip);
     let metrics_lock = Arc::new(Mutex::new(()));
     let cfg = Arc::new(cfg);
     tokio::pin!(shutdown);
@@ -101,36 +173,71 @@ pub async fn run(
                 }
             },
         };
+        let guard = match Connections::admit(&conns, peer.ip()) {
+            Ok(g) => g,
+            Err(why) => {
+                tracing::warn!(%peer, "connection closed: {why}");
+                drop(tcp);
+                continue;
+            }
+        };
         let cfg = cfg.clone();
         let slots = slots.clone();
         let metrics_lock = metrics_lock.clone();
         tokio::spawn(async move {
-            let permit = slots.try_acquire_owned().ok();
-            let stream = match handshake(&cfg, tcp).await {
-                Ok(s) => s,
-                Err(e) => {
+            let _guard = guard;
+            // The TLS handshake and the hello together, under one deadline: a client
+            // that dawdles or dribbles is closed without ever holding a session slot.
+            let opening = tokio::time::timeout(cfg.handshake_timeout, async {
+                let mut stream = handshake(&cfg, tcp).await?;
+                let first = Message::recv_async(&mut stream, Side::Client).await;
+                Ok::<_, RuntimeError>((stream, first))
+            })
+            .await;
+            let (mut stream, first) = match opening {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "connection failed before the session");
                     return;
                 }
+                Err(_) => {
+                    tracing::warn!(
+                        %peer,
+                        limit_s = cfg.handshake_timeout.as_secs_f64(),
+                        "connection closed: no TLS handshake and hello within the limit"
+                    );
+                    return;
+                }
+            };
+            // A valid hello takes a session slot; anything else is answered (a reject
+            // naming the problem) and recorded without one.
+            let permit = match &first {
+                Ok(Message::ClientHello(_)) => match slots.try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        tracing::warn!(%peer, "refused: the server is at its session limit");
+                        let reject = Message::Reject(Reject::new(
+                            Reject::BUSY,
+                            format!(
+                                "busy: the server is at its session limit ({}); try again later",
+                                cfg.max_sessions
+                            ),
+                        ));
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            stream.write_all(&reject.encode()).await?;
+                            stream.shutdown().await
+                        })
+                        .await;
+                        return;
+                    }
+                },
+                _ => None,
             };
             let handle = tokio::runtime::Handle::current();
             let res = tokio::task::spawn_blocking(move || {
                 let mut ch = BlockingChannel::new(handle, stream, cfg.idle_timeout);
-                if permit.is_none() {
-                    tracing::warn!(%peer, "refused: the server is at its session limit");
-                    let _ = Message::Reject(Reject::new(
-                        Reject::BUSY,
-                        format!(
-                            "the server is busy ({} sessions); try again later",
-                            cfg.max_sessions
-                        ),
-                    ))
-                    .send(&mut ch);
-                    ch.shutdown();
-                    return;
-                }
                 ch.set_deadline(Some(Instant::now() + cfg.session_timeout));
-                session(&cfg, peer, ch, &metrics_lock);
+                session(&cfg, peer, ch, first, &metrics_lock);
                 drop(permit);
             })
             .await;
@@ -147,21 +254,23 @@ async fn handshake(cfg: &ServerConfig, tcp: TcpStream) -> Result<Box<dyn Stream>
         None => Ok(Box::new(tcp)),
         Some(tls) => {
             let acceptor = TlsAcceptor::from(tls.clone());
-            match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => Ok(Box::new(s)),
-                Ok(Err(e)) => Err(RuntimeError::Io(e)),
-                Err(_) => Err(RuntimeError::Timeout("TLS handshake".into())),
-            }
+            Ok(Box::new(acceptor.accept(tcp).await?))
         }
     }
 }
 
-fn session(cfg: &ServerConfig, peer: SocketAddr, ch: BlockingChannel, lock: &Mutex<()>) {
+fn session(
+    cfg: &ServerConfig,
+    peer: SocketAddr,
+    ch: BlockingChannel,
+    first: Result<Message>,
+    lock: &Mutex<()>,
+) {
     let start = Instant::now();
     let mut ch = CountingChannel::new(ch);
     let mut report = ServerSessionReport::default();
     tracing::info!(%peer, "session started");
-    let res = serve_session(&mut ch, &cfg.model, &cfg.options, &mut report);
+    let res = serve_session_from(&mut ch, first, &cfg.model, &cfg.options, &mut report);
     ch.inner_mut().shutdown();
     let stats = ch.stats();
     let insecure = report.preprocessing.is_none_or(|m| !m.is_secure());
@@ -215,4 +324,28 @@ fn append_json<T: Serialize>(path: &std::path::Path, rec: &T, lock: &Mutex<()>) 
         .open(path)?;
     f.write_all(&line)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_in_total_and_per_address_and_released_on_drop() {
+        let conns = Connections::new(3, 2);
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let a1 = Connections::admit(&conns, a).unwrap();
+        let a2 = Connections::admit(&conns, a).unwrap();
+        let e = Connections::admit(&conns, a).err().unwrap();
+        assert!(e.contains("per address"), "{e}");
+        let b1 = Connections::admit(&conns, b).unwrap();
+        let e = Connections::admit(&conns, b).err().unwrap();
+        assert!(e.contains("3 connections are open"), "{e}");
+        drop(a1);
+        let b2 = Connections::admit(&conns, b).unwrap();
+        drop((a2, b1, b2));
+        let c = conns.lock().unwrap();
+        assert_eq!((c.total, c.per_ip.len()), (0, 0));
+    }
 }

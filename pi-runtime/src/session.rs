@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use models::fixed::FixedProgram;
@@ -10,24 +12,125 @@ use models::{Model, PublicModel};
 use protocols::channel::{Channel, ChannelStats, CountingChannel};
 use serde::Serialize;
 
-use crate::engine::{ClientEngine, ClientOutput, ClientPrepared, PhaseMetrics, ServerEngine};
+use crate::engine::{
+    ClientEngine, ClientOutput, ClientPrepared, PhaseMetrics, ServerEngine, ServerPrepared,
+};
 use crate::error::{Result, RuntimeError};
 use crate::net::PhaseDeadline;
 use crate::preprocess::{Method, Preprocessing};
 use crate::wire::{
-    ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello,
+    ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello, Side,
 };
 
 /// Memory a session may hold in prepared (offline) material, on either side: the number
 /// of inferences prepared at once is capped so that it stays below this.
 pub const PREPARED_BYTES_PER_SESSION: u64 = 1 << 30;
 
-/// Server memory per prepared kept ReLU: 36 + 97 zero labels of 16 bytes, decoding bits.
-const SERVER_BYTES_PER_KEPT_RELU: u64 = 16 * (36 + 97) + 8;
+/// Default of [`ServerOptions::memory_budget`]: 4 GiB for the prepared material and the
+/// offline phases of all sessions together.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
 
-/// Client memory per prepared kept ReLU: garbled tables (116 AND gates x 32 bytes) and
-/// the labels of its 97 input bits.
-const CLIENT_BYTES_PER_KEPT_RELU: u64 = 32 * 116 + 16 * 97;
+/// Default of [`ServerOptions::he_key_coefficients`]: `2^32` flooded coefficients per HE
+/// key, at most `2^-40` statistical distance at the largest kernel norm the noise
+/// analysis admits (about 4,000 ResNet18 inferences; `docs/he.md`).
+pub const DEFAULT_HE_KEY_COEFFICIENTS: u64 = 1 << 32;
+
+/// A server-wide budget of memory for prepared inferences and running offline phases,
+/// shared by all sessions: a session reserves what a `Prepare` will hold before running
+/// it, and the reservation is released (by [`Reservation`]'s `Drop`) when the inference
+/// is consumed, the offline phase ends, or the session ends in any way.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    reserved: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes, nothing reserved.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            limit,
+            reserved: AtomicU64::new(0),
+        })
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes reserved now.
+    pub fn reserved(&self) -> u64 {
+        self.reserved.load(Ordering::Acquire)
+    }
+
+    /// Reserves `bytes` if they fit under the limit.
+    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut cur = self.reserved.load(Ordering::Acquire);
+        loop {
+            let next = cur.checked_add(bytes).filter(|&n| n <= self.limit)?;
+            match self.reserved.compare_exchange_weak(
+                cur,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(Reservation {
+                        budget: self.clone(),
+                        bytes,
+                    });
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// Bytes reserved in a [`MemoryBudget`]; released when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Splits off `bytes` (at most what it holds) into a reservation of its own.
+    pub fn split(&mut self, bytes: u64) -> Reservation {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Reservation {
+            budget: self.budget.clone(),
+            bytes,
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// What a session of `model` with preprocessing `method` reserves on the server: per
+/// prepared inference, and in addition while an offline phase runs (its transient peak).
+pub fn server_memory_per_inference(model: &ServedModel, method: Method) -> Result<(u64, u64)> {
+    let plan = crate::engine::Plan::new(&model.prog)?;
+    let pre = method.instance(&model.prog)?;
+    Ok((
+        plan.server_prepared_bytes(),
+        plan.server_offline_peak_bytes() + pre.server_peak_bytes(&plan),
+    ))
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20))
+}
 
 /// A model ready to serve: its lowering and its public part's encoded files.
 pub struct ServedModel {
@@ -70,10 +173,20 @@ impl ServedModel {
 pub struct ServerOptions {
     /// Accept sessions with the insecure dealer (the only preprocessing implemented).
     pub allow_insecure_dealer: bool,
-    /// Most inferences one `Prepare` may ask for.
+    /// Most inferences a session may hold prepared at once (prepared and not yet
+    /// consumed by `Infer`); also capped so that they stay below
+    /// [`PREPARED_BYTES_PER_SESSION`].
     pub max_prepare: u32,
     /// Longest one phase may take: the base OTs, one offline phase, one online phase.
     pub phase_timeout: Duration,
+    /// Memory for prepared inferences and running offline phases of all sessions that
+    /// share these options (clones share the budget). A `Prepare` that does not fit is
+    /// refused as busy.
+    pub memory_budget: Arc<MemoryBudget>,
+    /// Flooded HE coefficients a client may receive under one key: the server tells the
+    /// client after how many inferences (this divided by what one inference releases, at
+    /// least 1) it must send a fresh key, and expects it then.
+    pub he_key_coefficients: u64,
 }
 
 impl Default for ServerOptions {
@@ -82,6 +195,8 @@ impl Default for ServerOptions {
             allow_insecure_dealer: false,
             max_prepare: 16,
             phase_timeout: Duration::from_secs(600),
+            memory_budget: MemoryBudget::new(DEFAULT_MEMORY_BUDGET),
+            he_key_coefficients: DEFAULT_HE_KEY_COEFFICIENTS,
         }
     }
 }
@@ -134,13 +249,17 @@ fn reject<C: Channel>(ch: &mut C, code: u16, err: RuntimeError) -> RuntimeError 
 
 /// Receives the next control message; a frame that does not decode is answered with a
 /// reject naming the problem before the error is returned.
-fn recv_control<C: Channel>(ch: &mut C, what: &str) -> Result<Message> {
-    match Message::recv(ch) {
-        Ok(m) => Ok(m),
-        Err(e @ (RuntimeError::Peer(_) | RuntimeError::Incompatible(_))) => {
-            Err(reject(ch, Reject::PROTOCOL, e.context(what)))
+fn recv_control<C: Channel>(ch: &mut C, from: Side, what: &str) -> Result<Message> {
+    Message::recv(ch, from).map_err(|e| control_error(ch, e, what))
+}
+
+/// A control frame's receive error, answered with a reject where the peer is at fault.
+fn control_error<C: Channel>(ch: &mut C, e: RuntimeError, what: &str) -> RuntimeError {
+    match e {
+        e @ (RuntimeError::Peer(_) | RuntimeError::Incompatible(_)) => {
+            reject(ch, Reject::PROTOCOL, e.context(what))
         }
-        Err(e) => Err(e.context(what)),
+        e => e.context(what),
     }
 }
 
@@ -152,7 +271,22 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
     opts: &ServerOptions,
     report: &mut ServerSessionReport,
 ) -> Result<()> {
-    let hello = match recv_control(ch, "client hello")? {
+    let first = Message::recv(ch, Side::Client);
+    serve_session_from(ch, first, model, opts, report)
+}
+
+/// [`serve_session`] after the client's first frame was received (or failed to) by the
+/// caller: the server reads the hello asynchronously, under one deadline with the TLS
+/// handshake, and gives the connection a session slot only for a valid hello.
+pub fn serve_session_from<C: Channel + PhaseDeadline>(
+    ch: &mut CountingChannel<C>,
+    first: Result<Message>,
+    model: &ServedModel,
+    opts: &ServerOptions,
+    report: &mut ServerSessionReport,
+) -> Result<()> {
+    let first = first.map_err(|e| control_error(ch, e, "client hello"))?;
+    let hello = match first {
         Message::ClientHello(h) => h,
         other => {
             let e = RuntimeError::peer(format!("expected a client hello, got {}", other.name()));
@@ -195,39 +329,87 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
         }
     };
     report.preprocessing = Some(method);
-    // What the server keeps per prepared inference: the garbler's labels and decoding
-    // bits of every kept ReLU (2,128 bytes each) and s_i; bounded per session.
-    let kept = model.public.relu_kept() as u64;
-    let per_inference = kept * SERVER_BYTES_PER_KEPT_RELU + 8 * model.prog.layers.len() as u64 + 1;
+    // What the server keeps per prepared inference (s_i of every output position, the
+    // online part of every kept ReLU's garbling) and what an offline phase holds while
+    // it runs; the number prepared at once is bounded per session and by the budget.
+    let mut engine = ServerEngine::new(&model.prog)?;
+    let mut pre = method.instance(&model.prog)?;
+    // How long one HE key lives: the flooding budget per key over what one inference
+    // releases.
+    let key_inferences = match pre.flooded_per_inference() {
+        0 => u32::MAX,
+        n => u32::try_from(opts.he_key_coefficients / n)
+            .unwrap_or(u32::MAX)
+            .max(1),
+    };
+    pre.set_key_inferences(key_inferences);
+    let per_inference = engine.plan().server_prepared_bytes().max(1);
+    let peak = engine.plan().server_offline_peak_bytes() + pre.server_peak_bytes(engine.plan());
+    let budget = &opts.memory_budget;
+    let Some(room) = budget.limit().checked_sub(peak).map(|r| r / per_inference) else {
+        let e = RuntimeError::config(format!(
+            "the server's memory budget ({}) is below what one offline phase of this model \
+             needs ({})",
+            mib(budget.limit()),
+            mib(per_inference + peak)
+        ));
+        return Err(reject(ch, Reject::INTERNAL, e));
+    };
+    if room == 0 {
+        let e = RuntimeError::config(format!(
+            "the server's memory budget ({}) is below what one prepared inference of this \
+             model needs ({})",
+            mib(budget.limit()),
+            mib(per_inference + peak)
+        ));
+        return Err(reject(ch, Reject::INTERNAL, e));
+    }
     let max_prepare = opts
         .max_prepare
         .min(MAX_PREPARE)
         .min(u32::try_from(PREPARED_BYTES_PER_SESSION / per_inference).unwrap_or(u32::MAX))
+        .min(u32::try_from(room).unwrap_or(u32::MAX))
         .max(1);
-    Message::ServerHello(ServerHello {
+    let hello = Message::ServerHello(ServerHello {
         version: PROTOCOL_VERSION,
         software: crate::VERSION.into(),
         preprocessing: method.code(),
         max_prepare,
+        key_inferences,
         public_json: model.public_json.clone(),
         masks: model.masks.clone(),
-    })
-    .send(ch)?;
+    });
+    // A client that does not read its hello (up to 80 MiB) holds its slot no longer than
+    // a phase.
+    phase(ch, opts.phase_timeout, "server hello", |ch| hello.send(ch))?;
 
-    let mut engine = ServerEngine::new(&model.prog)?;
-    let mut pre = method.instance(&model.prog)?;
     let mut ot_ready = false;
-    let mut prepared = VecDeque::new();
+    let mut prepared: VecDeque<(ServerPrepared, Reservation)> = VecDeque::new();
     let mut next_index = 0u32;
     loop {
-        match recv_control(ch, "waiting for the client")? {
+        match recv_control(ch, Side::Client, "waiting for the client")? {
             Message::Prepare { count } => {
-                if count == 0 || count > max_prepare {
+                let held = prepared.len() as u64;
+                if count == 0 || held + u64::from(count) > u64::from(max_prepare) {
                     let e = RuntimeError::peer(format!(
-                        "client asks to prepare {count} inferences; this server allows 1 to {max_prepare}"
+                        "client asks to prepare {count} inferences with {held} prepared; this \
+                         server holds at most {max_prepare} prepared inferences per session"
                     ));
                     return Err(reject(ch, Reject::PROTOCOL, e));
                 }
+                let want = u64::from(count) * per_inference + peak;
+                let Some(mut reserved) = budget.try_reserve(want) else {
+                    let e = RuntimeError::Busy(format!(
+                        "the server's memory for prepared inferences is in use ({} of \
+                         {} reserved; {count} inferences need {}); try again later or \
+                         prepare fewer",
+                        mib(budget.reserved()),
+                        mib(budget.limit()),
+                        mib(want)
+                    ));
+                    return Err(reject(ch, Reject::BUSY, e));
+                };
+                Message::Ready { count }.send(ch)?;
                 let limit = opts.phase_timeout;
                 if !ot_ready {
                     phase(ch, limit, "base OT", |ch| engine.setup_ot(ch))?;
@@ -238,8 +420,10 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
                         engine.offline(ch, pre.as_mut())
                     })?;
                     report.offline.push(m);
-                    prepared.push_back(prep);
+                    let mine = reserved.split(per_inference);
+                    prepared.push_back((prep, mine));
                 }
+                // `reserved` (the offline phases' transient peak) is released here.
             }
             Message::Infer { index } => {
                 if index != next_index {
@@ -248,7 +432,7 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
                     ));
                     return Err(reject(ch, Reject::PROTOCOL, e));
                 }
-                let Some(prep) = prepared.pop_front() else {
+                let Some((prep, reservation)) = prepared.pop_front() else {
                     let e = RuntimeError::peer(format!(
                         "client asks for inference {index} before preparing it"
                     ));
@@ -257,6 +441,7 @@ pub fn serve_session<C: Channel + PhaseDeadline>(
                 let m = phase(ch, opts.phase_timeout, "online phase", |ch| {
                     engine.online(ch, prep)
                 })?;
+                drop(reservation);
                 report.online.push(m);
                 next_index += 1;
             }
@@ -325,7 +510,7 @@ impl<C: Channel> ClientSession<C> {
             preprocessing: method.code(),
         })
         .send(&mut ch)?;
-        let hello = match recv_control(&mut ch, "server hello")? {
+        let hello = match recv_control(&mut ch, Side::Server, "server hello")? {
             Message::ServerHello(h) => h,
             Message::Reject(r) => return Err(RuntimeError::Refused(r.reason)),
             other => {
@@ -349,6 +534,10 @@ impl<C: Channel> ClientSession<C> {
             ));
             return Err(reject(&mut ch, Reject::PROTOCOL, e));
         }
+        if hello.key_inferences == 0 {
+            let e = RuntimeError::peer("the server's hello says an HE key serves 0 inferences");
+            return Err(reject(&mut ch, Reject::PROTOCOL, e));
+        }
         let (public, public_hash) =
             match models::format::decode_public("<server>", &hello.public_json, &hello.masks) {
                 Ok(x) => x,
@@ -367,8 +556,9 @@ impl<C: Channel> ClientSession<C> {
         }
         let structure = FixedProgram::structure(&public)?;
         let engine = ClientEngine::new(&structure)?;
-        let pre = method.instance(&structure)?;
-        let per_inference = engine.plan().kept_total() as u64 * CLIENT_BYTES_PER_KEPT_RELU + 1;
+        let mut pre = method.instance(&structure)?;
+        pre.set_key_inferences(hello.key_inferences);
+        let per_inference = engine.plan().client_prepared_bytes().max(1);
         let client_cap = u32::try_from(PREPARED_BYTES_PER_SESSION / per_inference)
             .unwrap_or(u32::MAX)
             .max(1);
@@ -419,15 +609,32 @@ impl<C: Channel> ClientSession<C> {
         self.max_prepare
     }
 
-    /// Runs the offline phase for `count` inferences (at most [`Self::max_prepare`]).
+    /// Runs the offline phase for `count` more inferences (at most [`Self::max_prepare`]
+    /// prepared at once). A server short of memory refuses with a "busy" reason.
     pub fn prepare(&mut self, count: u32) -> Result<()> {
-        if count == 0 || count > self.max_prepare {
+        let held = self.prepared.len() as u64;
+        if count == 0 || held + u64::from(count) > u64::from(self.max_prepare) {
             return Err(RuntimeError::config(format!(
-                "can prepare 1 to {} inferences at once, not {count}",
+                "can hold 1 to {} prepared inferences at once; {held} are prepared, {count} \
+                 more asked",
                 self.max_prepare
             )));
         }
         Message::Prepare { count }.send(&mut self.ch)?;
+        match recv_control(&mut self.ch, Side::Server, "prepare")? {
+            Message::Ready { count: c } if c == count => {}
+            Message::Reject(r) => return Err(RuntimeError::Refused(r.reason)),
+            other => {
+                let e = RuntimeError::peer(format!(
+                    "expected ready for {count} inferences, got {}",
+                    match other {
+                        Message::Ready { count } => format!("ready for {count}"),
+                        m => m.name().to_string(),
+                    }
+                ));
+                return Err(reject(&mut self.ch, Reject::PROTOCOL, e));
+            }
+        }
         if !self.ot_ready {
             self.engine.setup_ot(&mut self.ch)?;
             self.ot_ready = true;

@@ -5,18 +5,21 @@
 //! trailing bytes. Between control frames the two-party protocols of the offline and online
 //! phases exchange their own messages, whose sizes follow from the public plan.
 //!
-//! Session: `ClientHello` → `ServerHello` (or `Reject`), then repeatedly `Prepare{n}` (the
-//! base OTs before the first one; `n` offline phases) and `n × (Infer{k}, online phase)`,
-//! and finally `Bye`. Either side may send `Reject` instead of the next control frame.
+//! Session: `ClientHello` → `ServerHello` (or `Reject`), then repeatedly `Prepare{n}` →
+//! `Ready{n}` (or `Reject`; then the base OTs before the first one, and `n` offline
+//! phases) and `n × (Infer{k}, online phase)`, and finally `Bye`. Either side may send `Reject` instead of the next control frame.
 
+use protocols::ChannelError;
 use protocols::channel::Channel;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Result, RuntimeError};
 
 /// Magic at the start of the client's hello.
 pub const MAGIC: [u8; 6] = *b"SNLPI\0";
-/// Version of this session protocol.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of this session protocol (2: the server answers `Prepare` with `Ready`, and
+/// its hello says how many inferences one HE key serves).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;
 /// Statistical security parameter (bits).
@@ -51,6 +54,12 @@ pub enum Message {
     },
     /// Client → server: the session ends.
     Bye,
+    /// Server → client, the answer to `Prepare`: the offline phases of `count` inferences
+    /// follow (otherwise the server answers with a `Reject`, e.g. when busy).
+    Ready {
+        /// Number of inferences, as asked.
+        count: u32,
+    },
 }
 
 /// The client's hello.
@@ -78,8 +87,10 @@ pub struct ServerHello {
     pub software: String,
     /// Linear preprocessing of the session.
     pub preprocessing: u8,
-    /// Most inferences one `Prepare` may ask for on this server.
+    /// Most inferences a session may hold prepared at once on this server.
     pub max_prepare: u32,
+    /// Inferences one HE key serves; the client sends a fresh key before the next one.
+    pub key_inferences: u32,
     /// `public.json` of the model (the client checks it and hashes it).
     pub public_json: Vec<u8>,
     /// `masks.safetensors` of the model.
@@ -129,16 +140,72 @@ const T_REJECT: u8 = 3;
 const T_PREPARE: u8 = 4;
 const T_INFER: u8 = 5;
 const T_BYE: u8 = 6;
+const T_READY: u8 = 7;
 
-fn max_payload(tag: u8) -> Option<usize> {
-    Some(match tag {
-        T_CLIENT_HELLO => 6 + 2 + 4 + MAX_TEXT + 2 + 2 + 1,
-        T_SERVER_HELLO => 2 + 4 + MAX_TEXT + 1 + 4 + 4 + MAX_PUBLIC_JSON + 4 + MAX_MASKS,
-        T_REJECT => 2 + 4 + MAX_TEXT,
-        T_PREPARE | T_INFER => 4,
-        T_BYE => 0,
+/// Which party sent a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client (`pi-client`).
+    Client,
+    /// The server (`pi-server`).
+    Server,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// The largest payload of a frame with `tag` from `from`: `None` for an unknown tag,
+/// `Some(None)` for a message that side never sends.
+fn max_payload(tag: u8, from: Side) -> Option<Option<usize>> {
+    use Side::{Client, Server};
+    Some(match (tag, from) {
+        (T_CLIENT_HELLO, Client) => Some(6 + 2 + 4 + MAX_TEXT + 2 + 2 + 1),
+        (T_SERVER_HELLO, Server) => {
+            Some(2 + 4 + MAX_TEXT + 1 + 4 + 4 + 4 + MAX_PUBLIC_JSON + 4 + MAX_MASKS)
+        }
+        (T_REJECT, _) => Some(2 + 4 + MAX_TEXT),
+        (T_PREPARE | T_INFER, Client) | (T_READY, Server) => Some(4),
+        (T_BYE, Client) => Some(0),
+        (T_CLIENT_HELLO | T_PREPARE | T_INFER | T_BYE, Server)
+        | (T_SERVER_HELLO | T_READY, Client) => None,
         _ => return None,
     })
+}
+
+/// The tag and payload length of a frame header from `from`, checked against the limit
+/// of that tag in that direction (before anything is allocated).
+fn check_header(head: [u8; 5], from: Side) -> Result<(u8, usize)> {
+    let tag = head[0];
+    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let max = max_payload(tag, from).ok_or_else(|| match tag {
+        // TLS records start with 0x14..0x17 (alert 21, handshake 22).
+        0x14..=0x17 => RuntimeError::Incompatible(
+            "the peer speaks TLS and this side plain TCP: use TLS on both sides \
+             (--tls-ca/--tls-pin) or --insecure-plaintext on both"
+                .into(),
+        ),
+        _ => RuntimeError::peer(format!("unknown message type {tag}")),
+    })?;
+    let Some(max) = max else {
+        return Err(RuntimeError::peer(format!(
+            "a {} never sends a {} (frame of {len} bytes refused unread)",
+            from.name(),
+            tag_name(tag)
+        )));
+    };
+    if len > max {
+        return Err(RuntimeError::peer(format!(
+            "{} of {len} bytes exceeds the limit of {max}",
+            tag_name(tag)
+        )));
+    }
+    Ok((tag, len))
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -165,6 +232,7 @@ impl Message {
                 put_bytes(&mut p, h.software.as_bytes());
                 p.push(h.preprocessing);
                 p.extend_from_slice(&h.max_prepare.to_le_bytes());
+                p.extend_from_slice(&h.key_inferences.to_le_bytes());
                 put_bytes(&mut p, &h.public_json);
                 put_bytes(&mut p, &h.masks);
                 T_SERVER_HELLO
@@ -183,6 +251,10 @@ impl Message {
                 T_INFER
             }
             Message::Bye => T_BYE,
+            Message::Ready { count } => {
+                p.extend_from_slice(&count.to_le_bytes());
+                T_READY
+            }
         };
         let mut out = Vec::with_capacity(5 + p.len());
         out.push(tag);
@@ -218,6 +290,7 @@ impl Message {
                 software: r.text()?,
                 preprocessing: r.u8()?,
                 max_prepare: r.u32()?,
+                key_inferences: r.u32()?,
                 public_json: r.bytes(MAX_PUBLIC_JSON)?.to_vec(),
                 masks: r.bytes(MAX_MASKS)?.to_vec(),
             }),
@@ -228,6 +301,7 @@ impl Message {
             T_PREPARE => Message::Prepare { count: r.u32()? },
             T_INFER => Message::Infer { index: r.u32()? },
             T_BYE => Message::Bye,
+            T_READY => Message::Ready { count: r.u32()? },
             t => return Err(RuntimeError::peer(format!("unknown message type {t}"))),
         };
         if !r.b.is_empty() {
@@ -247,29 +321,34 @@ impl Message {
         Ok(())
     }
 
-    /// Receives one frame, checking the length against the tag's limit before reading.
-    pub fn recv<C: Channel + ?Sized>(ch: &mut C) -> Result<Self> {
+    /// Receives one frame sent by `from`, checking the message kind against the
+    /// direction and the length against its limit before reading the payload.
+    pub fn recv<C: Channel + ?Sized>(ch: &mut C, from: Side) -> Result<Self> {
         let mut head = [0u8; 5];
         ch.recv(&mut head)?;
-        let tag = head[0];
-        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let max = max_payload(tag).ok_or_else(|| match tag {
-            // TLS records start with 0x14..0x17 (alert 21, handshake 22).
-            0x14..=0x17 => RuntimeError::Incompatible(
-                "the peer speaks TLS and this side plain TCP: use TLS on both sides \
-                 (--tls-ca/--tls-pin) or --insecure-plaintext on both"
-                    .into(),
-            ),
-            _ => RuntimeError::peer(format!("unknown message type {tag}")),
-        })?;
-        if len > max {
-            return Err(RuntimeError::peer(format!(
-                "{} of {len} bytes exceeds the limit of {max}",
-                tag_name(tag)
-            )));
-        }
+        let (tag, len) = check_header(head, from)?;
         let mut payload = vec![0u8; len];
         ch.recv(&mut payload)?;
+        Self::decode(tag, &payload)
+    }
+
+    /// [`Self::recv`] on an asynchronous stream (the server reads the client's hello so,
+    /// under one deadline with the TLS handshake, before it gives the client a session).
+    pub async fn recv_async<R: AsyncRead + Unpin + ?Sized>(r: &mut R, from: Side) -> Result<Self> {
+        async fn read<R: AsyncRead + Unpin + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<()> {
+            match r.read_exact(buf).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    Err(ChannelError::PeerClosed { wanted: buf.len() }.into())
+                }
+                Err(e) => Err(ChannelError::Io(e).into()),
+            }
+        }
+        let mut head = [0u8; 5];
+        read(r, &mut head).await?;
+        let (tag, len) = check_header(head, from)?;
+        let mut payload = vec![0u8; len];
+        read(r, &mut payload).await?;
         Self::decode(tag, &payload)
     }
 
@@ -282,6 +361,7 @@ impl Message {
             Message::Prepare { .. } => T_PREPARE,
             Message::Infer { .. } => T_INFER,
             Message::Bye => T_BYE,
+            Message::Ready { .. } => T_READY,
         })
     }
 }
@@ -294,6 +374,7 @@ fn tag_name(tag: u8) -> &'static str {
         T_PREPARE => "prepare",
         T_INFER => "infer",
         T_BYE => "bye",
+        T_READY => "ready",
         _ => "unknown message",
     }
 }
@@ -359,6 +440,7 @@ mod tests {
                 software: "0.1.0".into(),
                 preprocessing: 1,
                 max_prepare: 8,
+                key_inferences: 4096,
                 public_json: b"{}".to_vec(),
                 masks: vec![1, 2, 3],
             }),
@@ -366,7 +448,15 @@ mod tests {
             Message::Prepare { count: 3 },
             Message::Infer { index: 2 },
             Message::Bye,
+            Message::Ready { count: 3 },
         ]
+    }
+
+    fn sender(m: &Message) -> Side {
+        match m {
+            Message::ServerHello(_) | Message::Ready { .. } | Message::Reject(_) => Side::Server,
+            _ => Side::Client,
+        }
     }
 
     #[test]
@@ -377,7 +467,7 @@ mod tests {
             let (mut a, mut b) = (a, b);
             a.send(&bytes).unwrap();
             a.flush().unwrap();
-            assert_eq!(Message::recv(&mut b).unwrap(), m);
+            assert_eq!(Message::recv(&mut b, sender(&m)).unwrap(), m);
             let payload = &bytes[5..];
             for cut in 0..payload.len() {
                 assert!(
@@ -403,7 +493,33 @@ mod tests {
         f.extend_from_slice(&u32::MAX.to_le_bytes());
         a.send(&f).unwrap();
         a.flush().unwrap();
-        let e = Message::recv(&mut b).unwrap_err();
+        let e = Message::recv(&mut b, Side::Client).unwrap_err();
+        assert!(e.to_string().contains("exceeds the limit"), "{e}");
+        // A message kind the sender never sends is refused from its header alone (the
+        // payload is never read, so nothing is allocated for it), whatever its length.
+        for m in all() {
+            let wrong = match sender(&m) {
+                Side::Client => Side::Server,
+                Side::Server if matches!(m, Message::Reject(_)) => continue,
+                Side::Server => Side::Client,
+            };
+            for len in [0u32, 4, 50 << 20] {
+                let (mut a, mut b) = protocols::MemoryChannel::pair();
+                let mut f = vec![m.encode()[0]];
+                f.extend_from_slice(&len.to_le_bytes());
+                a.send(&f).unwrap();
+                a.flush().unwrap();
+                let e = Message::recv(&mut b, wrong).unwrap_err();
+                assert!(e.to_string().contains("never sends"), "{}: {e}", m.name());
+            }
+        }
+        // Each kind has its own limit: a reject may not be as large as a server hello.
+        let (mut a, mut b) = protocols::MemoryChannel::pair();
+        let mut f = vec![T_REJECT];
+        f.extend_from_slice(&(4096u32).to_le_bytes());
+        a.send(&f).unwrap();
+        a.flush().unwrap();
+        let e = Message::recv(&mut b, Side::Server).unwrap_err();
         assert!(e.to_string().contains("exceeds the limit"), "{e}");
         let mut hello = all()[0].encode();
         hello[5] = b'X';

@@ -14,11 +14,14 @@ use std::time::Duration;
 
 use models::fixed::FixedProgram;
 use models::tensor::argmax;
+use pi_runtime::engine::ClientEngine;
 use pi_runtime::net::{BlockingChannel, ClientTls, cert_pin};
 use pi_runtime::preprocess::Method;
 use pi_runtime::server::{self, ServerConfig};
-use pi_runtime::session::{ClientOptions, ClientSession, ServedModel};
-use pi_runtime::wire::{ClientHello, Message, Reject};
+use pi_runtime::session::{
+    ClientOptions, ClientSession, MemoryBudget, ServedModel, server_memory_per_inference,
+};
+use pi_runtime::wire::{ClientHello, Message, PROTOCOL_VERSION, Reject, ServerHello, Side};
 use pi_runtime::{RuntimeError, client};
 use protocols::ChannelError;
 use protocols::channel::Channel;
@@ -274,13 +277,24 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     assert_eq!(r.code, Reject::VERSION);
     assert!(r.reason.contains("version 99"), "{}", r.reason);
     // Wrong security parameters.
-    let r = decode_reject(&raw_exchange(s.addr, &hello(1, 80)));
+    let r = decode_reject(&raw_exchange(s.addr, &hello(PROTOCOL_VERSION, 80)));
     assert_eq!(r.code, Reject::PARAMETERS);
     // Oversized length field: refused before allocating.
     let mut big = vec![1u8];
     big.extend_from_slice(&u32::MAX.to_le_bytes());
     let r = decode_reject(&raw_exchange(s.addr, &big));
     assert!(r.reason.contains("exceeds the limit"), "{}", r.reason);
+    // A server-only message from a client is refused from its header alone, even at a
+    // length within the server hello's own limit (50 MiB would have been allocated).
+    let mut server_hello = vec![2u8];
+    server_hello.extend_from_slice(&(50u32 << 20).to_le_bytes());
+    let r = decode_reject(&raw_exchange(s.addr, &server_hello));
+    assert_eq!(r.code, Reject::PROTOCOL);
+    assert!(
+        r.reason.contains("a client never sends a server hello"),
+        "{}",
+        r.reason
+    );
     // Garbage.
     let garbage: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -288,11 +302,11 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     let r = decode_reject(&raw_exchange(s.addr, &garbage));
     assert_eq!(r.code, Reject::PROTOCOL);
     // Truncated hello, then the client goes away: the server gives up on its own.
-    let h = hello(1, 128);
+    let h = hello(PROTOCOL_VERSION, 128);
     let _ = raw_exchange(s.addr, &h[..h.len() - 3]);
     // A second hello where a prepare belongs.
-    let mut two = hello(1, 128);
-    two.extend_from_slice(&hello(1, 128));
+    let mut two = hello(PROTOCOL_VERSION, 128);
+    two.extend_from_slice(&hello(PROTOCOL_VERSION, 128));
     let ans = raw_exchange(s.addr, &two);
     let n = 5 + u32::from_le_bytes([ans[1], ans[2], ans[3], ans[4]]) as usize;
     assert!(matches!(
@@ -302,13 +316,13 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     let r = decode_reject(&ans[n..]);
     assert!(r.reason.contains("unexpected client hello"), "{}", r.reason);
     // Infer before prepare.
-    let mut early = hello(1, 128);
+    let mut early = hello(PROTOCOL_VERSION, 128);
     early.extend_from_slice(&Message::Infer { index: 0 }.encode());
     let ans = raw_exchange(s.addr, &early);
     let r = decode_reject(&ans[n..]);
     assert!(r.reason.contains("before preparing"), "{}", r.reason);
     // Too many inferences at once.
-    let mut many = hello(1, 128);
+    let mut many = hello(PROTOCOL_VERSION, 128);
     many.extend_from_slice(&Message::Prepare { count: 100_000 }.encode());
     let r = decode_reject(&raw_exchange(s.addr, &many)[n..]);
     assert!(r.reason.contains("prepare 100000"), "{}", r.reason);
@@ -417,19 +431,23 @@ fn busy_server_and_disallowed_dealer_are_refused_with_reasons() {
         c.max_sessions = 1;
         c.idle_timeout = Duration::from_secs(3);
     });
-    // A silent client holds the only slot.
+    // A silent connection does not hold the only slot (it has said no hello) ...
     let silent = std::net::TcpStream::connect(s.addr).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let rt = rt();
+    let a = ClientSession::start(connect(&rt, &s, None), &dealer()).unwrap();
+    // ... a session does.
     let e = ClientSession::start(connect(&rt, &s, None), &dealer())
         .err()
         .unwrap();
     assert!(matches!(e, RuntimeError::Refused(_)), "{e}");
     assert!(e.to_string().contains("busy"), "{e}");
     drop(silent);
-    // Once the silent client is gone, its slot is free again.
-    std::thread::sleep(Duration::from_millis(1000));
-    good_client_works(&s);
+    a.close().unwrap();
+    // Once the session is over, its slot is free again.
+    let mut sess = eventually(|| ClientSession::start(connect(&rt, &s, None), &dealer()));
+    check_against_fixed(&s, &mut sess, 1);
+    sess.close().unwrap();
 
     let t = start(false, |c| c.options.allow_insecure_dealer = false);
     let e = ClientSession::start(connect(&rt, &t, None), &dealer())
@@ -481,4 +499,261 @@ fn a_phase_that_takes_too_long_is_ended_by_the_server() {
     std::thread::sleep(Duration::from_millis(300));
     let log = std::fs::read_to_string(s.dir.join("metrics.jsonl")).unwrap();
     assert!(log.contains("phase limit"), "{log}");
+}
+
+/// Says hello as a dealer client on a raw channel and returns the server's hello.
+fn raw_session(
+    rt: &tokio::runtime::Runtime,
+    s: &TestServer,
+) -> (protocols::CountingChannel<BlockingChannel>, ServerHello) {
+    let mut ch = protocols::CountingChannel::new(connect(rt, s, None));
+    Message::ClientHello(ClientHello {
+        version: PROTOCOL_VERSION,
+        software: "test".into(),
+        kappa: 128,
+        stat_sec: 40,
+        preprocessing: Method::InsecureDealer.code(),
+    })
+    .send(&mut ch)
+    .unwrap();
+    match Message::recv(&mut ch, Side::Server).unwrap() {
+        Message::ServerHello(h) => (ch, h),
+        m => panic!("expected a server hello, got {}", m.name()),
+    }
+}
+
+#[test]
+fn a_flood_of_prepare_frames_is_refused_at_the_session_bound() {
+    let s = start(false, |c| c.options.max_prepare = 2);
+    let rt = rt();
+    let (mut ch, hello) = raw_session(&rt, &s);
+    assert_eq!(hello.max_prepare, 2);
+    let (public, _) =
+        models::format::decode_public("<server>", &hello.public_json, &hello.masks).unwrap();
+    let structure = FixedProgram::structure(&public).unwrap();
+    let mut engine = ClientEngine::new(&structure).unwrap();
+    let mut pre = Method::InsecureDealer.instance(&structure).unwrap();
+    // Two Prepare frames of one inference each fill the session's bound ...
+    for k in 0..2 {
+        Message::Prepare { count: 1 }.send(&mut ch).unwrap();
+        assert_eq!(
+            Message::recv(&mut ch, Side::Server).unwrap(),
+            Message::Ready { count: 1 }
+        );
+        if k == 0 {
+            engine.setup_ot(&mut ch).unwrap();
+        }
+        engine.offline(&mut ch, pre.as_mut()).unwrap();
+    }
+    // ... and a third, with no inference consumed in between, is refused (each frame
+    // alone is within the per-frame limit).
+    Message::Prepare { count: 1 }.send(&mut ch).unwrap();
+    match Message::recv(&mut ch, Side::Server).unwrap() {
+        Message::Reject(r) => {
+            assert_eq!(r.code, Reject::PROTOCOL);
+            assert!(r.reason.contains("at most 2 prepared"), "{}", r.reason);
+        }
+        m => panic!("expected a reject, got {m:?}"),
+    }
+    good_client_works(&s);
+}
+
+/// Retries `f` for up to 3 s (the server releases a session's resources on its own
+/// thread once the session ends, and a connection's once it has closed it).
+fn eventually<T>(mut f: impl FnMut() -> Result<T, RuntimeError>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(_) if start.elapsed() < Duration::from_secs(3) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("still refused after 3 s: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_server_wide_memory_budget_refuses_as_busy_and_frees_what_sessions_release() {
+    // Room for the offline phase and one and a half prepared inferences, all sessions
+    // together.
+    let s = start(false, |c| {
+        let (per, peak) = server_memory_per_inference(&c.model, Method::InsecureDealer).unwrap();
+        c.options.memory_budget = MemoryBudget::new(peak + per + per / 2);
+    });
+    let rt = rt();
+    let x = common::inputs(&s.model, 1, 3).remove(0);
+    let mut a = ClientSession::start(connect(&rt, &s, None), &dealer()).unwrap();
+    assert_eq!(a.max_prepare(), 1);
+    a.prepare(1).unwrap();
+    // The second session cannot prepare while the first holds its inference.
+    let mut b = ClientSession::start(connect(&rt, &s, None), &dealer()).unwrap();
+    let e = b.prepare(1).unwrap_err();
+    assert!(matches!(e, RuntimeError::Refused(_)), "{e}");
+    assert!(e.to_string().contains("busy"), "{e}");
+    // Consuming the inference releases its reservation.
+    a.infer(&x).unwrap();
+    let mut c = eventually(|| {
+        let mut c = ClientSession::start(connect(&rt, &s, None), &dealer())?;
+        c.prepare(1).map(|()| c)
+    });
+    // Now the first session is the one refused, until the third one ends.
+    let e = a.prepare(1).unwrap_err();
+    assert!(e.to_string().contains("busy"), "{e}");
+    c.infer(&x).unwrap();
+    c.prepare(1).unwrap();
+    c.close().unwrap();
+    let mut d = eventually(|| {
+        let mut d = ClientSession::start(connect(&rt, &s, None), &dealer())?;
+        d.prepare(1).map(|()| d)
+    });
+    check_against_fixed(&s, &mut d, 1);
+    d.close().unwrap();
+}
+
+/// The bytes of a valid dealer client hello.
+fn hello_bytes() -> Vec<u8> {
+    Message::ClientHello(ClientHello {
+        version: PROTOCOL_VERSION,
+        software: "test".into(),
+        kappa: 128,
+        stat_sec: 40,
+        preprocessing: Method::InsecureDealer.code(),
+    })
+    .encode()
+}
+
+#[test]
+fn idle_and_dribbling_connections_hold_no_session_slot() {
+    let s = start(false, |c| {
+        c.max_sessions = 16;
+        c.max_connections = 64;
+        c.max_connections_per_ip = 64;
+        c.handshake_timeout = Duration::from_secs(2);
+    });
+    // Twice as many idle connections as session slots ...
+    let idle: Vec<_> = (0..32)
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .collect();
+    // ... and one that sends its hello a byte every 300 ms (9 s for the whole hello).
+    let addr = s.addr;
+    let dribbler = std::thread::spawn(move || {
+        let mut t = std::net::TcpStream::connect(addr).unwrap();
+        for b in hello_bytes() {
+            if t.write_all(&[b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let _ = t.read_to_end(&mut got);
+        got
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // A real client is served at once.
+    let t0 = std::time::Instant::now();
+    good_client_works(&s);
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "served after {:?}",
+        t0.elapsed()
+    );
+    // The idle connections are closed at the hello deadline, with nothing sent.
+    let mut first = &idle[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let r = first.read(&mut buf);
+    assert!(matches!(r, Ok(0)) || r.is_err(), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        t0.elapsed()
+    );
+    // The dribbler never got a server hello.
+    let got = dribbler.join().unwrap();
+    assert!(
+        got.is_empty(),
+        "the dribbling client got {} bytes",
+        got.len()
+    );
+    good_client_works(&s);
+}
+
+#[test]
+fn connections_beyond_the_per_address_cap_are_closed_at_once() {
+    let s = start(false, |c| {
+        c.max_connections_per_ip = 4;
+        c.handshake_timeout = Duration::from_secs(30);
+    });
+    let held: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The fifth connection from this address is closed without waiting for its hello.
+    let mut extra = std::net::TcpStream::connect(s.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let _ = extra.write_all(&hello_bytes());
+    let mut buf = [0u8; 16];
+    let r = extra.read(&mut buf);
+    assert!(matches!(r, Ok(0)) || r.is_err(), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        t0.elapsed()
+    );
+    // So is a real client from the same address, until the others go.
+    let rt = rt();
+    assert!(ClientSession::start(connect(&rt, &s, None), &dealer()).is_err());
+    drop(held);
+    let mut sess = eventually(|| ClientSession::start(connect(&rt, &s, None), &dealer()));
+    check_against_fixed(&s, &mut sess, 1);
+    sess.close().unwrap();
+}
+
+/// Offline bytes the client sent for each of three HE inferences of one session (the
+/// logits are checked too).
+fn he_offline_bytes(s: &TestServer) -> Vec<u64> {
+    let rt = rt();
+    let mut sess = ClientSession::start(connect(&rt, s, None), &ClientOptions::default()).unwrap();
+    assert_eq!(sess.method(), Method::HeBfv);
+    sess.prepare(3).unwrap();
+    let mut sent = Vec::new();
+    for x in common::inputs(&s.model, 3, 11) {
+        let got = sess.infer(&x).unwrap();
+        let want = s.prog.forward(&x, false).unwrap();
+        for (a, b) in got.output.logits.iter().zip(&want.logits) {
+            assert!((a - b).abs() < 2e-3, "secure logit {a} vs fixed {b}");
+        }
+        sent.push(got.offline.bytes_sent);
+    }
+    sess.close().unwrap();
+    sent
+}
+
+#[test]
+fn the_client_sends_a_fresh_he_key_when_one_has_served_its_inferences() {
+    // A public key is one seeded ciphertext: about 190 KB the client uploads.
+    const KEY: u64 = 150_000;
+    // The default budget (2^32 coefficients) covers the session with one key.
+    let s = start(false, |_| {});
+    let once = he_offline_bytes(&s);
+    assert!(
+        once[1] + KEY < once[0] && once[2] + KEY < once[0],
+        "{once:?}"
+    );
+    // A budget of two inferences' coefficients per key: the third inference uploads a
+    // fresh key first, and its results are still right.
+    let s = start(false, |c| {
+        let pre = Method::HeBfv.instance(&c.model.prog).unwrap();
+        c.options.he_key_coefficients = 2 * pre.flooded_per_inference();
+    });
+    let rekeyed = he_offline_bytes(&s);
+    assert!(rekeyed[1] + KEY < rekeyed[0], "{rekeyed:?}");
+    assert!(rekeyed[1] + KEY < rekeyed[2], "no fresh key: {rekeyed:?}");
 }

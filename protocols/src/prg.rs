@@ -12,12 +12,20 @@ use crate::aes_hash::{AesCipher, BATCH, CALL};
 use crate::block::Block;
 
 /// AES-CTR pseudorandom generator. Implements [`RngCore`] and [`CryptoRng`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Prg {
     aes: AesCipher,
     counter: u128,
     buf: [u8; 16 * BATCH],
     pos: usize,
+}
+
+/// Prints the type only: the key is the seed, and the buffer holds output not yet used
+/// (labels, masks, OT pads).
+impl core::fmt::Debug for Prg {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Prg { .. }")
+    }
 }
 
 impl Prg {

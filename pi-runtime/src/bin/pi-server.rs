@@ -67,12 +67,30 @@ struct ServeArgs {
     /// Allow sessions with the insecure dealer (reveals clients' inputs; see above).
     #[arg(long)]
     insecure_dealer: bool,
-    /// Sessions served at once; more clients are refused as busy.
+    /// Sessions served at once; more clients are refused as busy. A connection takes a
+    /// session slot only after a valid hello.
     #[arg(long, default_value_t = 16)]
     max_sessions: usize,
-    /// Most inferences a client may prepare at once.
+    /// Connections held at once (handshake, hello or session); more are closed at once.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Connections held at once from one IP address; more are closed at once.
+    #[arg(long, default_value_t = 8)]
+    max_connections_per_ip: usize,
+    /// Seconds the TLS handshake and the client's hello may take together.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Most inferences a session may hold prepared at once.
     #[arg(long, default_value_t = 16)]
     max_prepare: u32,
+    /// Memory (MiB) for prepared inferences and running offline phases of all sessions
+    /// together; a client whose preparation does not fit is refused as busy.
+    #[arg(long, default_value_t = 4096)]
+    memory_budget_mib: u64,
+    /// Flooded HE coefficients a client may receive under one key before it must send a
+    /// fresh one (default 2^32: at most 2^-40 statistical distance per key).
+    #[arg(long, default_value_t = 1 << 32)]
+    he_key_coefficients: u64,
     /// Seconds any single read or write may wait on a client.
     #[arg(long, default_value_t = 60)]
     idle_timeout: u64,
@@ -172,7 +190,13 @@ fn serve(a: ServeArgs) -> Result<()> {
     cfg.options.allow_insecure_dealer = a.insecure_dealer;
     cfg.options.max_prepare = a.max_prepare.max(1);
     cfg.options.phase_timeout = Duration::from_secs(a.phase_timeout.max(1));
+    cfg.options.he_key_coefficients = a.he_key_coefficients.max(1);
+    cfg.options.memory_budget =
+        pi_runtime::session::MemoryBudget::new(a.memory_budget_mib.saturating_mul(1 << 20));
     cfg.max_sessions = a.max_sessions.max(1);
+    cfg.max_connections = a.max_connections.max(1);
+    cfg.max_connections_per_ip = a.max_connections_per_ip.max(1);
+    cfg.handshake_timeout = Duration::from_secs(a.handshake_timeout.max(1));
     cfg.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
     cfg.session_timeout = Duration::from_secs(a.session_timeout.max(1));
     cfg.metrics_json = a.metrics_json;

@@ -14,11 +14,22 @@ use crate::error::{ProtocolError, Result};
 // ---------------------------------------------------------------------------------------
 
 /// Evaluates circuits on plain booleans.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PlainBackend {
     garbler_inputs: VecDeque<bool>,
     evaluator_inputs: VecDeque<bool>,
     outputs: Vec<bool>,
+}
+
+/// Prints sizes only: the inputs and outputs are the parties' plain values.
+impl core::fmt::Debug for PlainBackend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PlainBackend")
+            .field("garbler_inputs", &self.garbler_inputs.len())
+            .field("evaluator_inputs", &self.evaluator_inputs.len())
+            .field("outputs", &self.outputs.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PlainBackend {
@@ -284,7 +295,7 @@ impl<R> core::fmt::Debug for Garbler<R> {
 }
 
 /// Everything the garbler keeps after garbling (never sent as a whole).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GarblerSecrets {
     /// The global offset.
     pub delta: Delta,
@@ -294,6 +305,17 @@ pub struct GarblerSecrets {
     pub evaluator_zero_labels: Vec<Block>,
     /// Output decoding bits (colour bit of each output's zero label), in output order.
     pub decode: Vec<bool>,
+}
+
+/// Prints sizes only: `Δ`, the zero labels and the decoding bits are secret.
+impl core::fmt::Debug for GarblerSecrets {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GarblerSecrets")
+            .field("garbler_labels", &self.garbler_zero_labels.len())
+            .field("evaluator_labels", &self.evaluator_zero_labels.len())
+            .field("outputs", &self.decode.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: RngCore + CryptoRng> Garbler<R> {
@@ -429,7 +451,6 @@ impl<R: RngCore + CryptoRng> Backend for Garbler<R> {
 // ---------------------------------------------------------------------------------------
 
 /// Evaluates garbled circuits. Wires are active labels.
-#[derive(Debug)]
 pub struct Evaluator<'a> {
     hash: TccrHash,
     batch_id: u64,
@@ -441,6 +462,19 @@ pub struct Evaluator<'a> {
     evaluator_labels: &'a [Block],
     evaluator_pos: usize,
     colours: Vec<bool>,
+}
+
+/// Prints positions only: the active labels are secret from the garbler (with its zero
+/// labels they give the evaluator's inputs).
+impl core::fmt::Debug for Evaluator<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("batch_id", &self.batch_id)
+            .field("and_gates", &self.gate)
+            .field("garbler_labels", &self.garbler_labels.len())
+            .field("evaluator_labels", &self.evaluator_labels.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Evaluator<'a> {

@@ -342,7 +342,7 @@ struct Header {
 }
 
 /// What the server keeps after garbling a batch of ReLU gadgets.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ReluGarblerSecrets {
     /// Gadget parameters.
     pub params: ReluParams,
@@ -354,36 +354,27 @@ pub struct ReluGarblerSecrets {
     pub secrets: GarblerSecrets,
 }
 
+/// Prints the public parameters only (see [`GarblerSecrets`]'s `Debug`).
+impl core::fmt::Debug for ReluGarblerSecrets {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReluGarblerSecrets")
+            .field("params", &self.params)
+            .field("count", &self.count)
+            .field("batch_id", &self.batch_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ReluGarblerSecrets {
     /// The active labels of the server's inputs `a[i]` (each `< 2^m`), gadget after gadget.
     pub fn encode_server_inputs(&self, a: &[u64]) -> Result<Vec<Block>> {
-        self.params.validate()?;
-        if a.len() != self.count {
-            return Err(ProtocolError::arg(format!(
-                "expected {} server inputs, got {}",
-                self.count,
-                a.len()
-            )));
-        }
-        let m = self.params.m as usize;
-        let d = self.secrets.delta.block();
-        let mut out = Vec::with_capacity(self.count * m);
-        for (i, &v) in a.iter().enumerate() {
-            if v > mask(self.params.m) {
-                return Err(ProtocolError::arg("server gadget input out of range"));
-            }
-            let zero = self
-                .secrets
-                .garbler_zero_labels
-                .get(i * m..(i + 1) * m)
-                .ok_or_else(|| ProtocolError::arg("secrets hold too few server zero labels"))?;
-            out.extend(
-                zero.iter()
-                    .enumerate()
-                    .map(|(j, w)| *w ^ d.select((v >> j) & 1 == 1)),
-            );
-        }
-        Ok(out)
+        encode_server_labels(
+            self.params,
+            self.count,
+            self.secrets.delta,
+            &self.secrets.garbler_zero_labels,
+            a,
+        )
     }
 
     /// Decodes the client's output colour bits into one `l`-bit output per gadget.
@@ -475,6 +466,153 @@ impl ReluGarblerSecrets {
                 decode,
             },
         })
+    }
+}
+
+/// The active labels of the server's inputs `a[i]` (each `< 2^m`) from the garbler's
+/// zero labels of `count` gadgets.
+fn encode_server_labels(
+    params: ReluParams,
+    count: usize,
+    delta: Delta,
+    zero_labels: &[Block],
+    a: &[u64],
+) -> Result<Vec<Block>> {
+    params.validate()?;
+    if a.len() != count {
+        return Err(ProtocolError::arg(format!(
+            "expected {count} server inputs, got {}",
+            a.len()
+        )));
+    }
+    let m = params.m as usize;
+    let d = delta.block();
+    let mut out = Vec::with_capacity(count * m);
+    for (i, &v) in a.iter().enumerate() {
+        if v > mask(params.m) {
+            return Err(ProtocolError::arg("server gadget input out of range"));
+        }
+        let zero = zero_labels
+            .get(i * m..(i + 1) * m)
+            .ok_or_else(|| ProtocolError::arg("secrets hold too few server zero labels"))?;
+        out.extend(
+            zero.iter()
+                .enumerate()
+                .map(|(j, w)| *w ^ d.select((v >> j) & 1 == 1)),
+        );
+    }
+    Ok(out)
+}
+
+/// What the server needs of a garbled batch in the online phase, and nothing more: `Δ`,
+/// the zero labels of its own inputs and the output decoding bits packed eight to a byte.
+/// The zero labels of the client's inputs, which the offline phase needs for the OT and
+/// the garbling only, are dropped: per gadget this holds `16 m + l / 8` bytes (583.6 for
+/// the default parameters) instead of the `16 (2m + l) + l` of [`ReluGarblerSecrets`]
+/// (2,189).
+#[derive(Clone)]
+pub struct ReluOnlineSecrets {
+    params: ReluParams,
+    count: usize,
+    delta: Delta,
+    garbler_zero_labels: Vec<Block>,
+    /// Decoding bits, gadget-major, packed by [`crate::block::pack_bits`].
+    decode: Vec<u8>,
+}
+
+impl core::fmt::Debug for ReluOnlineSecrets {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReluOnlineSecrets")
+            .field("params", &self.params)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<ReluGarblerSecrets> for ReluOnlineSecrets {
+    fn from(s: ReluGarblerSecrets) -> Self {
+        let GarblerSecrets {
+            delta,
+            mut garbler_zero_labels,
+            evaluator_zero_labels,
+            decode,
+        } = s.secrets;
+        drop(evaluator_zero_labels);
+        garbler_zero_labels.shrink_to_fit();
+        ReluOnlineSecrets {
+            params: s.params,
+            count: s.count,
+            delta,
+            garbler_zero_labels,
+            decode: crate::block::pack_bits(&decode),
+        }
+    }
+}
+
+impl ReluOnlineSecrets {
+    /// Bytes held for `count` gadgets with `params` (heap only; a few dozen bytes of
+    /// fixed overhead are not counted).
+    pub const fn bytes_for(params: ReluParams, count: usize) -> u64 {
+        let labels = 16 * count as u64 * params.m as u64;
+        let decode = (count as u64 * params.l as u64).div_ceil(8);
+        labels + decode
+    }
+
+    /// Gadget parameters.
+    pub fn params(&self) -> ReluParams {
+        self.params
+    }
+
+    /// Number of gadgets.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes held (see [`Self::bytes_for`]).
+    pub fn byte_len(&self) -> u64 {
+        16 * self.garbler_zero_labels.len() as u64 + self.decode.len() as u64
+    }
+
+    /// The active labels of the server's inputs `a[i]` (each `< 2^m`), gadget after gadget.
+    pub fn encode_server_inputs(&self, a: &[u64]) -> Result<Vec<Block>> {
+        encode_server_labels(
+            self.params,
+            self.count,
+            self.delta,
+            &self.garbler_zero_labels,
+            a,
+        )
+    }
+
+    /// Decodes the client's output colour bits, packed as on the wire
+    /// ([`crate::block::pack_bits`], `count × l` bits), into one `l`-bit output per gadget.
+    pub fn decode_packed(&self, colours: &[u8]) -> Result<Vec<u64>> {
+        self.params.validate()?;
+        let l = self.params.l as usize;
+        let n = self.count * l;
+        if colours.len() != n.div_ceil(8) || self.decode.len() != colours.len() {
+            return Err(ProtocolError::peer(format!(
+                "expected {n} colour bits ({} bytes), got {} bytes",
+                n.div_ceil(8),
+                colours.len()
+            )));
+        }
+        let bit = |i: usize| u64::from(((colours[i / 8] ^ self.decode[i / 8]) >> (i % 8)) & 1);
+        Ok((0..self.count)
+            .map(|g| (0..l).fold(0u64, |acc, j| acc | (bit(g * l + j) << j)))
+            .collect())
+    }
+
+    /// Decodes the client's output colour bits into one `l`-bit output per gadget.
+    pub fn decode_outputs(&self, colours: &[bool]) -> Result<Vec<u64>> {
+        let n = self.count * self.params.output_bits();
+        if colours.len() != n {
+            return Err(ProtocolError::peer(format!(
+                "expected {n} colour bits, got {}",
+                colours.len()
+            )));
+        }
+        self.decode_packed(&crate::block::pack_bits(colours))
     }
 }
 
@@ -791,18 +929,26 @@ pub fn evaluate_relus(
 /// colour bits and decodes them. Returns one `l`-bit output per gadget (the server's share
 /// of the next layer's masked input).
 ///
-/// Takes the secrets by value: a garbled batch must be used for exactly one input
+/// Takes the secrets by value ([`ReluGarblerSecrets`] or the smaller
+/// [`ReluOnlineSecrets`]): a garbled batch must be used for exactly one input
 /// (sending labels of two different inputs of the same gadget would reveal `Δ`).
 pub fn relu_online_server<C: Channel + ?Sized>(
     ch: &mut C,
-    secrets: ReluGarblerSecrets,
+    secrets: impl Into<ReluOnlineSecrets>,
     a: &[u64],
 ) -> Result<Vec<u64>> {
+    let secrets = secrets.into();
     let labels = secrets.encode_server_inputs(a)?;
     ch.send_blocks(&labels)?;
     ch.flush()?;
-    let colours = ch.recv_bits(secrets.count * secrets.params.output_bits())?;
-    secrets.decode_outputs(&colours)
+    drop(labels);
+    let n = secrets.count * secrets.params.output_bits();
+    let mut colours = vec![0u8; n.div_ceil(8)];
+    ch.recv(&mut colours)?;
+    if n % 8 != 0 && colours.last().is_some_and(|&last| last >> (n % 8) != 0) {
+        return Err(ProtocolError::peer("nonzero padding bits in bit vector"));
+    }
+    secrets.decode_packed(&colours)
 }
 
 /// Online phase, client side: receives the server's input labels, evaluates and sends the

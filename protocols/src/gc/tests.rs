@@ -346,6 +346,13 @@ fn relu_garbled_equals_plain_equals_reference() {
         encode_labels(&secrets.secrets.evaluator_zero_labels, &choice, delta).unwrap();
     let colours = evaluate_relus(&garbled, &server_labels, &client_labels).unwrap();
     let out = secrets.decode_outputs(&colours).unwrap();
+    // The online-only secrets (client labels dropped, decoding bits packed) encode and
+    // decode the same, and hold exactly what `bytes_for` says.
+    let online = ReluOnlineSecrets::from(secrets.clone());
+    assert_eq!(online.encode_server_inputs(&a).unwrap(), server_labels);
+    assert_eq!(online.decode_outputs(&colours).unwrap(), out);
+    assert_eq!(online.byte_len(), ReluOnlineSecrets::bytes_for(p, n));
+    assert!(online.byte_len() * 3 < (16 * (2 * p.m as u64 + p.l as u64) + 1) * n as u64);
     for (i, &(a, b, q)) in cases.iter().enumerate() {
         let r = relu_gadget_reference(a, b, q, p);
         assert_eq!(out[i], r, "case {i}: a={a} b={b} q={q}");

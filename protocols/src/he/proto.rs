@@ -204,8 +204,7 @@ impl HeServer {
             )));
         }
         let bytes = ch.recv_prefixed(MAX_KEY_BYTES)?;
-        let par = params.bfv().clone();
-        let pk = guarded(|| PublicKey::from_bytes(&bytes, &par), "public key")?;
+        let pk = parse_public_key(&bytes, &params)?;
         Ok(HeServer { params, pk })
     }
 
@@ -298,13 +297,24 @@ impl HeServer {
             ));
         }
         for p in ct.iter_mut() {
-            if *p.representation() == Representation::PowerBasis {
-                check_residues(&Vec::<u64>::from(&*p), N, "input ciphertext")?;
-                p.change_representation(Representation::Ntt);
-            } else {
-                let mut c = p.clone();
-                c.change_representation(Representation::PowerBasis);
-                check_residues(&Vec::<u64>::from(&c), N, "input ciphertext")?;
+            match *p.representation() {
+                Representation::PowerBasis => {
+                    check_residues(&Vec::<u64>::from(&*p), N, "input ciphertext")?;
+                    p.change_representation(Representation::Ntt);
+                }
+                Representation::Ntt => {
+                    check_residues(&Vec::<u64>::from(&*p), N, "input ciphertext")?;
+                    let mut c = p.clone();
+                    c.change_representation(Representation::PowerBasis);
+                    check_residues(&Vec::<u64>::from(&c), N, "input ciphertext")?;
+                }
+                // NTT-Shoup (or anything newer): not what a client sends, and not what
+                // the products below expect.
+                r => {
+                    return Err(ProtocolError::peer(format!(
+                        "an input ciphertext polynomial is in {r:?} representation"
+                    )));
+                }
             }
         }
         Ok(ct)
@@ -378,6 +388,69 @@ fn flood_and_trim(ct: &Ciphertext, pos: &[(usize, usize)]) -> (Vec<u64>, Vec<u64
     (c1, sel)
 }
 
+/// Splits a protobuf length-delimited field `tag` off the front of `b`: returns its
+/// contents and the rest.
+fn proto_field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, mut rest) = b.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let mut len = 0usize;
+    for shift in (0..64).step_by(7) {
+        let (&x, r) = rest.split_first()?;
+        rest = r;
+        len |= usize::from(x & 0x7f).checked_shl(shift)?;
+        if x & 0x80 == 0 {
+            return (len <= rest.len()).then(|| rest.split_at(len));
+        }
+    }
+    None
+}
+
+/// Decodes the client's public key and checks what the `fhe` crate's decoder does not:
+/// that it is exactly one ciphertext of two polynomials at the top level, both in NTT
+/// representation (a key in power-basis or NTT-Shoup form decodes, then panics in
+/// `try_encrypt`) with every residue, in NTT and in coefficient form, reduced modulo its
+/// modulus, and its second polynomial expanded from a seed.
+fn parse_public_key(bytes: &[u8], params: &HeParams) -> Result<PublicKey> {
+    let par = params.bfv().clone();
+    let bad = |m: &str| ProtocolError::peer(format!("HE public key: {m}"));
+    // `PublicKey { Ciphertext c = 1; }`, encoded by the client as one field.
+    let (inner, rest) =
+        proto_field(bytes, 0x0a).ok_or_else(|| bad("not a single ciphertext field"))?;
+    if !rest.is_empty() {
+        return Err(bad("trailing bytes after the ciphertext"));
+    }
+    let ct = guarded(|| Ciphertext::from_bytes(inner, &par), "HE public key")?;
+    let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
+    if ct.len() != 2 || ct.iter().any(|p| p.ctx() != ctx) {
+        return Err(bad("not a two-part ciphertext at the top level"));
+    }
+    for p in ct.iter() {
+        if *p.representation() != Representation::Ntt {
+            return Err(bad(&format!(
+                "a polynomial is in {:?} representation, not NTT",
+                p.representation()
+            )));
+        }
+        check_residues(&Vec::<u64>::from(p), N, "HE public key")?;
+        let mut c = p.clone();
+        c.change_representation(Representation::PowerBasis);
+        check_residues(&Vec::<u64>::from(&c), N, "HE public key")?;
+    }
+    // An honest key is `(-(a s + e), a)` with `a` expanded from a seed, which is how it
+    // travels: `c = [c0]`, then the seed. Requiring that form keeps `a` pseudorandom, so
+    // the server's re-randomization `u a + e2` of each result's `c1` cannot be stripped
+    // by a degenerate key (`a = 0` would hand out `sum c1_b K_b`, i.e. the weights).
+    let seeded = proto_field(inner, 0x0a)
+        .and_then(|(_, rest)| proto_field(rest, 0x12))
+        .is_some_and(|(seed, rest)| seed.len() == 32 && rest.is_empty());
+    if !seeded {
+        return Err(bad("its second polynomial is not expanded from a seed"));
+    }
+    guarded(|| PublicKey::from_bytes(bytes, &par), "HE public key")
+}
+
 /// Runs a deserializer on peer bytes; a panic inside the library becomes a peer error.
 fn guarded<T>(f: impl FnOnce() -> fhe::Result<T>, what: &str) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -392,6 +465,81 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::he::ConvShape;
+
+    fn put_field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+        out.push(tag);
+        let mut n = body.len();
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        out.extend_from_slice(body);
+    }
+
+    /// A client's public key whose polynomials are in power-basis (or NTT-Shoup) form
+    /// decodes in the `fhe` crate and made `try_encrypt` panic at the first term; the
+    /// server now refuses it at the key setup, as the peer's fault.
+    #[test]
+    fn a_public_key_not_in_ntt_form_is_refused_at_setup() {
+        let params = HeParams::new(61).unwrap();
+        let par = params.bfv().clone();
+        let mut rng = os_rng();
+        let sk = SecretKey::random(&par, &mut rng);
+        let good = PublicKey::new(&sk, &mut rng).to_bytes();
+        let setup = |key: &[u8]| {
+            let (mut a, mut b) = crate::channel::MemoryChannel::pair();
+            a.send(&[HE_VERSION, 61]).unwrap();
+            a.send_prefixed(key).unwrap();
+            a.flush().unwrap();
+            HeServer::setup(&mut b, params.clone())
+        };
+        assert!(setup(&good).is_ok());
+        let (inner, _) = proto_field(&good, 0x0a).unwrap();
+        let ct = Ciphertext::from_bytes(inner, &par).unwrap();
+        for repr in [Representation::PowerBasis, Representation::NttShoup] {
+            let mut polys = Vec::new();
+            for p in ct.iter() {
+                let mut q = p.clone();
+                q.change_representation(repr);
+                put_field(&mut polys, 0x0a, &q.to_bytes());
+            }
+            let mut key = Vec::new();
+            put_field(&mut key, 0x0a, &polys);
+            // The library's own decoder accepts it ...
+            assert!(PublicKey::from_bytes(&key, &par).is_ok());
+            // ... the server does not.
+            let e = setup(&key).unwrap_err();
+            assert_eq!(e.fault(), crate::Fault::Peer, "{e}");
+            assert!(e.to_string().contains("representation, not NTT"), "{e}");
+        }
+        // A well-formed key whose second polynomial is sent explicitly (here: zero, which
+        // would make the re-randomization of every result strippable) is refused.
+        let mut polys = Vec::new();
+        put_field(&mut polys, 0x0a, &ct[0].to_bytes());
+        let zero = Poly::zero(ct[1].ctx(), Representation::Ntt);
+        put_field(&mut polys, 0x0a, &zero.to_bytes());
+        let mut key = Vec::new();
+        put_field(&mut key, 0x0a, &polys);
+        assert!(PublicKey::from_bytes(&key, &par).is_ok());
+        let e = setup(&key).unwrap_err();
+        assert!(e.to_string().contains("not expanded from a seed"), "{e}");
+        // An input ciphertext in NTT-Shoup form is refused as well.
+        let server = setup(&good).unwrap();
+        let mut polys = Vec::new();
+        for p in ct.iter() {
+            let mut q = p.clone();
+            q.change_representation(Representation::NttShoup);
+            put_field(&mut polys, 0x0a, &q.to_bytes());
+        }
+        let e = server.parse_input(&polys).unwrap_err();
+        assert!(e.to_string().contains("NttShoup representation"), "{e}");
+        // Framing other than one ciphertext field is refused too.
+        let mut extra = good.clone();
+        extra.push(0);
+        assert!(setup(&extra).unwrap_err().to_string().contains("trailing"));
+        assert!(setup(&good[1..]).is_err());
+    }
 
     /// The noise budget of the largest layer: the widest ResNet18 convolution (512 x 512
     /// x 3 x 3 on 4 x 4) with every weight at 2^17 in magnitude (|w| = 8 at scale 2^14,

@@ -77,12 +77,21 @@ fn check_kappa(v: &[impl Sized]) -> Result<()> {
 }
 
 /// The IKNP sender (holds `Δ`; in this project the server/garbler).
-#[derive(Debug)]
 pub struct OtSender {
     delta: Delta,
     prgs: Vec<Prg>,
     hash: TccrHash,
     counter: u64,
+}
+
+/// Prints sizes only: `Δ` and the base-OT seeds (inside the PRGs) are secret.
+impl core::fmt::Debug for OtSender {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OtSender")
+            .field("base_ots", &self.prgs.len())
+            .field("random_ots", &self.counter)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OtSender {
@@ -178,11 +187,20 @@ impl OtSender {
 }
 
 /// The IKNP receiver (holds the choice bits; in this project the client/evaluator).
-#[derive(Debug)]
 pub struct OtReceiver {
     prgs: Vec<(Prg, Prg)>,
     hash: TccrHash,
     counter: u64,
+}
+
+/// Prints sizes only: both seeds of every base OT (inside the PRGs) are secret.
+impl core::fmt::Debug for OtReceiver {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OtReceiver")
+            .field("base_ots", &self.prgs.len())
+            .field("random_ots", &self.counter)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OtReceiver {

@@ -174,46 +174,28 @@ pub fn columns() -> &'static [&'static str] {
     &COLUMNS
 }
 
+/// The columns schema version 2 added to version 1.
+const ADDED_IN_V2: [&str; 4] = [
+    "secure_images",
+    "secure_agreement",
+    "fixed_accuracy_full",
+    "full_images",
+];
+
 /// The columns of schema version 1, in order: [`COLUMNS`] without `secure_images`,
 /// `secure_agreement`, `fixed_accuracy_full` and `full_images`.
-pub const COLUMNS_V1: [&str; 31] = [
-    "schema_version",
-    "series",
-    "model",
-    "model_sha256",
-    "arch",
-    "dataset",
-    "method",
-    "network",
-    "rtt_ms",
-    "tls",
-    "images",
-    "repeats",
-    "relus_total",
-    "relus_kept",
-    "linear_macs",
-    "rounds",
-    "f32_accuracy",
-    "fixed_accuracy",
-    "secure_accuracy",
-    "online_ms_median",
-    "online_ms_p10",
-    "online_ms_p90",
-    "online_ms_min",
-    "online_ms_max",
-    "offline_ms_median",
-    "online_bytes_up",
-    "online_bytes_down",
-    "offline_bytes_up",
-    "offline_bytes_down",
-    "software",
-    "finished_unix",
-];
+pub static COLUMNS_V1: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !ADDED_IN_V2.contains(c))
+        .collect()
+});
 
 /// The columns of a schema version this crate reads.
 fn columns_of(version: u32) -> Option<&'static [&'static str]> {
     match version {
-        1 => Some(&COLUMNS_V1),
+        1 => Some(COLUMNS_V1.as_slice()),
         SCHEMA_VERSION => Some(&COLUMNS),
         _ => None,
     }

@@ -623,6 +623,21 @@ fn hello_bytes() -> Vec<u8> {
     .encode()
 }
 
+/// `stream` is closed by the server with nothing sent, no later than `limit` after `t0`.
+fn assert_closed_unanswered(
+    mut stream: &std::net::TcpStream,
+    t0: std::time::Instant,
+    limit: Duration,
+) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let r = stream.read(&mut buf);
+    assert!(matches!(r, Ok(0)) || r.is_err(), "{r:?}");
+    assert!(t0.elapsed() < limit, "closed after {:?}", t0.elapsed());
+}
+
 #[test]
 fn idle_and_dribbling_connections_hold_no_session_slot() {
     let s = start(false, |c| {
@@ -660,18 +675,7 @@ fn idle_and_dribbling_connections_hold_no_session_slot() {
         t0.elapsed()
     );
     // The idle connections are closed at the hello deadline, with nothing sent.
-    let mut first = &idle[0];
-    first
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = [0u8; 16];
-    let r = first.read(&mut buf);
-    assert!(matches!(r, Ok(0)) || r.is_err(), "{r:?}");
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "closed after {:?}",
-        t0.elapsed()
-    );
+    assert_closed_unanswered(&idle[0], t0, Duration::from_secs(5));
     // The dribbler never got a server hello.
     let got = dribbler.join().unwrap();
     assert!(
@@ -694,19 +698,9 @@ fn connections_beyond_the_per_address_cap_are_closed_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     // The fifth connection from this address is closed without waiting for its hello.
     let mut extra = std::net::TcpStream::connect(s.addr).unwrap();
-    extra
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let t0 = std::time::Instant::now();
     let _ = extra.write_all(&hello_bytes());
-    let mut buf = [0u8; 16];
-    let r = extra.read(&mut buf);
-    assert!(matches!(r, Ok(0)) || r.is_err(), "{r:?}");
-    assert!(
-        t0.elapsed() < Duration::from_secs(3),
-        "closed after {:?}",
-        t0.elapsed()
-    );
+    assert_closed_unanswered(&extra, t0, Duration::from_secs(3));
     // So is a real client from the same address, until the others go.
     let rt = rt();
     assert!(ClientSession::start(connect(&rt, &s, None), &dealer()).is_err());

@@ -3,6 +3,10 @@
 //! layers through [`FixedProgram::apply_linear`](super::FixedProgram::apply_linear)). Rows
 //! run in parallel on large products; each row's kernel is compiled twice, once with
 //! AVX-512, and the build the CPU supports is chosen at run time.
+//!
+//! No branch depends on a weight or an activation: a zero weight costs what any other
+//! costs, so the online linear layers' running time (which the client observes) says
+//! nothing about the weights' sparsity (issue 13, item 6).
 
 /// `out[o x p] += w[o x k] * col[k x p]` in wrapping 64-bit arithmetic (= the ring's).
 ///
@@ -29,10 +33,9 @@ fn gemm_row(w: &[i64], col: &[i64], orow: &mut [i64], p: usize) {
         let p1 = (p0 + BLOCK).min(p);
         let acc = &mut orow[p0..p1];
         for (ki, &wv) in w.iter().enumerate() {
-            if wv == 0 {
-                continue;
-            }
             let crow = &col[ki * p + p0..ki * p + p1];
+            #[cfg(test)]
+            tests::ROW_PASSES.with(|n| n.set(n.get() + 1));
             for (a, &c) in acc.iter_mut().zip(crow) {
                 *a = a.wrapping_add(wv.wrapping_mul(c));
             }
@@ -66,6 +69,34 @@ fn gemm_row_dispatch(w: &[i64], col: &[i64], orow: &mut [i64], p: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Weight passes over a block of `col` rows made by this thread's GEMM calls.
+        pub(super) static ROW_PASSES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Regression test for the timing leak of issue 13 (item 6): the kernel used to skip
+    /// zero weights, so a sparse layer ran measurably faster. The work done must not
+    /// depend on the weights' values: count the passes instead of timing them.
+    #[test]
+    fn work_is_independent_of_weight_values() {
+        let (o, k, p) = (4, 9, 700); // serial (below the parallel threshold), two blocks
+        let col: Vec<i64> = (0..(k * p) as i64).collect();
+        let passes = |w: &[i64]| {
+            ROW_PASSES.with(|n| n.set(0));
+            let mut out = vec![0i64; o * p];
+            gemm_i64(w, &col, &mut out, o, k, p);
+            ROW_PASSES.with(|n| n.get())
+        };
+        let dense: Vec<i64> = (1..=(o * k) as i64).collect();
+        let sparse: Vec<i64> = (0..o * k).map(|i| i64::from(i % 5 == 0)).collect();
+        let zero = vec![0i64; o * k];
+        let want = o * k * p.div_ceil(512);
+        assert_eq!(passes(&dense), want);
+        assert_eq!(passes(&sparse), want);
+        assert_eq!(passes(&zero), want);
+    }
 
     #[test]
     fn gemm_kernels_equal_the_naive_product() {

@@ -43,6 +43,7 @@ pub const DEFAULT_HE_KEY_COEFFICIENTS: u64 = 1 << 32;
 pub struct MemoryBudget {
     limit: u64,
     reserved: AtomicU64,
+    peak: AtomicU64,
 }
 
 impl MemoryBudget {
@@ -51,6 +52,7 @@ impl MemoryBudget {
         Arc::new(MemoryBudget {
             limit,
             reserved: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
         })
     }
 
@@ -62,6 +64,11 @@ impl MemoryBudget {
     /// Bytes reserved now.
     pub fn reserved(&self) -> u64 {
         self.reserved.load(Ordering::Acquire)
+    }
+
+    /// The most bytes ever reserved at once (the high-water mark, for tests and reports).
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Acquire)
     }
 
     /// Reserves `bytes` if they fit under the limit.
@@ -76,6 +83,7 @@ impl MemoryBudget {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    self.peak.fetch_max(next, Ordering::AcqRel);
                     return Some(Reservation {
                         budget: self.clone(),
                         bytes,
@@ -546,13 +554,13 @@ impl<C: Channel> ClientSession<C> {
                     return Err(reject(&mut ch, Reject::MODEL, e));
                 }
             };
-        if let Some(want) = &opts.expect_model {
-            if !want.eq_ignore_ascii_case(&public_hash) {
-                let e = RuntimeError::Incompatible(format!(
-                    "the server serves model {public_hash}, expected {want}"
-                ));
-                return Err(reject(&mut ch, Reject::MODEL, e));
-            }
+        if let Some(want) = &opts.expect_model
+            && !want.eq_ignore_ascii_case(&public_hash)
+        {
+            let e = RuntimeError::Incompatible(format!(
+                "the server serves model {public_hash}, expected {want}"
+            ));
+            return Err(reject(&mut ch, Reject::MODEL, e));
         }
         let structure = FixedProgram::structure(&public)?;
         let engine = ClientEngine::new(&structure)?;
@@ -679,5 +687,30 @@ impl<C: Channel> ClientSession<C> {
     /// Traffic so far.
     pub fn stats(&self) -> ChannelStats {
         self.ch.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_budget_keeps_its_high_water_mark_and_releases_on_drop() {
+        let b = MemoryBudget::new(100);
+        let mut a = b.try_reserve(60).unwrap();
+        assert!(b.try_reserve(41).is_none(), "over the limit");
+        let c = b.try_reserve(40).unwrap();
+        assert_eq!((b.reserved(), b.peak()), (100, 100));
+        let part = a.split(50);
+        drop((a, c));
+        assert_eq!((b.reserved(), b.peak()), (50, 100));
+        drop(part);
+        let d = b.try_reserve(30).unwrap();
+        // A refused reservation leaves both untouched; the mark only rises.
+        assert!(b.try_reserve(71).is_none());
+        assert_eq!((b.reserved(), b.peak(), d.bytes()), (30, 100, 30));
+        drop(d);
+        assert_eq!((b.reserved(), b.peak()), (0, 100));
     }
 }

@@ -10,7 +10,8 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use models::fixed::FixedProgram;
 use models::tensor::argmax;
@@ -133,13 +134,19 @@ fn dealer() -> ClientOptions {
 fn check_against_fixed(s: &TestServer, session: &mut ClientSession<BlockingChannel>, n: usize) {
     for x in common::inputs(&s.model, n, 5) {
         let got = session.infer(&x).unwrap();
-        let want = s.prog.forward(&x, false).unwrap();
-        for (a, b) in got.output.logits.iter().zip(&want.logits) {
-            assert!((a - b).abs() < 2e-3, "secure logit {a} vs fixed {b}");
-        }
-        assert_eq!(argmax(&got.output.logits), argmax(&want.logits));
+        assert_near_fixed(s, &x, &got.output.logits);
         assert!(got.online.seconds > 0.0 && got.online.bytes_sent > 0);
     }
+}
+
+/// Secure `logits` of input `x` against the fixed-point executor, as in
+/// [`check_against_fixed`].
+fn assert_near_fixed(s: &TestServer, x: &[f32], logits: &[f64]) {
+    let want = s.prog.forward(x, false).unwrap();
+    for (a, b) in logits.iter().zip(&want.logits) {
+        assert!((a - b).abs() < 2e-3, "secure logit {a} vs fixed {b}");
+    }
+    assert_eq!(argmax(logits), argmax(&want.logits));
 }
 
 #[test]
@@ -355,22 +362,38 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     );
 }
 
-/// A channel that drops the connection once `budget` bytes have been sent.
+/// A channel that drops the connection once `budget` bytes have been sent (the budget
+/// left can be changed through [`Cut::left`] while a session owns the channel).
 struct Cut {
     inner: BlockingChannel,
-    budget: usize,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Cut {
+    fn new(inner: BlockingChannel, budget: usize) -> Self {
+        Cut {
+            inner,
+            budget: Arc::new(AtomicUsize::new(budget)),
+        }
+    }
+
+    /// The bytes it may still send.
+    fn left(&self) -> Arc<AtomicUsize> {
+        self.budget.clone()
+    }
 }
 
 impl Channel for Cut {
     fn send(&mut self, b: &[u8]) -> Result<(), ChannelError> {
-        if b.len() > self.budget {
-            let _ = self.inner.send(&b[..self.budget]);
+        let left = self.budget.load(Ordering::Acquire);
+        if b.len() > left {
+            let _ = self.inner.send(&b[..left]);
             let _ = self.inner.flush();
             self.inner.shutdown();
-            self.budget = 0;
+            self.budget.store(0, Ordering::Release);
             return Err(ChannelError::Io(std::io::Error::other("cut by the test")));
         }
-        self.budget -= b.len();
+        self.budget.store(left - b.len(), Ordering::Release);
         self.inner.send(b)
     }
     fn recv(&mut self, b: &mut [u8]) -> Result<(), ChannelError> {
@@ -396,21 +419,14 @@ fn a_client_that_disconnects_at_any_step_harms_no_one() {
             sess.close().map(|_| sent)
         })
     };
-    let total = run(&mut || Cut {
-        inner: connect(&rt, &s, Some(&ca)),
-        budget: usize::MAX,
-    })
-    .unwrap() as usize;
+    let total = run(&mut || Cut::new(connect(&rt, &s, Some(&ca)), usize::MAX)).unwrap() as usize;
     // Budgets that end the client inside the hello, the prepare, the base OTs, the
     // dealer, the OT extension and the online phases.
     let mut budgets = vec![3, 40, 60, 200, 5_000];
     budgets.extend([0.2, 0.45, 0.7, 0.95].map(|f| (total as f64 * f) as usize));
     budgets.extend([total - 5_000, total - 10]);
     for budget in budgets {
-        let r = run(&mut || Cut {
-            inner: connect(&rt, &s, Some(&ca)),
-            budget,
-        });
+        let r = run(&mut || Cut::new(connect(&rt, &s, Some(&ca)), budget));
         assert!(
             r.is_err(),
             "budget {budget} of {total}: the cut client finished"
@@ -507,54 +523,64 @@ fn raw_session(
     s: &TestServer,
 ) -> (protocols::CountingChannel<BlockingChannel>, ServerHello) {
     let mut ch = protocols::CountingChannel::new(connect(rt, s, None));
-    Message::ClientHello(ClientHello {
-        version: PROTOCOL_VERSION,
-        software: "test".into(),
-        kappa: 128,
-        stat_sec: 40,
-        preprocessing: Method::InsecureDealer.code(),
-    })
-    .send(&mut ch)
-    .unwrap();
+    client_hello(Method::InsecureDealer).send(&mut ch).unwrap();
     match Message::recv(&mut ch, Side::Server).unwrap() {
         Message::ServerHello(h) => (ch, h),
         m => panic!("expected a server hello, got {}", m.name()),
     }
 }
 
-#[test]
-fn a_flood_of_prepare_frames_is_refused_at_the_session_bound() {
-    let s = start(false, |c| c.options.max_prepare = 2);
-    let rt = rt();
-    let (mut ch, hello) = raw_session(&rt, &s);
-    assert_eq!(hello.max_prepare, 2);
+/// On a raw dealer session, sends `Prepare` frames of one inference each (running each
+/// offline phase) until the session's bound is reached, then `burst` more at once, with
+/// no `Infer` in between: returns how many the server answered `Ready` and its `Reject`
+/// (of the first frame beyond the bound, or earlier of one it refused as busy).
+fn prepare_flood(rt: &tokio::runtime::Runtime, s: &TestServer, burst: usize) -> (u32, Reject) {
+    let (mut ch, hello) = raw_session(rt, s);
     let (public, _) =
         models::format::decode_public("<server>", &hello.public_json, &hello.masks).unwrap();
     let structure = FixedProgram::structure(&public).unwrap();
     let mut engine = ClientEngine::new(&structure).unwrap();
     let mut pre = Method::InsecureDealer.instance(&structure).unwrap();
-    // Two Prepare frames of one inference each fill the session's bound ...
-    for k in 0..2 {
-        Message::Prepare { count: 1 }.send(&mut ch).unwrap();
-        assert_eq!(
-            Message::recv(&mut ch, Side::Server).unwrap(),
-            Message::Ready { count: 1 }
-        );
-        if k == 0 {
+    let mut ready = 0;
+    let answer = loop {
+        if ready == hello.max_prepare {
+            // Each frame alone is within the per-frame limit.
+            let frames = Message::Prepare { count: 1 }.encode().repeat(burst);
+            let _ = ch.send(&frames).and_then(|()| ch.flush());
+        } else {
+            Message::Prepare { count: 1 }.send(&mut ch).unwrap();
+        }
+        match Message::recv(&mut ch, Side::Server).unwrap() {
+            Message::Ready { count: 1 } if ready < hello.max_prepare => {}
+            m => break m,
+        }
+        if ready == 0 {
             engine.setup_ot(&mut ch).unwrap();
         }
         engine.offline(&mut ch, pre.as_mut()).unwrap();
-    }
-    // ... and a third, with no inference consumed in between, is refused (each frame
-    // alone is within the per-frame limit).
-    Message::Prepare { count: 1 }.send(&mut ch).unwrap();
-    match Message::recv(&mut ch, Side::Server).unwrap() {
-        Message::Reject(r) => {
-            assert_eq!(r.code, Reject::PROTOCOL);
-            assert!(r.reason.contains("at most 2 prepared"), "{}", r.reason);
-        }
+        ready += 1;
+    };
+    match answer {
+        Message::Reject(r) => (ready, r),
         m => panic!("expected a reject, got {m:?}"),
     }
+}
+
+/// A reject at the session's bound of 2 prepared inferences.
+fn assert_bound_reject(r: &Reject) {
+    assert_eq!(r.code, Reject::PROTOCOL, "{}", r.reason);
+    assert!(r.reason.contains("at most 2 prepared"), "{}", r.reason);
+}
+
+#[test]
+fn a_flood_of_prepare_frames_is_refused_at_the_session_bound() {
+    let s = start(false, |c| c.options.max_prepare = 2);
+    let rt = rt();
+    // Two Prepare frames of one inference each fill the session's bound, and a third,
+    // with no inference consumed in between, is refused.
+    let (ready, r) = prepare_flood(&rt, &s, 1);
+    assert_eq!(ready, 2);
+    assert_bound_reject(&r);
     good_client_works(&s);
 }
 
@@ -611,16 +637,20 @@ fn a_server_wide_memory_budget_refuses_as_busy_and_frees_what_sessions_release()
     d.close().unwrap();
 }
 
-/// The bytes of a valid dealer client hello.
-fn hello_bytes() -> Vec<u8> {
+/// A valid client hello asking for `method`.
+fn client_hello(method: Method) -> Message {
     Message::ClientHello(ClientHello {
         version: PROTOCOL_VERSION,
         software: "test".into(),
         kappa: 128,
         stat_sec: 40,
-        preprocessing: Method::InsecureDealer.code(),
+        preprocessing: method.code(),
     })
-    .encode()
+}
+
+/// The bytes of a valid dealer client hello.
+fn hello_bytes() -> Vec<u8> {
+    client_hello(Method::InsecureDealer).encode()
 }
 
 /// `stream` is closed by the server with nothing sent, no later than `limit` after `t0`.
@@ -750,4 +780,221 @@ fn the_client_sends_a_fresh_he_key_when_one_has_served_its_inferences() {
     let rekeyed = he_offline_bytes(&s);
     assert!(rekeyed[1] + KEY < rekeyed[0], "{rekeyed:?}");
     assert!(rekeyed[1] + KEY < rekeyed[2], "no fresh key: {rekeyed:?}");
+}
+
+/// Runs `f` (one session, from connecting to its end) again, from a fresh connection,
+/// for as long as the server refuses it as busy (its memory budget or session limit), as
+/// a client is told to ("try again later"); counts the refusals in `busy`.
+fn until_not_busy<T>(
+    busy: &AtomicUsize,
+    mut f: impl FnMut() -> Result<T, RuntimeError>,
+) -> Result<T, RuntimeError> {
+    let t0 = Instant::now();
+    loop {
+        match f() {
+            Err(RuntimeError::Refused(r)) if r.starts_with("busy") => {
+                busy.fetch_add(1, Ordering::Relaxed);
+                assert!(
+                    t0.elapsed() < Duration::from_secs(120),
+                    "busy for 2 min: {r}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The logits of `inputs` by HE, preparing as many at once as the server allows; a
+/// session refused as busy is followed by a fresh one for the inputs not yet done.
+fn he_logits(s: &TestServer, inputs: &[Vec<f32>], busy: &AtomicUsize) -> Vec<Vec<f64>> {
+    let rt = rt();
+    let mut out = Vec::new();
+    until_not_busy(busy, || {
+        let mut sess = ClientSession::start(connect(&rt, s, None), &ClientOptions::default())?;
+        while out.len() < inputs.len() {
+            let done = out.len();
+            let n = (inputs.len() - done).min(sess.max_prepare() as usize);
+            sess.prepare(n as u32)?;
+            for x in &inputs[done..done + n] {
+                out.push(sess.infer(x)?.output.logits);
+            }
+        }
+        sess.close().map(|_| ())
+    })
+    .unwrap();
+    out
+}
+
+/// Where to cut an HE client: the bytes it sends from its hello to half-way through its
+/// first offline phase, and those from its first `Infer` frame to the last byte but one
+/// of that online phase (its masked input sent, its result not read).
+fn he_cut_points(s: &TestServer) -> (usize, usize) {
+    let rt = rt();
+    let mut sess = ClientSession::start(connect(&rt, s, None), &ClientOptions::default()).unwrap();
+    sess.prepare(1).unwrap();
+    let through_offline = sess.stats().bytes_sent as usize;
+    let x = common::inputs(&s.model, 1, 1).remove(0);
+    let got = sess.infer(&x).unwrap();
+    assert_near_fixed(s, &x, &got.output.logits);
+    sess.close().unwrap();
+    let infer_frame = Message::Infer { index: 0 }.encode().len();
+    (
+        through_offline - got.offline.bytes_sent as usize / 2,
+        infer_frame + got.online.bytes_sent as usize - 1,
+    )
+}
+
+#[test]
+fn under_load_and_kills_every_honest_client_gets_a_lone_runs_result_within_the_budget() {
+    // Room for two HE offline phases and 8 prepared inferences, all sessions together
+    // (about 25 MB): 8 clients preparing 2 at once do not fit, and wait their turn.
+    let mut budget = None;
+    let s = start(false, |c| {
+        let (per, peak) = server_memory_per_inference(&c.model, Method::HeBfv).unwrap();
+        let b = MemoryBudget::new(2 * peak + 8 * per);
+        budget = Some(b.clone());
+        c.options.memory_budget = b;
+        c.options.max_prepare = 2;
+        c.max_sessions = 16;
+        c.max_connections = 64;
+        c.max_connections_per_ip = 64;
+        // The idle connections stay open for the whole test; a busy client waits long.
+        c.handshake_timeout = Duration::from_secs(300);
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let budget = budget.unwrap();
+    let busy = AtomicUsize::new(0);
+    let inputs: Vec<Vec<Vec<f32>>> = (0..8)
+        .map(|k| common::inputs(&s.model, 2, 200 + k))
+        .collect();
+    let (offline_cut, online_cut) = he_cut_points(&s);
+    let lone = he_logits(&s, &inputs.concat(), &busy);
+    assert_eq!(
+        busy.load(Ordering::Relaxed),
+        0,
+        "a lone client is never busy"
+    );
+
+    let t0 = Instant::now();
+    let idle: Vec<_> = (0..32)
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .collect();
+    let (honest, flood) = std::thread::scope(|sc| {
+        let (s, busy, inputs) = (&s, &busy, &inputs);
+        let honest: Vec<_> = inputs
+            .iter()
+            .map(|xs| sc.spawn(move || he_logits(s, xs, busy)))
+            .collect();
+        // Killed right after its hello.
+        sc.spawn(move || {
+            let mut t = std::net::TcpStream::connect(s.addr).unwrap();
+            t.write_all(&client_hello(Method::HeBfv).encode()).unwrap();
+        });
+        // Killed half-way through its first offline phase.
+        sc.spawn(move || {
+            let rt = rt();
+            let r = until_not_busy(busy, || {
+                let ch = Cut::new(connect(&rt, s, None), offline_cut);
+                ClientSession::start(ch, &ClientOptions::default())?.prepare(1)
+            });
+            assert!(
+                r.is_err(),
+                "the client cut in its offline phase finished it"
+            );
+        });
+        // Killed in its online phase: masked input sent, result not read.
+        sc.spawn(move || {
+            let rt = rt();
+            let r = until_not_busy(busy, || {
+                let ch = Cut::new(connect(&rt, s, None), usize::MAX);
+                let left = ch.left();
+                let mut sess = ClientSession::start(ch, &ClientOptions::default())?;
+                sess.prepare(1)?;
+                left.store(online_cut, Ordering::Release);
+                sess.infer(&inputs[0][0])
+            });
+            assert!(
+                r.is_err(),
+                "the client cut in its online phase got its result"
+            );
+        });
+        let flood = sc.spawn(move || {
+            let rt = rt();
+            until_not_busy(busy, || match prepare_flood(&rt, s, 1000) {
+                (_, r) if r.code == Reject::BUSY => Err(RuntimeError::Refused(r.reason)),
+                x => Ok(x),
+            })
+            .unwrap()
+        });
+        let honest: Vec<_> = honest.into_iter().map(|h| h.join().unwrap()).collect();
+        (honest, flood.join().unwrap())
+    });
+    eprintln!(
+        "under load: {:?}, {} busy refusals, peak {} of {}",
+        t0.elapsed(),
+        busy.load(Ordering::Relaxed),
+        budget.peak(),
+        budget.limit()
+    );
+
+    // Every honest client's logits are the fixed-point ones and a lone run's classes.
+    for ((xs, got), want) in inputs.concat().iter().zip(honest.concat()).zip(&lone) {
+        assert_near_fixed(&s, xs, want);
+        assert_near_fixed(&s, xs, &got);
+        assert_eq!(argmax(&got), argmax(want));
+    }
+    // The flood ended at the session's bound, not past it.
+    assert_eq!(flood.0, 2);
+    assert_bound_reject(&flood.1);
+    // The budget was contended (clients were refused as busy and retried) and never
+    // exceeded; every killed session released what it held.
+    assert!(busy.load(Ordering::Relaxed) > 0, "the budget never bound");
+    assert!(budget.peak() > 0 && budget.peak() <= budget.limit());
+    // A client afterwards is served, with the 32 idle connections still open ...
+    let rt = rt();
+    let mut sess = ClientSession::start(connect(&rt, &s, None), &ClientOptions::default()).unwrap();
+    check_against_fixed(&s, &mut sess, 1);
+    sess.close().unwrap();
+    // ... which the server never answered.
+    for t in &idle {
+        t.set_nonblocking(true).unwrap();
+        let r = (&*t).read(&mut [0u8; 16]);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{r:?}"
+        );
+    }
+    eventually(|| match budget.reserved() {
+        0 => Ok(()),
+        n => Err(RuntimeError::Busy(format!("{n} bytes still reserved"))),
+    });
+    // The server's records: each killed client and the flood ended a session of its own
+    // where it was cut; every other failure is a busy refusal of the memory budget.
+    let log = std::fs::read_to_string(s.dir.join("metrics.jsonl")).unwrap();
+    let failed: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["ok"] == false)
+        .map(|r| {
+            format!(
+                "{} {}: {}",
+                r["preprocessing"], r["client_software"], r["error"]
+            )
+        })
+        .filter(|e| !e.contains("busy: the server's memory for prepared inferences is in use"))
+        .collect();
+    assert_eq!(failed.len(), 4, "{failed:#?}");
+    for [a, b] in [
+        ["\"insecure-dealer\" \"test\"", "at most 2 prepared"],
+        ["\"he-bfv\" \"test\"", ""],
+        ["\"he-bfv\"", "offline layer"],
+        ["\"he-bfv\"", "online layer"],
+    ] {
+        let n = failed
+            .iter()
+            .filter(|e| e.contains(a) && e.contains(b))
+            .count();
+        assert_eq!(n, 1, "{a} {b}: {failed:#?}");
+    }
 }

@@ -7,13 +7,13 @@ fn main() {
         let lib = lt.join("lib");
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
         // The PyPI wheels put the CUDA runtime beside torch: site-packages/nvidia/*/lib.
-        if let Some(site) = lt.parent() {
-            if let Ok(entries) = std::fs::read_dir(site.join("nvidia")) {
-                for e in entries.flatten() {
-                    let l = e.path().join("lib");
-                    if l.is_dir() {
-                        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", l.display());
-                    }
+        if let Some(site) = lt.parent()
+            && let Ok(entries) = std::fs::read_dir(site.join("nvidia"))
+        {
+            for e in entries.flatten() {
+                let l = e.path().join("lib");
+                if l.is_dir() {
+                    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", l.display());
                 }
             }
         }

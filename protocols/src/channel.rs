@@ -147,7 +147,7 @@ pub trait ChannelExt: Channel {
     fn recv_bits(&mut self, n: usize) -> Result<Vec<bool>, ProtocolError> {
         let mut buf = vec![0u8; n.div_ceil(8)];
         self.recv(&mut buf)?;
-        if n % 8 != 0 && buf.last().is_some_and(|&last| last >> (n % 8) != 0) {
+        if !n.is_multiple_of(8) && buf.last().is_some_and(|&last| last >> (n % 8) != 0) {
             return Err(ProtocolError::peer("nonzero padding bits in bit vector"));
         }
         unpack_bits(&buf, n).ok_or_else(|| ProtocolError::peer("short bit vector"))

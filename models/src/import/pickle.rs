@@ -169,7 +169,7 @@ impl<'a> Machine<'a> {
 
     /// Adds key/value pairs to the dict (or object) at the top of the stack.
     fn set_items(&mut self, flat: Vec<Value>) -> R<()> {
-        if flat.len() % 2 != 0 {
+        if !flat.len().is_multiple_of(2) {
             return self.err("SETITEMS with an odd number of values");
         }
         let idx = match self.stack.last() {
@@ -254,14 +254,14 @@ impl<'a> Machine<'a> {
             match (g.module.as_str(), g.name.as_str()) {
                 ("collections", "OrderedDict") | ("builtins" | "__builtin__", "dict") => {
                     let mut items = Vec::new();
-                    if let Some(Value::List(i)) = argv.first() {
-                        if let Some(HeapObj::List(pairs)) = self.heap.get(*i) {
-                            for p in pairs {
-                                if let Value::Tuple(kv) = p
-                                    && kv.len() == 2
-                                {
-                                    items.push((kv[0].clone(), kv[1].clone()));
-                                }
+                    if let Some(Value::List(i)) = argv.first()
+                        && let Some(HeapObj::List(pairs)) = self.heap.get(*i)
+                    {
+                        for p in pairs {
+                            if let Value::Tuple(kv) = p
+                                && kv.len() == 2
+                            {
+                                items.push((kv[0].clone(), kv[1].clone()));
                             }
                         }
                     }

@@ -273,7 +273,7 @@ impl GarbledRelus {
         let (count, rest) = read_u64(rest).ok_or_else(short)?;
         let (batch_id, rest) = read_u64(rest).ok_or_else(short)?;
         let (blocks, _) = read_u64(rest).ok_or_else(short)?;
-        if body_len % 16 != 0 || (body_len / 16) as u64 != blocks {
+        if !body_len.is_multiple_of(16) || (body_len / 16) as u64 != blocks {
             return Err(ProtocolError::peer(format!(
                 "tables: header says {blocks} blocks, body holds {body_len} bytes"
             )));

@@ -403,7 +403,7 @@ impl ConvLayout {
             }
             for i in 0..self.step {
                 let r = tile * self.step + i;
-                if r > last_row || r % st != 0 || r / st >= ho {
+                if r > last_row || !r.is_multiple_of(st) || r / st >= ho {
                     continue;
                 }
                 for j in (0..=last_col).step_by(st) {

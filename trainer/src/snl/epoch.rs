@@ -116,11 +116,11 @@ pub(super) fn train_epoch(
             loss += kd;
         }
         let mut l1v = 0.0;
-        if lambda > 0.0 {
-            if let Some(l1) = net.alpha_l1() {
-                l1v = l1.double_value(&[]);
-                loss += l1 * lambda;
-            }
+        if lambda > 0.0
+            && let Some(l1) = net.alpha_l1()
+        {
+            l1v = l1.double_value(&[]);
+            loss += l1 * lambda;
         }
         opt.zero_grad();
         if amp {

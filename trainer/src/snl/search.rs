@@ -54,14 +54,15 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
     // Positions the base model already linearized stay linearized: start their alphas at 0.
     tch::no_grad(|| {
         for (site, a) in net.alphas() {
-            if let Some(m) = base.public.masks.get(site) {
-                if m.kept_count() < m.len() && l.granularity == Granularity::Position {
-                    let t = Tensor::from_slice(&m.kept)
-                        .to_kind(Kind::Float)
-                        .reshape(a.size())
-                        .to_device(c.device);
-                    a.shallow_clone().copy_(&t);
-                }
+            if let Some(m) = base.public.masks.get(site)
+                && m.kept_count() < m.len()
+                && l.granularity == Granularity::Position
+            {
+                let t = Tensor::from_slice(&m.kept)
+                    .to_kind(Kind::Float)
+                    .reshape(a.size())
+                    .to_device(c.device);
+                a.shallow_clone().copy_(&t);
             }
         }
     });
@@ -124,7 +125,7 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
             "search",
             &mut || {
                 steps += 1;
-                if steps % BUDGET_CHECK_STEPS != 0 {
+                if !steps.is_multiple_of(BUDGET_CHECK_STEPS) {
                     return Ok(());
                 }
                 let count = net.relu_count(l.threshold)?;

@@ -1,18 +1,21 @@
-//! Fixed-key AES-128 and the tweakable correlation-robust hash built on it.
+//! Fixed-key AES-128 and the tweakable circular correlation-robust hash built on it.
 //!
 //! The permutation `π` is AES-128 under a fixed, public key (the FIPS-197 Appendix C.1
 //! key `00 01 .. 0f`; any public key works in the ideal-permutation model, this one makes
-//! the known-answer tests checkable by hand). The hash follows Guo, Katz, Wang and Yu
-//! (2020, "Efficient and secure multiparty computation from fixed-key block ciphers"):
+//! the known-answer tests checkable by hand). The hash is the TCCR construction of Guo,
+//! Katz, Wang and Yu (IEEE S&P 2020, "Efficient and secure multiparty computation from
+//! fixed-key block ciphers", §7.3), which they prove tweakable circular
+//! correlation-robust in the ideal-permutation model, the property half-gates garbling
+//! needs:
 //!
 //! ```text
-//! σ(x) = (x_hi ⊕ x_lo) ‖ x_hi            (a linear orthomorphism on 64-bit halves)
-//! H(x, tweak) = π(σ(x) ⊕ tweak) ⊕ σ(x)
+//! H(x, tweak) = π(π(x) ⊕ tweak) ⊕ π(x)
 //! ```
 //!
-//! where `x_hi`/`x_lo` are the high/low 64 bits of the block (see [`Block::hi`]).
-//! The `aes` crate selects AES-NI/VAES at run time; blocks are processed eight at a time
-//! so that the AES rounds of independent blocks are pipelined.
+//! Two AES calls per hash. Where the CPU has AVX-512F and VAES (checked at run time),
+//! blocks are encrypted four to a 512-bit register, 32 in flight; elsewhere the `aes`
+//! crate's AES-NI (eight in flight) or constant-time software path is used. Both give
+//! the same bits (tested).
 
 use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
 use aes::{Aes128, Block as AesBlock};
@@ -24,20 +27,25 @@ pub const FIXED_KEY: [u8; 16] = [
     0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
 ];
 
-/// Number of blocks the AES backend pipelines together (AES-NI: 8 in flight).
+/// Number of blocks the AES-NI backend pipelines together (8 in flight).
 pub const BATCH: usize = 8;
 
 /// Number of blocks per cipher call in the bulk paths ([`AesCipher::encrypt_many`],
-/// [`TccrHash::hash_many`]): eight pipelined batches, which amortises the per-call
-/// overhead of the `aes` crate (CPU feature check, closure set-up).
+/// [`TccrHash::hash_many`]): enough to fill either backend's pipeline and amortise the
+/// per-call overhead (CPU feature check, closure set-up).
 pub const CALL: usize = 8 * BATCH;
 
 /// AES-128 under one key, with batched encryption of [`Block`]s.
 #[derive(Clone)]
 pub struct AesCipher {
     cipher: Aes128,
+    /// The VAES-512 kernel's round keys, where the CPU has the kernel's features.
+    #[cfg(target_arch = "x86_64")]
+    wide: Option<vaes::RoundKeys>,
 }
 
+/// Prints the type only: the round keys of a keyed cipher (a [`Prg`](crate::prg::Prg)'s
+/// seed) are secret.
 impl core::fmt::Debug for AesCipher {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("AesCipher { .. }")
@@ -49,6 +57,30 @@ impl AesCipher {
     pub fn new(key: Block) -> Self {
         AesCipher {
             cipher: Aes128::new(&GenericArray::from(key.to_bytes())),
+            #[cfg(target_arch = "x86_64")]
+            wide: vaes::RoundKeys::new(key.to_bytes()),
+        }
+    }
+
+    /// The same cipher without the VAES-512 kernel (the `aes` crate's AES-NI or software
+    /// path), for tests and for measuring the kernel against it.
+    pub fn without_vaes(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.wide = None;
+        }
+        self
+    }
+
+    /// Whether this cipher uses the VAES-512 kernel.
+    pub fn uses_vaes(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.wide.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
         }
     }
 
@@ -65,25 +97,35 @@ impl AesCipher {
         Block::from_bytes(b.into())
     }
 
-    /// Encrypts an array of blocks in one cipher call (the backend pipelines [`BATCH`]
-    /// blocks at a time). Writes every buffer element exactly once: no zero-filling.
+    /// Encrypts an array of blocks in one cipher call. Writes every buffer element
+    /// exactly once: no zero-filling.
     #[inline(always)]
     pub fn encrypt_array<const N: usize>(&self, xs: [Block; N]) -> [Block; N] {
         let mut buf: [AesBlock; N] = core::array::from_fn(|i| AesBlock::from(xs[i].to_bytes()));
-        self.cipher.encrypt_blocks(&mut buf);
+        self.encrypt_raw(&mut buf);
         core::array::from_fn(|i| Block::from_bytes(buf[i].into()))
     }
 
-    /// Encrypts blocks in the `aes` crate's representation in place, in one cipher call
-    /// (for the garbling kernels, which fill the buffer directly).
+    /// Encrypts blocks in the `aes` crate's representation in place, in one cipher call.
     #[inline(always)]
-    pub(crate) fn encrypt_raw(&self, buf: &mut [AesBlock]) {
+    fn encrypt_raw(&self, buf: &mut [AesBlock]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(wide) = &self.wide {
+            wide.encrypt_raw(buf);
+            return;
+        }
         self.cipher.encrypt_blocks(buf);
     }
 
-    /// Encrypts blocks in place, [`CALL`] per cipher call.
+    /// Encrypts blocks in place ([`CALL`] per cipher call on the AES-NI path; in place
+    /// without copies on the VAES-512 path).
     #[inline]
     pub fn encrypt_many(&self, xs: &mut [Block]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(wide) = &self.wide {
+            wide.encrypt_blocks(xs);
+            return;
+        }
         let mut chunks = xs.chunks_exact_mut(CALL);
         for chunk in &mut chunks {
             let arr: [Block; CALL] = core::array::from_fn(|i| chunk[i]);
@@ -103,13 +145,146 @@ impl AesCipher {
     }
 }
 
-/// The linear orthomorphism `σ(x_hi ‖ x_lo) = (x_hi ⊕ x_lo) ‖ x_hi`.
-#[inline]
-pub const fn sigma(x: Block) -> Block {
-    Block::from_halves(x.hi() ^ x.lo(), x.hi())
+/// AES-128 on 512-bit registers (AVX-512F + VAES): four blocks per `vaesenc`, eight
+/// registers in flight. The key schedule uses AES-NI's `aeskeygenassist` (constant time,
+/// unlike a table-driven expansion: keyed ciphers carry secret seeds).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod vaes {
+    use aes::Block as AesBlock;
+    use core::arch::x86_64::*;
+
+    use crate::block::Block;
+
+    /// The 11 round keys of AES-128; exists only on CPUs that run the kernel.
+    #[derive(Clone)]
+    pub(super) struct RoundKeys([[u8; 16]; 11]);
+
+    impl RoundKeys {
+        /// Expands `key`, or `None` where the CPU lacks AVX-512F, VAES or AES-NI.
+        pub(super) fn new(key: [u8; 16]) -> Option<Self> {
+            let ok = std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("vaes")
+                && std::arch::is_x86_feature_detected!("aes");
+            // SAFETY: `expand` needs AES-NI and SSE2 (x86-64 baseline), checked above.
+            ok.then(|| unsafe { expand(key) })
+        }
+
+        /// Encrypts `buf` in place.
+        #[inline]
+        pub(super) fn encrypt_raw(&self, buf: &mut [AesBlock]) {
+            // SAFETY: `AesBlock` is `GenericArray<u8, U16>`, a `repr(transparent)` array
+            // of 16 bytes, so the slice is `16 · len` contiguous bytes; `self` exists only
+            // on a CPU with the kernel's features (`new`).
+            unsafe { encrypt(self, buf.as_mut_ptr().cast(), buf.len()) }
+        }
+
+        /// Encrypts `xs` in place; block bytes are [`Block::to_bytes`] (little-endian).
+        #[inline]
+        pub(super) fn encrypt_blocks(&self, xs: &mut [Block]) {
+            // SAFETY: `Block` is a `repr(transparent)` `u128`, 16 bytes stored
+            // little-endian on x86-64, i.e. exactly `to_bytes()`; features as above.
+            unsafe { encrypt(self, xs.as_mut_ptr().cast(), xs.len()) }
+        }
+    }
+
+    /// FIPS-197 §5.2 key expansion with `aeskeygenassist` (each round: `w ⊕= w << 32`
+    /// three times, then XOR the broadcast `SubWord(RotWord(w3)) ⊕ rcon`).
+    #[target_feature(enable = "aes,sse2")]
+    fn expand(key: [u8; 16]) -> RoundKeys {
+        let mut rk = [[0u8; 16]; 11];
+        rk[0] = key;
+        // SAFETY: 16-byte unaligned load from a 16-byte array.
+        let mut k = unsafe { _mm_loadu_si128(key.as_ptr().cast()) };
+        macro_rules! round {
+            ($i:literal, $rcon:literal) => {{
+                let t = _mm_shuffle_epi32::<0xff>(_mm_aeskeygenassist_si128::<$rcon>(k));
+                k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+                k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+                k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+                k = _mm_xor_si128(k, t);
+                // SAFETY: 16-byte unaligned store into a 16-byte array.
+                unsafe { _mm_storeu_si128(rk[$i].as_mut_ptr().cast(), k) };
+            }};
+        }
+        round!(1, 0x01);
+        round!(2, 0x02);
+        round!(3, 0x04);
+        round!(4, 0x08);
+        round!(5, 0x10);
+        round!(6, 0x20);
+        round!(7, 0x40);
+        round!(8, 0x80);
+        round!(9, 0x1b);
+        round!(10, 0x36);
+        RoundKeys(rk)
+    }
+
+    /// Encrypts the `n` blocks at `p` in place: 32 at a time (eight registers), then 4,
+    /// then one at a time with 128-bit AES-NI.
+    ///
+    /// # Safety
+    /// `p` must be valid for reads and writes of `16 n` bytes; the CPU must have
+    /// AVX-512F, VAES and AES-NI.
+    #[target_feature(enable = "avx512f,vaes,aes,sse2")]
+    unsafe fn encrypt(rk: &RoundKeys, p: *mut u8, n: usize) {
+        let mut k = [_mm_setzero_si128(); 11];
+        let mut kw = [_mm512_setzero_si512(); 11];
+        for r in 0..11 {
+            // SAFETY: 16-byte unaligned load from a 16-byte array.
+            k[r] = unsafe { _mm_loadu_si128(rk.0[r].as_ptr().cast()) };
+            kw[r] = _mm512_broadcast_i32x4(k[r]);
+        }
+        let mut i = 0;
+        while i + 32 <= n {
+            let mut x = [_mm512_setzero_si512(); 8];
+            for (j, v) in x.iter_mut().enumerate() {
+                // SAFETY: blocks i + 4j .. i + 4j + 4 are inside the buffer (i + 32 <= n).
+                *v = _mm512_xor_si512(
+                    unsafe { _mm512_loadu_si512(p.add(16 * (i + 4 * j)).cast()) },
+                    kw[0],
+                );
+            }
+            for key in &kw[1..10] {
+                for v in &mut x {
+                    *v = _mm512_aesenc_epi128(*v, *key);
+                }
+            }
+            for (j, v) in x.iter().enumerate() {
+                let c = _mm512_aesenclast_epi128(*v, kw[10]);
+                // SAFETY: as for the load.
+                unsafe { _mm512_storeu_si512(p.add(16 * (i + 4 * j)).cast(), c) };
+            }
+            i += 32;
+        }
+        while i + 4 <= n {
+            // SAFETY: blocks i .. i + 4 are inside the buffer.
+            let mut v =
+                _mm512_xor_si512(unsafe { _mm512_loadu_si512(p.add(16 * i).cast()) }, kw[0]);
+            for key in &kw[1..10] {
+                v = _mm512_aesenc_epi128(v, *key);
+            }
+            v = _mm512_aesenclast_epi128(v, kw[10]);
+            // SAFETY: as for the load.
+            unsafe { _mm512_storeu_si512(p.add(16 * i).cast(), v) };
+            i += 4;
+        }
+        while i < n {
+            // SAFETY: block i is inside the buffer.
+            let mut v = _mm_xor_si128(unsafe { _mm_loadu_si128(p.add(16 * i).cast()) }, k[0]);
+            for key in &k[1..10] {
+                v = _mm_aesenc_si128(v, *key);
+            }
+            v = _mm_aesenclast_si128(v, k[10]);
+            // SAFETY: as for the load.
+            unsafe { _mm_storeu_si128(p.add(16 * i).cast(), v) };
+            i += 1;
+        }
+    }
 }
 
-/// The tweakable correlation-robust hash `H(x, tweak) = π(σ(x) ⊕ tweak) ⊕ σ(x)`.
+/// The tweakable circular correlation-robust hash `H(x, tweak) = π(π(x) ⊕ tweak) ⊕ π(x)`
+/// of Guo, Katz, Wang and Yu (S&P 2020, §7.3).
 #[derive(Clone, Debug)]
 pub struct TccrHash {
     pi: AesCipher,
@@ -129,69 +304,65 @@ impl TccrHash {
         }
     }
 
+    /// The hash over the given permutation (tests: the same hash without the VAES
+    /// kernel).
+    pub fn with_cipher(pi: AesCipher) -> Self {
+        TccrHash { pi }
+    }
+
     /// Hashes one block under one tweak.
     #[inline]
     pub fn hash(&self, x: Block, tweak: Block) -> Block {
-        let s = sigma(x);
-        self.pi.encrypt(s ^ tweak) ^ s
+        let u = self.pi.encrypt(x);
+        self.pi.encrypt(u ^ tweak) ^ u
     }
 
-    /// Hashes `N` blocks (each with its own tweak) in one batch.
+    /// Hashes `N` blocks (each with its own tweak) in one batch (two cipher calls).
     #[inline(always)]
     pub fn hash_n<const N: usize>(&self, xs: [Block; N], tweaks: [Block; N]) -> [Block; N] {
-        let s: [Block; N] = core::array::from_fn(|i| sigma(xs[i]));
-        let y: [Block; N] = self
+        let u: [Block; N] = self.pi.encrypt_array(xs);
+        let v: [Block; N] = self
             .pi
-            .encrypt_array(core::array::from_fn(|i| s[i] ^ tweaks[i]));
-        core::array::from_fn(|i| y[i] ^ s[i])
+            .encrypt_array(core::array::from_fn(|i| u[i] ^ tweaks[i]));
+        core::array::from_fn(|i| v[i] ^ u[i])
     }
 
     /// Hashes `xs[i]` under the tweak `(hi, first + i)` (high and low 64 bits) in place,
-    /// [`CALL`] blocks per cipher call, without materialising the tweaks.
+    /// [`CALL`] blocks per pair of cipher calls, without materialising the tweaks.
     pub fn hash_many_counter(&self, xs: &mut [Block], hi: u64, first: u64) {
         let base = (hi as u128) << 64;
-        let tw = |i: usize| Block(base | first.wrapping_add(i as u64) as u128);
-        let mut chunks = xs.chunks_exact_mut(CALL);
         let mut at = 0usize;
-        for x in &mut chunks {
-            let arr: [Block; CALL] = core::array::from_fn(|i| x[i]);
-            let t: [Block; CALL] = core::array::from_fn(|i| tw(at + i));
-            x.copy_from_slice(&self.hash_n(arr, t));
+        for x in xs.chunks_mut(CALL) {
+            self.hash_chunk(x, |i| {
+                Block(base | first.wrapping_add((at + i) as u64) as u128)
+            });
             at += CALL;
-        }
-        for (i, x) in chunks.into_remainder().iter_mut().enumerate() {
-            *x = self.hash(*x, tw(at + i));
         }
     }
 
-    /// Hashes `xs[i]` under `tweaks[i]` in place, [`CALL`] blocks per cipher call. Extra
-    /// elements of the longer slice are left untouched.
+    /// Hashes `xs[i]` under `tweaks[i]` in place, [`CALL`] blocks per pair of cipher
+    /// calls. Extra elements of the longer slice are left untouched.
     pub fn hash_many(&self, xs: &mut [Block], tweaks: &[Block]) {
         let n = xs.len().min(tweaks.len());
-        let (xs, tweaks) = (&mut xs[..n], &tweaks[..n]);
-        let mut xc = xs.chunks_exact_mut(CALL);
-        let mut tc = tweaks.chunks_exact(CALL);
-        for (x, t) in (&mut xc).zip(&mut tc) {
-            let arr: [Block; CALL] = core::array::from_fn(|i| x[i]);
-            let tw: [Block; CALL] = core::array::from_fn(|i| t[i]);
-            x.copy_from_slice(&self.hash_n(arr, tw));
+        for (x, t) in xs[..n].chunks_mut(CALL).zip(tweaks[..n].chunks(CALL)) {
+            self.hash_chunk(x, |i| t[i]);
         }
-        for (x, t) in xc
-            .into_remainder()
-            .chunks_mut(BATCH)
-            .zip(tc.remainder().chunks(BATCH))
-        {
-            let mut s = [Block::ZERO; BATCH];
-            let mut buf = [GenericArray::from([0u8; 16]); BATCH];
-            let k = x.len();
-            for i in 0..k {
-                s[i] = sigma(x[i]);
-                buf[i] = GenericArray::from((s[i] ^ t[i]).to_bytes());
-            }
-            self.pi.cipher.encrypt_blocks(&mut buf[..k]);
-            for i in 0..k {
-                x[i] = Block::from_bytes(buf[i].into()) ^ s[i];
-            }
+    }
+
+    /// Hashes up to [`CALL`] blocks in place, block `i` under `tweak(i)`.
+    #[inline(always)]
+    fn hash_chunk(&self, x: &mut [Block], tweak: impl Fn(usize) -> Block) {
+        let k = x.len();
+        debug_assert!(k <= CALL);
+        let mut u = [Block::ZERO; CALL];
+        u[..k].copy_from_slice(x);
+        self.pi.encrypt_many(&mut u[..k]);
+        for (i, (xi, ui)) in x.iter_mut().zip(&u[..k]).enumerate() {
+            *xi = *ui ^ tweak(i);
+        }
+        self.pi.encrypt_many(x);
+        for (xi, ui) in x.iter_mut().zip(&u[..k]) {
+            *xi ^= *ui;
         }
     }
 }
@@ -212,75 +383,92 @@ mod tests {
 
     #[test]
     fn fips197_raw_cipher() {
-        let aes = AesCipher::fixed();
-        assert_eq!(aes.encrypt(Block::from_bytes(PT)), Block::from_bytes(CT));
-        let mut many = [Block::from_bytes(PT); 11];
-        aes.encrypt_many(&mut many);
-        assert!(many.iter().all(|&b| b == Block::from_bytes(CT)));
+        for aes in [AesCipher::fixed(), AesCipher::fixed().without_vaes()] {
+            assert_eq!(aes.encrypt(Block::from_bytes(PT)), Block::from_bytes(CT));
+            // 75 = two 32-block groups, two 4-block registers and 3 single blocks.
+            for n in [1, 3, 4, 11, 32, 75] {
+                let mut many = vec![Block::from_bytes(PT); n];
+                aes.encrypt_many(&mut many);
+                assert!(many.iter().all(|&b| b == Block::from_bytes(CT)), "n={n}");
+            }
+            let arr = aes.encrypt_array([Block::from_bytes(PT); 37]);
+            assert!(arr.iter().all(|&b| b == Block::from_bytes(CT)));
+        }
     }
 
+    /// The VAES-512 kernel (where this CPU has it) against the `aes` crate, for the fixed
+    /// key and secret-like keys, every length through two 32-block groups.
     #[test]
-    fn sigma_is_linear_orthomorphism() {
-        let x = Block::from_halves(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
-        let y = Block::from_halves(0x1111_2222_3333_4444, 0x5555_6666_7777_8888);
-        assert_eq!(sigma(x ^ y), sigma(x) ^ sigma(y));
-        // σ(x) ⊕ x = (lo) ‖ (hi ⊕ lo): also a permutation.
-        assert_eq!(
-            sigma(x),
-            Block::from_halves(
-                0x0123_4567_89ab_cdef ^ 0xfedc_ba98_7654_3210,
-                0x0123_4567_89ab_cdef
-            )
-        );
+    fn vaes_kernel_equals_the_aes_crate() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u128;
+        let mut next = || {
+            state = state.wrapping_mul(0x2360_ed05_1fc6_5da4_4385_df64_9fcc_f645) + 1;
+            Block(state)
+        };
+        let keys = [Block::from_bytes(FIXED_KEY), next(), next(), Block::ONES];
+        for key in keys {
+            let fast = AesCipher::new(key);
+            let reference = Aes128::new(&GenericArray::from(key.to_bytes()));
+            for n in 0..=70 {
+                let xs: Vec<Block> = (0..n).map(|_| next()).collect();
+                let mut got = xs.clone();
+                fast.encrypt_many(&mut got);
+                for (x, g) in xs.iter().zip(&got) {
+                    let mut b = GenericArray::from(x.to_bytes());
+                    reference.encrypt_block(&mut b);
+                    assert_eq!(*g, Block::from_bytes(b.into()), "key {key:?} n={n}");
+                }
+            }
+        }
+        if std::arch::is_x86_feature_detected!("vaes")
+            && std::arch::is_x86_feature_detected!("avx512f")
+        {
+            assert!(AesCipher::fixed().uses_vaes());
+        }
+        assert!(!AesCipher::fixed().without_vaes().uses_vaes());
     }
 
     #[test]
     fn tccr_known_answers() {
+        for h in [
+            TccrHash::new(),
+            TccrHash::with_cipher(AesCipher::fixed().without_vaes()),
+        ] {
+            // π(PT) = CT, so with tweak CT ⊕ PT the outer input is PT again:
+            // H(PT, CT ⊕ PT) = π(PT) ⊕ π(PT) = 0.
+            let (pt, ct) = (Block::from_bytes(PT), Block::from_bytes(CT));
+            assert_eq!(h.hash(pt, ct ^ pt), Block::ZERO);
+            // And with tweak CT: H(PT, CT) = π(0) ⊕ CT, π(0) computed by the `aes` crate.
+            let reference = Aes128::new(&GenericArray::from(FIXED_KEY));
+            let mut zero = GenericArray::from([0u8; 16]);
+            reference.encrypt_block(&mut zero);
+            let expect = Block::from_bytes(zero.into()) ^ ct;
+            assert_eq!(h.hash(pt, ct), expect);
+            // Batched forms agree with the scalar form.
+            let got = h.hash_n([pt, pt], [ct ^ pt, ct]);
+            assert_eq!(got, [Block::ZERO, expect]);
+            let mut xs = vec![pt; 19];
+            let ts = vec![ct; 19];
+            h.hash_many(&mut xs, &ts);
+            assert!(xs.iter().all(|&b| b == expect));
+        }
+    }
+
+    /// The definition, spelled out with two independent AES calls of the `aes` crate.
+    #[test]
+    fn tccr_is_pi_of_pi_x_xor_tweak_xor_pi_x() {
+        let reference = Aes128::new(&GenericArray::from(FIXED_KEY));
+        let pi = |x: Block| {
+            let mut b = GenericArray::from(x.to_bytes());
+            reference.encrypt_block(&mut b);
+            Block::from_bytes(b.into())
+        };
         let h = TccrHash::new();
-        // x = 0: σ(0) = 0, so H(0, PT) = AES(PT) = CT.
-        assert_eq!(
-            h.hash(Block::ZERO, Block::from_bytes(PT)),
-            Block::from_bytes(CT)
-        );
-        // x with σ(x) = s: choosing tweak = PT ⊕ s gives H = CT ⊕ s.
-        let x = Block::from_halves(0x0102_0304_0506_0708, 0x1112_1314_1516_1718);
-        let s = Block::from_halves(
-            0x0102_0304_0506_0708 ^ 0x1112_1314_1516_1718,
-            0x0102_0304_0506_0708,
-        );
-        assert_eq!(sigma(x), s);
-        let tweak = Block::from_bytes(PT) ^ s;
-        let expect = Block::from_bytes(CT) ^ s;
-        assert_eq!(h.hash(x, tweak), expect);
-        // Literal value of the same answer, so a change of byte order is caught too.
-        assert_eq!(
-            expect.to_bytes(),
-            [
-                0x69 ^ 0x08,
-                0xc4 ^ 0x07,
-                0xe0 ^ 0x06,
-                0xd8 ^ 0x05,
-                0x6a ^ 0x04,
-                0x7b ^ 0x03,
-                0x04 ^ 0x02,
-                0x30 ^ 0x01,
-                0xd8 ^ 0x10,
-                0xcd ^ 0x10,
-                0xb7 ^ 0x10,
-                0x80 ^ 0x10,
-                0x70 ^ 0x10,
-                0xb4 ^ 0x10,
-                0xc5 ^ 0x10,
-                0x5a ^ 0x10
-            ]
-        );
-        // Batched forms agree with the scalar form.
-        let got = h.hash_n([x, Block::ZERO], [tweak, Block::from_bytes(PT)]);
-        assert_eq!(got, [expect, Block::from_bytes(CT)]);
-        let mut xs = vec![x; 19];
-        let ts = vec![tweak; 19];
-        h.hash_many(&mut xs, &ts);
-        assert!(xs.iter().all(|&b| b == expect));
+        for i in 0..50u128 {
+            let x = Block(i.wrapping_mul(0x0123_4567_89ab_cdef_0011_2233_4455_6677));
+            let t = Block((i << 64) | (2 * i));
+            assert_eq!(h.hash(x, t), pi(pi(x) ^ t) ^ pi(x));
+        }
     }
 
     #[test]

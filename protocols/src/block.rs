@@ -9,6 +9,7 @@ use subtle::ConstantTimeEq;
 /// A 128-bit value. Byte conversions are little-endian: byte 0 holds bits 0..8, so
 /// [`Block::lsb`] (the point-and-permute colour bit) is the low bit of byte 0.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[repr(transparent)] // the VAES kernel encrypts `[Block]` in place (`aes_hash`)
 pub struct Block(pub u128);
 
 impl Block {

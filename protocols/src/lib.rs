@@ -11,7 +11,8 @@
 //!
 //! Modules:
 //! * [`block`]: the 128-bit [`Block`](block::Block) (labels, hash inputs, OT messages);
-//! * [`aes_hash`]: fixed-key AES-128 and the tweakable correlation-robust hash;
+//! * [`aes_hash`]: fixed-key AES-128 (a VAES-512 kernel where the CPU has one) and the
+//!   tweakable circular correlation-robust hash of Guo, Katz, Wang and Yu;
 //! * [`prg`]: AES-CTR pseudorandom generator seeded from the OS or a given seed;
 //! * [`channel`]: the [`Channel`](channel::Channel) trait, typed helpers, an in-memory
 //!   pair, a wrapper for caller-supplied byte streams, byte/round counting and

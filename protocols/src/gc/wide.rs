@@ -4,8 +4,8 @@
 //!
 //! * **Independent AND gates** ([`garble_ands`], [`evaluate_ands`]): a whole layer of
 //!   independent gates is hashed [`GARBLE_CHUNK`] (garbler, 4 hashes per gate) or
-//!   [`EVAL_CHUNK`] (evaluator, 2 hashes per gate) gates per cipher call, i.e. 64 AES
-//!   blocks per call, with tables written straight into a caller-provided buffer. Gate
+//!   [`EVAL_CHUNK`] (evaluator, 2 hashes per gate) gates per pair of cipher calls, i.e.
+//!   64 AES blocks per call, with tables written straight into a caller-provided buffer. Gate
 //!   `i` of the call has gate id `first_gate + i`; the tables and labels are exactly
 //!   those of the scalar [`Garbler`](super::Garbler) / [`Evaluator`](super::Evaluator)
 //!   garbling the same gates one after another from gate counter `first_gate`.
@@ -23,13 +23,11 @@
 //! [`garble_relus`](super::relu::garble_relus)) is one choice of `ids` and `stride`, so
 //! it does not depend on how many lanes are processed together.
 //!
-//! Hash: `H(x, τ) = π(σ(x) ⊕ τ) ⊕ σ(x)` with `σ` linear, so the garbler computes
-//! `σ(x ⊕ Δ) = σ(x) ⊕ σ(Δ)` with one precomputed `σ(Δ)`.
-
-use aes::Block as AesBlock;
+//! Hash: `H(x, τ) = π(π(x) ⊕ τ) ⊕ π(x)` ([`TccrHash`](crate::aes_hash::TccrHash)), in
+//! two passes over the batch: first `π(x)` for every input, then `π(π(x) ⊕ τ)`.
 
 use super::{Backend, Delta, Party};
-use crate::aes_hash::{AesCipher, sigma};
+use crate::aes_hash::AesCipher;
 use crate::block::Block;
 use crate::error::{ProtocolError, Result};
 
@@ -37,10 +35,10 @@ use crate::error::{ProtocolError, Result};
 /// group size of the ReLU table layout; part of the wire format).
 pub const LANES: usize = 8;
 
-/// AND gates garbled per cipher call by [`garble_ands`] (`4 ×` this many AES blocks).
+/// AND gates garbled per cipher call by [`garble_ands`] (`4 ×` this many AES blocks per pass).
 pub const GARBLE_CHUNK: usize = 16;
 
-/// AND gates evaluated per cipher call by [`evaluate_ands`] (`2 ×` this many AES blocks).
+/// AND gates evaluated per cipher call by [`evaluate_ands`] (`2 ×` this many AES blocks per pass).
 pub const EVAL_CHUNK: usize = 32;
 
 #[inline(always)]
@@ -54,25 +52,14 @@ fn unsupported<T>() -> Result<T> {
     ))
 }
 
-#[inline(always)]
-fn raw(x: Block) -> AesBlock {
-    AesBlock::from(x.to_bytes())
-}
-
-#[inline(always)]
-fn unraw(x: &AesBlock) -> Block {
-    Block::from_bytes((*x).into())
-}
-
-/// Garbles `K` independent AND gates (`N = 4K` AES blocks in one cipher call). Gate `j`
-/// has zero labels `a[j]`, `b[j]` and gate id `ids[j]`; its output zero label goes to
+/// Garbles `K` independent AND gates (`N = 4K` AES blocks per pass, two passes). Gate
+/// `j` has zero labels `a[j]`, `b[j]` and gate id `ids[j]`; its output zero label goes to
 /// `out[j]` and its ciphertexts `(T_G, T_E)` to `emit(j, T_G, T_E)`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn garble_kernel<const K: usize, const N: usize>(
     pi: &AesCipher,
     delta: Block,
-    sigma_delta: Block,
     batch_hi: u128,
     ids: &[u64; K],
     a: &[Block],
@@ -82,38 +69,43 @@ fn garble_kernel<const K: usize, const N: usize>(
 ) -> Result<()> {
     const { assert!(N == 4 * K) };
     let (a, b, out) = (&a[..K], &b[..K], &mut out[..K]);
-    let sd = sigma_delta;
-    // Block layout: [σ(a) ⊕ τ0 | σ(a ⊕ Δ) ⊕ τ0 | σ(b) ⊕ τ1 | σ(b ⊕ Δ) ⊕ τ1], K each.
-    let mut buf = [AesBlock::default(); N];
+    // First pass, u = π(x) for x in [a | a ⊕ Δ | b | b ⊕ Δ], K each.
+    let mut u = [Block::ZERO; N];
+    for j in 0..K {
+        u[j] = a[j];
+        u[K + j] = a[j] ^ delta;
+        u[2 * K + j] = b[j];
+        u[3 * K + j] = b[j] ^ delta;
+    }
+    pi.encrypt_many(&mut u);
+    // Second pass, π(u ⊕ τ): τ0 = (batch, 2·id) for the a halves, τ1 = τ0 + 1 for b.
+    let mut v = u;
     for j in 0..K {
         let t0 = tweak(batch_hi, 2 * ids[j]);
         let t1 = Block(t0.0 | 1);
-        let (sa, sb) = (sigma(a[j]) ^ t0, sigma(b[j]) ^ t1);
-        buf[j] = raw(sa);
-        buf[K + j] = raw(sa ^ sd);
-        buf[2 * K + j] = raw(sb);
-        buf[3 * K + j] = raw(sb ^ sd);
+        v[j] ^= t0;
+        v[K + j] ^= t0;
+        v[2 * K + j] ^= t1;
+        v[3 * K + j] ^= t1;
     }
-    pi.encrypt_raw(&mut buf);
+    pi.encrypt_many(&mut v);
     for j in 0..K {
-        let (sa, sb) = (sigma(a[j]), sigma(b[j]));
-        let (y0, y1) = (unraw(&buf[j]), unraw(&buf[K + j]));
-        let (y2, y3) = (unraw(&buf[2 * K + j]), unraw(&buf[3 * K + j]));
-        // H(a) = y0 ⊕ σ(a), H(a ⊕ Δ) = y1 ⊕ σ(a) ⊕ σ(Δ): the σ(a) cancel in T_G.
+        let h = |i: usize| v[i] ^ u[i];
+        let (ha0, ha1, hb0, hb1) = (h(j), h(K + j), h(2 * K + j), h(3 * K + j));
         let (pa, pb) = (a[j].lsb(), b[j].lsb());
         // Generator half gate.
-        let tg = y0 ^ y1 ^ sd ^ delta.select(pb);
-        let wg = y0 ^ sa ^ tg.select(pa);
+        let tg = ha0 ^ ha1 ^ delta.select(pb);
+        let wg = ha0 ^ tg.select(pa);
         // Evaluator half gate.
-        let te = y2 ^ y3 ^ sd ^ a[j];
-        let we = y2 ^ sb ^ (te ^ a[j]).select(pb);
+        let te = hb0 ^ hb1 ^ a[j];
+        let we = hb0 ^ (te ^ a[j]).select(pb);
         out[j] = wg ^ we;
         emit(j, tg, te)?;
     }
     Ok(())
 }
 
-/// Evaluates `K` independent AND gates (`N = 2K` AES blocks in one cipher call) with
+/// Evaluates `K` independent AND gates (`N = 2K` AES blocks per pass, two passes) with
 /// active labels `a[j]`, `b[j]`, gate ids `ids[j]` and ciphertexts `tab(j) = (T_G,
 /// T_E)`; writes the output labels to `out[j]`.
 #[inline(always)]
@@ -128,17 +120,22 @@ fn eval_kernel<const K: usize, const N: usize>(
 ) -> Result<()> {
     const { assert!(N == 2 * K) };
     let (a, b, out) = (&a[..K], &b[..K], &mut out[..K]);
-    let mut buf = [AesBlock::default(); N];
+    let mut u = [Block::ZERO; N];
+    u[..K].copy_from_slice(a);
+    u[K..].copy_from_slice(b);
+    pi.encrypt_many(&mut u);
+    let mut v = u;
     for j in 0..K {
         let t0 = tweak(batch_hi, 2 * ids[j]);
-        buf[j] = raw(sigma(a[j]) ^ t0);
-        buf[K + j] = raw(sigma(b[j]) ^ Block(t0.0 | 1));
+        v[j] ^= t0;
+        v[K + j] ^= Block(t0.0 | 1);
     }
-    pi.encrypt_raw(&mut buf);
+    pi.encrypt_many(&mut v);
     for j in 0..K {
         let (tg, te) = tab(j)?;
-        let wg = unraw(&buf[j]) ^ sigma(a[j]) ^ tg.select(a[j].lsb());
-        let we = unraw(&buf[K + j]) ^ sigma(b[j]) ^ (te ^ a[j]).select(b[j].lsb());
+        let (ha, hb) = (v[j] ^ u[j], v[K + j] ^ u[K + j]);
+        let wg = ha ^ tg.select(a[j].lsb());
+        let we = hb ^ (te ^ a[j]).select(b[j].lsb());
         out[j] = wg ^ we;
     }
     Ok(())
@@ -171,7 +168,6 @@ pub fn garble_ands(
     check_ids(first_gate, n)?;
     let pi = AesCipher::fixed();
     let d = delta.block();
-    let sd = sigma(d);
     let hi = (batch_id as u128) << 64;
     const K: usize = GARBLE_CHUNK;
     let full = n - n % K;
@@ -181,7 +177,6 @@ pub fn garble_ands(
         garble_kernel::<K, { 4 * K }>(
             &pi,
             d,
-            sd,
             hi,
             &ids,
             &a[at..],
@@ -201,7 +196,6 @@ pub fn garble_ands(
         garble_kernel::<1, 4>(
             &pi,
             d,
-            sd,
             hi,
             &ids,
             &a[i..],
@@ -279,7 +273,6 @@ fn check_ids(first_gate: u64, n: usize) -> Result<()> {
 /// tables (the others are computed and ignored).
 pub(crate) struct WideGarbler<'a, const W: usize> {
     pub(crate) delta: Block,
-    pub(crate) sigma_delta: Block,
     pub(crate) pi: &'a AesCipher,
     pub(crate) batch_hi: u128,
     /// Gate id of each lane's next AND gate.
@@ -304,7 +297,6 @@ impl<'a, const W: usize> WideGarbler<'a, W> {
     ) -> Self {
         WideGarbler {
             delta: delta.block(),
-            sigma_delta: sigma(delta.block()),
             pi,
             batch_hi: (batch_id as u128) << 64,
             ids,
@@ -364,10 +356,10 @@ impl<const W: usize> Backend for WideGarbler<'_, W> {
 
     #[inline]
     fn and(&mut self, a: &Self::Wire, b: &Self::Wire) -> Result<Self::Wire> {
-        const { assert!(W % 8 == 0 && W > 0) };
+        const { assert!(W.is_multiple_of(8) && W > 0) };
         let mut out = [Block::ZERO; W];
         // 16 gates (64 AES blocks) per cipher call when W allows, else 8 (32 blocks).
-        if W % 16 == 0 {
+        if W.is_multiple_of(16) {
             for c in (0..W).step_by(16) {
                 self.and_chunk::<16, 64>(a, b, c, &mut out)?;
             }
@@ -402,7 +394,6 @@ impl<const W: usize> WideGarbler<'_, W> {
         garble_kernel::<K, N>(
             self.pi,
             self.delta,
-            self.sigma_delta,
             self.batch_hi,
             &ids,
             &a[c..],
@@ -482,14 +473,14 @@ impl<const W: usize> Backend for WideEvaluator<'_, W> {
 
     #[inline]
     fn and(&mut self, a: &Self::Wire, b: &Self::Wire) -> Result<Self::Wire> {
-        const { assert!(W % 8 == 0 && W > 0) };
+        const { assert!(W.is_multiple_of(8) && W > 0) };
         let mut out = [Block::ZERO; W];
         // 32 gates (64 AES blocks) per cipher call when W allows, else 16 or 8.
-        if W % 32 == 0 {
+        if W.is_multiple_of(32) {
             for c in (0..W).step_by(32) {
                 self.and_chunk::<32, 64>(a, b, c, &mut out)?;
             }
-        } else if W % 16 == 0 {
+        } else if W.is_multiple_of(16) {
             for c in (0..W).step_by(16) {
                 self.and_chunk::<16, 32>(a, b, c, &mut out)?;
             }

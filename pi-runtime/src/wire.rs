@@ -18,8 +18,9 @@ use crate::error::{Result, RuntimeError};
 /// Magic at the start of the client's hello.
 pub const MAGIC: [u8; 6] = *b"SNLPI\0";
 /// Version of this session protocol (2: the server answers `Prepare` with `Ready`, and
-/// its hello says how many inferences one HE key serves).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// its hello says how many inferences one HE key serves; 3: garbled tables use the TCCR
+/// hash `π(π(x) ⊕ i) ⊕ π(x)`, so a version 2 peer would evaluate them to garbage).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;
 /// Statistical security parameter (bits).

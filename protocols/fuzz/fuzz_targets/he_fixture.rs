@@ -99,3 +99,14 @@ pub fn fixture() -> &'static Fixture {
         }
     })
 }
+
+/// The peer's stream for one fuzz input: first byte even, the rest as is; odd, the valid
+/// stream `valid` with the rest applied as `replay::patch` edits. `None` for empty input.
+pub fn stream(data: &[u8], valid: &[u8]) -> Option<Vec<u8>> {
+    let (&mode, rest) = data.split_first()?;
+    Some(if mode & 1 == 0 {
+        rest.to_vec()
+    } else {
+        crate::replay::patch(valid, rest)
+    })
+}

@@ -12,14 +12,9 @@ mod replay;
 fuzz_target!(
     init: he_fixture::init(),
     |data: &[u8]| {
-        let Some((&mode, rest)) = data.split_first() else {
-            return;
-        };
         let f = he_fixture::fixture();
-        let stream = if mode & 1 == 0 {
-            rest.to_vec()
-        } else {
-            replay::patch(&f.input_stream, rest)
+        let Some(stream) = he_fixture::stream(data, &f.input_stream) else {
+            return;
         };
         let mut ch = replay::ReplayChannel::new(&stream);
         let _ = f.server.term(&mut ch, &f.layout, &f.w, &f.s);

@@ -13,14 +13,9 @@ mod replay;
 fuzz_target!(
     init: he_fixture::init(),
     |data: &[u8]| {
-        let Some((&mode, rest)) = data.split_first() else {
-            return;
-        };
         let f = he_fixture::fixture();
-        let stream = if mode & 1 == 0 {
-            rest.to_vec()
-        } else {
-            replay::patch(&f.key_stream, rest)
+        let Some(stream) = he_fixture::stream(data, &f.key_stream) else {
+            return;
         };
         let _ = HeServer::setup(&mut replay::ReplayChannel::new(&stream), f.params.clone());
     }

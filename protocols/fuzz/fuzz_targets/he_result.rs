@@ -12,14 +12,9 @@ mod replay;
 fuzz_target!(
     init: he_fixture::init(),
     |data: &[u8]| {
-        let Some((&mode, rest)) = data.split_first() else {
-            return;
-        };
         let f = he_fixture::fixture();
-        let stream = if mode & 1 == 0 {
-            rest.to_vec()
-        } else {
-            replay::patch(&f.result_stream, rest)
+        let Some(stream) = he_fixture::stream(data, &f.result_stream) else {
+            return;
         };
         let mut ch = replay::ReplayChannel::new(&stream);
         if let Ok(out) = f.client.term(&mut ch, &f.layout, &f.x) {

@@ -25,6 +25,7 @@
 //!   layouts of convolutions, the client's and the server's side;
 //! * [`share`]: additive secret sharing and fixed-point encoding in `Z_{2^61}`, local
 //!   share truncation;
+//! * [`trunc`]: exact truncation of shares with one preprocessed OT per value;
 //! * [`error`]: error types that say whose fault an error is.
 
 pub mod aes_hash;
@@ -36,6 +37,7 @@ pub mod he;
 pub mod ot;
 pub mod prg;
 pub mod share;
+pub mod trunc;
 
 pub use block::Block;
 pub use channel::{Channel, ChannelExt, CountingChannel, MemoryChannel, StreamChannel};

@@ -1,0 +1,568 @@
+//! Exact truncation of additive shares, with one preprocessed oblivious transfer per value.
+//!
+//! The server holds `a` and the client `c` with `a + c = Y mod 2^l`, where `Y` is a signed
+//! value with `|Y| < 2^(l-2)` (the server has already added its rounding offset). Local
+//! truncation ([`truncate_share`]: `a >> f` and `-((-c) >> f)`) is off by `k · 2^(l-f)`,
+//! where `k ∈ {-1, 0, 1}` says whether the integers `a` and `u = -c mod 2^l` wrap around
+//! the ring (`a − u = Y + k 2^l`). This module computes `k` obliviously and removes it, so
+//! the result is `floor(Y / 2^f)` or that plus one, always (docs/protocols.md §5.1).
+//!
+//! **Which shares wrap.** Write `L = 2^l`. If `u` lies in the middle half `[L/4, 3L/4]`
+//! nothing can wrap. If `u < L/4` (client bit `p+`), `k = 1` exactly when the server's
+//! share has its top bit set, `q = [a ≥ L/2]`; if `u > 3L/4` (`p−`), `k = −1` exactly when
+//! `q = 0`. So the correction is `−k·T = T·p− − T·q·p` with `T = 2^(l-f)` and
+//! `p = p+ ∨ p−`: a product of a client bit known offline and a server bit known only
+//! online. One oblivious transfer per value shares it:
+//!
+//! * **Offline.** A random OT with the client as sender (random keys `k0, k1` of `f` bits)
+//!   and the server as receiver (random choice `e`, key `k_e`), from IKNP extension with
+//!   the roles the other way round from the garbled circuits' ([`OtSender`] on the client).
+//!   The client draws `ρ` uniform in `[0, 2^f)` and sets its messages `x0 = ρ`,
+//!   `x1 = ρ + p (mod 2^f)`; its truncated share is fixed now:
+//!   `trunc_client(c) + T·(ρ + p−)`.
+//! * **Online** (Beaver's derandomisation of a precomputed OT): the server sends
+//!   `d = q ⊕ e` (one bit), the client answers `m_j = x_j ⊕ k_{j⊕d}` for `j = 0, 1`
+//!   (`f` bits each, sent as `⌈f/8⌉` bytes), and the server takes
+//!   `x_q = m_q ⊕ k_e = ρ + q·p` and outputs `(a >> f) − T·x_q`.
+//!
+//! The two outputs add up to `floor(Y/2^f) + {0, 1} − k·T + k·T`. The server sees `d`
+//! (its own bit under its own pad) and `x_q`, which `ρ` makes uniform; the other message
+//! is hidden by the OT. The client sees `d`, uniform because `e` is. So neither party
+//! learns anything, and no result depends on whether a wrap happened.
+//!
+//! Online cost per value: 1 bit server → client, `2 ⌈f/8⌉` bytes client → server (4 for
+//! `f = 14`), and the round trip, which the runtime shares with the layer's garbled-circuit
+//! round where there is one. Offline: one IKNP random OT (16 bytes server → client).
+//!
+//! Requires `1 <= f <= 32` and `f + 3 <= l <= 64`.
+
+use rand_core::{CryptoRng, RngCore};
+
+use crate::block::Block;
+use crate::channel::{Channel, ChannelExt};
+use crate::error::{ProtocolError, Result};
+use crate::ot::{OtReceiver, OtSender};
+use crate::share::{Role, truncate_share};
+
+fn check(f: u32, l: u32) -> Result<()> {
+    if (1..=32).contains(&f) && f + 3 <= l && l <= 64 {
+        Ok(())
+    } else {
+        Err(ProtocolError::arg(format!(
+            "exact truncation needs 1 <= f <= 32 and f + 3 <= l <= 64, got f = {f}, l = {l}"
+        )))
+    }
+}
+
+fn ring_mask(l: u32) -> u64 {
+    if l >= 64 { u64::MAX } else { (1u64 << l) - 1 }
+}
+
+/// Bytes of one `f`-bit message on the wire.
+const fn width(f: u32) -> usize {
+    f.div_ceil(8) as usize
+}
+
+/// Online bytes of `n` exact truncations: `(server → client, client → server)` =
+/// `(⌈n/8⌉, 2 n ⌈f/8⌉)`.
+pub const fn online_bytes(n: usize, f: u32) -> (u64, u64) {
+    (n.div_ceil(8) as u64, 2 * n as u64 * width(f) as u64)
+}
+
+/// The low `f` bits of a random-OT key.
+fn key_bits(k: Block, f: u32) -> u32 {
+    (k.0 as u64 & ((1u64 << f) - 1)) as u32
+}
+
+/// `if bit { b } else { a }` without a branch on `bit`.
+#[inline]
+fn select(a: u32, b: u32, bit: bool) -> u32 {
+    a ^ ((a ^ b) & 0u32.wrapping_sub(u32::from(bit)))
+}
+
+/// The server's offline material for `n` exact truncations: the random choices and keys of
+/// its random OTs. Consumed by the online phase.
+pub struct TruncServerSecrets {
+    f: u32,
+    l: u32,
+    choices: Vec<bool>,
+    keys: Vec<u32>,
+}
+
+/// Prints sizes only.
+impl core::fmt::Debug for TruncServerSecrets {
+    fn fmt(&self, fm: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fm.debug_struct("TruncServerSecrets")
+            .field("values", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TruncServerSecrets {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Bytes held per value (choice and key).
+    pub const BYTES_PER_VALUE: u64 = 5;
+}
+
+/// The client's offline material for `n` exact truncations: its two messages and two
+/// random-OT keys per value. Consumed by the online phase.
+pub struct TruncClientSecrets {
+    f: u32,
+    /// `(x0, x1, k0, k1)` per value.
+    values: Vec<[u32; 4]>,
+}
+
+/// Prints sizes only.
+impl core::fmt::Debug for TruncClientSecrets {
+    fn fmt(&self, fm: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fm.debug_struct("TruncClientSecrets")
+            .field("values", &self.values.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TruncClientSecrets {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Bytes held per value.
+    pub const BYTES_PER_VALUE: u64 = 16;
+}
+
+/// Offline phase, server side: `n` random OTs as receiver with random choices (one IKNP
+/// extension; sends and flushes).
+pub fn trunc_offline_server<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Sized>(
+    ch: &mut C,
+    ot: &mut OtReceiver,
+    n: usize,
+    f: u32,
+    l: u32,
+    rng: &mut R,
+) -> Result<TruncServerSecrets> {
+    check(f, l)?;
+    let mut choices = Vec::with_capacity(n);
+    while choices.len() < n {
+        let w = rng.next_u64();
+        let k = (n - choices.len()).min(64);
+        choices.extend((0..k).map(|i| (w >> i) & 1 == 1));
+    }
+    let keys = if n == 0 {
+        Vec::new()
+    } else {
+        ot.receive_random(ch, &choices)?
+            .into_iter()
+            .map(|k| key_bits(k, f))
+            .collect()
+    };
+    Ok(TruncServerSecrets {
+        f,
+        l,
+        choices,
+        keys,
+    })
+}
+
+/// Offline phase, client side, for the client's shares `shares` (reduced mod `2^l` here):
+/// `n` random OTs as sender, then its messages. Returns the client's truncated shares,
+/// final already, and the material for the online phase.
+pub fn trunc_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Sized>(
+    ch: &mut C,
+    ot: &mut OtSender,
+    shares: &[u64],
+    f: u32,
+    l: u32,
+    rng: &mut R,
+) -> Result<(Vec<u64>, TruncClientSecrets)> {
+    check(f, l)?;
+    let pairs = if shares.is_empty() {
+        Vec::new()
+    } else {
+        ot.send_random(ch, shares.len())?
+    };
+    let mask = ring_mask(l);
+    let fmask = (1u64 << f) - 1;
+    let quarter = 1u64 << (l - 2);
+    let mut out = Vec::with_capacity(shares.len());
+    let mut values = Vec::with_capacity(shares.len());
+    for (&c, &(k0, k1)) in shares.iter().zip(&pairs) {
+        let c = c & mask;
+        let u = c.wrapping_neg() & mask;
+        let p_plus = u64::from(u < quarter);
+        let p_minus = u64::from(u > 3 * quarter);
+        let rho = rng.next_u64() & fmask;
+        let x1 = (rho + (p_plus | p_minus)) & fmask;
+        let t = truncate_share(Role::Client, c, f, l);
+        out.push(t.wrapping_add((rho + p_minus) << (l - f)) & mask);
+        values.push([rho as u32, x1 as u32, key_bits(k0, f), key_bits(k1, f)]);
+    }
+    Ok((out, TruncClientSecrets { f, values }))
+}
+
+/// The server's top bit `q = [a ≥ 2^(l-1)]` of each share.
+fn top_bits(shares: &[u64], l: u32) -> impl Iterator<Item = bool> + '_ {
+    let mask = ring_mask(l);
+    shares
+        .iter()
+        .map(move |&a| ((a & mask) >> (l - 1)) & 1 == 1)
+}
+
+/// Online phase, server side, first half: sends `d = q ⊕ e` for its shares `shares` (the
+/// values to truncate, rounding offset included). Does not flush.
+pub fn trunc_online_server_request<C: Channel + ?Sized>(
+    ch: &mut C,
+    sec: &TruncServerSecrets,
+    shares: &[u64],
+) -> Result<()> {
+    if shares.len() != sec.len() {
+        return Err(ProtocolError::arg(format!(
+            "{} shares to truncate, {} prepared",
+            shares.len(),
+            sec.len()
+        )));
+    }
+    let d: Vec<bool> = top_bits(shares, sec.l)
+        .zip(&sec.choices)
+        .map(|(q, &e)| q ^ e)
+        .collect();
+    ch.send_bits(&d)?;
+    Ok(())
+}
+
+/// Online phase, server side, second half: receives the client's answers and returns the
+/// server's truncated shares of the same `shares` as the request.
+pub fn trunc_online_server_finish<C: Channel + ?Sized>(
+    ch: &mut C,
+    sec: TruncServerSecrets,
+    shares: &[u64],
+) -> Result<Vec<u64>> {
+    if shares.len() != sec.len() {
+        return Err(ProtocolError::arg(format!(
+            "{} shares to truncate, {} prepared",
+            shares.len(),
+            sec.len()
+        )));
+    }
+    let (f, l) = (sec.f, sec.l);
+    let w = width(f);
+    let mut buf = vec![0u8; 2 * w * shares.len()];
+    ch.recv(&mut buf)?;
+    let mask = ring_mask(l);
+    let mut out = Vec::with_capacity(shares.len());
+    for (((chunk, q), &k), &a) in buf
+        .chunks_exact(2 * w)
+        .zip(top_bits(shares, l))
+        .zip(&sec.keys)
+        .zip(shares)
+    {
+        let m0 = read_le(&chunk[..w]);
+        let m1 = read_le(&chunk[w..]);
+        if u64::from(m0 | m1) >> f != 0 {
+            return Err(ProtocolError::peer(format!(
+                "truncation answer: a message has more than {f} bits"
+            )));
+        }
+        let x = select(m0, m1, q) ^ k;
+        let t = truncate_share(Role::Server, a, f, l);
+        out.push(t.wrapping_sub(u64::from(x) << (l - f)) & mask);
+    }
+    Ok(out)
+}
+
+fn read_le(b: &[u8]) -> u32 {
+    b.iter()
+        .rev()
+        .fold(0u32, |acc, &x| (acc << 8) | u32::from(x))
+}
+
+/// The client's answer to the server's request, to be sent with
+/// [`TruncAnswer::send`].
+pub struct TruncAnswer {
+    bytes: Vec<u8>,
+}
+
+impl TruncAnswer {
+    /// Sends the answer (does not flush).
+    pub fn send<C: Channel + ?Sized>(self, ch: &mut C) -> Result<()> {
+        ch.send(&self.bytes)?;
+        Ok(())
+    }
+}
+
+/// Online phase, client side: receives `d` and computes the answer
+/// `m_j = x_j ⊕ k_{j⊕d}` (consumes the material: the keys must never be used twice).
+pub fn trunc_online_client<C: Channel + ?Sized>(
+    ch: &mut C,
+    sec: TruncClientSecrets,
+) -> Result<TruncAnswer> {
+    let d = ch.recv_bits(sec.len())?;
+    let w = width(sec.f);
+    let mut bytes = Vec::with_capacity(2 * w * sec.len());
+    for ([x0, x1, k0, k1], d) in sec.values.into_iter().zip(d) {
+        let m0 = x0 ^ select(k0, k1, d);
+        let m1 = x1 ^ select(k1, k0, d);
+        bytes.extend_from_slice(&m0.to_le_bytes()[..w]);
+        bytes.extend_from_slice(&m1.to_le_bytes()[..w]);
+    }
+    Ok(TruncAnswer { bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::channel::{CountingChannel, MemoryChannel};
+    use crate::error::Fault;
+    use crate::gc::Delta;
+    use crate::share::round_offset;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha12Rng;
+
+    /// Runs the whole protocol on `(Y, u)` pairs: the server's share is `Y + u` (offset
+    /// included in `Y`), the client's `-u`. Returns the reconstructed results and the
+    /// client's view of the online bytes `(received, sent)`.
+    fn run(cases: &[(i64, u64)], f: u32, l: u32, seed: u64) -> (Vec<i64>, (u64, u64)) {
+        let mask = ring_mask(l);
+        let a: Vec<u64> = cases
+            .iter()
+            .map(|&(y, u)| (y as u64).wrapping_add(u) & mask)
+            .collect();
+        let c: Vec<u64> = cases
+            .iter()
+            .map(|&(_, u)| u.wrapping_neg() & mask)
+            .collect();
+        let (mut s_ch, c_ch) = MemoryChannel::pair();
+        let h = std::thread::spawn(move || {
+            let mut ch = CountingChannel::new(c_ch);
+            let mut rng = ChaCha12Rng::seed_from_u64(seed + 1);
+            let delta = Delta::random(&mut rng);
+            let mut ot = OtSender::setup(&mut ch, delta, &mut rng).unwrap();
+            let (t, sec) = trunc_offline_client(&mut ch, &mut ot, &c, f, l, &mut rng).unwrap();
+            let before = ch.stats();
+            let ans = trunc_online_client(&mut ch, sec).unwrap();
+            ans.send(&mut ch).unwrap();
+            ch.flush().unwrap();
+            let after = ch.stats();
+            (
+                t,
+                (
+                    after.bytes_received - before.bytes_received,
+                    after.bytes_sent - before.bytes_sent,
+                ),
+            )
+        });
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
+        let mut ot = OtReceiver::setup(&mut s_ch, &mut rng).unwrap();
+        let sec = trunc_offline_server(&mut s_ch, &mut ot, a.len(), f, l, &mut rng).unwrap();
+        trunc_online_server_request(&mut s_ch, &sec, &a).unwrap();
+        s_ch.flush().unwrap();
+        let ts = trunc_online_server_finish(&mut s_ch, sec, &a).unwrap();
+        let (tc, bytes) = h.join().unwrap();
+        let sh = 64 - l;
+        let got = ts
+            .iter()
+            .zip(&tc)
+            .map(|(&x, &y)| ((x.wrapping_add(y) << sh) as i64) >> sh)
+            .collect();
+        (got, bytes)
+    }
+
+    /// Local truncation of the same shares, for comparison.
+    fn local(y: i64, u: u64, f: u32, l: u32) -> i64 {
+        let mask = ring_mask(l);
+        let a = (y as u64).wrapping_add(u) & mask;
+        let c = u.wrapping_neg() & mask;
+        let t = truncate_share(Role::Server, a, f, l).wrapping_add(truncate_share(
+            Role::Client,
+            c,
+            f,
+            l,
+        )) & mask;
+        let sh = 64 - l;
+        ((t << sh) as i64) >> sh
+    }
+
+    /// Shares chosen where local truncation wraps (u next to 0 and next to 2^l, both
+    /// signs of Y), at the quarter boundaries, at the largest |Y| allowed, and random.
+    fn cases(l: u32, f: u32, rng: &mut ChaCha12Rng) -> Vec<(i64, u64)> {
+        let mask = ring_mask(l);
+        let big = (1i64 << (l - 2)) - 1;
+        let q = 1u64 << (l - 2);
+        let mut v = Vec::new();
+        for y in [
+            0,
+            1,
+            -1,
+            (1 << f) - 1,
+            1 << f,
+            -(1 << f),
+            12_345_678,
+            -12_345_678,
+            big,
+            -big,
+        ]
+        .into_iter()
+        .filter(|y| y.abs() <= big)
+        {
+            for u in [
+                0,
+                1,
+                2,
+                (y.unsigned_abs()) & mask,
+                (y.unsigned_abs().wrapping_sub(1)) & mask,
+                mask,
+                mask - 1,
+                mask.wrapping_sub(y.unsigned_abs()) & mask,
+                q - 1,
+                q,
+                q + 1,
+                3 * q - 1,
+                3 * q,
+                3 * q + 1,
+                2 * q,
+            ] {
+                v.push((y, u));
+            }
+        }
+        for _ in 0..2000 {
+            let y = rng.gen_range(-big..=big) >> rng.gen_range(0..(l - 2));
+            let u = match rng.gen_range(0..3) {
+                0 => rng.r#gen::<u64>() & mask,
+                1 => rng.gen_range(0..1u64 << 20),
+                _ => mask - rng.gen_range(0..1u64 << 20),
+            };
+            v.push((y, u));
+        }
+        v
+    }
+
+    #[test]
+    fn exact_where_local_truncation_wraps() {
+        let mut rng = ChaCha12Rng::seed_from_u64(7);
+        for (l, f) in [(61u32, 14u32), (64, 16), (40, 12), (20, 5), (35, 32)] {
+            let cs = cases(l, f, &mut rng);
+            let (got, _) = run(&cs, f, l, 100 + u64::from(l));
+            let mut local_wrong = 0;
+            for (&(y, u), &g) in cs.iter().zip(&got) {
+                let want = y >> f;
+                assert!(
+                    g == want || g == want + 1,
+                    "l={l} f={f} Y={y} u={u}: got {g}, want {want} or +1"
+                );
+                let lo = local(y, u, f, l);
+                if lo != want && lo != want + 1 {
+                    local_wrong += 1;
+                }
+            }
+            // The cases do exercise the wrap that local truncation gets wrong.
+            assert!(
+                local_wrong > 20,
+                "l={l} f={f}: only {local_wrong} local wraps"
+            );
+        }
+    }
+
+    #[test]
+    fn rounding_offset_gives_round_half_up() {
+        let (l, f) = (61, 14);
+        let off = round_offset(f) as i64;
+        let ys: Vec<i64> = vec![0, 8191, 8192, 8193, -8192, -8193, 3 << 14, -(5 << 14) + 1];
+        let cs: Vec<(i64, u64)> = ys.iter().map(|&y| (y + off, 0)).collect();
+        let (got, _) = run(&cs, f, l, 5);
+        for (&y, &g) in ys.iter().zip(&got) {
+            let want = (y + off) >> f;
+            assert!(g == want || g == want + 1, "y={y}: {g} vs {want}");
+        }
+    }
+
+    #[test]
+    fn online_bytes_match_the_formula() {
+        for (n, f) in [(1usize, 14u32), (9, 14), (1000, 14), (77, 20)] {
+            let cs: Vec<(i64, u64)> = (0..n).map(|i| (i as i64, i as u64 * 977)).collect();
+            let (_, (recv, sent)) = run(&cs, f, 61, 9);
+            assert_eq!((recv, sent), online_bytes(n, f), "n={n} f={f}");
+        }
+        assert_eq!(online_bytes(9, 14), (2, 36));
+    }
+
+    #[test]
+    fn empty_and_bad_arguments() {
+        let (got, b) = run(&[], 14, 61, 3);
+        assert!(got.is_empty());
+        assert_eq!(b, (0, 0));
+        assert!(check(0, 61).is_err());
+        assert!(check(33, 64).is_err());
+        assert!(check(14, 16).is_err());
+        assert!(check(14, 65).is_err());
+        assert!(check(14, 17).is_ok());
+    }
+
+    #[test]
+    fn oversized_answer_is_a_peer_error() {
+        let (f, l) = (14, 61);
+        let (mut s_ch, mut c_ch) = MemoryChannel::pair();
+        let h = std::thread::spawn(move || {
+            let mut rng = ChaCha12Rng::seed_from_u64(2);
+            let mut ot = OtSender::setup(&mut c_ch, Delta::random(&mut rng), &mut rng).unwrap();
+            let _ = trunc_offline_client(&mut c_ch, &mut ot, &[5, 6], f, l, &mut rng).unwrap();
+            let _ = c_ch.recv_bits(2).unwrap();
+            // A malicious answer: 16-bit messages where 14 bits are allowed.
+            c_ch.send(&[0xff; 8]).unwrap();
+            c_ch.flush().unwrap();
+        });
+        let mut rng = ChaCha12Rng::seed_from_u64(1);
+        let mut ot = OtReceiver::setup(&mut s_ch, &mut rng).unwrap();
+        let sec = trunc_offline_server(&mut s_ch, &mut ot, 2, f, l, &mut rng).unwrap();
+        let a = [1u64, 2];
+        trunc_online_server_request(&mut s_ch, &sec, &a).unwrap();
+        s_ch.flush().unwrap();
+        let e = trunc_online_server_finish(&mut s_ch, sec, &a).unwrap_err();
+        assert_eq!(e.fault(), Fault::Peer);
+        assert!(e.to_string().contains("more than 14 bits"), "{e}");
+        h.join().unwrap();
+        // A wrong number of shares is the caller's error.
+        let sec = TruncServerSecrets {
+            f,
+            l,
+            choices: vec![false],
+            keys: vec![0],
+        };
+        let (mut x, _y) = MemoryChannel::pair();
+        let e = trunc_online_server_request(&mut x, &sec, &[1, 2]).unwrap_err();
+        assert_eq!(e.fault(), Fault::Caller);
+    }
+
+    #[test]
+    fn debug_prints_no_secrets() {
+        let sec = TruncServerSecrets {
+            f: 14,
+            l: 61,
+            choices: vec![true; 3],
+            keys: vec![12345; 3],
+        };
+        let s = format!("{sec:?}");
+        assert!(!s.contains("12345") && s.contains("values: 3"), "{s}");
+        let sec = TruncClientSecrets {
+            f: 14,
+            values: vec![[11111, 22222, 33333, 4444]; 2],
+        };
+        let s = format!("{sec:?}");
+        assert!(!s.contains("11111") && !s.contains("4444"), "{s}");
+    }
+}

@@ -66,9 +66,9 @@ impl Features {
             context: format!("planning {}", dir.display()),
             source,
         })?;
-        // One round for the input, one per layer with kept ReLUs (the logits ride on the
-        // last message); docs/runtime.md, "Costs".
-        let rounds = 1 + plan.layers.iter().filter(|l| l.kept_count > 0).count();
+        // One round for the input and logits, one per layer with kept or exactly
+        // truncated positions; docs/runtime.md, "Costs".
+        let rounds = plan.online_rounds();
         Ok(Features {
             kept: plan.kept_total() as f64,
             macs: macs as f64,

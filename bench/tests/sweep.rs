@@ -138,8 +138,14 @@ fn sweep_records_rows_and_resumes_without_redoing_points() {
             (r.online_bytes_up, r.online_bytes_down),
             plan.online_bytes()
         );
-        let layers_kept = plan.layers.iter().filter(|l| l.kept_count > 0).count();
-        assert_eq!(r.rounds, 1 + layers_kept as u64);
+        // One round per layer with kept ReLUs or exactly truncated positions, plus one.
+        let layers = plan
+            .layers
+            .iter()
+            .filter(|l| l.kept_count + l.trunc_count > 0)
+            .count();
+        assert_eq!(r.rounds, 1 + layers as u64);
+        assert_eq!(r.rounds, plan.online_rounds());
         assert!(r.online_ms_min <= r.online_ms_median && r.online_ms_median <= r.online_ms_max);
         assert!(r.offline_bytes_up > 0 && r.offline_ms_median > 0.0);
         for a in [r.f32_accuracy, r.fixed_accuracy, r.secure_accuracy] {

@@ -9,20 +9,22 @@
 //! **Offline** (per inference, before the input exists): for each layer in order, the
 //! client obtains `c_i = L_i(r_inputs) - s_i` from the linear preprocessing (see
 //! [`crate::preprocess`]), then fixes the mask of the layer's output: a fresh random `r'`
-//! at kept ReLU positions, and `r' = trunc_client(c)` at linearized positions and on
-//! ReLU-free values (local share truncation needs no interaction, so the server's
-//! `trunc_server(a + 2^(f-1))` is already `x' - r'` up to one ulp). For the kept
-//! positions the server garbles one ReLU gadget each, and the client receives the labels
-//! of its inputs `c mod 2^m` and `-r' mod 2^l` by correlated OT.
+//! at kept ReLU positions, and at linearized positions and on ReLU-free values the
+//! client's share of the exact truncation ([`protocols::trunc`]: one random OT per
+//! position, the client as OT sender). For the kept positions the server garbles one ReLU
+//! gadget each, and the client receives the labels of its inputs `c mod 2^m` and
+//! `-r' mod 2^l` by correlated OT.
 //!
 //! **Online:** the client sends `x - r_0`; the server evaluates every linear layer
-//! locally; at a ReLU layer it sends the labels of its gadget inputs for the kept
-//! positions only and gets back the output colour bits, which it alone decodes into
-//! `x' - r'`; linearized positions are truncated locally with no traffic. Finally the
-//! server sends its share of the logits and the client adds its own.
+//! locally; in a layer with an output it sends one bit per truncated position and the
+//! labels of its gadget inputs for the kept positions, and gets back the client's
+//! truncation answers and the output colour bits, from which it alone computes
+//! `x' - r'`. Finally the server sends its share of the logits and the client adds its
+//! own.
 //!
-//! Online bytes: `8 n_in` (input) `+ kept × (16 m + l / 8)` `+ 8 classes`, independent of
-//! the number of linearized positions; one round trip per layer with kept ReLUs.
+//! Online bytes: `8 n_in` (input) `+ kept × (16 m + l / 8)` `+ truncated × (1/8 + 2 ⌈f/8⌉)`
+//! `+ 8 classes`; one round trip per layer with kept or truncated positions (every layer
+//! but the logits), plus the input and logits round.
 
 use std::time::Instant;
 
@@ -35,7 +37,11 @@ use protocols::gc::relu::{
 };
 use protocols::ot::{OtReceiver, OtSender};
 use protocols::prg::Prg;
-use protocols::share::{Role, round_offset, truncate_share};
+use protocols::share::round_offset;
+use protocols::trunc::{
+    TruncClientSecrets, TruncServerSecrets, trunc_offline_client, trunc_offline_server,
+    trunc_online_client, trunc_online_server_finish, trunc_online_server_request,
+};
 use rand_core::RngCore;
 use serde::Serialize;
 
@@ -57,6 +63,9 @@ pub struct PlanLayer {
     pub kept: Vec<bool>,
     /// Number of kept positions.
     pub kept_count: usize,
+    /// Positions truncated by the exact truncation protocol: linearized or ReLU-free
+    /// positions of a layer with an output (0 for the logits).
+    pub trunc_count: usize,
 }
 
 /// The public schedule of a secure evaluation: what both parties must agree on.
@@ -111,6 +120,11 @@ impl Plan {
                 None => vec![false; len],
             };
             let kept_count = kept.iter().filter(|&&k| k).count();
+            let trunc_count = if output.is_some() {
+                len - kept_count
+            } else {
+                0
+            };
             layers.push(PlanLayer {
                 inputs,
                 len,
@@ -118,6 +132,7 @@ impl Plan {
                 site,
                 kept,
                 kept_count,
+                trunc_count,
             });
         }
         if layers.last().is_none_or(|l| l.output.is_some()) {
@@ -151,18 +166,35 @@ impl Plan {
     }
 
     /// Online bytes client to server and server to client predicted by the protocol:
-    /// `(8 n_in, kept × ⌈l/8⌉-packed colour bits)` and `(kept × 16 m + 8 classes)`.
+    /// up `8 n_in + Σ_layers (⌈kept × l / 8⌉ + truncated × 2 ⌈f/8⌉)` (input, packed colour
+    /// bits, truncation answers), down `Σ_layers (kept × 16 m + ⌈truncated / 8⌉) +
+    /// 8 classes` (labels, truncation requests, logits).
     pub fn online_bytes(&self) -> (u64, u64) {
         let l = u64::from(self.relu.l);
         let m = u64::from(self.relu.m);
-        let up = 8 * self.value_lens[0] as u64
-            + self
-                .layers
-                .iter()
-                .map(|x| (x.kept_count as u64 * l).div_ceil(8))
-                .sum::<u64>();
-        let down = self.kept_total() as u64 * 16 * m + 8 * self.classes() as u64;
+        let f = self.fixed.frac_bits;
+        let (mut up, mut down) = (8 * self.value_lens[0] as u64, 8 * self.classes() as u64);
+        for x in &self.layers {
+            let (t_down, t_up) = protocols::trunc::online_bytes(x.trunc_count, f);
+            up += (x.kept_count as u64 * l).div_ceil(8) + t_up;
+            down += x.kept_count as u64 * 16 * m + t_down;
+        }
         (up, down)
+    }
+
+    /// Online rounds: one per layer with kept or truncated positions, plus the input and
+    /// logits exchange.
+    pub fn online_rounds(&self) -> u64 {
+        1 + self
+            .layers
+            .iter()
+            .filter(|x| x.kept_count + x.trunc_count > 0)
+            .count() as u64
+    }
+
+    /// Positions truncated by the exact truncation protocol in all layers.
+    pub fn trunc_total(&self) -> usize {
+        self.layers.iter().map(|l| l.trunc_count).sum()
     }
 
     fn lmask(&self) -> u64 {
@@ -170,9 +202,9 @@ impl Plan {
     }
 
     /// Bytes the server holds for one prepared inference ([`ServerPrepared`]): `s_i`, 8
-    /// bytes per output position of every layer, and per layer with kept ReLUs the
-    /// online part of its garbling ([`ReluOnlineSecrets::bytes_for`]), plus a small
-    /// per-layer allowance for the containers.
+    /// bytes per output position of every layer, per layer with kept ReLUs the online
+    /// part of its garbling ([`ReluOnlineSecrets::bytes_for`]), per truncated position its
+    /// random-OT choice and key, plus a small per-layer allowance for the containers.
     pub fn server_prepared_bytes(&self) -> u64 {
         self.layers
             .iter()
@@ -180,6 +212,7 @@ impl Plan {
                 PER_LAYER_OVERHEAD
                     + 8 * l.len as u64
                     + ReluOnlineSecrets::bytes_for(self.relu, l.kept_count)
+                    + TruncServerSecrets::BYTES_PER_VALUE * l.trunc_count as u64
             })
             .sum()
     }
@@ -188,20 +221,21 @@ impl Plan {
     /// preprocessing: while one layer is garbled it also holds the zero labels of the
     /// client's inputs (`16 (m + l)` bytes per kept ReLU), its own garbling secrets and
     /// the garbled tables before they are sent, and allows 16 bytes per output position
-    /// for `s_i` and its copies.
+    /// for `s_i` and its copies and 32 per truncated position for its random OTs.
     pub fn server_offline_peak_bytes(&self) -> u64 {
         let (m, l) = (u64::from(self.relu.m), u64::from(self.relu.l));
         let per_relu = 16 * (m + l) + 16 * m + l + self.relu.table_bytes() as u64;
         self.layers
             .iter()
-            .map(|x| x.kept_count as u64 * per_relu + 16 * x.len as u64)
+            .map(|x| x.kept_count as u64 * per_relu + 16 * x.len as u64 + 32 * x.trunc_count as u64)
             .max()
             .unwrap_or(0)
     }
 
     /// Bytes the client holds for one prepared inference ([`ClientPrepared`]): the mask of
-    /// every stored value, its share of the logits, and per kept ReLU the garbled tables
-    /// and the labels of its `m + l` input bits.
+    /// every stored value, its share of the logits, per kept ReLU the garbled tables
+    /// and the labels of its `m + l` input bits, and per truncated position its
+    /// truncation messages and keys.
     pub fn client_prepared_bytes(&self) -> u64 {
         let masks: u64 = self.value_lens.iter().map(|&n| 8 * n as u64).sum();
         let per_relu =
@@ -209,6 +243,7 @@ impl Plan {
         masks
             + 8 * self.classes() as u64
             + self.kept_total() as u64 * per_relu
+            + self.trunc_total() as u64 * TruncClientSecrets::BYTES_PER_VALUE
             + PER_LAYER_OVERHEAD * self.layers.len() as u64
     }
 }
@@ -336,13 +371,16 @@ pub struct ServerPrepared {
     s: Vec<Vec<u64>>,
     /// What the online phase needs of each layer's garbling (layers with kept ReLUs).
     relus: Vec<Option<ReluOnlineSecrets>>,
+    /// Random OTs of each layer's exact truncations (layers with truncated positions).
+    truncs: Vec<Option<TruncServerSecrets>>,
 }
 
-/// The server's side: the full lowered model and the session's OT sender.
+/// The server's side: the full lowered model, the session's OT sender (garbled circuits)
+/// and OT receiver (exact truncation).
 pub struct ServerEngine<'p> {
     prog: &'p FixedProgram,
     plan: Plan,
-    ot: Option<OtSender>,
+    ot: Option<(OtSender, OtReceiver)>,
     batch: u64,
 }
 
@@ -362,14 +400,16 @@ impl<'p> ServerEngine<'p> {
         &self.plan
     }
 
-    /// Runs the base OTs of the session (once, before the first offline phase).
+    /// Runs the base OTs of the session (once, before the first offline phase): one set
+    /// with the server as IKNP sender (garbled circuits' labels), one the other way round
+    /// (exact truncation).
     pub fn setup_ot<C: Channel>(&mut self, ch: &mut C) -> Result<()> {
         let mut rng = Prg::from_entropy();
         let delta = protocols::gc::Delta::random(&mut rng);
-        self.ot = Some(
-            OtSender::setup(ch, delta, &mut rng)
-                .map_err(|e| RuntimeError::from(e).context("base OT"))?,
-        );
+        let base = |e| RuntimeError::from(e).context("base OT");
+        let sender = OtSender::setup(ch, delta, &mut rng).map_err(base)?;
+        let receiver = OtReceiver::setup(ch, &mut rng).map_err(base)?;
+        self.ot = Some((sender, receiver));
         Ok(())
     }
 
@@ -385,7 +425,9 @@ impl<'p> ServerEngine<'p> {
         let mut prep = ServerPrepared {
             s: Vec::with_capacity(self.plan.layers.len()),
             relus: Vec::with_capacity(self.plan.layers.len()),
+            truncs: Vec::with_capacity(self.plan.layers.len()),
         };
+        let (f, l) = (self.plan.fixed.frac_bits, self.plan.fixed.ring_bits);
         pre.begin_inference();
         for (i, layer) in self.plan.layers.iter().enumerate() {
             meter.begin(ch);
@@ -394,11 +436,11 @@ impl<'p> ServerEngine<'p> {
             pre.server_layer(ch, self.prog, &self.plan, i, &s)
                 .map_err(|e| e.context(&what))?;
             prep.s.push(s);
+            let (ot, trunc_ot) = self
+                .ot
+                .as_mut()
+                .ok_or_else(|| RuntimeError::config("offline phase before the OT setup"))?;
             let secrets = if layer.kept_count > 0 {
-                let ot = self
-                    .ot
-                    .as_mut()
-                    .ok_or_else(|| RuntimeError::config("offline phase before the OT setup"))?;
                 self.batch += 1;
                 let sec = relu_offline_server(
                     ch,
@@ -415,6 +457,15 @@ impl<'p> ServerEngine<'p> {
                 None
             };
             prep.relus.push(secrets);
+            let trunc = if layer.trunc_count > 0 {
+                Some(
+                    trunc_offline_server(ch, trunc_ot, layer.trunc_count, f, l, &mut rng)
+                        .map_err(|e| RuntimeError::from(e).context(&what))?,
+                )
+            } else {
+                None
+            };
+            prep.truncs.push(trunc);
             meter.end(ch, i, layer);
         }
         Ok((prep, meter.finish(ch)))
@@ -440,7 +491,7 @@ impl<'p> ServerEngine<'p> {
     ) -> Result<(PhaseMetrics, Vec<Vec<i64>>)> {
         let plan = &self.plan;
         let p = plan.fixed;
-        let (f, l) = (p.frac_bits, p.ring_bits);
+        let f = p.frac_bits;
         let lmask = plan.lmask();
         let mut meter = Meter::new(ch);
         let input = recv_ring(ch, plan.value_lens[0], lmask, "masked input")
@@ -448,6 +499,7 @@ impl<'p> ServerEngine<'p> {
         let mut vals: Vec<Vec<i64>> = vec![Vec::new(); plan.value_lens.len()];
         vals[0] = input.iter().map(|&u| p.reduce(u as i64)).collect();
         let mut relus = prep.relus.into_iter();
+        let mut truncs = prep.truncs.into_iter();
         for ((i, layer), s) in plan.layers.iter().enumerate().zip(prep.s) {
             meter.begin(ch);
             let lin = self.prog.apply_linear(i, &vals);
@@ -459,33 +511,64 @@ impl<'p> ServerEngine<'p> {
                 .map(|((&x, &b), &s)| (x.wrapping_add(b) as u64).wrapping_add(s) & lmask)
                 .collect();
             let secrets = relus.next().flatten();
+            let trunc = truncs.next().flatten();
             match layer.output {
                 None => {
                     ch.send_u64s(&a)?;
                     ch.flush()?;
                 }
                 Some(v) => {
+                    let what = || format!("online layer {i}");
                     let off = round_offset(f);
-                    let mut out: Vec<u64> = a
+                    // The values to truncate exactly (rounding offset added), in order.
+                    let lin: Vec<u64> = a
                         .iter()
-                        .map(|&x| truncate_share(Role::Server, x.wrapping_add(off), f, l))
+                        .zip(&layer.kept)
+                        .filter(|(_, k)| !**k)
+                        .map(|(&x, _)| x.wrapping_add(off) & lmask)
                         .collect();
-                    if let Some(sec) = secrets {
-                        let gadget_in: Vec<u64> = a
-                            .iter()
-                            .zip(&layer.kept)
-                            .filter(|(_, k)| **k)
-                            .map(|(&x, _)| server_gadget_input(x, plan.relu))
-                            .collect();
-                        let res = relu_online_server(ch, sec, &gadget_in).map_err(|e| {
-                            RuntimeError::from(e).context(&format!("online layer {i}"))
-                        })?;
-                        let mut it = res.into_iter();
-                        for (o, _) in out.iter_mut().zip(&layer.kept).filter(|(_, k)| **k) {
-                            *o = it.next().unwrap_or(0);
-                        }
+                    // One round: truncation requests and gadget labels go out together,
+                    // colour bits and truncation answers come back.
+                    if let Some(t) = &trunc {
+                        trunc_online_server_request(ch, t, &lin)
+                            .map_err(|e| RuntimeError::from(e).context(&what()))?;
                     }
-                    vals[v] = out.iter().map(|&u| p.reduce(u as i64)).collect();
+                    let relu_out = match secrets {
+                        Some(sec) => {
+                            let gadget_in: Vec<u64> = a
+                                .iter()
+                                .zip(&layer.kept)
+                                .filter(|(_, k)| **k)
+                                .map(|(&x, _)| server_gadget_input(x, plan.relu))
+                                .collect();
+                            relu_online_server(ch, sec, &gadget_in)
+                                .map_err(|e| RuntimeError::from(e).context(&what()))?
+                        }
+                        None => {
+                            ch.flush()?;
+                            Vec::new()
+                        }
+                    };
+                    let trunc_out = match trunc {
+                        Some(t) => trunc_online_server_finish(ch, t, &lin)
+                            .map_err(|e| RuntimeError::from(e).context(&what()))?,
+                        None => Vec::new(),
+                    };
+                    if relu_out.len() != layer.kept_count || trunc_out.len() != layer.trunc_count {
+                        return Err(RuntimeError::config(format!(
+                            "{}: prepared material does not match the plan",
+                            what()
+                        )));
+                    }
+                    let (mut kept_it, mut lin_it) = (relu_out.into_iter(), trunc_out.into_iter());
+                    vals[v] = layer
+                        .kept
+                        .iter()
+                        .map(|&k| {
+                            let u = if k { kept_it.next() } else { lin_it.next() };
+                            p.reduce(u.unwrap_or(0) as i64)
+                        })
+                        .collect();
                 }
             }
             meter.end(ch, i, layer);
@@ -504,6 +587,8 @@ pub struct ClientPrepared {
     logit_share: Vec<u64>,
     /// Garbled ReLUs and the labels of the client's inputs, per layer with kept ReLUs.
     relus: Vec<Option<(GarbledRelus, Vec<Block>)>>,
+    /// Exact-truncation messages and keys, per layer with truncated positions.
+    truncs: Vec<Option<TruncClientSecrets>>,
 }
 
 impl ClientPrepared {
@@ -522,10 +607,11 @@ pub struct ClientOutput {
     pub logits: Vec<f64>,
 }
 
-/// The client's side: the public structure of the model and the session's OT receiver.
+/// The client's side: the public structure of the model, the session's OT receiver
+/// (garbled circuits) and OT sender (exact truncation).
 pub struct ClientEngine {
     plan: Plan,
-    ot: Option<OtReceiver>,
+    ot: Option<(OtReceiver, OtSender)>,
 }
 
 impl ClientEngine {
@@ -542,13 +628,15 @@ impl ClientEngine {
         &self.plan
     }
 
-    /// Runs the base OTs of the session (once, before the first offline phase).
+    /// Runs the base OTs of the session (once, before the first offline phase), in the
+    /// server's order: as IKNP receiver, then as IKNP sender.
     pub fn setup_ot<C: Channel>(&mut self, ch: &mut C) -> Result<()> {
         let mut rng = Prg::from_entropy();
-        self.ot = Some(
-            OtReceiver::setup(ch, &mut rng)
-                .map_err(|e| RuntimeError::from(e).context("base OT"))?,
-        );
+        let base = |e| RuntimeError::from(e).context("base OT");
+        let receiver = OtReceiver::setup(ch, &mut rng).map_err(base)?;
+        let delta = protocols::gc::Delta::random(&mut rng);
+        let sender = OtSender::setup(ch, delta, &mut rng).map_err(base)?;
+        self.ot = Some((receiver, sender));
         Ok(())
     }
 
@@ -566,6 +654,7 @@ impl ClientEngine {
         let mut masks: Vec<Option<Vec<u64>>> = vec![None; plan.value_lens.len()];
         masks[0] = Some(random_ring(&mut rng, plan.value_lens[0], lmask));
         let mut relus = Vec::with_capacity(plan.layers.len());
+        let mut truncs = Vec::with_capacity(plan.layers.len());
         let mut logit_share = Vec::new();
         pre.begin_inference();
         for (i, layer) in plan.layers.iter().enumerate() {
@@ -577,34 +666,52 @@ impl ClientEngine {
             let Some(v) = layer.output else {
                 logit_share = c;
                 relus.push(None);
+                truncs.push(None);
                 meter.end(ch, i, layer);
                 continue;
             };
-            let mut r = Vec::with_capacity(layer.len);
+            let (ot, trunc_ot) = self
+                .ot
+                .as_mut()
+                .ok_or_else(|| RuntimeError::config("offline phase before the OT setup"))?;
+            let mut kept_r = Vec::with_capacity(layer.kept_count);
             let (mut bs, mut qs) = (Vec::new(), Vec::new());
+            let mut lin = Vec::with_capacity(layer.trunc_count);
             for (&cj, &kept) in c.iter().zip(&layer.kept) {
                 if kept {
                     let rj = rng.next_u64() & lmask;
                     let (b, q) = client_gadget_inputs(cj, rj, plan.relu);
                     bs.push(b);
                     qs.push(q);
-                    r.push(rj);
+                    kept_r.push(rj);
                 } else {
-                    r.push(truncate_share(Role::Client, cj, f, l));
+                    lin.push(cj);
                 }
             }
-            masks[v] = Some(r);
             if layer.kept_count > 0 {
-                let ot = self
-                    .ot
-                    .as_mut()
-                    .ok_or_else(|| RuntimeError::config("offline phase before the OT setup"))?;
                 let got = relu_offline_client(ch, ot, plan.relu, &bs, &qs)
                     .map_err(|e| RuntimeError::from(e).context(&what))?;
                 relus.push(Some(got));
             } else {
                 relus.push(None);
             }
+            let lin_r = if layer.trunc_count > 0 {
+                let (t, sec) = trunc_offline_client(ch, trunc_ot, &lin, f, l, &mut rng)
+                    .map_err(|e| RuntimeError::from(e).context(&what))?;
+                truncs.push(Some(sec));
+                t
+            } else {
+                truncs.push(None);
+                Vec::new()
+            };
+            let (mut kept_it, mut lin_it) = (kept_r.into_iter(), lin_r.into_iter());
+            masks[v] = Some(
+                layer
+                    .kept
+                    .iter()
+                    .map(|&k| if k { kept_it.next() } else { lin_it.next() }.unwrap_or(0))
+                    .collect(),
+            );
             meter.end(ch, i, layer);
         }
         Ok((
@@ -612,6 +719,7 @@ impl ClientEngine {
                 masks: masks.into_iter().map(Option::unwrap_or_default).collect(),
                 logit_share,
                 relus,
+                truncs,
             },
             meter.finish(ch),
         ))
@@ -644,11 +752,32 @@ impl ClientEngine {
         ch.send_u64s(&masked)?;
         ch.flush()?;
         let mut out = None;
-        for ((i, layer), relu) in plan.layers.iter().enumerate().zip(prep.relus) {
+        for (((i, layer), relu), trunc) in plan
+            .layers
+            .iter()
+            .enumerate()
+            .zip(prep.relus)
+            .zip(prep.truncs)
+        {
             meter.begin(ch);
+            let what = || format!("online layer {i}");
+            // The server's order: truncation requests, then labels; the client answers
+            // with colour bits, then truncation answers.
+            let answer = match trunc {
+                Some(t) => Some(
+                    trunc_online_client(ch, t)
+                        .map_err(|e| RuntimeError::from(e).context(&what()))?,
+                ),
+                None => None,
+            };
             if let Some((garbled, labels)) = relu {
                 relu_online_client(ch, &garbled, &labels)
-                    .map_err(|e| RuntimeError::from(e).context(&format!("online layer {i}")))?;
+                    .map_err(|e| RuntimeError::from(e).context(&what()))?;
+            }
+            if let Some(ans) = answer {
+                ans.send(ch)
+                    .map_err(|e| RuntimeError::from(e).context(&what()))?;
+                ch.flush()?;
             }
             if layer.output.is_none() {
                 let a = recv_ring(ch, layer.len, lmask, "logit share")

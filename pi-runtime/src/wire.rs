@@ -19,8 +19,10 @@ use crate::error::{Result, RuntimeError};
 pub const MAGIC: [u8; 6] = *b"SNLPI\0";
 /// Version of this session protocol (2: the server answers `Prepare` with `Ready`, and
 /// its hello says how many inferences one HE key serves; 3: garbled tables use the TCCR
-/// hash `π(π(x) ⊕ i) ⊕ π(x)`, so a version 2 peer would evaluate them to garbage).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// hash `π(π(x) ⊕ i) ⊕ π(x)`, so a version 2 peer would evaluate them to garbage; 4:
+/// linearized and ReLU-free positions are truncated exactly, with a second set of base
+/// OTs in the other direction and one truncation OT per position in every layer).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;
 /// Statistical security parameter (bits).

@@ -1,7 +1,7 @@
 //! The secure evaluation against the fixed-point executor, for every network of `models`
 //! at several masks: layer by layer, the values the two parties computed (server view +
 //! client mask) must follow the fixed-point rules exactly (kept ReLUs bit for bit,
-//! locally truncated positions within +1 ulp), and the logits must be those of the
+//! exactly truncated positions within +1 ulp, never wrapped), and the logits must be those of the
 //! protocol's own inputs exactly. Online traffic must match the formula of docs/runtime.md.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
@@ -36,9 +36,9 @@ fn wrn22_8_none_and_random_masks() {
 }
 
 /// Two masks of the same network: the online bytes differ exactly by the kept ReLUs'
-/// labels and colour bits; the linearized ones cost nothing.
+/// labels and colour bits less the truncation messages of the positions they replace.
 #[test]
-fn linearized_relus_cost_no_online_bytes() {
+fn online_bytes_per_kept_and_linearized_relu() {
     let mut bytes = Vec::new();
     for keep in [0.0, 0.05] {
         let mut model = common::model("resnet20", keep, 21);
@@ -52,18 +52,39 @@ fn linearized_relus_cost_no_online_bytes() {
         let total = run.client_online.bytes_sent + run.client_online.bytes_received;
         bytes.push((kept, total));
         if keep == 0.0 {
-            // Input out, logits back: nothing per ReLU.
+            // Input out, logits back, and per truncated position one request bit down and
+            // two 14-bit answers (2 bytes each) up, the bits packed per layer.
+            let plan = pi_runtime::engine::Plan::new(&prog).unwrap();
             let n_in: u64 = model.public.graph.input.iter().product::<usize>() as u64;
+            let trunc: u64 = plan
+                .layers
+                .iter()
+                .map(|l| 4 * l.trunc_count as u64 + (l.trunc_count as u64).div_ceil(8))
+                .sum();
             assert_eq!(kept, 0);
-            assert_eq!(total, 8 * n_in + 8 * 10);
+            assert_eq!(
+                plan.trunc_total() as u64,
+                model.public.relu_total() as u64 + shortcut_positions(&plan)
+            );
+            assert_eq!(total, 8 * n_in + 8 * 10 + trunc);
         }
     }
     let ((k0, b0), (k1, b1)) = (bytes[0], bytes[1]);
     assert!(k1 > 1000);
-    // Per kept ReLU: 36 labels of 16 bytes down, 61 colour bits up (packed per layer).
+    // Per kept ReLU: 36 labels of 16 bytes down, 61 colour bits up (packed per layer),
+    // less the 4 bytes and 1 bit of the truncation it no longer needs.
     let per = (b1 - b0) as f64 / (k1 - k0) as f64;
     assert!(
-        (per - (576.0 + 61.0 / 8.0)).abs() < 0.01,
+        (per - (576.0 + 61.0 / 8.0 - 4.0 - 1.0 / 8.0)).abs() < 0.01,
         "online bytes per kept ReLU {per}"
     );
+}
+
+/// Positions of the layers with an output but no ReLU site (ResNet shortcuts).
+fn shortcut_positions(plan: &pi_runtime::engine::Plan) -> u64 {
+    plan.layers
+        .iter()
+        .filter(|l| l.output.is_some() && l.site.is_none())
+        .map(|l| l.len as u64)
+        .sum()
 }

@@ -108,7 +108,8 @@ pub struct LayerCheck {
     pub exact: usize,
     /// Linearized or ReLU-free positions one ulp above the exact rounding.
     pub plus_one: usize,
-    /// Positions off by about 2^(l-f): a local-truncation wrap (probability ~|y|/2^l).
+    /// Positions off by about 2^(l-f): a truncation wrap, which the exact truncation
+    /// protocol rules out (local truncation had it with probability ~|y|/2^l).
     pub wraps: usize,
 }
 
@@ -116,7 +117,7 @@ pub struct LayerCheck {
 /// rules exactly: every layer's pre-activation y is recomputed in plaintext from the
 /// protocol's own inputs; kept ReLU positions must equal `relu_rescale(y)` bit for bit,
 /// other positions `rescale(y)` plus 0 or 1 ulp, the logits y exactly. Panics on anything
-/// else except a local-truncation wrap, which it counts.
+/// else except a truncation wrap, which it counts (callers require none).
 pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck {
     let p = prog.params;
     let mut c = LayerCheck::default();
@@ -200,22 +201,27 @@ pub fn check_network(method: Method, name: &str, fractions: &[f64], n: usize) {
             );
             assert_eq!(run.server_online.bytes_received, up);
             assert_eq!(run.server_online.bytes_sent, down);
-            // One round trip per layer with kept ReLUs, plus input and logits.
-            let relu_layers = plan.layers.iter().filter(|l| l.kept_count > 0).count() as u64;
+            // One round trip per layer with kept or truncated positions, plus input and
+            // logits.
+            let layers = plan
+                .layers
+                .iter()
+                .filter(|l| l.kept_count + l.trunc_count > 0)
+                .count() as u64;
             assert_eq!(
                 run.server_online.rounds,
-                relu_layers + 1,
+                layers + 1,
                 "{name} keep {keep}: rounds"
             );
+            assert_eq!(plan.online_rounds(), layers + 1);
         }
         eprintln!(
             "{name}, keep {keep}: {n} inferences, positions exact {} / +1 ulp {} / wraps {}; \
              max |secure - fixed| logit {max_diff:.2e}, same class {same_class}/{n}",
             total.exact, total.plus_one, total.wraps
         );
-        // A wrap has probability about |y| / 2^61 per truncated position (documented);
-        // more than one in a test run means something else is wrong.
-        assert!(total.wraps <= 1, "{name}: {} truncation wraps", total.wraps);
+        // Truncation is exact (protocols::trunc): no position may be off by 2^(l-f).
+        assert_eq!(total.wraps, 0, "{name}: {} truncation wraps", total.wraps);
         assert!(
             total.plus_one > 0 || keep > 0.0,
             "{name}: no +1 ulp truncation seen"

@@ -3,10 +3,13 @@
 //! A model owner runs `pi-server`, a data owner runs `pi-client`; the client obtains the
 //! prediction for its image while the server never sees the image and the client never sees
 //! the weights. Linear layers run on additive secret shares, kept ReLUs through garbled
-//! circuits, linearized positions at no online cost. This crate owns sockets, TLS, sessions
-//! and metrics; the cryptography lives in `protocols` and the model format in `models`.
+//! circuits, linearized positions by exact share truncation. This crate owns sockets, TLS,
+//! sessions and metrics; the cryptography lives in `protocols` and the model format in
+//! `models`.
 //!
 //! Layers of the crate, from the inside out:
+//! - [`plan`]: the public schedule both parties derive from the model's public part, its
+//!   exact costs, and the ring helpers shared by the engine and the preprocessing;
 //! - [`engine`]: the secure evaluation of a lowered network over any synchronous
 //!   [`protocols::Channel`] (offline and online phases, per-layer metrics);
 //! - [`preprocess`]: how the client obtains the linear layers' correlations;
@@ -23,6 +26,7 @@ pub mod client;
 pub mod engine;
 pub mod error;
 pub mod net;
+pub mod plan;
 pub mod preprocess;
 pub mod server;
 pub mod session;

@@ -15,8 +15,8 @@ use protocols::channel::{Channel, ChannelExt};
 use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, MODULI, POLY_DEGREE};
 use protocols::prg::Prg;
 
-use crate::engine::{Plan, random_ring, recv_ring, ring_mask};
 use crate::error::{Result, RuntimeError};
+use crate::plan::{Plan, random_ring, recv_ring, ring_mask};
 
 /// The preprocessing methods a session can negotiate (wire code in parentheses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

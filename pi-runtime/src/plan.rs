@@ -1,0 +1,241 @@
+//! The public schedule of a secure evaluation ([`Plan`]), derived from the model's public
+//! part alone so that both parties agree on it, with its exact costs (online bytes and
+//! rounds, prepared memory), and the ring helpers the engine and the linear
+//! preprocessing share.
+
+use models::fixed::{Activation, FixedPointParams, FixedProgram, ValueId};
+use protocols::channel::{Channel, ChannelExt};
+use protocols::gc::relu::{ReluOnlineSecrets, ReluParams};
+use protocols::prg::Prg;
+use protocols::trunc::{TruncClientSecrets, TruncServerSecrets};
+use rand_core::RngCore;
+
+use crate::error::{Result, RuntimeError};
+
+/// One layer of the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanLayer {
+    /// Distinct values the layer reads, ascending.
+    pub inputs: Vec<ValueId>,
+    /// Output positions.
+    pub len: usize,
+    /// The value produced; `None` for the logits.
+    pub output: Option<ValueId>,
+    /// ReLU site, if any.
+    pub site: Option<String>,
+    /// Per output position: the ReLU is kept (garbled circuit).
+    pub kept: Vec<bool>,
+    /// Number of kept positions.
+    pub kept_count: usize,
+    /// Positions truncated by the exact truncation protocol: linearized or ReLU-free
+    /// positions of a layer with an output (0 for the logits).
+    pub trunc_count: usize,
+}
+
+/// The public schedule of a secure evaluation: what both parties must agree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Fixed-point parameters of the model.
+    pub fixed: FixedPointParams,
+    /// Parameters of the ReLU gadget (the same l, f, m).
+    pub relu: ReluParams,
+    /// Number of positions of each stored value.
+    pub value_lens: Vec<usize>,
+    /// Layers in execution order; the last one produces the logits.
+    pub layers: Vec<PlanLayer>,
+}
+
+impl Plan {
+    /// The plan of a lowered program (the server's full one or the client's
+    /// [`FixedProgram::structure`]; both give the same plan).
+    pub fn new(prog: &FixedProgram) -> Result<Self> {
+        let fixed = prog.params;
+        fixed.validate()?;
+        let relu = ReluParams {
+            l: fixed.ring_bits,
+            f: fixed.frac_bits,
+            m: fixed.relu_bits,
+        };
+        relu.validate()?;
+        let value_lens = prog.values.iter().map(|s| s.iter().product()).collect();
+        let mut layers = Vec::with_capacity(prog.layers.len());
+        for (i, l) in prog.layers.iter().enumerate() {
+            let mut inputs = prog.inputs_of(i);
+            inputs.sort_unstable();
+            inputs.dedup();
+            let len: usize = l.out_shape.iter().product();
+            let (output, site) = match &l.activation {
+                Activation::Logits => (None, None),
+                Activation::Rescale { output, site } => (Some(*output), site.clone()),
+            };
+            let kept: Vec<bool> = match &site {
+                Some(s) => {
+                    let m = prog.masks.get(s).ok_or_else(|| {
+                        RuntimeError::config(format!("no mask for ReLU site {s}"))
+                    })?;
+                    if m.len() != len {
+                        return Err(RuntimeError::config(format!(
+                            "mask of site {s} has {} positions, its layer {len}",
+                            m.len()
+                        )));
+                    }
+                    m.iter().map(|&k| k != 0).collect()
+                }
+                None => vec![false; len],
+            };
+            let kept_count = kept.iter().filter(|&&k| k).count();
+            let trunc_count = if output.is_some() {
+                len - kept_count
+            } else {
+                0
+            };
+            layers.push(PlanLayer {
+                inputs,
+                len,
+                output,
+                site,
+                kept,
+                kept_count,
+                trunc_count,
+            });
+        }
+        if layers.last().is_none_or(|l| l.output.is_some()) {
+            return Err(RuntimeError::config("the program does not end in logits"));
+        }
+        Ok(Plan {
+            fixed,
+            relu,
+            value_lens,
+            layers,
+        })
+    }
+
+    /// Number of classes (positions of the logits layer).
+    pub fn classes(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.len)
+    }
+
+    /// Kept ReLU positions in all layers.
+    pub fn kept_total(&self) -> usize {
+        self.layers.iter().map(|l| l.kept_count).sum()
+    }
+
+    /// ReLU positions (kept or linearized) in all layers with a site.
+    pub fn relu_total(&self) -> usize {
+        self.layers
+            .iter()
+            .filter(|l| l.site.is_some())
+            .map(|l| l.len)
+            .sum()
+    }
+
+    /// Online bytes client to server and server to client predicted by the protocol:
+    /// up `8 n_in + Σ_layers (⌈kept × l / 8⌉ + truncated × 2 ⌈f/8⌉)` (input, packed colour
+    /// bits, truncation answers), down `Σ_layers (kept × 16 m + ⌈truncated / 8⌉) +
+    /// 8 classes` (labels, truncation requests, logits).
+    pub fn online_bytes(&self) -> (u64, u64) {
+        let l = u64::from(self.relu.l);
+        let m = u64::from(self.relu.m);
+        let f = self.fixed.frac_bits;
+        let (mut up, mut down) = (8 * self.value_lens[0] as u64, 8 * self.classes() as u64);
+        for x in &self.layers {
+            let (t_down, t_up) = protocols::trunc::online_bytes(x.trunc_count, f);
+            up += (x.kept_count as u64 * l).div_ceil(8) + t_up;
+            down += x.kept_count as u64 * 16 * m + t_down;
+        }
+        (up, down)
+    }
+
+    /// Online rounds: one per layer with kept or truncated positions, plus the input and
+    /// logits exchange.
+    pub fn online_rounds(&self) -> u64 {
+        1 + self
+            .layers
+            .iter()
+            .filter(|x| x.kept_count + x.trunc_count > 0)
+            .count() as u64
+    }
+
+    /// Positions truncated by the exact truncation protocol in all layers.
+    pub fn trunc_total(&self) -> usize {
+        self.layers.iter().map(|l| l.trunc_count).sum()
+    }
+
+    pub(crate) fn lmask(&self) -> u64 {
+        ring_mask(self.fixed.ring_bits)
+    }
+
+    /// Bytes the server holds for one prepared inference ([`ServerPrepared`]): `s_i`, 8
+    /// bytes per output position of every layer, per layer with kept ReLUs the online
+    /// part of its garbling ([`ReluOnlineSecrets::bytes_for`]), per truncated position its
+    /// random-OT choice and key, plus a small per-layer allowance for the containers.
+    pub fn server_prepared_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| {
+                PER_LAYER_OVERHEAD
+                    + 8 * l.len as u64
+                    + ReluOnlineSecrets::bytes_for(self.relu, l.kept_count)
+                    + TruncServerSecrets::BYTES_PER_VALUE * l.trunc_count as u64
+            })
+            .sum()
+    }
+
+    /// Largest transient memory of the server's offline phase outside the linear
+    /// preprocessing: while one layer is garbled it also holds the zero labels of the
+    /// client's inputs (`16 (m + l)` bytes per kept ReLU), its own garbling secrets and
+    /// the garbled tables before they are sent, and allows 16 bytes per output position
+    /// for `s_i` and its copies and 32 per truncated position for its random OTs.
+    pub fn server_offline_peak_bytes(&self) -> u64 {
+        let (m, l) = (u64::from(self.relu.m), u64::from(self.relu.l));
+        let per_relu = 16 * (m + l) + 16 * m + l + self.relu.table_bytes() as u64;
+        self.layers
+            .iter()
+            .map(|x| x.kept_count as u64 * per_relu + 16 * x.len as u64 + 32 * x.trunc_count as u64)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Bytes the client holds for one prepared inference ([`ClientPrepared`]): the mask of
+    /// every stored value, its share of the logits, per kept ReLU the garbled tables
+    /// and the labels of its `m + l` input bits, and per truncated position its
+    /// truncation messages and keys.
+    pub fn client_prepared_bytes(&self) -> u64 {
+        let masks: u64 = self.value_lens.iter().map(|&n| 8 * n as u64).sum();
+        let per_relu =
+            self.relu.table_bytes() as u64 + 16 * (u64::from(self.relu.m) + u64::from(self.relu.l));
+        masks
+            + 8 * self.classes() as u64
+            + self.kept_total() as u64 * per_relu
+            + self.trunc_total() as u64 * TruncClientSecrets::BYTES_PER_VALUE
+            + PER_LAYER_OVERHEAD * self.layers.len() as u64
+    }
+}
+
+/// Allowance for vector headers and allocator slack per layer of prepared material.
+const PER_LAYER_OVERHEAD: u64 = 128;
+
+/// `2^l - 1`: the mask that reduces into Z_2^l.
+pub(crate) fn ring_mask(l: u32) -> u64 {
+    if l >= 64 { u64::MAX } else { (1u64 << l) - 1 }
+}
+
+/// Receives `n` ring elements, rejecting any value outside `[0, 2^l)`.
+pub(crate) fn recv_ring<C: Channel + ?Sized>(
+    ch: &mut C,
+    n: usize,
+    lmask: u64,
+    what: &str,
+) -> Result<Vec<u64>> {
+    let v = ch.recv_u64s(n).map_err(RuntimeError::from)?;
+    if v.iter().any(|&x| x & !lmask != 0) {
+        return Err(RuntimeError::peer(format!(
+            "{what}: a value lies outside the ring"
+        )));
+    }
+    Ok(v)
+}
+
+pub(crate) fn random_ring(rng: &mut Prg, n: usize, lmask: u64) -> Vec<u64> {
+    (0..n).map(|_| rng.next_u64() & lmask).collect()
+}

@@ -5,6 +5,11 @@
 //! expanding OT seeds). Output block `i` is `AES_seed(i)`, with `i` a 128-bit little-endian
 //! counter, generated [`BATCH`] blocks at a time (large fills: [`CALL`] blocks per cipher
 //! call, written straight into the destination).
+//!
+//! [`Prg`] implements the `RngCore` and `CryptoRng` traits of both `rand_core` 0.6 (this
+//! crate's protocols) and 0.9 (the `fhe` crate's API). [`RngSource`] is where a party's
+//! generators come from: fresh OS entropy for each (the default, production) or a chain
+//! derived from one seed (tests: a whole inference reproducible from seeds).
 
 use rand_core::{CryptoRng, OsRng, RngCore};
 
@@ -135,6 +140,77 @@ impl RngCore for Prg {
 
 impl CryptoRng for Prg {}
 
+/// The same stream through the `rand_core` 0.9 traits, which the `fhe` crate takes.
+impl rand09::RngCore for Prg {
+    fn next_u32(&mut self) -> u32 {
+        RngCore::next_u32(self)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        RngCore::next_u64(self)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        RngCore::fill_bytes(self, dest)
+    }
+}
+
+impl rand09::CryptoRng for Prg {}
+
+/// Where a party draws its generators from.
+///
+/// [`RngSource::Entropy`] (the default, and what production uses) keys every generator
+/// [`RngSource::prg`] hands out from the operating system's CSPRNG. [`RngSource::Seeded`]
+/// derives them, one after the other, from a single seeded [`Prg`]: a party that draws
+/// its generators in a fixed order then behaves deterministically, so a test can
+/// reproduce (and compare) a whole protocol run from seeds. Never use it in production.
+#[derive(Clone, Default)]
+pub enum RngSource {
+    /// Every generator keyed from the OS CSPRNG.
+    #[default]
+    Entropy,
+    /// Every generator keyed from this one's output (tests only).
+    Seeded(Box<Prg>),
+}
+
+/// Names the variant only: a seeded source's state is its seed.
+impl core::fmt::Debug for RngSource {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RngSource::Entropy => f.write_str("RngSource::Entropy"),
+            RngSource::Seeded(_) => f.write_str("RngSource::Seeded(..)"),
+        }
+    }
+}
+
+impl RngSource {
+    /// A deterministic source from `seed` (tests only).
+    pub fn seeded(seed: Block) -> Self {
+        RngSource::Seeded(Box::new(Prg::from_seed(seed)))
+    }
+
+    /// The next generator: keyed from the OS CSPRNG, or from the seeded chain.
+    pub fn prg(&mut self) -> Prg {
+        match self {
+            RngSource::Entropy => Prg::from_entropy(),
+            RngSource::Seeded(p) => Prg::from_rng(p.as_mut()),
+        }
+    }
+
+    /// A source for a sub-component (an independent chain when seeded).
+    pub fn fork(&mut self) -> RngSource {
+        match self {
+            RngSource::Entropy => RngSource::Entropy,
+            RngSource::Seeded(p) => RngSource::Seeded(Box::new(Prg::from_rng(p.as_mut()))),
+        }
+    }
+
+    /// True for [`RngSource::Seeded`].
+    pub fn is_seeded(&self) -> bool {
+        matches!(self, RngSource::Seeded(_))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +262,40 @@ mod tests {
         let mut e1 = Prg::from_entropy();
         let mut e2 = Prg::from_entropy();
         assert_ne!(e1.random_block(), e2.random_block());
+    }
+
+    #[test]
+    fn both_trait_versions_give_the_same_stream() {
+        let mut a = Prg::from_seed(Block(7));
+        let mut b = Prg::from_seed(Block(7));
+        let mut x = [0u8; 37];
+        let mut y = [0u8; 37];
+        RngCore::fill_bytes(&mut a, &mut x);
+        rand09::RngCore::fill_bytes(&mut b, &mut y);
+        assert_eq!(x, y);
+        assert_eq!(RngCore::next_u64(&mut a), rand09::RngCore::next_u64(&mut b));
+    }
+
+    #[test]
+    fn seeded_sources_repeat_and_hide_their_seed() {
+        let seed = Block(0x1234_5678_9abc_def0_1122_3344_5566_7788);
+        let mut a = RngSource::seeded(seed);
+        let mut b = RngSource::seeded(seed);
+        let mut fa = a.fork();
+        let mut fb = b.fork();
+        assert_eq!(a.prg().random_block(), b.prg().random_block());
+        assert_eq!(fa.prg().random_block(), fb.prg().random_block());
+        assert_ne!(a.prg().random_block(), fa.prg().random_block());
+        let mut c = RngSource::seeded(Block(1));
+        assert_ne!(
+            RngSource::seeded(seed).prg().random_block(),
+            c.prg().random_block()
+        );
+        let mut e = RngSource::default();
+        assert!(!e.is_seeded() && a.is_seeded());
+        assert_ne!(e.prg().random_block(), e.prg().random_block());
+        let s = format!("{a:?} {:?}", Prg::from_seed(seed));
+        assert!(!s.contains("1234") && !s.contains("305419896"), "{s}");
+        assert_eq!(s, "RngSource::Seeded(..) Prg { .. }");
     }
 }

@@ -70,6 +70,9 @@ fn prg_hides_its_seed_and_buffered_output() {
         &format!("{prg:?}"),
         &[block(seed), first.to_le_bytes().to_vec(), next.to_vec()],
     );
+    let mut src = protocols::prg::RngSource::seeded(seed);
+    let _ = src.prg();
+    assert_hides("RngSource", &format!("{src:?}"), &[block(seed)]);
 }
 
 #[test]

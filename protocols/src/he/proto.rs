@@ -9,6 +9,16 @@
 //!    residues), after subtracting `s`, adding a fresh public-key encryption of zero and
 //!    flooding `c0`. The other coefficients of `c0`, which hold partial sums of the
 //!    convolution, never leave the server.
+//!
+//! Randomness: every draw (key, encryption noise, the seeds of the uniform polynomials,
+//! re-randomization, flooding) comes from the generator the caller passes (`*_with_rng`;
+//! the plain methods key one from the OS CSPRNG), one [`Prg`] per ciphertext drawn in
+//! order before the parallel work, so a seeded party sends the same bytes every run. The
+//! `fhe` crate's secret-key encryption expands its uniform `a` from a seed of the thread
+//! RNG, whatever generator it is given; the client therefore re-keys each fresh
+//! ciphertext `(b, a)` to `(b + (a - a') s, a')` with `a'` expanded from a seed of its
+//! own generator, which is the same encryption of the same message under the same noise,
+//! serialized exactly as the crate serializes a seeded ciphertext.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -17,14 +27,16 @@ use fhe_math::rq::{Poly, Representation, dot_product, traits::TryConvertFrom};
 use fhe_traits::{
     DeserializeParametrized, FheDecoder, FheDecrypter, FheEncoder, FheEncrypter, Serialize,
 };
-use rand09::{RngCore, SeedableRng, rngs::StdRng};
+use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
+use zeroize::Zeroizing;
 
 use super::{
     ConvLayout, FLOOD_BITS, HE_VERSION, HeParams, MAX_KERNEL_NORM_BITS, MODULI, POLY_DEGREE,
 };
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
+use crate::prg::Prg;
 
 const N: usize = POLY_DEGREE;
 const K: usize = MODULI.len();
@@ -40,11 +52,6 @@ fn fhe_err(what: &str) -> impl Fn(fhe::Error) -> ProtocolError + '_ {
 
 fn math_err(what: &str) -> impl Fn(fhe_math::Error) -> ProtocolError + '_ {
     move |e| ProtocolError::arg(format!("{what}: {e}"))
-}
-
-/// A CSPRNG for the `fhe` crate, seeded from the operating system.
-fn os_rng() -> StdRng {
-    StdRng::from_os_rng()
 }
 
 /// Checks residues received from the peer against the moduli (`rows` residues per
@@ -64,6 +71,8 @@ fn check_residues(v: &[u64], rows: usize, what: &str) -> Result<()> {
 pub struct HeClient {
     params: HeParams,
     sk: SecretKey,
+    /// The secret key as a polynomial in NTT form (re-keying fresh ciphertexts).
+    s: Zeroizing<Poly>,
 }
 
 impl std::fmt::Debug for HeClient {
@@ -77,31 +86,59 @@ impl std::fmt::Debug for HeClient {
 impl HeClient {
     /// Draws a key pair (OS CSPRNG) and sends the version, the ring and the public key.
     pub fn setup(ch: &mut dyn Channel, params: HeParams) -> Result<Self> {
-        let mut rng = os_rng();
-        let sk = SecretKey::random(params.bfv(), &mut rng);
-        let pk = PublicKey::new(&sk, &mut rng);
+        Self::setup_with_rng(ch, params, &mut Prg::from_entropy())
+    }
+
+    /// [`Self::setup`] with the key pair drawn from `rng` (a seeded one in tests).
+    pub fn setup_with_rng<R: RngCore + CryptoRng + ?Sized>(
+        ch: &mut dyn Channel,
+        params: HeParams,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let mut prg = Prg::from_rng(rng);
+        let par = params.bfv();
+        let sk = SecretKey::random(par, &mut prg);
+        let s = secret_poly(&sk, &params)?;
+        // `PublicKey::new`: an encryption of zero, both polynomials constant-time.
+        let zero = Plaintext::zero(Encoding::poly(), par).map_err(fhe_err("zero"))?;
+        let ct = sk
+            .try_encrypt(&zero, &mut prg)
+            .map_err(fhe_err("drawing the public key"))?;
+        let mut key = Vec::new();
+        put_field(&mut key, 0x0a, &seeded_ciphertext(&ct, &s, &mut prg, true)?);
         ch.send(&[HE_VERSION, params.ring_bits() as u8])?;
-        ch.send_prefixed(&pk.to_bytes())?;
+        ch.send_prefixed(&key)?;
         ch.flush()?;
-        Ok(HeClient { params, sk })
+        Ok(HeClient { params, sk, s })
     }
 
     /// Runs one term: returns `L(x) - s` for the layout's operator `L`, the client's
     /// value `x` and the server's `s` (ring elements).
     pub fn term(&self, ch: &mut dyn Channel, layout: &ConvLayout, x: &[u64]) -> Result<Vec<u64>> {
+        self.term_with_rng(ch, layout, x, &mut Prg::from_entropy())
+    }
+
+    /// [`Self::term`] with the encryptions drawn from `rng` (a seeded one in tests).
+    pub fn term_with_rng<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        ch: &mut dyn Channel,
+        layout: &ConvLayout,
+        x: &[u64],
+        rng: &mut R,
+    ) -> Result<Vec<u64>> {
         self.check_layout(layout)?;
         let par = self.params.bfv();
         let polys = layout.encode_input(x)?;
+        // One generator per ciphertext, drawn in order: the parallel encryptions do not
+        // depend on the scheduling.
+        let prgs: Vec<Prg> = polys.iter().map(|_| Prg::from_rng(rng)).collect();
         let cts = polys
             .par_iter()
-            .map(|p| {
+            .zip(prgs)
+            .map(|(p, mut prg)| {
                 let pt = Plaintext::try_encode(p.as_slice(), Encoding::poly(), par)
                     .map_err(fhe_err("encoding a mask"))?;
-                let ct: Ciphertext = self
-                    .sk
-                    .try_encrypt(&pt, &mut os_rng())
-                    .map_err(fhe_err("encrypting a mask"))?;
-                Ok(ct.to_bytes())
+                self.encrypt(&pt, &mut prg)
             })
             .collect::<Result<Vec<_>>>()?;
         for c in &cts {
@@ -131,6 +168,15 @@ impl HeClient {
             }
         }
         Ok(out)
+    }
+
+    /// A fresh encryption of `pt` under the secret key, serialized in the seeded form.
+    fn encrypt(&self, pt: &Plaintext, rng: &mut Prg) -> Result<Vec<u8>> {
+        let ct: Ciphertext = self
+            .sk
+            .try_encrypt(pt, rng)
+            .map_err(fhe_err("encrypting a mask"))?;
+        seeded_ciphertext(&ct, &self.s, rng, false)
     }
 
     fn check_layout(&self, layout: &ConvLayout) -> Result<()> {
@@ -218,6 +264,19 @@ impl HeServer {
         w: &[i64],
         s: &[u64],
     ) -> Result<()> {
+        self.term_with_rng(ch, layout, w, s, &mut Prg::from_entropy())
+    }
+
+    /// [`Self::term`] with the re-randomization and flooding drawn from `rng` (a seeded
+    /// one in tests).
+    pub fn term_with_rng<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        ch: &mut dyn Channel,
+        layout: &ConvLayout,
+        w: &[i64],
+        s: &[u64],
+        rng: &mut R,
+    ) -> Result<()> {
         let shape = &layout.shape;
         if layout.n != N || w.len() != shape.weight_len() || s.len() != shape.out_len() {
             return Err(ProtocolError::arg(format!(
@@ -240,9 +299,14 @@ impl HeServer {
             .map(|b| self.parse_input(b))
             .collect::<Result<Vec<_>>>()?;
         drop(raw);
-        let outs = (0..layout.groups)
+        // One generator per output ciphertext, drawn in order (group-major).
+        let prgs: Vec<Vec<Prg>> = (0..layout.groups)
+            .map(|_| (0..layout.tiles).map(|_| Prg::from_rng(rng)).collect())
+            .collect();
+        let outs = prgs
             .into_par_iter()
-            .map(|g| {
+            .enumerate()
+            .map(|(g, prgs)| {
                 let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
                 let mut norm = 0u128;
                 let mut kernels = Vec::new();
@@ -266,12 +330,13 @@ impl HeServer {
                     )));
                 }
                 (0..layout.tiles)
-                    .map(|t| {
+                    .zip(prgs)
+                    .map(|(t, mut prg)| {
                         let cts: Vec<&Ciphertext> = layout
                             .blocks_of_group(g)
                             .map(|b| &inputs[t * layout.channel_blocks + b])
                             .collect();
-                        self.result(layout, &cts, &kernels, t, g, s)
+                        self.result(layout, &cts, &kernels, (t, g), s, &mut prg)
                     })
                     .collect::<Result<Vec<_>>>()
             })
@@ -320,19 +385,20 @@ impl HeServer {
         Ok(ct)
     }
 
-    /// One output ciphertext: products, minus `s`, re-randomized, flooded, trimmed.
+    /// One output ciphertext (tile `t`, group `g`): products, minus `s`, re-randomized,
+    /// flooded, trimmed.
     fn result(
         &self,
         layout: &ConvLayout,
         cts: &[&Ciphertext],
         kernels: &[Poly],
-        t: usize,
-        g: usize,
+        (t, g): (usize, usize),
         s: &[u64],
+        rng: &mut Prg,
     ) -> Result<(Vec<u64>, Vec<u64>)> {
         let pos = layout.output_positions(t, g);
-        let ct = self.evaluate(cts, kernels, &pos, s)?;
-        Ok(flood_and_trim(&ct, &pos))
+        let ct = self.evaluate(cts, kernels, &pos, s, rng)?;
+        Ok(flood_and_trim(&ct, &pos, rng))
     }
 
     /// `sum_b ct_b * K_b - s + Enc_pk(0)`, before flooding.
@@ -342,6 +408,7 @@ impl HeServer {
         kernels: &[Poly],
         pos: &[(usize, usize)],
         s: &[u64],
+        rng: &mut Prg,
     ) -> Result<Ciphertext> {
         let par = self.params.bfv();
         let c0 =
@@ -358,7 +425,7 @@ impl HeServer {
         let zero = Plaintext::zero(Encoding::poly(), par).map_err(fhe_err("zero"))?;
         let fresh = self
             .pk
-            .try_encrypt(&zero, &mut os_rng())
+            .try_encrypt(&zero, rng)
             .map_err(fhe_err("re-randomizing"))?;
         Ok(&(&ct - &pt) + &fresh)
     }
@@ -366,8 +433,7 @@ impl HeServer {
 
 /// `c1` (all residues) and `c0` at the output coefficients `pos` only, plus flooding
 /// noise uniform in `[-2^FLOOD_BITS, 2^FLOOD_BITS)`; coefficient form, modulus-major.
-fn flood_and_trim(ct: &Ciphertext, pos: &[(usize, usize)]) -> (Vec<u64>, Vec<u64>) {
-    let mut rng = os_rng();
+fn flood_and_trim(ct: &Ciphertext, pos: &[(usize, usize)], rng: &mut Prg) -> (Vec<u64>, Vec<u64>) {
     let mut c0 = ct[0].clone();
     c0.change_representation(Representation::PowerBasis);
     let c0 = Vec::<u64>::from(&c0);
@@ -388,23 +454,109 @@ fn flood_and_trim(ct: &Ciphertext, pos: &[(usize, usize)]) -> (Vec<u64>, Vec<u64
     (c1, sel)
 }
 
-/// Splits a protobuf length-delimited field `tag` off the front of `b`: returns its
-/// contents and the rest.
-fn proto_field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&t, mut rest) = b.split_first()?;
-    if t != tag {
-        return None;
+/// The secret key's coefficients (read back from its serialization, `SecretKey {
+/// repeated sint64 coeffs = 1; }`, packed) as a polynomial in NTT form.
+fn secret_poly(sk: &SecretKey, params: &HeParams) -> Result<Zeroizing<Poly>> {
+    let bad = || ProtocolError::arg("the secret key does not serialize as expected");
+    let bytes = Zeroizing::new(sk.to_bytes());
+    let (mut packed, rest) = proto_field(&bytes, 0x0a).ok_or_else(bad)?;
+    if !rest.is_empty() {
+        return Err(bad());
     }
-    let mut len = 0usize;
+    let mut coeffs = Zeroizing::new(Vec::with_capacity(N));
+    while !packed.is_empty() {
+        let (v, r) = varint(packed).ok_or_else(bad)?;
+        packed = r;
+        coeffs.push(((v >> 1) as i64) ^ -((v & 1) as i64));
+    }
+    if coeffs.len() != N {
+        return Err(bad());
+    }
+    let ctx = params
+        .bfv()
+        .context_at_level(0)
+        .map_err(fhe_err("context"))?;
+    let mut s = Zeroizing::new(
+        Poly::try_convert_from(coeffs.as_slice(), ctx, false, Representation::PowerBasis)
+            .map_err(math_err("secret key"))?,
+    );
+    s.change_representation(Representation::Ntt);
+    Ok(s)
+}
+
+/// A fresh secret-key ciphertext `ct = (b, a)` re-keyed to `(b + (a - a') s, a')`, `a'`
+/// expanded from a seed drawn from `rng`, serialized as the `fhe` crate serializes a
+/// seeded ciphertext (`Ciphertext { c = [b]; seed; }` at level 0). The arithmetic on the
+/// secret runs in constant time; `b` then carries the crate's variable-time mark of a
+/// fresh ciphertext (which the server's products use), or none for a public key
+/// (`public_key`, as `PublicKey::new` leaves it).
+fn seeded_ciphertext(
+    ct: &Ciphertext,
+    s: &Poly,
+    rng: &mut Prg,
+    public_key: bool,
+) -> Result<Vec<u8>> {
+    if ct.len() != 2 {
+        return Err(ProtocolError::arg(
+            "re-keying a ciphertext of more than two parts",
+        ));
+    }
+    let mut seed = [0u8; 32];
+    RngCore::fill_bytes(rng, &mut seed);
+    let ctx = ct[1].ctx();
+    let a = Poly::random_from_seed(ctx, Representation::Ntt, seed);
+    let mut d = Zeroizing::new(&ct[1] - &a);
+    d.disallow_variable_time_computations();
+    *d *= s;
+    let mut b = ct[0].clone();
+    b.disallow_variable_time_computations();
+    b += &*d;
+    if !public_key {
+        b = Poly::try_convert_from(Vec::<u64>::from(&b), ctx, true, Representation::Ntt)
+            .map_err(math_err("re-keyed ciphertext"))?;
+    }
+    let mut out = Vec::new();
+    put_field(&mut out, 0x0a, &b.to_bytes());
+    put_field(&mut out, 0x12, &seed);
+    Ok(out)
+}
+
+/// Appends a protobuf length-delimited field.
+fn put_field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    let mut n = body.len();
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(body);
+}
+
+/// Splits a protobuf varint off the front of `b`.
+fn varint(mut b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let (&x, r) = rest.split_first()?;
-        rest = r;
-        len |= usize::from(x & 0x7f).checked_shl(shift)?;
+        let (&x, r) = b.split_first()?;
+        b = r;
+        v |= u64::from(x & 0x7f).checked_shl(shift)?;
         if x & 0x80 == 0 {
-            return (len <= rest.len()).then(|| rest.split_at(len));
+            return Some((v, b));
         }
     }
     None
+}
+
+/// Splits a protobuf length-delimited field `tag` off the front of `b`: returns its
+/// contents and the rest.
+fn proto_field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = b.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (len, rest) = varint(rest)?;
+    let len = usize::try_from(len).ok()?;
+    (len <= rest.len()).then(|| rest.split_at(len))
 }
 
 /// Decodes the client's public key and checks what the `fhe` crate's decoder does not:
@@ -464,17 +616,51 @@ fn guarded<T>(f: impl FnOnce() -> fhe::Result<T>, what: &str) -> Result<T> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::block::Block;
+    use crate::channel::{MemoryChannel, RecordingChannel};
     use crate::he::ConvShape;
 
-    fn put_field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
-        out.push(tag);
-        let mut n = body.len();
-        while n >= 0x80 {
-            out.push((n as u8 & 0x7f) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-        out.extend_from_slice(body);
+    /// The client's key and input ciphertexts, re-keyed to seeds of its own generator,
+    /// are what the `fhe` crate itself would serialize (decoding and re-encoding gives
+    /// the same bytes), decrypt correctly, and repeat exactly under a seeded generator.
+    #[test]
+    fn seeded_client_messages_are_canonical_and_reproducible() {
+        let params = HeParams::new(37).unwrap();
+        let par = params.bfv().clone();
+        let key = |seed: u128| {
+            let (a, mut b) = MemoryChannel::pair();
+            let mut a = RecordingChannel::new(a);
+            let mut rng = Prg::from_seed(Block(seed));
+            let he = HeClient::setup_with_rng(&mut a, params.clone(), &mut rng).unwrap();
+            let server = HeServer::setup(&mut b, params.clone()).unwrap();
+            (he, server, a.sent)
+        };
+        let (he, server, sent) = key(5);
+        assert_eq!(key(5).2, sent);
+        assert_ne!(key(6).2, sent);
+        let bytes = &sent[2 + 8..];
+        let pk = PublicKey::from_bytes(bytes, &par).unwrap();
+        assert_eq!(pk.to_bytes(), bytes);
+        // Same length as the crate's own key: the variable-time mark (a proto3 bool,
+        // written only when set) is as `PublicKey::new` leaves it.
+        let lib = PublicKey::new(&he.sk, &mut Prg::from_entropy()).to_bytes();
+        assert_eq!(lib.len(), bytes.len());
+        let x: Vec<u64> = (0..N as u64)
+            .map(|i| i * 0x1_0000_0001 % (1 << 37))
+            .collect();
+        let pt = Plaintext::try_encode(x.as_slice(), Encoding::poly(), &par).unwrap();
+        let ct = he.encrypt(&pt, &mut Prg::from_seed(Block(9))).unwrap();
+        assert_eq!(ct, he.encrypt(&pt, &mut Prg::from_seed(Block(9))).unwrap());
+        let parsed = server.parse_input(&ct).unwrap();
+        assert_eq!(Ciphertext::from_bytes(&ct, &par).unwrap().to_bytes(), ct);
+        let lib: Ciphertext = he.sk.try_encrypt(&pt, &mut Prg::from_entropy()).unwrap();
+        assert_eq!(lib.to_bytes().len(), ct.len());
+        let dec = he.sk.try_decrypt(&parsed).unwrap();
+        assert_eq!(Vec::<u64>::try_decode(&dec, Encoding::poly()).unwrap(), x);
+        // An encryption under the re-keyed public key decrypts too.
+        let fresh = pk.try_encrypt(&pt, &mut Prg::from_entropy()).unwrap();
+        let dec = he.sk.try_decrypt(&fresh).unwrap();
+        assert_eq!(Vec::<u64>::try_decode(&dec, Encoding::poly()).unwrap(), x);
     }
 
     /// A client's public key whose polynomials are in power-basis (or NTT-Shoup) form
@@ -484,7 +670,7 @@ mod tests {
     fn a_public_key_not_in_ntt_form_is_refused_at_setup() {
         let params = HeParams::new(61).unwrap();
         let par = params.bfv().clone();
-        let mut rng = os_rng();
+        let mut rng = Prg::from_entropy();
         let sk = SecretKey::random(&par, &mut rng);
         let good = PublicKey::new(&sk, &mut rng).to_bytes();
         let setup = |key: &[u8]| {
@@ -550,14 +736,15 @@ mod tests {
     fn noise_budget_of_the_largest_layer() {
         let params = HeParams::new(61).unwrap();
         let par = params.bfv().clone();
-        let mut rng = os_rng();
+        let mut rng = Prg::from_entropy();
         let sk = SecretKey::random(&par, &mut rng);
         let pk = PublicKey::new(&sk, &mut rng);
         let server = HeServer {
             params: params.clone(),
             pk,
         };
-        let client = HeClient { params, sk };
+        let s = secret_poly(&sk, &params).unwrap();
+        let client = HeClient { params, sk, s };
         let shape = ConvShape {
             channels: 512,
             height: 4,
@@ -604,7 +791,9 @@ mod tests {
         let refs: Vec<&Ciphertext> = layout.blocks_of_group(g).map(|b| &cts[b]).collect();
         let pos = layout.output_positions(0, g);
         let s = vec![0u64; shape.out_len()];
-        let ct = server.evaluate(&refs, &kernels, &pos, &s).unwrap();
+        let ct = server
+            .evaluate(&refs, &kernels, &pos, &s, &mut rng)
+            .unwrap();
         let noise = unsafe { client.sk.measure_noise(&ct) }.unwrap() as f64;
         let log_q: f64 = MODULI.iter().map(|&q| (q as f64).log2()).sum();
         let room = log_q - 61.0 - 1.0; // log2(q / 2t)
@@ -616,7 +805,7 @@ mod tests {
         assert!(f64::from(FLOOD_BITS) - noise >= 71.0, "noise 2^{noise}");
         assert!(f64::from(FLOOD_BITS) + 1.0 < room - 4.0);
         // And the flooded result decrypts to the right values.
-        let (c1, c0) = flood_and_trim(&ct, &pos);
+        let (c1, c0) = flood_and_trim(&ct, &pos, &mut rng);
         let got = client.decrypt(&pos, &c0, c1).unwrap();
         let want = shape.apply(&w, &x, (1 << 61) - 1);
         for (idx, v) in got {

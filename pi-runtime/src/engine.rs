@@ -22,6 +22,12 @@
 //! `x' - r'`. Finally the server sends its share of the logits and the client adds its
 //! own.
 //!
+//! **Randomness:** each engine draws its generators from an [`RngSource`]: fresh OS
+//! entropy per phase by default ([`ServerEngine::new`], [`ClientEngine::new`]); a seeded
+//! source ([`ServerEngine::with_rng`], [`ClientEngine::with_rng`], together with
+//! [`crate::preprocess::Method::instance_with_rng`]) makes a whole session reproducible
+//! in tests.
+//!
 //! Online bytes: `8 n_in` (input) `+ kept × (16 m + l / 8)` `+ truncated × (1/8 + 2 ⌈f/8⌉)`
 //! `+ 8 classes`; one round trip per layer with kept or truncated positions (every layer
 //! but the logits), plus the input and logits round.
@@ -36,7 +42,7 @@ use protocols::gc::relu::{
     relu_offline_server, relu_online_client, relu_online_server, server_gadget_input,
 };
 use protocols::ot::{OtReceiver, OtSender};
-use protocols::prg::Prg;
+use protocols::prg::RngSource;
 use protocols::share::round_offset;
 use protocols::trunc::{
     TruncClientSecrets, TruncServerSecrets, trunc_offline_client, trunc_offline_server,
@@ -156,16 +162,24 @@ pub struct ServerEngine<'p> {
     plan: Plan,
     ot: Option<(OtSender, OtReceiver)>,
     batch: u64,
+    rng: RngSource,
 }
 
 impl<'p> ServerEngine<'p> {
-    /// An engine for the lowered model `prog`.
+    /// An engine for the lowered model `prog`, drawing its randomness from the OS CSPRNG.
     pub fn new(prog: &'p FixedProgram) -> Result<Self> {
+        Self::with_rng(prog, RngSource::Entropy)
+    }
+
+    /// An engine drawing its randomness from `rng` ([`RngSource::seeded`] makes every
+    /// message it sends reproducible; tests only).
+    pub fn with_rng(prog: &'p FixedProgram, rng: RngSource) -> Result<Self> {
         Ok(ServerEngine {
             plan: Plan::new(prog)?,
             prog,
             ot: None,
             batch: 0,
+            rng,
         })
     }
 
@@ -178,7 +192,7 @@ impl<'p> ServerEngine<'p> {
     /// with the server as IKNP sender (garbled circuits' labels), one the other way round
     /// (exact truncation).
     pub fn setup_ot<C: Channel>(&mut self, ch: &mut C) -> Result<()> {
-        let mut rng = Prg::from_entropy();
+        let mut rng = self.rng.prg();
         let delta = protocols::gc::Delta::random(&mut rng);
         let base = |e| RuntimeError::from(e).context("base OT");
         let sender = OtSender::setup(ch, delta, &mut rng).map_err(base)?;
@@ -195,7 +209,7 @@ impl<'p> ServerEngine<'p> {
     ) -> Result<(ServerPrepared, PhaseMetrics)> {
         let lmask = self.plan.lmask();
         let mut meter = Meter::new(ch);
-        let mut rng = Prg::from_entropy();
+        let mut rng = self.rng.prg();
         let mut prep = ServerPrepared {
             s: Vec::with_capacity(self.plan.layers.len()),
             relus: Vec::with_capacity(self.plan.layers.len()),
@@ -222,7 +236,7 @@ impl<'p> ServerEngine<'p> {
                     self.plan.relu,
                     layer.kept_count,
                     self.batch,
-                    Prg::from_entropy(),
+                    self.rng.prg(),
                 )
                 .map_err(|e| RuntimeError::from(e).context(&what))?;
                 // Keep only what the online phase needs (the client's zero labels go).
@@ -386,14 +400,23 @@ pub struct ClientOutput {
 pub struct ClientEngine {
     plan: Plan,
     ot: Option<(OtReceiver, OtSender)>,
+    rng: RngSource,
 }
 
 impl ClientEngine {
-    /// An engine for the public structure `structure` ([`FixedProgram::structure`]).
+    /// An engine for the public structure `structure` ([`FixedProgram::structure`]),
+    /// drawing its randomness from the OS CSPRNG.
     pub fn new(structure: &FixedProgram) -> Result<Self> {
+        Self::with_rng(structure, RngSource::Entropy)
+    }
+
+    /// An engine drawing its randomness from `rng` ([`RngSource::seeded`] makes every
+    /// message it sends reproducible; tests only).
+    pub fn with_rng(structure: &FixedProgram, rng: RngSource) -> Result<Self> {
         Ok(ClientEngine {
             plan: Plan::new(structure)?,
             ot: None,
+            rng,
         })
     }
 
@@ -405,7 +428,7 @@ impl ClientEngine {
     /// Runs the base OTs of the session (once, before the first offline phase), in the
     /// server's order: as IKNP receiver, then as IKNP sender.
     pub fn setup_ot<C: Channel>(&mut self, ch: &mut C) -> Result<()> {
-        let mut rng = Prg::from_entropy();
+        let mut rng = self.rng.prg();
         let base = |e| RuntimeError::from(e).context("base OT");
         let receiver = OtReceiver::setup(ch, &mut rng).map_err(base)?;
         let delta = protocols::gc::Delta::random(&mut rng);
@@ -424,7 +447,7 @@ impl ClientEngine {
         let (f, l) = (plan.fixed.frac_bits, plan.fixed.ring_bits);
         let lmask = plan.lmask();
         let mut meter = Meter::new(ch);
-        let mut rng = Prg::from_entropy();
+        let mut rng = self.rng.prg();
         let mut masks: Vec<Option<Vec<u64>>> = vec![None; plan.value_lens.len()];
         masks[0] = Some(random_ring(&mut rng, plan.value_lens[0], lmask));
         let mut relus = Vec::with_capacity(plan.layers.len());

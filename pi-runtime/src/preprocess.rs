@@ -13,7 +13,7 @@ use models::fixed::{FixedProgram, TermOp};
 use models::graph::Shape;
 use protocols::channel::{Channel, ChannelExt};
 use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, MODULI, POLY_DEGREE};
-use protocols::prg::Prg;
+use protocols::prg::RngSource;
 
 use crate::error::{Result, RuntimeError};
 use crate::plan::{Plan, random_ring, recv_ring, ring_mask};
@@ -57,9 +57,20 @@ impl Method {
     /// A fresh instance for one session of the program `prog` (the server's full program
     /// or the client's [`FixedProgram::structure`]).
     pub fn instance(self, prog: &FixedProgram) -> Result<Box<dyn Preprocessing + Send>> {
+        self.instance_with_rng(prog, RngSource::Entropy)
+    }
+
+    /// [`Self::instance`] drawing its randomness (HE keys, encryptions, re-randomization,
+    /// the split of `s`) from `rng` ([`RngSource::seeded`] in tests; the dealer draws
+    /// none).
+    pub fn instance_with_rng(
+        self,
+        prog: &FixedProgram,
+        rng: RngSource,
+    ) -> Result<Box<dyn Preprocessing + Send>> {
         Ok(match self {
             Method::InsecureDealer => Box::new(InsecureDealer::default()),
-            Method::HeBfv => Box::new(HePreprocessing::new(prog)?),
+            Method::HeBfv => Box::new(HePreprocessing::with_rng(prog, rng)?),
         })
     }
 }
@@ -216,6 +227,8 @@ pub struct HePreprocessing {
     key_uses: u32,
     /// Keys set up so far.
     keys: u32,
+    /// Where this side's generators come from.
+    rng: RngSource,
 }
 
 /// The operator of a term as a convolution on its input shape `src`.
@@ -286,8 +299,14 @@ fn term_weights<'a>(op: &'a TermOp, shape: &ConvShape) -> Cow<'a, [i64]> {
 }
 
 impl HePreprocessing {
-    /// Layouts for every term of `prog` (public information only).
+    /// Layouts for every term of `prog` (public information only); randomness from the
+    /// OS CSPRNG.
     pub fn new(prog: &FixedProgram) -> Result<Self> {
+        Self::with_rng(prog, RngSource::Entropy)
+    }
+
+    /// [`Self::new`] drawing its randomness from `rng` (seeded: tests only).
+    pub fn with_rng(prog: &FixedProgram, rng: RngSource) -> Result<Self> {
         let params = HeParams::new(prog.params.ring_bits)?;
         let layers = prog
             .layers
@@ -317,6 +336,7 @@ impl HePreprocessing {
             key_inferences: u32::MAX,
             key_uses: 0,
             keys: 0,
+            rng,
         })
     }
 
@@ -385,7 +405,7 @@ impl Preprocessing for HePreprocessing {
         let (Some(he), Some(terms)) = (&self.server, self.layers.get(i)) else {
             return Err(RuntimeError::config(format!("no layer {i} in the HE plan")));
         };
-        let mut rng = Prg::from_entropy();
+        let mut rng = self.rng.prg();
         let mut rest = s.to_vec();
         for (k, (term, t)) in terms.iter().zip(&prog.layers[i].terms).enumerate() {
             let part = if k + 1 == terms.len() {
@@ -398,7 +418,7 @@ impl Preprocessing for HePreprocessing {
                 p
             };
             let w = term_weights(&t.op, &term.layout.shape);
-            he.term(ch, &term.layout, &w, &part)?;
+            he.term_with_rng(ch, &term.layout, &w, &part, &mut rng)?;
         }
         Ok(())
     }
@@ -412,12 +432,14 @@ impl Preprocessing for HePreprocessing {
     ) -> Result<Vec<u64>> {
         let lmask = ring_mask(plan.fixed.ring_bits);
         if self.client.is_none() {
-            self.client = Some(HeClient::setup(ch, self.params.clone())?);
+            let mut rng = self.rng.prg();
+            self.client = Some(HeClient::setup_with_rng(ch, self.params.clone(), &mut rng)?);
             self.keys += 1;
         }
         let (Some(he), Some(terms)) = (&self.client, self.layers.get(i)) else {
             return Err(RuntimeError::config(format!("no layer {i} in the HE plan")));
         };
+        let mut rng = self.rng.prg();
         let mut c = vec![0u64; plan.layers[i].len];
         for term in terms {
             let r = masks
@@ -429,7 +451,7 @@ impl Preprocessing for HePreprocessing {
                         term.input
                     ))
                 })?;
-            let part = he.term(ch, &term.layout, r)?;
+            let part = he.term_with_rng(ch, &term.layout, r, &mut rng)?;
             c.iter_mut()
                 .zip(part)
                 .for_each(|(c, p)| *c = c.wrapping_add(p) & lmask);

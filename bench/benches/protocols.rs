@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use bench::net::loopback_pair;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use protocols::block::Delta;
 use protocols::channel::CountingChannel;
-use protocols::gc::Delta;
 use protocols::gc::relu::{
     GarbledRelus, ReluGarblerSecrets, ReluParams, client_gadget_inputs, relu_gadget_reference,
     relu_offline_client, relu_offline_server, relu_online_client, relu_online_server,

@@ -99,8 +99,8 @@ pub mod net {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use protocols::block::Delta;
     use protocols::channel::{Channel, ChannelExt};
-    use protocols::gc::Delta;
     use protocols::ot::{OtReceiver, OtSender};
     use protocols::prg::Prg;
     use protocols::{Block, CountingChannel};

@@ -193,7 +193,7 @@ impl<'p> ServerEngine<'p> {
     /// (exact truncation).
     pub fn setup_ot<C: Channel>(&mut self, ch: &mut C) -> Result<()> {
         let mut rng = self.rng.prg();
-        let delta = protocols::gc::Delta::random(&mut rng);
+        let delta = protocols::block::Delta::random(&mut rng);
         let base = |e| RuntimeError::from(e).context("base OT");
         let sender = OtSender::setup(ch, delta, &mut rng).map_err(base)?;
         let receiver = OtReceiver::setup(ch, &mut rng).map_err(base)?;
@@ -431,7 +431,7 @@ impl ClientEngine {
         let mut rng = self.rng.prg();
         let base = |e| RuntimeError::from(e).context("base OT");
         let receiver = OtReceiver::setup(ch, &mut rng).map_err(base)?;
-        let delta = protocols::gc::Delta::random(&mut rng);
+        let delta = protocols::block::Delta::random(&mut rng);
         let sender = OtSender::setup(ch, delta, &mut rng).map_err(base)?;
         self.ot = Some((receiver, sender));
         Ok(())

@@ -1,9 +1,10 @@
-//! A 128-bit block: the unit of wire labels, hash inputs and OT messages.
+//! A 128-bit block: the unit of wire labels, hash inputs and OT messages; and [`Delta`],
+//! the free-XOR offset that garbling and correlated OT share.
 
 use core::fmt;
 use core::ops::{BitAnd, BitAndAssign, BitXor, BitXorAssign};
 
-use rand_core::RngCore;
+use rand_core::{CryptoRng, RngCore};
 use subtle::ConstantTimeEq;
 
 /// A 128-bit value. Byte conversions are little-endian: byte 0 holds bits 0..8, so
@@ -140,6 +141,34 @@ impl BitAndAssign for Block {
     #[inline]
     fn bitand_assign(&mut self, rhs: Block) {
         self.0 &= rhs.0;
+    }
+}
+
+/// The garbler's global free-XOR offset `Δ`; its least significant bit is always 1.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Delta(Block);
+
+impl fmt::Debug for Delta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Delta(..)")
+    }
+}
+
+impl Delta {
+    /// A random offset (with the least significant bit forced to 1).
+    pub fn random<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        Delta(Block::random(rng).with_lsb(true))
+    }
+
+    /// Wraps `b`, forcing its least significant bit to 1.
+    pub fn from_block(b: Block) -> Self {
+        Delta(b.with_lsb(true))
+    }
+
+    /// The offset as a block.
+    #[inline]
+    pub fn block(self) -> Block {
+        self.0
     }
 }
 

@@ -10,7 +10,8 @@
 //! Protocols are synchronous and blocking (see `docs/protocols.md` for why).
 //!
 //! Modules:
-//! * [`block`]: the 128-bit [`Block`](block::Block) (labels, hash inputs, OT messages);
+//! * [`block`]: the 128-bit [`Block`](block::Block) (labels, hash inputs, OT messages)
+//!   and the free-XOR offset [`Delta`](block::Delta) that garbling and correlated OT share;
 //! * [`aes_hash`]: fixed-key AES-128 (a VAES-512 kernel where the CPU has one) and the
 //!   tweakable circular correlation-robust hash of Guo, Katz, Wang and Yu;
 //! * [`prg`]: AES-CTR pseudorandom generator seeded from the OS or a given seed;

@@ -327,9 +327,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::block::Delta;
     use crate::channel::{CountingChannel, MemoryChannel};
     use crate::error::Fault;
-    use crate::gc::Delta;
     use crate::share::round_offset;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha12Rng;

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use protocols::Block;
-use protocols::gc::Delta;
+use protocols::block::Delta;
 use protocols::ot::OtSender;
 use protocols::prg::Prg;
 

@@ -6,7 +6,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::{Backend, Party};
 use crate::aes_hash::TccrHash;
-use crate::block::Block;
+use crate::block::{Block, Delta};
 use crate::error::{ProtocolError, Result};
 
 // ---------------------------------------------------------------------------------------
@@ -173,33 +173,6 @@ impl Backend for GateCounter {
 // ---------------------------------------------------------------------------------------
 // Garbling
 // ---------------------------------------------------------------------------------------
-
-/// The garbler's global free-XOR offset `Δ`; its least significant bit is always 1.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Delta(Block);
-
-impl core::fmt::Debug for Delta {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Delta(..)")
-    }
-}
-
-impl Delta {
-    /// A random offset (with the least significant bit forced to 1).
-    pub fn random<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        Delta(Block::random(rng).with_lsb(true))
-    }
-
-    /// Wraps `b`, forcing its least significant bit to 1.
-    pub fn from_block(b: Block) -> Self {
-        Delta(b.with_lsb(true))
-    }
-
-    /// The offset as a block.
-    pub fn block(self) -> Block {
-        self.0
-    }
-}
 
 /// Tweak for hash call `k` of a garbling with batch id `batch`.
 #[inline]
@@ -407,7 +380,7 @@ impl<R: RngCore + CryptoRng> Backend for Garbler<R> {
 
     fn constant(&mut self, value: bool) -> Result<Block> {
         let w = Block::random(&mut self.rng);
-        self.tables.push(w ^ self.delta.0.select(value));
+        self.tables.push(w ^ self.delta.block().select(value));
         Ok(w)
     }
 
@@ -418,12 +391,12 @@ impl<R: RngCore + CryptoRng> Backend for Garbler<R> {
 
     #[inline]
     fn not(&mut self, a: &Block) -> Block {
-        *a ^ self.delta.0
+        *a ^ self.delta.block()
     }
 
     #[inline]
     fn and(&mut self, a: &Block, b: &Block) -> Result<Block> {
-        let (a, b, d) = (*a, *b, self.delta.0);
+        let (a, b, d) = (*a, *b, self.delta.block());
         let (pa, pb) = (a.lsb(), b.lsb());
         let j0 = tweak(self.batch_id, 2 * self.gate);
         let j1 = tweak(self.batch_id, 2 * self.gate + 1);
@@ -621,7 +594,7 @@ pub fn encode_labels(zero_labels: &[Block], values: &[bool], delta: Delta) -> Op
         zero_labels
             .iter()
             .zip(values)
-            .map(|(w, &v)| *w ^ delta.0.select(v))
+            .map(|(w, &v)| *w ^ delta.block().select(v))
             .collect()
     })
 }

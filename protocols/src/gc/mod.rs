@@ -58,9 +58,11 @@ pub mod relu;
 pub mod wide;
 
 pub use backends::{
-    Delta, Evaluator, GarbledTables, Garbler, GarblerSecrets, GateCounter, GateCounts,
-    PlainBackend, encode_labels,
+    Evaluator, GarbledTables, Garbler, GarblerSecrets, GateCounter, GateCounts, PlainBackend,
+    encode_labels,
 };
+// The free-XOR offset lives beside `Block` because the correlated OT (`ot`) shares it.
+pub use crate::block::Delta;
 
 use crate::error::Result;
 

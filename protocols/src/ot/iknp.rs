@@ -18,10 +18,9 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::base::{BaseOtReceiver, BaseOtSender};
 use crate::aes_hash::TccrHash;
-use crate::block::{Block, pack_bits};
+use crate::block::{Block, Delta, pack_bits};
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
-use crate::gc::Delta;
 use crate::prg::Prg;
 
 /// Security parameter: number of base OTs.

@@ -30,11 +30,13 @@ use protocols::block::Delta;
 use protocols::channel::CountingChannel;
 use protocols::gc::relu::{
     GarbledRelus, ReluGarblerSecrets, ReluParams, client_gadget_inputs, relu_gadget_reference,
-    relu_offline_client, relu_offline_server, relu_online_client, relu_online_server,
     server_gadget_input,
 };
 use protocols::ot::{OtReceiver, OtSender};
 use protocols::prg::Prg;
+use protocols::twopc::{
+    relu_offline_client, relu_offline_server, relu_online_client, relu_online_server,
+};
 use protocols::{Block, StreamChannel};
 use rand_core::RngCore;
 

@@ -38,8 +38,7 @@ use models::fixed::FixedProgram;
 use protocols::Block;
 use protocols::channel::{Channel, ChannelExt, ChannelStats, CountingChannel};
 use protocols::gc::relu::{
-    GarbledRelus, ReluOnlineSecrets, client_gadget_inputs, relu_offline_client,
-    relu_offline_server, relu_online_client, relu_online_server, server_gadget_input,
+    GarbledRelus, ReluOnlineSecrets, client_gadget_inputs, server_gadget_input,
 };
 use protocols::ot::{OtReceiver, OtSender};
 use protocols::prg::RngSource;
@@ -47,6 +46,9 @@ use protocols::share::round_offset;
 use protocols::trunc::{
     TruncClientSecrets, TruncServerSecrets, trunc_offline_client, trunc_offline_server,
     trunc_online_client, trunc_online_server_finish, trunc_online_server_request,
+};
+use protocols::twopc::{
+    relu_offline_client, relu_offline_server, relu_online_client, relu_online_server,
 };
 use rand_core::RngCore;
 use serde::Serialize;

@@ -19,9 +19,13 @@
 //!   pair, a wrapper for caller-supplied byte streams, byte/round counting and
 //!   transcript recording wrappers;
 //! * [`gc`]: garbled circuits (free-XOR, half-gates, point-and-permute), backends,
-//!   gadgets and the batched ReLU gadget API;
+//!   gadgets and the batched ReLU gadget API (circuit, byte formats, batch garbling);
 //! * [`ot`]: base OT over ristretto255 and IKNP OT extension (random, correlated and
 //!   chosen-message OTs);
+//! * [`twopc`]: the two-party ReLU protocol over `gc` and `ot` (offline: correlated OTs
+//!   for the client's labels, garbling, tables; online: labels and colour bits), as
+//!   swanky's `twopac` sits over `fancy-garbling` and `ocelot`; `gc` and `ot` do not
+//!   import each other;
 //! * [`he`]: homomorphic-encryption (BFV) preprocessing of linear layers: coefficient
 //!   layouts of convolutions, the client's and the server's side;
 //! * [`share`]: additive secret sharing and fixed-point encoding in `Z_{2^61}`, local
@@ -39,6 +43,7 @@ pub mod ot;
 pub mod prg;
 pub mod share;
 pub mod trunc;
+pub mod twopc;
 
 pub use block::Block;
 pub use channel::{Channel, ChannelExt, CountingChannel, MemoryChannel, StreamChannel};

@@ -14,6 +14,9 @@
 //! `f..m-2` of `z` masked with `¬sign`), `(l - 1)` for the final adder:
 //! `(m - 1) + (m - f - 1) + (l - 1)`, which is **116** for `l = 61, f = 14, m = 36`,
 //! i.e. 3,712 bytes of garbled tables per ReLU.
+//!
+//! The two-party protocol that runs a batch with correlated OT over a channel is
+//! [`crate::twopc`]; it sits over `gc` and [`crate::ot`], which do not import each other.
 
 use rand_core::{CryptoRng, RngCore};
 
@@ -923,95 +926,4 @@ pub fn evaluate_relus(
         &mut colours,
     )?;
     Ok(colours)
-}
-
-/// Online phase, server side: sends the labels of its inputs `a`, waits for the client's
-/// colour bits and decodes them. Returns one `l`-bit output per gadget (the server's share
-/// of the next layer's masked input).
-///
-/// Takes the secrets by value ([`ReluGarblerSecrets`] or the smaller
-/// [`ReluOnlineSecrets`]): a garbled batch must be used for exactly one input
-/// (sending labels of two different inputs of the same gadget would reveal `Δ`).
-pub fn relu_online_server<C: Channel + ?Sized>(
-    ch: &mut C,
-    secrets: impl Into<ReluOnlineSecrets>,
-    a: &[u64],
-) -> Result<Vec<u64>> {
-    let secrets = secrets.into();
-    let labels = secrets.encode_server_inputs(a)?;
-    ch.send_blocks(&labels)?;
-    ch.flush()?;
-    drop(labels);
-    let n = secrets.count * secrets.params.output_bits();
-    let mut colours = vec![0u8; n.div_ceil(8)];
-    ch.recv(&mut colours)?;
-    if n % 8 != 0 && colours.last().is_some_and(|&last| last >> (n % 8) != 0) {
-        return Err(ProtocolError::peer("nonzero padding bits in bit vector"));
-    }
-    secrets.decode_packed(&colours)
-}
-
-/// Online phase, client side: receives the server's input labels, evaluates and sends the
-/// output colour bits back.
-pub fn relu_online_client<C: Channel + ?Sized>(
-    ch: &mut C,
-    garbled: &GarbledRelus,
-    client_labels: &[Block],
-) -> Result<()> {
-    let server_labels = ch.recv_blocks(garbled.count * garbled.params.garbler_input_bits())?;
-    let colours = evaluate_relus(garbled, &server_labels, client_labels)?;
-    ch.send_bits(&colours)?;
-    ch.flush()?;
-    Ok(())
-}
-
-/// Offline phase, server side: runs `count × (m + l)` correlated OTs (their zero
-/// messages become the zero labels of the client's inputs, with `Δ` = the OT sender's
-/// correlation), garbles `count` gadgets and sends the tables (length-prefixed
-/// [`GarbledRelus::to_bytes`]). Returns the secrets to keep for the online phase.
-pub fn relu_offline_server<C: Channel + ?Sized, R: RngCore + CryptoRng>(
-    ch: &mut C,
-    ot: &mut crate::ot::OtSender,
-    params: ReluParams,
-    count: usize,
-    batch_id: u64,
-    rng: R,
-) -> Result<ReluGarblerSecrets> {
-    params.validate()?;
-    let zero = ot.send_correlated(ch, count * params.evaluator_input_bits())?;
-    let (garbled, secrets) = garble_relus(params, count, ot.delta(), Some(zero), batch_id, rng)?;
-    garbled.send(ch)?;
-    ch.flush()?;
-    Ok(secrets)
-}
-
-/// Offline phase, client side: obtains the labels of its inputs `bs`, `qs` (see
-/// [`client_gadget_inputs`]) by correlated OT and receives the garbled tables, checking
-/// that they are for `bs.len()` gadgets with `params`.
-pub fn relu_offline_client<C: Channel + ?Sized>(
-    ch: &mut C,
-    ot: &mut crate::ot::OtReceiver,
-    params: ReluParams,
-    bs: &[u64],
-    qs: &[u64],
-) -> Result<(GarbledRelus, Vec<Block>)> {
-    params.validate()?;
-    let choices = client_input_bits(bs, qs, params)?;
-    let labels = ot.receive_correlated(ch, &choices)?;
-    let max_len = bs
-        .len()
-        .checked_mul(params.table_bytes())
-        .and_then(|t| t.checked_add(64))
-        .ok_or_else(|| ProtocolError::arg("too many gadgets"))?;
-    let garbled = GarbledRelus::recv(ch, max_len)?;
-    if garbled.params != params || garbled.count != bs.len() {
-        return Err(ProtocolError::peer(format!(
-            "server garbled {} gadgets with {:?}, expected {} with {:?}",
-            garbled.count,
-            garbled.params,
-            bs.len(),
-            params
-        )));
-    }
-    Ok((garbled, labels))
 }

@@ -376,54 +376,6 @@ fn relu_garbled_equals_plain_equals_reference() {
 }
 
 #[test]
-fn relu_end_to_end_with_shares() {
-    // Server/client shares of y (scale 2^(2f)) -> shares of relu(round(y / 2^f)) - r'.
-    let p = ReluParams::DEFAULT;
-    let mut rng = ChaCha12Rng::seed_from_u64(11);
-    let ys: Vec<i64> = vec![
-        0,
-        1,
-        -1,
-        5 << 24,
-        -(5 << 24),
-        123_456_789,
-        -987_654_321,
-        (1 << 31) - (1 << 11) - 1,
-    ];
-    let n = ys.len();
-    let delta = Delta::random(&mut rng);
-    let (garbled, secrets) =
-        garble_relus(p, n, delta, None, 0, ChaCha12Rng::seed_from_u64(12)).unwrap();
-    let mut a = Vec::new();
-    let mut bs = Vec::new();
-    let mut qs = Vec::new();
-    let mut rs = Vec::new();
-    for &y in &ys {
-        let s = rng.r#gen::<u64>() & mask(p.l);
-        let c = (y as u64).wrapping_sub(s) & mask(p.l);
-        let r_next = rng.r#gen::<u64>() & mask(p.l);
-        a.push(server_gadget_input(s, p));
-        let (b, q) = client_gadget_inputs(c, r_next, p);
-        bs.push(b);
-        qs.push(q);
-        rs.push(r_next);
-    }
-    let choice = client_input_bits(&bs, &qs, p).unwrap();
-    let client_labels =
-        encode_labels(&secrets.secrets.evaluator_zero_labels, &choice, delta).unwrap();
-    let (mut sch, mut cch) = MemoryChannel::pair();
-    let g2 = garbled.clone();
-    let h = std::thread::spawn(move || relu_online_client(&mut cch, &g2, &client_labels));
-    let out = relu_online_server(&mut sch, secrets, &a).unwrap();
-    h.join().unwrap().unwrap();
-    for i in 0..n {
-        let x = out[i].wrapping_add(rs[i]) & mask(p.l);
-        let expect = ((ys[i] + (1 << (p.f - 1))) >> p.f).max(0) as u64;
-        assert_eq!(x, expect, "y = {}", ys[i]);
-    }
-}
-
-#[test]
 fn serialisation_roundtrips_and_rejects_garbage() {
     let p = ReluParams::DEFAULT;
     let mut rng = ChaCha12Rng::seed_from_u64(5);
@@ -507,84 +459,6 @@ fn delta_lsb_and_colour_bits() {
         assert!(Delta::random(&mut rng).block().lsb());
     }
     assert!(Delta::from_block(Block::ZERO).block().lsb());
-}
-
-#[test]
-fn relu_offline_online_with_ot() {
-    let (sch, cch) = MemoryChannel::pair();
-    relu_offline_online(sch, cch);
-}
-
-#[cfg(unix)]
-#[test]
-fn relu_offline_online_over_socket_pair() {
-    use crate::channel::StreamChannel;
-    let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
-    relu_offline_online(StreamChannel::new(x), StreamChannel::new(y));
-}
-
-fn relu_offline_online<C: crate::channel::Channel + Send + 'static>(sch: C, cch: C) {
-    use crate::channel::CountingChannel;
-    use crate::ot::{OtReceiver, OtSender};
-    let p = ReluParams::DEFAULT;
-    let n = 50;
-    let mut rng = ChaCha12Rng::seed_from_u64(31);
-    let ys: Vec<i64> = (0..n as i64).map(|i| (i - 25) * 987_654 + 3).collect();
-    let mut a = Vec::new();
-    let mut bs = Vec::new();
-    let mut qs = Vec::new();
-    let mut rs = Vec::new();
-    for &y in &ys {
-        let s = rng.r#gen::<u64>() & mask(p.l);
-        let c = (y as u64).wrapping_sub(s) & mask(p.l);
-        let r_next = rng.r#gen::<u64>() & mask(p.l);
-        a.push(server_gadget_input(s, p));
-        let (b, q) = client_gadget_inputs(c, r_next, p);
-        bs.push(b);
-        qs.push(q);
-        rs.push(r_next);
-    }
-    let h = std::thread::spawn(move || {
-        let mut cch = CountingChannel::new(cch);
-        let mut ot = OtReceiver::setup(&mut cch, &mut ChaCha12Rng::seed_from_u64(1)).unwrap();
-        cch.reset();
-        let (garbled, labels) = relu_offline_client(&mut cch, &mut ot, p, &bs, &qs).unwrap();
-        let offline = cch.stats();
-        cch.reset();
-        relu_online_client(&mut cch, &garbled, &labels).unwrap();
-        (offline, cch.stats())
-    });
-    let mut sch = CountingChannel::new(sch);
-    let mut srng = ChaCha12Rng::seed_from_u64(2);
-    let delta = Delta::random(&mut srng);
-    let mut ot = OtSender::setup(&mut sch, delta, &mut srng).unwrap();
-    sch.reset();
-    let secrets = relu_offline_server(&mut sch, &mut ot, p, n, 0, srng).unwrap();
-    let s_off = sch.stats();
-    sch.reset();
-    let out = relu_online_server(&mut sch, secrets, &a).unwrap();
-    let s_on = sch.stats();
-    let (c_off, c_on) = h.join().unwrap();
-    for i in 0..n {
-        let x = out[i].wrapping_add(rs[i]) & mask(p.l);
-        let expect = ((ys[i] + (1 << (p.f - 1))) >> p.f).max(0) as u64;
-        assert_eq!(x, expect, "y = {}", ys[i]);
-    }
-    // Offline: client sends 16 bytes per OT (rounded up to 128 OTs); server sends tables.
-    let ots = n * p.evaluator_input_bits();
-    assert_eq!(c_off.bytes_sent as usize, 16 * ots.div_ceil(128) * 128);
-    // Length prefix, magic and params, count, tables header (batch id, block count).
-    assert_eq!(
-        s_off.bytes_sent as usize,
-        8 + 8 + 8 + 16 + n * p.table_bytes()
-    );
-    // Online: server sends m labels per gadget, client sends l colour bits per gadget.
-    assert_eq!(s_on.bytes_sent as usize, n * p.m as usize * 16);
-    assert_eq!(c_on.bytes_sent as usize, (n * p.l as usize).div_ceil(8));
-    assert_eq!(
-        (s_on.messages, s_on.rounds, c_on.messages, c_on.rounds),
-        (1, 1, 1, 0)
-    );
 }
 
 #[test]

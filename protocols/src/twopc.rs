@@ -1,0 +1,255 @@
+//! The two-party ReLU protocol: the server garbles a batch of ReLU gadgets ([`crate::gc`])
+//! whose client-input labels come out of correlated OTs ([`crate::ot`]), and the two
+//! parties exchange tables, labels and colour bits over a [`Channel`]. This module sits
+//! over `gc` and `ot`, which do not import each other.
+//!
+//! * Offline, per batch of `n` gadgets: [`relu_offline_client`] and [`relu_offline_server`]
+//!   run `n × (m + l)` correlated OTs for the client's input labels; the server garbles
+//!   and sends the tables (one round trip).
+//! * Online: [`relu_online_server`] sends the labels of the server's inputs,
+//!   [`relu_online_client`] evaluates and sends the output colour bits back (one round
+//!   trip); the server decodes its share of the next layer's masked input.
+
+use rand_core::{CryptoRng, RngCore};
+
+use crate::block::Block;
+use crate::channel::{Channel, ChannelExt};
+use crate::error::{ProtocolError, Result};
+use crate::gc::relu::{
+    GarbledRelus, ReluGarblerSecrets, ReluOnlineSecrets, ReluParams, client_input_bits,
+    evaluate_relus, garble_relus,
+};
+use crate::ot::{OtReceiver, OtSender};
+
+/// Online phase, server side: sends the labels of its inputs `a`, waits for the client's
+/// colour bits and decodes them. Returns one `l`-bit output per gadget (the server's share
+/// of the next layer's masked input).
+///
+/// Takes the secrets by value ([`ReluGarblerSecrets`] or the smaller
+/// [`ReluOnlineSecrets`]): a garbled batch must be used for exactly one input
+/// (sending labels of two different inputs of the same gadget would reveal `Δ`).
+pub fn relu_online_server<C: Channel + ?Sized>(
+    ch: &mut C,
+    secrets: impl Into<ReluOnlineSecrets>,
+    a: &[u64],
+) -> Result<Vec<u64>> {
+    let secrets = secrets.into();
+    let labels = secrets.encode_server_inputs(a)?;
+    ch.send_blocks(&labels)?;
+    ch.flush()?;
+    drop(labels);
+    let n = secrets.count() * secrets.params().output_bits();
+    let mut colours = vec![0u8; n.div_ceil(8)];
+    ch.recv(&mut colours)?;
+    if n % 8 != 0 && colours.last().is_some_and(|&last| last >> (n % 8) != 0) {
+        return Err(ProtocolError::peer("nonzero padding bits in bit vector"));
+    }
+    secrets.decode_packed(&colours)
+}
+
+/// Online phase, client side: receives the server's input labels, evaluates and sends the
+/// output colour bits back.
+pub fn relu_online_client<C: Channel + ?Sized>(
+    ch: &mut C,
+    garbled: &GarbledRelus,
+    client_labels: &[Block],
+) -> Result<()> {
+    let server_labels = ch.recv_blocks(garbled.count * garbled.params.garbler_input_bits())?;
+    let colours = evaluate_relus(garbled, &server_labels, client_labels)?;
+    ch.send_bits(&colours)?;
+    ch.flush()?;
+    Ok(())
+}
+
+/// Offline phase, server side: runs `count × (m + l)` correlated OTs (their zero
+/// messages become the zero labels of the client's inputs, with `Δ` = the OT sender's
+/// correlation), garbles `count` gadgets and sends the tables (length-prefixed
+/// [`GarbledRelus::to_bytes`]). Returns the secrets to keep for the online phase.
+pub fn relu_offline_server<C: Channel + ?Sized, R: RngCore + CryptoRng>(
+    ch: &mut C,
+    ot: &mut OtSender,
+    params: ReluParams,
+    count: usize,
+    batch_id: u64,
+    rng: R,
+) -> Result<ReluGarblerSecrets> {
+    params.validate()?;
+    let zero = ot.send_correlated(ch, count * params.evaluator_input_bits())?;
+    let (garbled, secrets) = garble_relus(params, count, ot.delta(), Some(zero), batch_id, rng)?;
+    garbled.send(ch)?;
+    ch.flush()?;
+    Ok(secrets)
+}
+
+/// Offline phase, client side: obtains the labels of its inputs `bs`, `qs` (see
+/// [`client_gadget_inputs`](crate::gc::relu::client_gadget_inputs)) by correlated OT and
+/// receives the garbled tables, checking that they are for `bs.len()` gadgets with
+/// `params`.
+pub fn relu_offline_client<C: Channel + ?Sized>(
+    ch: &mut C,
+    ot: &mut OtReceiver,
+    params: ReluParams,
+    bs: &[u64],
+    qs: &[u64],
+) -> Result<(GarbledRelus, Vec<Block>)> {
+    params.validate()?;
+    let choices = client_input_bits(bs, qs, params)?;
+    let labels = ot.receive_correlated(ch, &choices)?;
+    let max_len = bs
+        .len()
+        .checked_mul(params.table_bytes())
+        .and_then(|t| t.checked_add(64))
+        .ok_or_else(|| ProtocolError::arg("too many gadgets"))?;
+    let garbled = GarbledRelus::recv(ch, max_len)?;
+    if garbled.params != params || garbled.count != bs.len() {
+        return Err(ProtocolError::peer(format!(
+            "server garbled {} gadgets with {:?}, expected {} with {:?}",
+            garbled.count,
+            garbled.params,
+            bs.len(),
+            params
+        )));
+    }
+    Ok((garbled, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha12Rng;
+
+    use super::*;
+    use crate::block::Delta;
+    use crate::channel::{CountingChannel, MemoryChannel};
+    use crate::gc::encode_labels;
+    use crate::gc::relu::{client_gadget_inputs, mask, server_gadget_input};
+
+    /// The gadget inputs of values `ys` (scale `2^(2f)`) split into random shares, with a
+    /// random next-layer mask `r'` each: the server's `a`, the client's `b` and `q`, and
+    /// the masks.
+    struct Inputs {
+        a: Vec<u64>,
+        bs: Vec<u64>,
+        qs: Vec<u64>,
+        rs: Vec<u64>,
+    }
+
+    fn share_inputs(ys: &[i64], p: ReluParams, rng: &mut ChaCha12Rng) -> Inputs {
+        let mut inp = Inputs {
+            a: Vec::new(),
+            bs: Vec::new(),
+            qs: Vec::new(),
+            rs: Vec::new(),
+        };
+        for &y in ys {
+            let s = rng.r#gen::<u64>() & mask(p.l);
+            let c = (y as u64).wrapping_sub(s) & mask(p.l);
+            let r_next = rng.r#gen::<u64>() & mask(p.l);
+            inp.a.push(server_gadget_input(s, p));
+            let (b, q) = client_gadget_inputs(c, r_next, p);
+            inp.bs.push(b);
+            inp.qs.push(q);
+            inp.rs.push(r_next);
+        }
+        inp
+    }
+
+    /// The server's outputs plus the masks are `relu(round(y / 2^f))`.
+    fn check_outputs(ys: &[i64], out: &[u64], rs: &[u64], p: ReluParams) {
+        for i in 0..ys.len() {
+            let x = out[i].wrapping_add(rs[i]) & mask(p.l);
+            let expect = ((ys[i] + (1 << (p.f - 1))) >> p.f).max(0) as u64;
+            assert_eq!(x, expect, "y = {}", ys[i]);
+        }
+    }
+
+    #[test]
+    fn relu_end_to_end_with_shares() {
+        // Server/client shares of y (scale 2^(2f)) -> shares of relu(round(y / 2^f)) - r'.
+        let p = ReluParams::DEFAULT;
+        let mut rng = ChaCha12Rng::seed_from_u64(11);
+        let ys: Vec<i64> = vec![
+            0,
+            1,
+            -1,
+            5 << 24,
+            -(5 << 24),
+            123_456_789,
+            -987_654_321,
+            (1 << 31) - (1 << 11) - 1,
+        ];
+        let n = ys.len();
+        let delta = Delta::random(&mut rng);
+        let (garbled, secrets) =
+            garble_relus(p, n, delta, None, 0, ChaCha12Rng::seed_from_u64(12)).unwrap();
+        let inp = share_inputs(&ys, p, &mut rng);
+        let choice = client_input_bits(&inp.bs, &inp.qs, p).unwrap();
+        let client_labels =
+            encode_labels(&secrets.secrets.evaluator_zero_labels, &choice, delta).unwrap();
+        let (mut sch, mut cch) = MemoryChannel::pair();
+        let g2 = garbled.clone();
+        let h = std::thread::spawn(move || relu_online_client(&mut cch, &g2, &client_labels));
+        let out = relu_online_server(&mut sch, secrets, &inp.a).unwrap();
+        h.join().unwrap().unwrap();
+        check_outputs(&ys, &out, &inp.rs, p);
+    }
+
+    #[test]
+    fn relu_offline_online_with_ot() {
+        let (sch, cch) = MemoryChannel::pair();
+        relu_offline_online(sch, cch);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn relu_offline_online_over_socket_pair() {
+        use crate::channel::StreamChannel;
+        let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+        relu_offline_online(StreamChannel::new(x), StreamChannel::new(y));
+    }
+
+    fn relu_offline_online<C: Channel + Send + 'static>(sch: C, cch: C) {
+        let p = ReluParams::DEFAULT;
+        let n = 50;
+        let mut rng = ChaCha12Rng::seed_from_u64(31);
+        let ys: Vec<i64> = (0..n as i64).map(|i| (i - 25) * 987_654 + 3).collect();
+        let Inputs { a, bs, qs, rs } = share_inputs(&ys, p, &mut rng);
+        let h = std::thread::spawn(move || {
+            let mut cch = CountingChannel::new(cch);
+            let mut ot = OtReceiver::setup(&mut cch, &mut ChaCha12Rng::seed_from_u64(1)).unwrap();
+            cch.reset();
+            let (garbled, labels) = relu_offline_client(&mut cch, &mut ot, p, &bs, &qs).unwrap();
+            let offline = cch.stats();
+            cch.reset();
+            relu_online_client(&mut cch, &garbled, &labels).unwrap();
+            (offline, cch.stats())
+        });
+        let mut sch = CountingChannel::new(sch);
+        let mut srng = ChaCha12Rng::seed_from_u64(2);
+        let delta = Delta::random(&mut srng);
+        let mut ot = OtSender::setup(&mut sch, delta, &mut srng).unwrap();
+        sch.reset();
+        let secrets = relu_offline_server(&mut sch, &mut ot, p, n, 0, srng).unwrap();
+        let s_off = sch.stats();
+        sch.reset();
+        let out = relu_online_server(&mut sch, secrets, &a).unwrap();
+        let s_on = sch.stats();
+        let (c_off, c_on) = h.join().unwrap();
+        check_outputs(&ys, &out, &rs, p);
+        // Offline: client sends 16 bytes per OT (rounded up to 128 OTs); server sends tables.
+        let ots = n * p.evaluator_input_bits();
+        assert_eq!(c_off.bytes_sent as usize, 16 * ots.div_ceil(128) * 128);
+        // Length prefix, magic and params, count, tables header (batch id, block count).
+        assert_eq!(
+            s_off.bytes_sent as usize,
+            8 + 8 + 8 + 16 + n * p.table_bytes()
+        );
+        // Online: server sends m labels per gadget, client sends l colour bits per gadget.
+        assert_eq!(s_on.bytes_sent as usize, n * p.m as usize * 16);
+        assert_eq!(c_on.bytes_sent as usize, (n * p.l as usize).div_ceil(8));
+        assert_eq!(
+            (s_on.messages, s_on.rounds, c_on.messages, c_on.rounds),
+            (1, 1, 1, 0)
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! Garbling and evaluating a batch of ReLU gadgets, several gadgets in lockstep (the
+//! lane-parallel backends of [`crate::gc::wide`]); the table layout does not depend on
+//! how many.
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::circuit::{ReluParams, relu_core};
+use super::codec::{GarbledRelus, ReluGarblerSecrets};
+use crate::aes_hash::AesCipher;
+use crate::block::{Block, Delta};
+use crate::error::{ProtocolError, Result};
+use crate::gc::wide::{LANES, WideEvaluator, WideGarbler};
+use crate::gc::{GarbledTables, GarblerSecrets};
+use crate::prg::Prg;
+
+/// Gadgets garbled in lockstep by [`garble_relus`] (two table groups of [`LANES`]: 64
+/// AES blocks per AND layer).
+pub(crate) const GARBLE_LANES: usize = 2 * LANES;
+
+/// Gadgets evaluated in lockstep by [`evaluate_relus`] (four table groups of [`LANES`]:
+/// 64 AES blocks per AND layer).
+pub(crate) const EVAL_LANES: usize = 4 * LANES;
+
+/// Input labels of a batch: `count × m` server labels, `count × (m + l)` client labels.
+#[derive(Clone, Copy)]
+pub(crate) struct Labels<'a> {
+    pub(crate) server: &'a [Block],
+    pub(crate) client: &'a [Block],
+}
+
+/// The part of a batch processed together: gadgets `start .. start + active` with the
+/// same gate-id stride.
+struct Span {
+    start: usize,
+    active: usize,
+    stride: u64,
+}
+
+/// Splits `count` gadgets into spans of `W` lanes: first runs of `W` gadgets that lie in
+/// full table groups, then single groups of at most [`LANES`] gadgets.
+fn spans<const W: usize>(count: usize) -> impl Iterator<Item = (bool, Span)> {
+    let full = count - count % LANES;
+    let wide_end = full - full % W;
+    let wide = (0..wide_end).step_by(W).map(|start| {
+        (
+            true,
+            Span {
+                start,
+                active: W,
+                stride: LANES as u64,
+            },
+        )
+    });
+    let narrow = (wide_end..count).step_by(LANES).map(move |start| {
+        let active = LANES.min(count - start);
+        (
+            false,
+            Span {
+                start,
+                active,
+                stride: active as u64,
+            },
+        )
+    });
+    wide.chain(narrow)
+}
+
+/// Gate id of the first AND gate of gadget `i` in the table layout of [`garble_relus`]:
+/// group `g = i / LANES` starts at gate `g × LANES × ands`, and gadget `i` is lane
+/// `i mod LANES` of its group.
+#[inline]
+fn first_gate_id(i: usize, ands: usize) -> u64 {
+    ((i - i % LANES) * ands + i % LANES) as u64
+}
+
+/// The input wires of `W` lanes for gadgets `span.start ..` (zero for inactive lanes).
+#[allow(clippy::type_complexity)]
+fn lane_inputs<const W: usize>(
+    params: ReluParams,
+    labels: Labels<'_>,
+    span: &Span,
+) -> (Vec<[Block; W]>, Vec<[Block; W]>, Vec<[Block; W]>) {
+    let (m, l) = (params.m as usize, params.l as usize);
+    let e = m + l;
+    // Bit-major gather: each wire array is written contiguously (writing lane-major
+    // would store with a 16·W-byte stride, which thrashes a few L1 sets).
+    let active = span.active.min(W);
+    let gather = |src: &[Block], stride: usize, offset: usize, n: usize| -> Vec<[Block; W]> {
+        let rows = &src[span.start * stride..(span.start + active) * stride];
+        (0..n)
+            .map(|i| {
+                let mut w = [Block::ZERO; W];
+                for (wj, row) in w.iter_mut().zip(rows.chunks_exact(stride)) {
+                    *wj = row[offset + i];
+                }
+                w
+            })
+            .collect()
+    };
+    let a = gather(labels.server, m, 0, m);
+    let b = gather(labels.client, e, 0, m);
+    let q = gather(labels.client, e, m, l);
+    (a, b, q)
+}
+
+fn lane_ids<const W: usize>(span: &Span, ands: usize) -> [u64; W] {
+    core::array::from_fn(|j| {
+        if j < span.active {
+            first_gate_id(span.start + j, ands)
+        } else {
+            0
+        }
+    })
+}
+
+/// Garbles `count` gadgets into `tables` (`count × 2 × ands` blocks) and `decode`
+/// (`count × l` bits), `W` gadgets in lockstep where the layout allows.
+pub(crate) fn garble_into<const W: usize>(
+    params: ReluParams,
+    count: usize,
+    delta: Delta,
+    batch_id: u64,
+    labels: Labels<'_>,
+    tables: &mut [Block],
+    decode: &mut [bool],
+) -> Result<()> {
+    let pi = AesCipher::fixed();
+    for (wide, span) in spans::<W>(count) {
+        if wide {
+            garble_span::<W>(params, delta, batch_id, &pi, labels, &span, tables, decode)?;
+        } else {
+            garble_span::<LANES>(params, delta, batch_id, &pi, labels, &span, tables, decode)?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn garble_span<const W: usize>(
+    params: ReluParams,
+    delta: Delta,
+    batch_id: u64,
+    pi: &AesCipher,
+    labels: Labels<'_>,
+    span: &Span,
+    tables: &mut [Block],
+    decode: &mut [bool],
+) -> Result<()> {
+    let (a_w, b_w, q_w) = lane_inputs::<W>(params, labels, span);
+    let ids = lane_ids::<W>(span, params.and_gates());
+    let mut g = WideGarbler::new(delta, pi, batch_id, ids, span.stride, span.active, tables);
+    let out = relu_core(&mut g, &a_w, &b_w, &q_w, params)?;
+    let l = params.l as usize;
+    for (i, w) in out.iter().enumerate() {
+        for (j, wj) in w.iter().take(span.active).enumerate() {
+            decode[(span.start + j) * l + i] = wj.lsb();
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates `count` gadgets from `tables` (length already checked) into `colours`
+/// (`count × l` bits), `W` gadgets in lockstep where the layout allows.
+pub(crate) fn evaluate_into<const W: usize>(
+    params: ReluParams,
+    count: usize,
+    batch_id: u64,
+    labels: Labels<'_>,
+    tables: &[Block],
+    colours: &mut [bool],
+) -> Result<()> {
+    let pi = AesCipher::fixed();
+    for (wide, span) in spans::<W>(count) {
+        if wide {
+            evaluate_span::<W>(params, batch_id, &pi, labels, &span, tables, colours)?;
+        } else {
+            evaluate_span::<LANES>(params, batch_id, &pi, labels, &span, tables, colours)?;
+        }
+    }
+    Ok(())
+}
+
+fn evaluate_span<const W: usize>(
+    params: ReluParams,
+    batch_id: u64,
+    pi: &AesCipher,
+    labels: Labels<'_>,
+    span: &Span,
+    tables: &[Block],
+    colours: &mut [bool],
+) -> Result<()> {
+    let (a_w, b_w, q_w) = lane_inputs::<W>(params, labels, span);
+    let ids = lane_ids::<W>(span, params.and_gates());
+    let mut ev = WideEvaluator::new(pi, batch_id, ids, span.stride, span.active, tables);
+    let out = relu_core(&mut ev, &a_w, &b_w, &q_w, params)?;
+    let l = params.l as usize;
+    for (i, w) in out.iter().enumerate() {
+        for (j, wj) in w.iter().take(span.active).enumerate() {
+            colours[(span.start + j) * l + i] = wj.lsb();
+        }
+    }
+    Ok(())
+}
+
+/// Garbles `count` ReLU gadgets with offset `delta`.
+///
+/// `client_zero_labels`, if given, are the zero labels of the client's inputs
+/// (`count × (m + l)` of them, in the order of
+/// [`client_input_bits`](super::circuit::client_input_bits)), typically the sender's
+/// output of a correlated OT with the same `Δ`; otherwise fresh ones are drawn.
+/// `batch_id` must be unique per `Δ`.
+///
+/// Table layout: for each group of up to [`LANES`] consecutive gadgets, each AND gate's
+/// ciphertexts `(T_G, T_E)` for every gadget of the group (gate by gate, gadget by gadget
+/// within a gate); gate ids (hash tweaks) follow the same order. Internally several
+/// groups are garbled in lockstep (see [`crate::gc::wide`]), which does not change the
+/// layout. The labels, decoding bits and the [`evaluate_relus`] interface are per gadget,
+/// in gadget order.
+pub fn garble_relus<R: RngCore + CryptoRng>(
+    params: ReluParams,
+    count: usize,
+    delta: Delta,
+    client_zero_labels: Option<Vec<Block>>,
+    batch_id: u64,
+    mut rng: R,
+) -> Result<(GarbledRelus, ReluGarblerSecrets)> {
+    params.validate()?;
+    let (m, l) = (params.m as usize, params.l as usize);
+    let e = params.evaluator_input_bits();
+    let client = match client_zero_labels {
+        Some(labels) => {
+            if labels.len() != count * e {
+                return Err(ProtocolError::arg(format!(
+                    "expected {} client zero labels, got {}",
+                    count * e,
+                    labels.len()
+                )));
+            }
+            labels
+        }
+        None => Prg::from_rng(&mut rng).random_blocks(count * e),
+    };
+    // Bulk labels: expand a fresh 128-bit seed with AES-CTR.
+    let server: Vec<Block> = Prg::from_rng(&mut rng).random_blocks(count * m);
+    let mut decode = vec![false; count * l];
+    let mut tables = vec![Block::ZERO; count * 2 * params.and_gates()];
+    let labels = Labels {
+        server: &server,
+        client: &client,
+    };
+    garble_into::<GARBLE_LANES>(
+        params,
+        count,
+        delta,
+        batch_id,
+        labels,
+        &mut tables,
+        &mut decode,
+    )?;
+    Ok((
+        GarbledRelus {
+            params,
+            count,
+            tables: GarbledTables {
+                batch_id,
+                blocks: tables,
+            },
+        },
+        ReluGarblerSecrets {
+            params,
+            count,
+            batch_id,
+            secrets: GarblerSecrets {
+                delta,
+                garbler_zero_labels: server,
+                evaluator_zero_labels: client,
+                decode,
+            },
+        },
+    ))
+}
+
+/// Evaluates a batch given the active labels of the server's inputs (`count × m`) and of
+/// the client's inputs (`count × (m + l)`), each in gadget order. Returns `count × l`
+/// output colour bits, in gadget order.
+pub fn evaluate_relus(
+    garbled: &GarbledRelus,
+    server_labels: &[Block],
+    client_labels: &[Block],
+) -> Result<Vec<bool>> {
+    let p = garbled.params;
+    p.validate()?;
+    let count = garbled.count;
+    let (m, l) = (p.m as usize, p.l as usize);
+    let e = p.evaluator_input_bits();
+    if server_labels.len() != count * m {
+        return Err(ProtocolError::peer("wrong number of server input labels"));
+    }
+    if client_labels.len() != count * e {
+        return Err(ProtocolError::arg("wrong number of client input labels"));
+    }
+    let tables = &garbled.tables.blocks;
+    if Some(tables.len()) != count.checked_mul(2 * p.and_gates()) {
+        return Err(ProtocolError::peer(format!(
+            "garbled tables hold {} blocks, expected {} for {count} gadgets",
+            tables.len(),
+            count.saturating_mul(2 * p.and_gates())
+        )));
+    }
+    let mut colours = vec![false; count * l];
+    let labels = Labels {
+        server: server_labels,
+        client: client_labels,
+    };
+    evaluate_into::<EVAL_LANES>(
+        p,
+        count,
+        garbled.tables.batch_id,
+        labels,
+        tables,
+        &mut colours,
+    )?;
+    Ok(colours)
+}

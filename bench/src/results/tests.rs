@@ -159,7 +159,7 @@ fn malformed_files_are_clear_errors() {
 }
 
 /// Two rows of a schema version 1 file as `snl-bench` 0.1.0 wrote them (the first is
-/// a row of docs/figures/r20-cifar10-results.csv).
+/// a row of docs/figures/r20-cifar10-results-2026-11-25.csv).
 const V1_CSV: &str = "\
 schema_version,series,model,model_sha256,arch,dataset,method,network,rtt_ms,tls,images,repeats,relus_total,relus_kept,linear_macs,rounds,f32_accuracy,fixed_accuracy,secure_accuracy,online_ms_median,online_ms_p10,online_ms_p90,online_ms_min,online_ms_max,offline_ms_median,online_bytes_up,online_bytes_down,offline_bytes_up,offline_bytes_down,software,finished_unix
 1,resnet20,runs/r20-snl/budget-37683,c1c8f77d7fb616d7a0b561b5350d65f7eaa0f8c6bd0f6663a524bdbb1f911288,resnet20,cifar10,insecure-dealer,loopback,0.0,false,200,1,188416,36574,40813184,20,0.785,0.785,0.785,143.351922,111.52165699999999,210.510728,106.869376,252.089383,567.155938,303461,21066704,58314752,137270856,0.1.0,1795618890

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use rand_core::{CryptoRng, RngCore};
 
-use super::{Backend, Party};
+use super::circuit::{Backend, Party};
 use crate::aes_hash::TccrHash;
 use crate::block::{Block, Delta};
 use crate::error::{ProtocolError, Result};

@@ -1,7 +1,7 @@
 //! Arithmetic gadgets written once against [`Backend`]. Bit vectors are least significant
 //! bit first. AND counts are given for `n`-bit operands.
 
-use super::Backend;
+use super::circuit::Backend;
 use crate::error::{ProtocolError, Result};
 
 fn check_len<W>(x: &[W], y: &[W]) -> Result<()> {

@@ -26,7 +26,7 @@
 //! Hash: `H(x, τ) = π(π(x) ⊕ τ) ⊕ π(x)` ([`TccrHash`](crate::aes_hash::TccrHash)), in
 //! two passes over the batch: first `π(x)` for every input, then `π(π(x) ⊕ τ)`.
 
-use super::{Backend, Party};
+use super::circuit::{Backend, Party};
 use crate::aes_hash::AesCipher;
 use crate::block::{Block, Delta};
 use crate::error::{ProtocolError, Result};

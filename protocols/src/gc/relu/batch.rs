@@ -9,8 +9,8 @@ use super::codec::{GarbledRelus, ReluGarblerSecrets};
 use crate::aes_hash::AesCipher;
 use crate::block::{Block, Delta};
 use crate::error::{ProtocolError, Result};
+use crate::gc::backends::{GarbledTables, GarblerSecrets};
 use crate::gc::wide::{LANES, WideEvaluator, WideGarbler};
-use crate::gc::{GarbledTables, GarblerSecrets};
 use crate::prg::Prg;
 
 /// Gadgets garbled in lockstep by [`garble_relus`] (two table groups of [`LANES`]: 64

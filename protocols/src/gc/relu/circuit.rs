@@ -2,8 +2,8 @@
 //! integer reference and the two parties' gadget inputs.
 
 use crate::error::{ProtocolError, Result};
+use crate::gc::circuit::{Backend, Party};
 use crate::gc::gadgets::{add_mod, add_mod_zero_extended};
-use crate::gc::{Backend, Party};
 
 /// Parameters of the ReLU gadget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

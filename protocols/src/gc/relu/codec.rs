@@ -7,8 +7,8 @@ use super::circuit::{ReluParams, mask};
 use crate::block::{Block, Delta};
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
-use crate::gc::backends::{blocks_from_bytes, read_u64};
-use crate::gc::{GarbledTables, GarblerSecrets, bits_to_u64};
+use crate::gc::backends::{GarbledTables, GarblerSecrets, blocks_from_bytes, read_u64};
+use crate::gc::circuit::bits_to_u64;
 
 /// The garbled tables of a batch of ReLU gadgets (what the server sends offline).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! What the HE targets share: small parameters and layout, one key pair and one valid
 //! transcript (key setup, input ciphertexts, results) built once per process, and a panic
-//! hook that tolerates the panics `he::proto::guarded` turns into peer errors.
+//! hook that tolerates the panics `he::codec::guarded` turns into peer errors.
 #![allow(dead_code)] // each target uses part of this module
 
 use std::sync::OnceLock;
@@ -38,13 +38,13 @@ pub fn init() {
 }
 
 /// libfuzzer-sys aborts on every panic, also on those caught by `catch_unwind`. The HE
-/// decoders run the `fhe` crate's deserializers under `he::proto::guarded`, which turns a
+/// decoders run the `fhe` crate's deserializers under `he::codec::guarded`, which turns a
 /// panic into a peer error by design: those are let through silently; any other panic
 /// aborts as before.
 fn install_hook() {
     std::panic::set_hook(Box::new(|info| {
         let bt = std::backtrace::Backtrace::force_capture().to_string();
-        if bt.contains("he::proto::guarded") {
+        if bt.contains("he::codec::guarded") {
             return;
         }
         eprintln!("{info}\n{bt}");

@@ -1,0 +1,131 @@
+//! The HE messages' encodings and the checks on what the peer sends: bounds, residues,
+//! the public key's form, and the `fhe` crate's deserializers run under [`guarded`].
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use fhe::bfv::{Ciphertext, PublicKey};
+use fhe_math::rq::Representation;
+use fhe_traits::DeserializeParametrized;
+
+use super::params::{HeParams, MODULI, POLY_DEGREE};
+use crate::error::{ProtocolError, Result};
+
+pub(super) const N: usize = POLY_DEGREE;
+pub(super) const K: usize = MODULI.len();
+/// Bound on one serialized input ciphertext (3 x N residues of at most 64 bits, seed,
+/// framing).
+pub(super) const MAX_CT_BYTES: usize = K * N * 8 + 1024;
+/// Bound on the serialized public key.
+pub(super) const MAX_KEY_BYTES: usize = 2 * K * N * 8 + 1024;
+
+pub(super) fn fhe_err(what: &str) -> impl Fn(fhe::Error) -> ProtocolError + '_ {
+    move |e| ProtocolError::arg(format!("{what}: {e}"))
+}
+
+pub(super) fn math_err(what: &str) -> impl Fn(fhe_math::Error) -> ProtocolError + '_ {
+    move |e| ProtocolError::arg(format!("{what}: {e}"))
+}
+
+/// Checks residues received from the peer against the moduli (`rows` residues per
+/// modulus, modulus-major).
+pub(super) fn check_residues(v: &[u64], rows: usize, what: &str) -> Result<()> {
+    for (i, q) in MODULI.iter().enumerate() {
+        if v[i * rows..(i + 1) * rows].iter().any(|&x| x >= *q) {
+            return Err(ProtocolError::peer(format!(
+                "{what}: a residue is not reduced modulo the ciphertext modulus"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Appends a protobuf length-delimited field.
+pub(super) fn put_field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    let mut n = body.len();
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(body);
+}
+
+/// Splits a protobuf varint off the front of `b`.
+pub(super) fn varint(mut b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&x, r) = b.split_first()?;
+        b = r;
+        v |= u64::from(x & 0x7f).checked_shl(shift)?;
+        if x & 0x80 == 0 {
+            return Some((v, b));
+        }
+    }
+    None
+}
+
+/// Splits a protobuf length-delimited field `tag` off the front of `b`: returns its
+/// contents and the rest.
+pub(super) fn proto_field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = b.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (len, rest) = varint(rest)?;
+    let len = usize::try_from(len).ok()?;
+    (len <= rest.len()).then(|| rest.split_at(len))
+}
+
+/// Decodes the client's public key and checks what the `fhe` crate's decoder does not:
+/// that it is exactly one ciphertext of two polynomials at the top level, both in NTT
+/// representation (a key in power-basis or NTT-Shoup form decodes, then panics in
+/// `try_encrypt`) with every residue, in NTT and in coefficient form, reduced modulo its
+/// modulus, and its second polynomial expanded from a seed.
+pub(super) fn parse_public_key(bytes: &[u8], params: &HeParams) -> Result<PublicKey> {
+    let par = params.bfv().clone();
+    let bad = |m: &str| ProtocolError::peer(format!("HE public key: {m}"));
+    // `PublicKey { Ciphertext c = 1; }`, encoded by the client as one field.
+    let (inner, rest) =
+        proto_field(bytes, 0x0a).ok_or_else(|| bad("not a single ciphertext field"))?;
+    if !rest.is_empty() {
+        return Err(bad("trailing bytes after the ciphertext"));
+    }
+    let ct = guarded(|| Ciphertext::from_bytes(inner, &par), "HE public key")?;
+    let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
+    if ct.len() != 2 || ct.iter().any(|p| p.ctx() != ctx) {
+        return Err(bad("not a two-part ciphertext at the top level"));
+    }
+    for p in ct.iter() {
+        if *p.representation() != Representation::Ntt {
+            return Err(bad(&format!(
+                "a polynomial is in {:?} representation, not NTT",
+                p.representation()
+            )));
+        }
+        check_residues(&Vec::<u64>::from(p), N, "HE public key")?;
+        let mut c = p.clone();
+        c.change_representation(Representation::PowerBasis);
+        check_residues(&Vec::<u64>::from(&c), N, "HE public key")?;
+    }
+    // An honest key is `(-(a s + e), a)` with `a` expanded from a seed, which is how it
+    // travels: `c = [c0]`, then the seed. Requiring that form keeps `a` pseudorandom, so
+    // the server's re-randomization `u a + e2` of each result's `c1` cannot be stripped
+    // by a degenerate key (`a = 0` would hand out `sum c1_b K_b`, i.e. the weights).
+    let seeded = proto_field(inner, 0x0a)
+        .and_then(|(_, rest)| proto_field(rest, 0x12))
+        .is_some_and(|(seed, rest)| seed.len() == 32 && rest.is_empty());
+    if !seeded {
+        return Err(bad("its second polynomial is not expanded from a seed"));
+    }
+    guarded(|| PublicKey::from_bytes(bytes, &par), "HE public key")
+}
+
+/// Runs a deserializer on peer bytes; a panic inside the library becomes a peer error.
+pub(super) fn guarded<T>(f: impl FnOnce() -> fhe::Result<T>, what: &str) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ProtocolError::peer(format!("{what} does not decode: {e}"))),
+        Err(_) => Err(ProtocolError::peer(format!("{what} does not decode"))),
+    }
+}

@@ -1,0 +1,258 @@
+//! The server's side of the HE preprocessing: it holds the client's public key and
+//! evaluates each operator on the client's ciphertexts with its plaintext weights.
+
+use fhe::bfv::{Ciphertext, Encoding, Plaintext, PublicKey};
+use fhe_math::rq::{Poly, Representation, dot_product, traits::TryConvertFrom};
+use fhe_traits::{DeserializeParametrized, FheEncoder, FheEncrypter};
+use rand_core::{CryptoRng, RngCore};
+use rayon::prelude::*;
+
+use super::codec::{
+    K, MAX_CT_BYTES, MAX_KEY_BYTES, N, check_residues, fhe_err, guarded, math_err, parse_public_key,
+};
+use super::layout::ConvLayout;
+use super::params::{FLOOD_BITS, HE_VERSION, HeParams, MAX_KERNEL_NORM_BITS, MODULI};
+use crate::channel::{Channel, ChannelExt};
+use crate::error::{ProtocolError, Result};
+use crate::prg::Prg;
+
+/// The server: holds the client's public key.
+pub struct HeServer {
+    pub(super) params: HeParams,
+    pub(super) pk: PublicKey,
+}
+
+impl std::fmt::Debug for HeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeServer")
+            .field("ring_bits", &self.params.ring_bits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeServer {
+    /// Receives the client's version, ring and public key.
+    pub fn setup(ch: &mut dyn Channel, params: HeParams) -> Result<Self> {
+        let mut hdr = [0u8; 2];
+        ch.recv(&mut hdr)?;
+        if hdr[0] != HE_VERSION {
+            return Err(ProtocolError::peer(format!(
+                "HE preprocessing version {} (this side speaks {HE_VERSION})",
+                hdr[0]
+            )));
+        }
+        if u32::from(hdr[1]) != params.ring_bits() {
+            return Err(ProtocolError::peer(format!(
+                "HE key for the ring Z_2^{}, expected Z_2^{}",
+                hdr[1],
+                params.ring_bits()
+            )));
+        }
+        let bytes = ch.recv_prefixed(MAX_KEY_BYTES)?;
+        let pk = parse_public_key(&bytes, &params)?;
+        Ok(HeServer { params, pk })
+    }
+
+    /// Runs one term: lets the client learn `L(x) - s` for the operator `L` of `layout`
+    /// with weights `w` (`layout.shape.weight_len()`, signed ring values) and the
+    /// server's `s` (`layout.shape.out_len()` ring elements).
+    pub fn term(
+        &self,
+        ch: &mut dyn Channel,
+        layout: &ConvLayout,
+        w: &[i64],
+        s: &[u64],
+    ) -> Result<()> {
+        self.term_with_rng(ch, layout, w, s, &mut Prg::from_entropy())
+    }
+
+    /// [`Self::term`] with the re-randomization and flooding drawn from `rng` (a seeded
+    /// one in tests).
+    pub fn term_with_rng<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        ch: &mut dyn Channel,
+        layout: &ConvLayout,
+        w: &[i64],
+        s: &[u64],
+        rng: &mut R,
+    ) -> Result<()> {
+        let shape = &layout.shape;
+        if layout.n != N || w.len() != shape.weight_len() || s.len() != shape.out_len() {
+            return Err(ProtocolError::arg(format!(
+                "HE term: {} weights and {} outputs for a layout of degree {} expecting {} \
+                 and {}",
+                w.len(),
+                s.len(),
+                layout.n,
+                shape.weight_len(),
+                shape.out_len()
+            )));
+        }
+        let par = self.params.bfv().clone();
+        let mut raw = Vec::with_capacity(layout.input_cts());
+        for _ in 0..layout.input_cts() {
+            raw.push(ch.recv_prefixed(MAX_CT_BYTES)?);
+        }
+        let inputs = raw
+            .par_iter()
+            .map(|b| self.parse_input(b))
+            .collect::<Result<Vec<_>>>()?;
+        drop(raw);
+        // One generator per output ciphertext, drawn in order (group-major).
+        let prgs: Vec<Vec<Prg>> = (0..layout.groups)
+            .map(|_| (0..layout.tiles).map(|_| Prg::from_rng(rng)).collect())
+            .collect();
+        let outs = prgs
+            .into_par_iter()
+            .enumerate()
+            .map(|(g, prgs)| {
+                let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
+                let mut norm = 0u128;
+                let mut kernels = Vec::new();
+                for blk in layout.blocks_of_group(g) {
+                    let (k, n1) = layout.kernel(w, g, blk);
+                    norm += n1;
+                    let mut p = Poly::try_convert_from(
+                        k.as_slice(),
+                        ctx,
+                        false,
+                        Representation::PowerBasis,
+                    )
+                    .map_err(math_err("kernel"))?;
+                    p.change_representation(Representation::Ntt);
+                    kernels.push(p);
+                }
+                if norm > 1u128 << MAX_KERNEL_NORM_BITS {
+                    return Err(ProtocolError::arg(format!(
+                        "weights too large for the HE parameters: a kernel 1-norm of \
+                         {norm} exceeds 2^{MAX_KERNEL_NORM_BITS}"
+                    )));
+                }
+                (0..layout.tiles)
+                    .zip(prgs)
+                    .map(|(t, mut prg)| {
+                        let cts: Vec<&Ciphertext> = layout
+                            .blocks_of_group(g)
+                            .map(|b| &inputs[t * layout.channel_blocks + b])
+                            .collect();
+                        self.result(layout, &cts, &kernels, (t, g), s, &mut prg)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for t in 0..layout.tiles {
+            for group in &outs {
+                let (c1, c0) = &group[t];
+                ch.send_u64s(c1)?;
+                ch.send_u64s(c0)?;
+            }
+        }
+        ch.flush()?;
+        Ok(())
+    }
+
+    pub(super) fn parse_input(&self, bytes: &[u8]) -> Result<Ciphertext> {
+        let par = self.params.bfv().clone();
+        let mut ct = guarded(|| Ciphertext::from_bytes(bytes, &par), "input ciphertext")?;
+        let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
+        if ct.len() != 2 || ct.iter().any(|p| p.ctx() != ctx) {
+            return Err(ProtocolError::peer(
+                "an input ciphertext is not a fresh two-part ciphertext at the top level",
+            ));
+        }
+        for p in ct.iter_mut() {
+            match *p.representation() {
+                Representation::PowerBasis => {
+                    check_residues(&Vec::<u64>::from(&*p), N, "input ciphertext")?;
+                    p.change_representation(Representation::Ntt);
+                }
+                Representation::Ntt => {
+                    check_residues(&Vec::<u64>::from(&*p), N, "input ciphertext")?;
+                    let mut c = p.clone();
+                    c.change_representation(Representation::PowerBasis);
+                    check_residues(&Vec::<u64>::from(&c), N, "input ciphertext")?;
+                }
+                // NTT-Shoup (or anything newer): not what a client sends, and not what
+                // the products below expect.
+                r => {
+                    return Err(ProtocolError::peer(format!(
+                        "an input ciphertext polynomial is in {r:?} representation"
+                    )));
+                }
+            }
+        }
+        Ok(ct)
+    }
+
+    /// One output ciphertext (tile `t`, group `g`): products, minus `s`, re-randomized,
+    /// flooded, trimmed.
+    fn result(
+        &self,
+        layout: &ConvLayout,
+        cts: &[&Ciphertext],
+        kernels: &[Poly],
+        (t, g): (usize, usize),
+        s: &[u64],
+        rng: &mut Prg,
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let pos = layout.output_positions(t, g);
+        let ct = self.evaluate(cts, kernels, &pos, s, rng)?;
+        Ok(flood_and_trim(&ct, &pos, rng))
+    }
+
+    /// `sum_b ct_b * K_b - s + Enc_pk(0)`, before flooding.
+    pub(super) fn evaluate(
+        &self,
+        cts: &[&Ciphertext],
+        kernels: &[Poly],
+        pos: &[(usize, usize)],
+        s: &[u64],
+        rng: &mut Prg,
+    ) -> Result<Ciphertext> {
+        let par = self.params.bfv();
+        let c0 =
+            dot_product(cts.iter().map(|c| &c[0]), kernels.iter()).map_err(math_err("product"))?;
+        let c1 =
+            dot_product(cts.iter().map(|c| &c[1]), kernels.iter()).map_err(math_err("product"))?;
+        let ct = Ciphertext::new(vec![c0, c1], par).map_err(fhe_err("result"))?;
+        let mut sp = vec![0u64; N];
+        for &(coeff, idx) in pos {
+            sp[coeff] = s[idx];
+        }
+        let pt = Plaintext::try_encode(sp.as_slice(), Encoding::poly(), par)
+            .map_err(fhe_err("encoding s"))?;
+        let zero = Plaintext::zero(Encoding::poly(), par).map_err(fhe_err("zero"))?;
+        let fresh = self
+            .pk
+            .try_encrypt(&zero, rng)
+            .map_err(fhe_err("re-randomizing"))?;
+        Ok(&(&ct - &pt) + &fresh)
+    }
+}
+
+/// `c1` (all residues) and `c0` at the output coefficients `pos` only, plus flooding
+/// noise uniform in `[-2^FLOOD_BITS, 2^FLOOD_BITS)`; coefficient form, modulus-major.
+pub(super) fn flood_and_trim(
+    ct: &Ciphertext,
+    pos: &[(usize, usize)],
+    rng: &mut Prg,
+) -> (Vec<u64>, Vec<u64>) {
+    let mut c0 = ct[0].clone();
+    c0.change_representation(Representation::PowerBasis);
+    let c0 = Vec::<u64>::from(&c0);
+    let mut c1 = ct[1].clone();
+    c1.change_representation(Representation::PowerBasis);
+    let c1 = Vec::<u64>::from(&c1);
+    let mut sel = vec![0u64; K * pos.len()];
+    let span = 1u128 << (FLOOD_BITS + 1);
+    for (k, &(coeff, _)) in pos.iter().enumerate() {
+        let u = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) % span;
+        let flood = u as i128 - (1i128 << FLOOD_BITS);
+        for (i, &q) in MODULI.iter().enumerate() {
+            let f = flood.rem_euclid(i128::from(q)) as u64;
+            let v = c0[i * N + coeff];
+            sel[i * pos.len() + k] = ((u128::from(v) + u128::from(f)) % u128::from(q)) as u64;
+        }
+    }
+    (c1, sel)
+}

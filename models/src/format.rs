@@ -35,6 +35,8 @@ use crate::model::{Mask, Model, PublicModel, SiteCount};
 use crate::ring::FixedPointParams;
 use crate::tensor::Tensor;
 
+/// This crate's version, recorded as the writer of every model file.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// Magic of `public.json`.
@@ -137,7 +139,7 @@ pub struct Hashes {
 }
 
 fn writer() -> String {
-    format!("models {}", crate::VERSION)
+    format!("models {VERSION}")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

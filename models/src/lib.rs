@@ -40,8 +40,6 @@ pub mod tensor;
 pub mod testing;
 
 pub use error::{DataError, ModelError};
+pub use format::VERSION;
 pub use model::{Mask, Model, PublicModel};
 pub use tensor::Tensor;
-
-/// This crate's version, recorded as the writer of every model file.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,9 +6,10 @@ use std::process::{Command, Stdio};
 
 use rand::SeedableRng;
 
+use crate::arch;
 use crate::data::Normalization;
 use crate::error::ModelError;
-use crate::{Mask, Model, PublicModel, arch};
+use crate::model::{Mask, Model, PublicModel};
 
 /// A model of built-in architecture `name` (10 classes, default input) with random
 /// weights (`seed`) and a random fraction `keep` of its ReLUs kept (1.0 keeps all).

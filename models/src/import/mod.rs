@@ -27,10 +27,13 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::arch;
 use crate::data::{DatasetKind, Normalization};
+use crate::format::VERSION;
 use crate::graph::{Op, Shape};
+use crate::model::{Mask, Model, PublicModel};
 use crate::ring::FixedPointParams;
-use crate::{Mask, Model, PublicModel, Tensor, arch};
+use crate::tensor::Tensor;
 pub use checkpoint::{Checkpoint, Format};
 pub use error::ImportError;
 
@@ -313,7 +316,7 @@ pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported, ImportError
     let (kept, total) = (public.relu_kept(), public.relu_total());
     let provenance = json!({
         "import": {
-            "importer": format!("models {}", crate::VERSION),
+            "importer": format!("models {VERSION}"),
             "source": path.display().to_string(),
             "file": path.file_name().map(|f| f.to_string_lossy().to_string()),
             "sha256": ck.sha256,

@@ -14,6 +14,7 @@ use crate::engine::{LayerMetrics, PhaseMetrics};
 use crate::error::{Result, RuntimeError};
 use crate::net::{BlockingChannel, ClientTls, Stream, client_tls, server_name};
 use crate::session::{ClientOptions, ClientSession};
+use crate::wire::VERSION;
 
 /// Connects to `addr` (`HOST:PORT`); `tls: None` is plain TCP. Must run inside a tokio
 /// runtime; the returned channel must then be used from a blocking thread.
@@ -352,7 +353,7 @@ pub fn run(
     let off: Vec<f64> = records.iter().map(|r| r.offline.seconds).collect();
     Ok(ClientReport {
         record: "pi-client",
-        software: crate::VERSION,
+        software: VERSION,
         server_software,
         server: server.into(),
         tls,

@@ -33,6 +33,4 @@ pub mod session;
 pub mod wire;
 
 pub use error::{Result, RuntimeError};
-
-/// This crate's version, sent in the session hello and recorded in metrics.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use wire::VERSION;

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::error::{Result, RuntimeError};
 use crate::net::{BlockingChannel, Stream};
 use crate::session::{ServedModel, ServerOptions, ServerSessionReport, serve_session_from};
-use crate::wire::{Message, Reject, Side};
+use crate::wire::{Message, Reject, Side, VERSION};
 
 /// Everything a server needs.
 #[derive(Clone)]
@@ -295,7 +295,7 @@ fn session(
     if let Some(path) = &cfg.metrics_json {
         let rec = SessionRecord {
             record: "pi-server-session",
-            software: crate::VERSION,
+            software: VERSION,
             peer: peer.to_string(),
             tls: cfg.tls.is_some(),
             insecure,

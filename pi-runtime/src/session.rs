@@ -19,7 +19,8 @@ use crate::error::{Result, RuntimeError};
 use crate::net::PhaseDeadline;
 use crate::preprocess::{Method, Preprocessing};
 use crate::wire::{
-    ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello, Side,
+    ClientHello, KAPPA, MAX_PREPARE, Message, PROTOCOL_VERSION, Reject, STAT_SEC, ServerHello,
+    Side, VERSION,
 };
 
 /// Memory a session may hold in prepared (offline) material, on either side: the number
@@ -380,7 +381,7 @@ pub fn serve_session_from<C: Channel + PhaseDeadline>(
         .max(1);
     let hello = Message::ServerHello(ServerHello {
         version: PROTOCOL_VERSION,
-        software: crate::VERSION.into(),
+        software: VERSION.into(),
         preprocessing: method.code(),
         max_prepare,
         key_inferences,
@@ -512,7 +513,7 @@ impl<C: Channel> ClientSession<C> {
         let mut ch = CountingChannel::new(ch);
         Message::ClientHello(ClientHello {
             version: PROTOCOL_VERSION,
-            software: crate::VERSION.into(),
+            software: VERSION.into(),
             kappa: KAPPA,
             stat_sec: STAT_SEC,
             preprocessing: method.code(),

@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Result, RuntimeError};
 
+/// This crate's version, sent in the session hello and recorded in metrics.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Magic at the start of the client's hello.
 pub const MAGIC: [u8; 6] = *b"SNLPI\0";
 /// Version of this session protocol (2: the server answers `Prepare` with `Ready`, and

@@ -18,7 +18,7 @@ use std::path::Path;
 use models::fixed::FixedProgram;
 use pi_runtime::engine::Plan;
 
-use crate::Error;
+use crate::error::Error;
 use crate::results::Row;
 
 /// The latency model's terms.

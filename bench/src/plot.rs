@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::Error;
+use crate::error::Error;
 use crate::results::Row;
 
 /// A reference point: kept ReLUs and top-1 accuracy in percent.

@@ -31,7 +31,7 @@ use pi_runtime::server::{self, ServerConfig};
 use pi_runtime::session::{ClientOptions, ServedModel};
 use rayon::prelude::*;
 
-use crate::Error;
+use crate::error::Error;
 use crate::results::{self, Row, SCHEMA_VERSION};
 
 /// How the linear layers are preprocessed: the runtime's methods, forwarded to both

@@ -12,7 +12,7 @@ use models::arch;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
-use crate::TrainError;
+use crate::error::TrainError;
 use crate::net::Net;
 use crate::optim::{Optimizer, sgd};
 

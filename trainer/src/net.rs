@@ -12,7 +12,7 @@ use models::graph::{Graph, Op, Shape};
 use tch::nn::{self, Init, Module, ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 /// How ReLU sites compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

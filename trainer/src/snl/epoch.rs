@@ -7,8 +7,8 @@ use models::data::{Dataset, DatasetKind, Normalization, Split};
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
-use crate::TrainError;
 use crate::data::TensorSet;
+use crate::error::TrainError;
 use crate::net::Net;
 use crate::optim::{LossScaler, Optimizer};
 use crate::schedule::StepSetting;

@@ -7,8 +7,9 @@ use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::TensorSet;
+use crate::error::TrainError;
 use crate::net::{Net, SiteMode};
-use crate::{TrainError, load_weights};
+use crate::weights::load_weights;
 
 use super::settings::Common;
 

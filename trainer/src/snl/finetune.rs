@@ -11,10 +11,11 @@ use serde::Serialize;
 use serde_json::json;
 use tch::nn::VarStore;
 
+use crate::error::TrainError;
 use crate::net::Net;
 use crate::optim::sgd;
 use crate::schedule::StepSetting;
-use crate::{TrainError, export, load_weights};
+use crate::weights::{export, load_weights};
 
 use super::epoch::train_epoch;
 use super::eval::accuracy;

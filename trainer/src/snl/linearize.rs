@@ -5,7 +5,7 @@
 use models::format;
 use serde_json::json;
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 use super::epoch::load_sets;
 use super::eval::{accuracy, teacher_net};

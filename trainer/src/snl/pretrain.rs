@@ -11,9 +11,10 @@ use models::{PublicModel, arch, format};
 use serde_json::json;
 use tch::nn::VarStore;
 
+use crate::error::TrainError;
 use crate::net::Net;
 use crate::optim::sgd;
-use crate::{TrainError, export};
+use crate::weights::export;
 
 use super::epoch::{load_sets, train_epoch};
 use super::eval::accuracy;

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use crate::TrainError;
 use crate::data::TensorSet;
+use crate::error::TrainError;
 use crate::net::Net;
 use crate::optim::Optimizer;
 

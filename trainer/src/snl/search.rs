@@ -11,10 +11,11 @@ use serde_json::json;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
+use crate::error::TrainError;
 use crate::net::{Granularity, Net};
 use crate::optim::{self, Optimizer, named_params};
 use crate::schedule::StepSetting;
-use crate::{TrainError, export, load_weights};
+use crate::weights::{export, load_weights};
 
 use super::epoch::train_epoch;
 use super::eval::accuracy;

@@ -8,7 +8,7 @@ use models::data::DatasetKind;
 use serde_json::json;
 use tch::Device;
 
-use crate::TrainError;
+use crate::error::TrainError;
 use crate::net::Granularity;
 use crate::schedule::Schedule;
 

@@ -374,9 +374,7 @@ fn measure(opts: &SweepOptions, c: &Candidate, ds: &Dataset, sizes: Sizes) -> Re
         context: format!("counting the MACs of {}", c.dir.display()),
         source: e,
     })?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let rt = client::runtime(None)
         .map_err(|e| Error::Config(format!("starting the tokio runtime: {e}")))?;
     let rterr = |context: String| move |source| Error::Runtime { context, source };
     // The server, when it runs here: its address, how to trust it, how to stop it.
@@ -424,8 +422,7 @@ fn measure(opts: &SweepOptions, c: &Candidate, ds: &Dataset, sizes: Sizes) -> Re
     let context = || format!("{}: private inference against {addr}", c.dir.display());
     let outcome = (|| -> Result<(), Error> {
         for _ in 0..opts.repeats {
-            let ch = rt
-                .block_on(client::connect(&addr, tls.as_ref(), opts.timeout))
+            let ch = client::connect_blocking(&rt, &addr, tls.as_ref(), opts.timeout)
                 .map_err(rterr(context()))?;
             let report = client::run(ch, &addr, tls.is_some(), &images, &copts, |_, _| bar.inc(1))
                 .map_err(rterr(context()))?;

@@ -8,6 +8,7 @@ use models::data::{Dataset, DatasetKind, Split};
 use models::tensor::argmax;
 use serde::Serialize;
 use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
 use tokio_rustls::TlsConnector;
 
 use crate::engine::{LayerMetrics, PhaseMetrics};
@@ -57,6 +58,28 @@ pub async fn connect(
         stream,
         timeout,
     ))
+}
+
+/// The tokio runtime a synchronous client connects with: `workers` worker threads (`None`:
+/// tokio's default, one per core), I/O and time enabled. Its workers drive the channels
+/// [`connect_blocking`] opens on it, so it must outlive them.
+pub fn runtime(workers: Option<usize>) -> std::io::Result<Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
+}
+
+/// [`connect`] from synchronous code: connects on `rt` and returns the channel, to be used
+/// from this (or another blocking) thread while `rt` lives, e.g. by [`run`].
+pub fn connect_blocking(
+    rt: &Runtime,
+    addr: &str,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+) -> Result<BlockingChannel> {
+    rt.block_on(connect(addr, tls, timeout))
 }
 
 /// What to classify.

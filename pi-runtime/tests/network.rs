@@ -100,11 +100,7 @@ fn start(tls: bool, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
 
 /// A runtime for client connections (kept alive while its channels are used).
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
+    client::runtime(Some(1)).unwrap()
 }
 
 fn connect(
@@ -117,8 +113,7 @@ fn connect(
     } else {
         s.addr.to_string()
     };
-    rt.block_on(client::connect(&addr, tls, Duration::from_secs(10)))
-        .unwrap()
+    client::connect_blocking(rt, &addr, tls, Duration::from_secs(10)).unwrap()
 }
 
 fn dealer() -> ClientOptions {
@@ -179,11 +174,12 @@ fn tls_with_ca_file_and_with_pin() {
     sess.close().unwrap();
 
     // A wrong pin fails the handshake with a message that names both hashes.
-    let r = rt.block_on(client::connect(
+    let r = client::connect_blocking(
+        &rt,
         &format!("localhost:{}", s.addr.port()),
         Some(&ClientTls::Pin([7; 32])),
         Duration::from_secs(5),
-    ));
+    );
     let e = r.err().unwrap().to_string();
     assert!(e.contains("does not match the pinned"), "{e}");
     std::thread::sleep(Duration::from_millis(200));
@@ -218,13 +214,9 @@ fn concurrent_clients_are_isolated_and_a_silent_one_stalls_nobody() {
             let (prog, model) = (prog.clone(), model.clone());
             std::thread::spawn(move || {
                 let rt = rt();
-                let ch = rt
-                    .block_on(client::connect(
-                        &addr.to_string(),
-                        None,
-                        Duration::from_secs(10),
-                    ))
-                    .unwrap();
+                let ch =
+                    client::connect_blocking(&rt, &addr.to_string(), None, Duration::from_secs(10))
+                        .unwrap();
                 let mut sess = ClientSession::start(ch, &dealer()).unwrap();
                 for x in common::inputs(&model, 2, 100 + k) {
                     let got = sess.infer(&x).unwrap();

@@ -106,12 +106,8 @@ fn main() -> Result<()> {
         insecure_dealer: cli.insecure_dealer,
     };
     let timeout = Duration::from_secs(cli.timeout.max(1));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    let ch = rt.block_on(client::connect(&cli.connect, tls.as_ref(), timeout))?;
+    let rt = client::runtime(Some(1)).context("starting the tokio runtime")?;
+    let ch = client::connect_blocking(&rt, &cli.connect, tls.as_ref(), timeout)?;
     let quiet = cli.quiet;
     let report = client::run(
         ch,

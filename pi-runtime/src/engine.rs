@@ -55,7 +55,6 @@ use serde::Serialize;
 
 use crate::error::{Result, RuntimeError};
 pub use crate::plan::{Plan, PlanLayer};
-use crate::plan::{random_ring, recv_ring};
 use crate::preprocess::Preprocessing;
 
 /// Traffic and time of one layer in one phase.
@@ -209,7 +208,6 @@ impl<'p> ServerEngine<'p> {
         ch: &mut CountingChannel<C>,
         pre: &mut dyn Preprocessing,
     ) -> Result<(ServerPrepared, PhaseMetrics)> {
-        let lmask = self.plan.lmask();
         let mut meter = Meter::new(ch);
         let mut rng = self.rng.prg();
         let mut prep = ServerPrepared {
@@ -222,7 +220,7 @@ impl<'p> ServerEngine<'p> {
         for (i, layer) in self.plan.layers.iter().enumerate() {
             meter.begin(ch);
             let what = format!("offline layer {i}");
-            let s = random_ring(&mut rng, layer.len, lmask);
+            let s = self.plan.ring.random(&mut rng, layer.len);
             pre.server_layer(ch, self.prog, &self.plan, i, &s)
                 .map_err(|e| e.context(&what))?;
             prep.s.push(s);
@@ -282,9 +280,10 @@ impl<'p> ServerEngine<'p> {
         let plan = &self.plan;
         let p = plan.fixed;
         let f = p.frac_bits;
-        let lmask = plan.lmask();
+        let lmask = plan.ring.mask();
         let mut meter = Meter::new(ch);
-        let input = recv_ring(ch, plan.value_lens[0], lmask, "masked input")
+        let input = plan
+            .recv_ring(ch, plan.value_lens[0], "masked input")
             .map_err(|e| e.context("online input"))?;
         let mut vals: Vec<Vec<i64>> = vec![Vec::new(); plan.value_lens.len()];
         vals[0] = input.iter().map(|&u| p.reduce(u as i64)).collect();
@@ -447,11 +446,11 @@ impl ClientEngine {
     ) -> Result<(ClientPrepared, PhaseMetrics)> {
         let plan = &self.plan;
         let (f, l) = (plan.fixed.frac_bits, plan.fixed.ring_bits);
-        let lmask = plan.lmask();
+        let lmask = plan.ring.mask();
         let mut meter = Meter::new(ch);
         let mut rng = self.rng.prg();
         let mut masks: Vec<Option<Vec<u64>>> = vec![None; plan.value_lens.len()];
-        masks[0] = Some(random_ring(&mut rng, plan.value_lens[0], lmask));
+        masks[0] = Some(plan.ring.random(&mut rng, plan.value_lens[0]));
         let mut relus = Vec::with_capacity(plan.layers.len());
         let mut truncs = Vec::with_capacity(plan.layers.len());
         let mut logit_share = Vec::new();
@@ -534,7 +533,7 @@ impl ClientEngine {
     ) -> Result<(ClientOutput, PhaseMetrics)> {
         let plan = &self.plan;
         let p = plan.fixed;
-        let lmask = plan.lmask();
+        let lmask = plan.ring.mask();
         if encoded_input.len() != plan.value_lens[0] {
             return Err(RuntimeError::config(format!(
                 "input has {} values, the model expects {}",
@@ -579,7 +578,8 @@ impl ClientEngine {
                 ch.flush()?;
             }
             if layer.output.is_none() {
-                let a = recv_ring(ch, layer.len, lmask, "logit share")
+                let a = plan
+                    .recv_ring(ch, layer.len, "logit share")
                     .map_err(|e| e.context("online logits"))?;
                 let raw: Vec<i64> = a
                     .iter()

@@ -1,14 +1,12 @@
 //! The public schedule of a secure evaluation ([`Plan`]), derived from the model's public
 //! part alone so that both parties agree on it, with its exact costs (online bytes and
-//! rounds, prepared memory), and the ring helpers the engine and the linear
-//! preprocessing share.
+//! rounds, prepared memory) and its ring ([`protocols::share::Ring`]).
 
 use models::fixed::{Activation, FixedPointParams, FixedProgram, ValueId};
-use protocols::channel::{Channel, ChannelExt};
+use protocols::channel::Channel;
 use protocols::gc::relu::{ReluOnlineSecrets, ReluParams};
-use protocols::prg::Prg;
+use protocols::share::Ring;
 use protocols::trunc::{TruncClientSecrets, TruncServerSecrets};
-use rand_core::RngCore;
 
 use crate::error::{Result, RuntimeError};
 
@@ -37,6 +35,8 @@ pub struct PlanLayer {
 pub struct Plan {
     /// Fixed-point parameters of the model.
     pub fixed: FixedPointParams,
+    /// The ring `Z_2^l` of the shares (`l` = the fixed-point ring width).
+    pub ring: Ring,
     /// Parameters of the ReLU gadget (the same l, f, m).
     pub relu: ReluParams,
     /// Number of positions of each stored value.
@@ -104,6 +104,7 @@ impl Plan {
         }
         Ok(Plan {
             fixed,
+            ring: Ring::new(fixed.ring_bits)?,
             relu,
             value_lens,
             layers,
@@ -161,8 +162,17 @@ impl Plan {
         self.layers.iter().map(|l| l.trunc_count).sum()
     }
 
-    pub(crate) fn lmask(&self) -> u64 {
-        ring_mask(self.fixed.ring_bits)
+    /// Receives `n` elements of the plan's ring from the peer, rejecting any value outside
+    /// it; `what` names the message in errors.
+    pub(crate) fn recv_ring<C: Channel + ?Sized>(
+        &self,
+        ch: &mut C,
+        n: usize,
+        what: &str,
+    ) -> Result<Vec<u64>> {
+        self.ring
+            .recv(ch, n)
+            .map_err(|e| RuntimeError::from(e).context(what))
     }
 
     /// Bytes the server holds for one prepared inference ([`ServerPrepared`]): `s_i`, 8
@@ -214,28 +224,3 @@ impl Plan {
 
 /// Allowance for vector headers and allocator slack per layer of prepared material.
 const PER_LAYER_OVERHEAD: u64 = 128;
-
-/// `2^l - 1`: the mask that reduces into Z_2^l.
-pub(crate) fn ring_mask(l: u32) -> u64 {
-    if l >= 64 { u64::MAX } else { (1u64 << l) - 1 }
-}
-
-/// Receives `n` ring elements, rejecting any value outside `[0, 2^l)`.
-pub(crate) fn recv_ring<C: Channel + ?Sized>(
-    ch: &mut C,
-    n: usize,
-    lmask: u64,
-    what: &str,
-) -> Result<Vec<u64>> {
-    let v = ch.recv_u64s(n).map_err(RuntimeError::from)?;
-    if v.iter().any(|&x| x & !lmask != 0) {
-        return Err(RuntimeError::peer(format!(
-            "{what}: a value lies outside the ring"
-        )));
-    }
-    Ok(v)
-}
-
-pub(crate) fn random_ring(rng: &mut Prg, n: usize, lmask: u64) -> Vec<u64> {
-    (0..n).map(|_| rng.next_u64() & lmask).collect()
-}

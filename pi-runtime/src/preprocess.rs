@@ -16,7 +16,7 @@ use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, MODULI,
 use protocols::prg::RngSource;
 
 use crate::error::{Result, RuntimeError};
-use crate::plan::{Plan, random_ring, recv_ring, ring_mask};
+use crate::plan::Plan;
 
 /// The preprocessing methods a session can negotiate (wire code in parentheses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -155,11 +155,11 @@ impl Preprocessing for InsecureDealer {
         i: usize,
         s: &[u64],
     ) -> Result<()> {
-        let lmask = ring_mask(plan.fixed.ring_bits);
+        let lmask = plan.ring.mask();
         self.seen.resize(plan.value_lens.len(), None);
         for &v in &plan.layers[i].inputs {
             if self.seen[v].is_none() {
-                let r = recv_ring(ch, plan.value_lens[v], lmask, "dealer mask")?;
+                let r = plan.recv_ring(ch, plan.value_lens[v], "dealer mask")?;
                 self.seen[v] = Some(r.iter().map(|&u| plan.fixed.reduce(u as i64)).collect());
             }
         }
@@ -186,7 +186,6 @@ impl Preprocessing for InsecureDealer {
         i: usize,
         masks: &[Option<Vec<u64>>],
     ) -> Result<Vec<u64>> {
-        let lmask = ring_mask(plan.fixed.ring_bits);
         self.sent.resize(plan.value_lens.len(), false);
         for &v in &plan.layers[i].inputs {
             if !self.sent[v] {
@@ -198,7 +197,7 @@ impl Preprocessing for InsecureDealer {
             }
         }
         ch.flush()?;
-        recv_ring(ch, plan.layers[i].len, lmask, "dealer correlation")
+        plan.recv_ring(ch, plan.layers[i].len, "dealer correlation")
     }
 }
 
@@ -395,7 +394,7 @@ impl Preprocessing for HePreprocessing {
         i: usize,
         s: &[u64],
     ) -> Result<()> {
-        let lmask = ring_mask(plan.fixed.ring_bits);
+        let lmask = plan.ring.mask();
         if self.server.is_none() {
             let he = HeServer::setup(ch, self.params.clone())
                 .map_err(|e| RuntimeError::from(e).context("HE key setup"))?;
@@ -411,7 +410,7 @@ impl Preprocessing for HePreprocessing {
             let part = if k + 1 == terms.len() {
                 std::mem::take(&mut rest)
             } else {
-                let p = random_ring(&mut rng, s.len(), lmask);
+                let p = plan.ring.random(&mut rng, s.len());
                 rest.iter_mut()
                     .zip(&p)
                     .for_each(|(r, &p)| *r = r.wrapping_sub(p) & lmask);
@@ -430,7 +429,7 @@ impl Preprocessing for HePreprocessing {
         i: usize,
         masks: &[Option<Vec<u64>>],
     ) -> Result<Vec<u64>> {
-        let lmask = ring_mask(plan.fixed.ring_bits);
+        let lmask = plan.ring.mask();
         if self.client.is_none() {
             let mut rng = self.rng.prg();
             self.client = Some(HeClient::setup_with_rng(ch, self.params.clone(), &mut rng)?);

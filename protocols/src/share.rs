@@ -8,7 +8,93 @@
 
 use rand_core::RngCore;
 
+use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
+
+/// `2^bits - 1` (all ones for `bits >= 64`): the mask that reduces into `Z_{2^bits}`.
+#[inline]
+pub const fn bit_mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+/// The ring `Z_{2^l}` of one protocol run (`1 <= l <= 64`): the one place that knows how
+/// its elements are masked, reduced, read as signed values, drawn at random and received
+/// from a peer. Elements are `u64` in `[0, 2^l)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ring {
+    bits: u32,
+}
+
+impl Ring {
+    /// The ring `Z_{2^bits}`; fails unless `1 <= bits <= 64`.
+    pub fn new(bits: u32) -> Result<Self> {
+        if (1..=64).contains(&bits) {
+            Ok(Ring { bits })
+        } else {
+            Err(ProtocolError::arg(format!(
+                "ring width {bits} bits: need 1 to 64"
+            )))
+        }
+    }
+
+    /// `l`.
+    #[inline]
+    pub const fn bits(self) -> u32 {
+        self.bits
+    }
+
+    /// `2^l - 1`.
+    #[inline]
+    pub const fn mask(self) -> u64 {
+        bit_mask(self.bits)
+    }
+
+    /// `x mod 2^l`.
+    #[inline]
+    pub const fn reduce(self, x: u64) -> u64 {
+        x & self.mask()
+    }
+
+    /// An element read as a signed integer in `[-2^(l-1), 2^(l-1))`.
+    #[inline]
+    pub const fn to_signed(self, x: u64) -> i64 {
+        let s = 64 - self.bits;
+        ((x << s) as i64) >> s
+    }
+
+    /// The element of a signed integer (reduced mod `2^l`).
+    #[inline]
+    pub const fn from_signed(self, v: i64) -> u64 {
+        self.reduce(v as u64)
+    }
+
+    /// `n` uniformly random elements.
+    pub fn random<R: RngCore + ?Sized>(self, rng: &mut R, n: usize) -> Vec<u64> {
+        (0..n).map(|_| self.reduce(rng.next_u64())).collect()
+    }
+
+    /// Sends elements as 8-byte little-endian words (does not flush).
+    pub fn send<C: Channel + ?Sized>(self, ch: &mut C, v: &[u64]) -> Result<()> {
+        ch.send_u64s(v)?;
+        Ok(())
+    }
+
+    /// Receives `n` elements, rejecting any value outside `[0, 2^l)` as the peer's fault.
+    pub fn recv<C: Channel + ?Sized>(self, ch: &mut C, n: usize) -> Result<Vec<u64>> {
+        let v = ch.recv_u64s(n)?;
+        if v.iter().any(|&x| x & !self.mask() != 0) {
+            return Err(ProtocolError::peer(format!(
+                "a value lies outside the ring Z_2^{}",
+                self.bits
+            )));
+        }
+        Ok(v)
+    }
+}
 
 /// Ring bit width `l`.
 pub const RING_BITS: u32 = 61;
@@ -124,7 +210,7 @@ pub const fn round_offset(f: u32) -> u64 {
 ///
 /// `share` is reduced mod `2^l`; `1 <= l <= 64`, `f < l`.
 pub fn truncate_share(role: Role, share: u64, f: u32, l: u32) -> u64 {
-    let mask = if l >= 64 { u64::MAX } else { (1u64 << l) - 1 };
+    let mask = bit_mask(l);
     let s = share & mask;
     if f >= 64 {
         return 0;
@@ -219,6 +305,37 @@ mod tests {
             truncate_share(Role::Client, c, f, l),
         );
         assert!((to_signed(t) - (y >> f)).abs() <= 1);
+    }
+
+    #[test]
+    fn ring_masks_reduces_and_checks_received_values() {
+        for l in [1u32, 14, 61, 63, 64] {
+            let r = Ring::new(l).unwrap();
+            assert_eq!(r.mask(), bit_mask(l));
+            assert_eq!(r.mask().count_ones(), l);
+            assert_eq!(r.reduce(u64::MAX), r.mask());
+            assert_eq!(r.to_signed(r.mask()), -1);
+            assert_eq!(r.from_signed(-1), r.mask());
+            if l > 1 {
+                assert_eq!(r.to_signed(1 << (l - 1)), -1i64 << (l - 1));
+            }
+            let mut rng = ChaCha12Rng::seed_from_u64(u64::from(l));
+            assert!(r.random(&mut rng, 100).iter().all(|&x| x <= r.mask()));
+        }
+        assert!(Ring::new(0).is_err() && Ring::new(65).is_err());
+        // The signed view of the default ring is share::to_signed's.
+        let r = Ring::new(RING_BITS).unwrap();
+        assert_eq!(r.to_signed(RING_MASK - 4), to_signed(RING_MASK - 4));
+        // A received value outside the ring is the peer's fault.
+        let (mut a, mut b) = crate::channel::MemoryChannel::pair();
+        r.send(&mut a, &[5, RING_MASK]).unwrap();
+        a.flush().unwrap();
+        assert_eq!(r.recv(&mut b, 2).unwrap(), vec![5, RING_MASK]);
+        a.send_u64s(&[RING_MASK + 1]).unwrap();
+        a.flush().unwrap();
+        let e = r.recv(&mut b, 1).unwrap_err();
+        assert_eq!(e.fault(), crate::error::Fault::Peer);
+        assert!(e.to_string().contains("outside the ring"), "{e}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::block::Block;
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
 use crate::ot::{OtReceiver, OtSender};
-use crate::share::{Role, truncate_share};
+use crate::share::{Role, bit_mask as ring_mask, truncate_share};
 
 fn check(f: u32, l: u32) -> Result<()> {
     if (1..=32).contains(&f) && f + 3 <= l && l <= 64 {
@@ -52,10 +52,6 @@ fn check(f: u32, l: u32) -> Result<()> {
             "exact truncation needs 1 <= f <= 32 and f + 3 <= l <= 64, got f = {f}, l = {l}"
         )))
     }
-}
-
-fn ring_mask(l: u32) -> u64 {
-    if l >= 64 { u64::MAX } else { (1u64 << l) - 1 }
 }
 
 /// Bytes of one `f`-bit message on the wire.

@@ -22,15 +22,8 @@ impl Default for ReluParams {
     }
 }
 
-/// `2^bits - 1` for `bits <= 64`.
-#[inline]
-pub(crate) const fn mask(bits: u32) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
-}
+/// `2^bits - 1` for `bits <= 64` (the ring's mask, [`crate::share::bit_mask`]).
+pub(crate) use crate::share::bit_mask as mask;
 
 impl ReluParams {
     /// The project's parameters: `l = 61, f = 14, m = 36` (the defaults of

@@ -12,7 +12,7 @@ mod common;
 
 use std::thread;
 
-use common::{Run, check_layers, inputs, model};
+use common::{Run, assemble_runs, check_layers, inputs, model};
 use models::Model;
 use models::exec::calibrate_batchnorm;
 use models::fixed::FixedProgram;
@@ -87,28 +87,7 @@ fn session(
     }
     let (client_ch, client) = client.join().unwrap();
     let server_ch = ch.into_inner();
-    let l = prog.params;
-    let runs = server
-        .into_iter()
-        .zip(client)
-        .map(|((soff, son, svals), (out, masks, coff, con))| Run {
-            out,
-            values: svals
-                .iter()
-                .zip(&masks)
-                .map(|(s, r)| {
-                    s.iter()
-                        .zip(r)
-                        .map(|(&a, &b)| l.reduce(a.wrapping_add(b as i64)))
-                        .collect()
-                })
-                .collect(),
-            server_offline: soff,
-            server_online: son,
-            client_offline: coff,
-            client_online: con,
-        })
-        .collect();
+    let runs = assemble_runs(prog, server, client);
     let t = Transcript {
         server_sent: server_ch.sent,
         server_received: server_ch.received,

@@ -77,6 +77,22 @@ pub fn secure_runs(
         server.push((off, on, vals));
     }
     let client = client.join().unwrap();
+    assemble_runs(prog, server, client)
+}
+
+/// What the server keeps of one inference: offline and online metrics and its view of
+/// every stored value ([`ServerEngine::online_traced`]).
+pub type ServerSide = (PhaseMetrics, PhaseMetrics, Vec<Vec<i64>>);
+/// What the client keeps of one inference: its output, its masks and its metrics.
+pub type ClientSide = (ClientOutput, Vec<Vec<u64>>, PhaseMetrics, PhaseMetrics);
+
+/// Pairs the two parties' records of each inference into [`Run`]s, rebuilding every
+/// stored value as server view + client mask.
+pub fn assemble_runs(
+    prog: &FixedProgram,
+    server: Vec<ServerSide>,
+    client: Vec<ClientSide>,
+) -> Vec<Run> {
     let l = prog.params;
     server
         .into_iter()

@@ -186,6 +186,26 @@ fn a_killed_run_resumes_to_the_same_result() {
     );
     assert_eq!(whole[0].test_accuracy, resumed[0].test_accuracy);
     assert_eq!(a.weights, b.weights);
+
+    // The log's wall clock continues across resumptions: within each phase (and budget)
+    // `seconds` never goes back, although the run was three processes.
+    let log = std::fs::read_to_string(t.path().join("b").join("log.jsonl")).unwrap();
+    let mut last: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut lines = 0;
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (Some(phase), Some(secs)) = (v["phase"].as_str(), v["seconds"].as_f64()) else {
+            continue;
+        };
+        let key = format!("{phase}/{}", v["budget"]);
+        let prev = last.insert(key.clone(), secs).unwrap_or(0.0);
+        assert!(
+            secs >= prev,
+            "{key}: seconds went back from {prev} to {secs}"
+        );
+        lines += 1;
+    }
+    assert!(lines >= 4, "only {lines} timed log lines");
 }
 
 #[test]

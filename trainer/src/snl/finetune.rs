@@ -68,7 +68,8 @@ pub(super) fn finetune(run: &mut Linearization, b: usize) -> Result<Outcome, Tra
     let ckpt = c.out.join(format!("finetune-{b}"));
     let best_dir = ckpt.join("best");
     let mut st = load_checkpoint(&ckpt, &mut vs, &mut opt)?.unwrap_or_default();
-    let start = Instant::now();
+    // Wall clock of this phase: earlier invocations' (from the checkpoint) plus this one's.
+    let (start, before) = (Instant::now(), st.seconds);
     if !best_dir.join(format::MODEL_FILE).exists() {
         // The binarized, not yet fine-tuned network is the first candidate.
         let acc = accuracy(&net, test, c.batch, c.device);
@@ -110,11 +111,12 @@ pub(super) fn finetune(run: &mut Linearization, b: usize) -> Result<Outcome, Tra
             )?;
             format::save(&m, &best_dir, true)?;
         }
+        st.seconds = before + start.elapsed().as_secs_f64();
         save_checkpoint(&ckpt, &vs, &opt, &st)?;
         log.write(json!({
             "phase": "finetune", "budget": b, "epoch": st.epoch, "lr": lr, "loss": s.loss, "ce": s.ce, "kd": s.kd,
             "relu_count": kept, "train_acc": s.train_acc, "test_acc": acc, "best_test_acc": st.best,
-            "seconds": start.elapsed().as_secs_f64(),
+            "seconds": before + start.elapsed().as_secs_f64(),
         }))?;
         eprintln!(
             "finetune {b} epoch {}/{}: loss {:.4}, test acc {:.2}% (best {:.2}%)",

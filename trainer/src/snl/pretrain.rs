@@ -53,7 +53,8 @@ pub fn pretrain(p: &Pretrain) -> Result<PathBuf, TrainError> {
     if st.epoch > 0 {
         eprintln!("resuming pretraining after epoch {}", st.epoch);
     }
-    let start = Instant::now();
+    // Wall clock of this phase: earlier invocations' (from the checkpoint) plus this one's.
+    let (start, before) = (Instant::now(), st.seconds);
     let mut stop = StopAfter::new(c);
     let mut test_acc = 0.0;
     while st.epoch < p.epochs {
@@ -75,11 +76,12 @@ pub fn pretrain(p: &Pretrain) -> Result<PathBuf, TrainError> {
         )?;
         test_acc = accuracy(&net, &test, c.batch, c.device);
         st.epoch += 1;
+        st.seconds = before + start.elapsed().as_secs_f64();
         save_checkpoint(&ckpt, &vs, &opt, &st)?;
         log.write(json!({
             "phase": "pretrain", "epoch": st.epoch, "lr": s.last_lr, "loss": s.loss, "ce": s.ce,
             "train_acc": s.train_acc, "test_acc": test_acc,
-            "relu_count": template.relu_total(), "seconds": start.elapsed().as_secs_f64(),
+            "relu_count": template.relu_total(), "seconds": before + start.elapsed().as_secs_f64(),
         }))?;
         eprintln!(
             "pretrain epoch {}/{}: loss {:.4}, train acc {:.2}%, test acc {:.2}%",

@@ -84,6 +84,11 @@ pub(super) struct PhaseState {
     pub(super) crossed: Vec<usize>,
     /// Best test accuracy so far (fine-tuning).
     pub(super) best: f64,
+    /// Wall-clock seconds the phase has run up to this checkpoint, over every invocation
+    /// (the log's `seconds` continue from it when a run resumes; absent in checkpoints
+    /// written before it existed, which count from 0).
+    #[serde(default)]
+    pub(super) seconds: f64,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {

@@ -87,7 +87,8 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
             ..Default::default()
         },
     };
-    let start = Instant::now();
+    // Wall clock of this phase: earlier invocations' (from the checkpoint) plus this one's.
+    let (start, before) = (Instant::now(), st.seconds);
     loop {
         let pending: Vec<usize> = budgets
             .iter()
@@ -156,7 +157,7 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
         log.write(json!({
             "phase": "search", "epoch": st.epoch, "loss": s.loss, "ce": s.ce, "kd": s.kd, "alpha_l1": s.l1,
             "lambda": st.lambda, "relu_count": count, "train_acc": s.train_acc, "test_acc": acc,
-            "seconds": start.elapsed().as_secs_f64(),
+            "seconds": before + start.elapsed().as_secs_f64(),
         }))?;
         eprintln!(
             "search epoch {}: {count} ReLUs ({:.2}%), lambda {:.3e}, loss {:.4}, test acc {:.2}%",
@@ -183,6 +184,7 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
             st.crossed.push(b);
             eprintln!("budget {b} reached at epoch {}: mask snapshotted", st.epoch);
         }
+        st.seconds = before + start.elapsed().as_secs_f64();
         save_checkpoint(&ckpt, &vs, &opt, &st)?;
         stop.epoch_done()?;
     }

@@ -175,10 +175,11 @@ impl Plan {
             .map_err(|e| RuntimeError::from(e).context(what))
     }
 
-    /// Bytes the server holds for one prepared inference ([`ServerPrepared`]): `s_i`, 8
-    /// bytes per output position of every layer, per layer with kept ReLUs the online
-    /// part of its garbling ([`ReluOnlineSecrets::bytes_for`]), per truncated position its
-    /// random-OT choice and key, plus a small per-layer allowance for the containers.
+    /// Bytes the server holds for one prepared inference
+    /// ([`ServerPrepared`](crate::engine::ServerPrepared)): `s_i`, 8 bytes per output
+    /// position of every layer, per layer with kept ReLUs the online part of its garbling
+    /// ([`ReluOnlineSecrets::bytes_for`]), per truncated position its random-OT choice and
+    /// key, plus a small per-layer allowance for the containers.
     pub fn server_prepared_bytes(&self) -> u64 {
         self.layers
             .iter()
@@ -206,10 +207,10 @@ impl Plan {
             .unwrap_or(0)
     }
 
-    /// Bytes the client holds for one prepared inference ([`ClientPrepared`]): the mask of
-    /// every stored value, its share of the logits, per kept ReLU the garbled tables
-    /// and the labels of its `m + l` input bits, and per truncated position its
-    /// truncation messages and keys.
+    /// Bytes the client holds for one prepared inference
+    /// ([`ClientPrepared`](crate::engine::ClientPrepared)): the mask of every stored value,
+    /// its share of the logits, per kept ReLU the garbled tables and the labels of its
+    /// `m + l` input bits, and per truncated position its truncation messages and keys.
     pub fn client_prepared_bytes(&self) -> u64 {
         let masks: u64 = self.value_lens.iter().map(|&n| 8 * n as u64).sum();
         let per_relu =

@@ -2,7 +2,7 @@
 //!
 //! | name       | layout                                                        | ReLUs at default input |
 //! |------------|---------------------------------------------------------------|------------------------|
-//! | `resnet18` | SNL `resnet18_in`: 3x3 stem conv + BN (no ReLU), BasicBlocks [2,2,2,2], widths 64/128/256/512, sites after `bn1` and after the residual add, global average pool, linear | 491,520 (3x32x32) |
+//! | `resnet18` | SNL `resnet18_in`: 3x3 stem conv + BN (no ReLU), BasicBlocks `[2,2,2,2]`, widths 64/128/256/512, sites after `bn1` and after the residual add, global average pool, linear | 491,520 (3x32x32) |
 //! | `wrn22_8`  | SNL `wide_resnet_22_8`: pre-activation wide blocks, widths 128/256/512, final BN without ReLU | 1,359,872 (3x32x32) |
 //! | `resnet20` | He et al.'s CIFAR ResNet-20 (16/32/64, 3 blocks per stage) with a stem ReLU and 1x1-conv shortcuts (option B); the small network for CPU work | 188,416 (3x32x32) |
 //! | `lenet5`   | LeNet-5 for 28x28 grey images: conv5-avgpool-conv5-avgpool-fc120-fc84-fc | 6,508 (1x28x28) |

@@ -7,7 +7,7 @@
 //!   `lenet5`) laid out as SNL's reference code lays them out.
 //! - [`model`]: a model in memory, split into the public part (architecture, normalization,
 //!   fixed-point parameters, masks) and the private part (weights).
-//! - [`format`]: the versioned on-disk model directory (JSON manifests with magic, format
+//! - [`format`](mod@format): the versioned on-disk model directory (JSON manifests with magic, format
 //!   version, writer version and hashes; tensors as safetensors).
 //! - [`import`]: PyTorch checkpoints (safetensors or `torch.save` zip, SNL's reference
 //!   names and alphas) into the model format, with a pure-Rust unpickler; no libtorch.

@@ -5,17 +5,17 @@
 //! circuits (the server garbles, the client evaluates).
 //!
 //! This crate computes; it never opens a socket or a file. Everything the two parties
-//! exchange goes through a [`Channel`](channel::Channel) supplied by the caller
-//! (`pi-runtime` supplies TCP and TLS; tests use [`MemoryChannel`](channel::MemoryChannel)).
+//! exchange goes through a [`Channel`] supplied by the caller
+//! (`pi-runtime` supplies TCP and TLS; tests use [`MemoryChannel`]).
 //! Protocols are synchronous and blocking (see `docs/protocols.md` for why).
 //!
 //! Modules:
-//! * [`block`]: the 128-bit [`Block`](block::Block) (labels, hash inputs, OT messages)
+//! * [`block`]: the 128-bit [`Block`] (labels, hash inputs, OT messages)
 //!   and the free-XOR offset [`Delta`](block::Delta) that garbling and correlated OT share;
 //! * [`aes_hash`]: fixed-key AES-128 (a VAES-512 kernel where the CPU has one) and the
 //!   tweakable circular correlation-robust hash of Guo, Katz, Wang and Yu;
 //! * [`prg`]: AES-CTR pseudorandom generator seeded from the OS or a given seed;
-//! * [`channel`]: the [`Channel`](channel::Channel) trait, typed helpers, an in-memory
+//! * [`channel`]: the [`Channel`] trait, typed helpers, an in-memory
 //!   pair, a wrapper for caller-supplied byte streams, byte/round counting and
 //!   transcript recording wrappers;
 //! * [`gc`]: garbled circuits (free-XOR, half-gates, point-and-permute), backends,

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-/// A whole split in memory: bytes [N, C, H, W] and labels [N].
+/// A whole split in memory: bytes `[N, C, H, W]` and labels `[N]`.
 #[derive(Debug)]
 pub struct TensorSet {
     images: Tensor,

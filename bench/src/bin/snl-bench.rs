@@ -96,7 +96,7 @@ struct SweepArgs {
     /// On loopback: TLS with a throwaway certificate (default: plain TCP, as benchmarks).
     #[arg(long, conflicts_with = "server")]
     tls: bool,
-    /// Network label recorded in each row (default: loopback, or rtt-<X>ms with --rtt-ms).
+    /// Network label recorded in each row (default: loopback, or rtt-Xms with --rtt-ms X).
     #[arg(long)]
     network: Option<String>,
     /// Round-trip time added on the path by a delay relay, ms (recorded; the sweep adds
@@ -126,7 +126,7 @@ struct PlotArgs {
     /// repeat for several.
     #[arg(long)]
     reference: Vec<PathBuf>,
-    /// Legend label of each --reference, in order (default: "<network>, published").
+    /// Legend label of each --reference, in order (default: "NETWORK, published").
     #[arg(long)]
     reference_label: Vec<String>,
     /// Only rows of these network labels (repeat); default all.

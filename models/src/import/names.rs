@@ -208,8 +208,9 @@ pub fn map(table: &Table, graph: &Graph) -> Result<Vec<Mapping>, String> {
     Ok(out)
 }
 
-/// Whether an alpha tensor of shape `found` fits site shape [C, H, W]: [1, C, H, W] (SNL's
-/// `LearnableAlpha`) or [C, H, W]; for a 1x1 site (after a linear layer) also [1, C] or [C].
+/// Whether an alpha tensor of shape `found` fits site shape `[C, H, W]`: `[1, C, H, W]` (SNL's
+/// `LearnableAlpha`) or `[C, H, W]`; for a 1x1 site (after a linear layer) also `[1, C]` or
+/// `[C]`.
 pub fn alpha_shape_fits(found: &[usize], [c, h, w]: [usize; 3]) -> bool {
     found == [1, c, h, w]
         || found == [c, h, w]

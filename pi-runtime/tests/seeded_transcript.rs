@@ -10,18 +10,15 @@
 
 mod common;
 
-use std::thread;
-
-use common::{Run, assemble_runs, check_layers, inputs, model};
+use common::{Run, check_layers, drive, inputs, model};
 use models::Model;
 use models::exec::calibrate_batchnorm;
 use models::fixed::FixedProgram;
 use models::tensor::argmax;
-use pi_runtime::engine::{ClientEngine, ServerEngine};
 use pi_runtime::preprocess::Method;
 use protocols::channel::RecordingChannel;
 use protocols::prg::RngSource;
-use protocols::{Block, CountingChannel, MemoryChannel};
+use protocols::{Block, MemoryChannel};
 
 /// Everything both parties sent and received in one session.
 #[derive(PartialEq)]
@@ -53,41 +50,17 @@ fn session(
     inputs: &[Vec<f32>],
     seeds: (Option<u128>, Option<u128>),
 ) -> (Transcript, Vec<Run>) {
-    let structure = FixedProgram::structure(&model.public).unwrap();
-    let encoded: Vec<Vec<i64>> = inputs
-        .iter()
-        .map(|x| prog.encode_input(x).unwrap())
-        .collect();
     let (a, b) = MemoryChannel::pair();
-    let client = thread::spawn(move || {
-        let (eng_rng, pre_rng) = sources(seeds.1);
-        let mut ch = CountingChannel::new(RecordingChannel::new(b));
-        let mut eng = ClientEngine::with_rng(&structure, eng_rng).unwrap();
-        eng.setup_ot(&mut ch).unwrap();
-        let mut pre = method.instance_with_rng(&structure, pre_rng).unwrap();
-        let mut res = Vec::new();
-        for x in &encoded {
-            let (prep, off) = eng.offline(&mut ch, pre.as_mut()).unwrap();
-            let masks = prep.masks().to_vec();
-            let (out, on) = eng.online(&mut ch, prep, x).unwrap();
-            res.push((out, masks, off, on));
-        }
-        (ch.into_inner(), res)
-    });
-    let (eng_rng, pre_rng) = sources(seeds.0);
-    let mut ch = CountingChannel::new(RecordingChannel::new(a));
-    let mut eng = ServerEngine::with_rng(prog, eng_rng).unwrap();
-    eng.setup_ot(&mut ch).unwrap();
-    let mut pre = method.instance_with_rng(prog, pre_rng).unwrap();
-    let mut server = Vec::new();
-    for _ in 0..inputs.len() {
-        let (prep, off) = eng.offline(&mut ch, pre.as_mut()).unwrap();
-        let (on, vals) = eng.online_traced(&mut ch, prep).unwrap();
-        server.push((off, on, vals));
-    }
-    let (client_ch, client) = client.join().unwrap();
-    let server_ch = ch.into_inner();
-    let runs = assemble_runs(prog, server, client);
+    let channels = (RecordingChannel::new(a), RecordingChannel::new(b));
+    let (runs, server_ch, client_ch) = drive(
+        method,
+        model,
+        prog,
+        inputs,
+        channels,
+        sources(seeds.0),
+        sources(seeds.1),
+    );
     let t = Transcript {
         server_sent: server_ch.sent,
         server_received: server_ch.received,

@@ -10,7 +10,8 @@ use models::fixed::{Activation, FixedProgram};
 use models::tensor::argmax;
 use pi_runtime::engine::{ClientEngine, ClientOutput, PhaseMetrics, ServerEngine};
 use pi_runtime::preprocess::Method;
-use protocols::{CountingChannel, MemoryChannel};
+use protocols::prg::RngSource;
+use protocols::{Channel, CountingChannel, MemoryChannel};
 use rand::{Rng, SeedableRng};
 
 /// A random model of a built-in architecture with a fraction `keep` of its ReLUs kept
@@ -45,18 +46,33 @@ pub fn secure_runs(
     prog: &FixedProgram,
     inputs: &[Vec<f32>],
 ) -> Vec<Run> {
+    let entropy = || (RngSource::Entropy, RngSource::Entropy);
+    let (a, b) = MemoryChannel::pair();
+    drive(method, model, prog, inputs, (a, b), entropy(), entropy()).0
+}
+
+/// One session of `inputs.len()` inferences over the channel pair `(server, client)`,
+/// each party's engine and preprocessing drawing from the given sources; returns the runs
+/// and the two channels (e.g. recording ones, for their transcripts).
+pub fn drive<C: Channel + Send + 'static>(
+    method: Method,
+    model: &Model,
+    prog: &FixedProgram,
+    inputs: &[Vec<f32>],
+    (server_ch, client_ch): (C, C),
+    (server_eng, server_pre): (RngSource, RngSource),
+    (client_eng, client_pre): (RngSource, RngSource),
+) -> (Vec<Run>, C, C) {
     let client_prog = FixedProgram::structure(&model.public).unwrap();
     let encoded: Vec<Vec<i64>> = inputs
         .iter()
         .map(|x| prog.encode_input(x).unwrap())
         .collect();
-    let (a, b) = MemoryChannel::pair();
-    let n = inputs.len();
     let client = thread::spawn(move || {
-        let mut ch = CountingChannel::new(b);
-        let mut eng = ClientEngine::new(&client_prog).unwrap();
+        let mut ch = CountingChannel::new(client_ch);
+        let mut eng = ClientEngine::with_rng(&client_prog, client_eng).unwrap();
         eng.setup_ot(&mut ch).unwrap();
-        let mut pre = method.instance(&client_prog).unwrap();
+        let mut pre = method.instance_with_rng(&client_prog, client_pre).unwrap();
         let mut res = Vec::new();
         for x in &encoded {
             let (prep, off) = eng.offline(&mut ch, pre.as_mut()).unwrap();
@@ -64,20 +80,24 @@ pub fn secure_runs(
             let (out, on) = eng.online(&mut ch, prep, x).unwrap();
             res.push((out, masks, off, on));
         }
-        res
+        (ch.into_inner(), res)
     });
-    let mut ch = CountingChannel::new(a);
-    let mut eng = ServerEngine::new(prog).unwrap();
+    let mut ch = CountingChannel::new(server_ch);
+    let mut eng = ServerEngine::with_rng(prog, server_eng).unwrap();
     eng.setup_ot(&mut ch).unwrap();
-    let mut pre = method.instance(prog).unwrap();
+    let mut pre = method.instance_with_rng(prog, server_pre).unwrap();
     let mut server = Vec::new();
-    for _ in 0..n {
+    for _ in 0..inputs.len() {
         let (prep, off) = eng.offline(&mut ch, pre.as_mut()).unwrap();
         let (on, vals) = eng.online_traced(&mut ch, prep).unwrap();
         server.push((off, on, vals));
     }
-    let client = client.join().unwrap();
-    assemble_runs(prog, server, client)
+    let (client_ch, client) = client.join().unwrap();
+    (
+        assemble_runs(prog, server, client),
+        ch.into_inner(),
+        client_ch,
+    )
 }
 
 /// What the server keeps of one inference: offline and online metrics and its view of

@@ -159,16 +159,22 @@ pub trait ChannelExt: Channel {
         self.send(bytes)
     }
 
-    /// Receives a byte string sent by [`ChannelExt::send_prefixed`], refusing lengths
-    /// above `max_len` (so a peer cannot make us allocate without bound).
-    fn recv_prefixed(&mut self, max_len: usize) -> Result<Vec<u8>, ProtocolError> {
+    /// Receives the u64 length prefix of [`ChannelExt::send_prefixed`], refusing lengths
+    /// above `max_len` before anything is allocated.
+    fn recv_prefix(&mut self, max_len: usize) -> Result<usize, ProtocolError> {
         let len = self.recv_u64()?;
-        let len = usize::try_from(len)
+        usize::try_from(len)
             .ok()
             .filter(|&l| l <= max_len)
             .ok_or_else(|| {
                 ProtocolError::peer(format!("length prefix {len} exceeds limit {max_len}"))
-            })?;
+            })
+    }
+
+    /// Receives a byte string sent by [`ChannelExt::send_prefixed`], refusing lengths
+    /// above `max_len` (so a peer cannot make us allocate without bound).
+    fn recv_prefixed(&mut self, max_len: usize) -> Result<Vec<u8>, ProtocolError> {
+        let len = self.recv_prefix(max_len)?;
         let mut buf = vec![0u8; len];
         self.recv(&mut buf)?;
         Ok(buf)

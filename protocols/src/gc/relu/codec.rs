@@ -135,13 +135,7 @@ impl GarbledRelus {
     /// refusing messages longer than `max_len` bytes; the checks are those of
     /// [`GarbledRelus::from_bytes`]. The tables are read straight into blocks.
     pub fn recv<C: Channel + ?Sized>(ch: &mut C, max_len: usize) -> Result<Self> {
-        let len = ch.recv_u64()?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| l <= max_len)
-            .ok_or_else(|| {
-                ProtocolError::peer(format!("length prefix {len} exceeds limit {max_len}"))
-            })?;
+        let len = ch.recv_prefix(max_len)?;
         if len < Self::HEADER_BYTES {
             let mut buf = vec![0u8; len];
             ch.recv(&mut buf)?;

@@ -42,7 +42,7 @@ use crate::block::Block;
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
 use crate::ot::{OtReceiver, OtSender};
-use crate::share::{Role, bit_mask as ring_mask, truncate_share};
+use crate::share::{Role, bit_mask, truncate_share};
 
 fn check(f: u32, l: u32) -> Result<()> {
     if (1..=32).contains(&f) && f + 3 <= l && l <= 64 {
@@ -191,7 +191,7 @@ pub fn trunc_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Sized
     } else {
         ot.send_random(ch, shares.len())?
     };
-    let mask = ring_mask(l);
+    let mask = bit_mask(l);
     let fmask = (1u64 << f) - 1;
     let quarter = 1u64 << (l - 2);
     let mut out = Vec::with_capacity(shares.len());
@@ -212,7 +212,7 @@ pub fn trunc_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Sized
 
 /// The server's top bit `q = [a ≥ 2^(l-1)]` of each share.
 fn top_bits(shares: &[u64], l: u32) -> impl Iterator<Item = bool> + '_ {
-    let mask = ring_mask(l);
+    let mask = bit_mask(l);
     shares
         .iter()
         .map(move |&a| ((a & mask) >> (l - 1)) & 1 == 1)
@@ -258,7 +258,7 @@ pub fn trunc_online_server_finish<C: Channel + ?Sized>(
     let w = width(f);
     let mut buf = vec![0u8; 2 * w * shares.len()];
     ch.recv(&mut buf)?;
-    let mask = ring_mask(l);
+    let mask = bit_mask(l);
     let mut out = Vec::with_capacity(shares.len());
     for (((chunk, q), &k), &a) in buf
         .chunks_exact(2 * w)
@@ -334,7 +334,7 @@ mod tests {
     /// included in `Y`), the client's `-u`. Returns the reconstructed results and the
     /// client's view of the online bytes `(received, sent)`.
     fn run(cases: &[(i64, u64)], f: u32, l: u32, seed: u64) -> (Vec<i64>, (u64, u64)) {
-        let mask = ring_mask(l);
+        let mask = bit_mask(l);
         let a: Vec<u64> = cases
             .iter()
             .map(|&(y, u)| (y as u64).wrapping_add(u) & mask)
@@ -381,7 +381,7 @@ mod tests {
 
     /// Local truncation of the same shares, for comparison.
     fn local(y: i64, u: u64, f: u32, l: u32) -> i64 {
-        let mask = ring_mask(l);
+        let mask = bit_mask(l);
         let a = (y as u64).wrapping_add(u) & mask;
         let c = u.wrapping_neg() & mask;
         let t = truncate_share(Role::Server, a, f, l).wrapping_add(truncate_share(
@@ -397,7 +397,7 @@ mod tests {
     /// Shares chosen where local truncation wraps (u next to 0 and next to 2^l, both
     /// signs of Y), at the quarter boundaries, at the largest |Y| allowed, and random.
     fn cases(l: u32, f: u32, rng: &mut ChaCha12Rng) -> Vec<(i64, u64)> {
-        let mask = ring_mask(l);
+        let mask = bit_mask(l);
         let big = (1i64 << (l - 2)) - 1;
         let q = 1u64 << (l - 2);
         let mut v = Vec::new();

@@ -29,14 +29,14 @@ pub enum ModelError {
     },
     /// The file was written by a newer (or unknown) version of the format.
     #[error(
-        "{path}: format version {found} is not supported (this build reads version {supported}); upgrade the reader"
+        "{path}: format version {found} is not supported (this build reads versions 1 to {supported}); upgrade the reader"
     )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
         /// The version found.
         found: u32,
-        /// The version this build reads.
+        /// The newest version this build reads.
         supported: u32,
     },
     /// A file is syntactically invalid or truncated.

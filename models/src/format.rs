@@ -37,8 +37,12 @@ use crate::tensor::Tensor;
 
 /// This crate's version, recorded as the writer of every model file.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 added the per-site ReLU windows
+/// (`relu_windows` in `public.json`) and `fixed_point.relu_dropped_bits`.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (version 1 reads as version 2 without
+/// windows and with `relu_dropped_bits = 0`, the exact ReLU circuit it was written for).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Magic of `public.json`.
 pub const PUBLIC_MAGIC: &str = "snl-model-public";
 /// Magic of `model.json`.
@@ -99,6 +103,10 @@ pub struct PublicDoc {
     pub normalization: Normalization,
     /// Fixed-point parameters of the secure arithmetic.
     pub fixed_point: FixedPointParams,
+    /// Per-site ReLU windows (bits `m` read per share), by site name (format version 2;
+    /// omitted when empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub relu_windows: BTreeMap<String, u32>,
     /// ReLU counts.
     pub relus: ReluSummary,
     /// The masks file.
@@ -212,6 +220,7 @@ pub fn encode_public(public: &PublicModel) -> Result<(Vec<u8>, Vec<u8>), ModelEr
         input: public.graph.input,
         normalization: public.normalization.clone(),
         fixed_point: public.fixed_point,
+        relu_windows: public.relu_windows.clone(),
         relus: ReluSummary {
             total: sites.iter().map(|s| s.total).sum(),
             kept: sites.iter().map(|s| s.kept).sum(),
@@ -392,7 +401,7 @@ fn parse_manifest<T: serde::de::DeserializeOwned>(
         .get("format_version")
         .and_then(|v| v.as_u64())
         .ok_or_else(|| ModelError::malformed(path, "missing or non-integer format_version"))?;
-    if version != u64::from(FORMAT_VERSION) {
+    if !(u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&version) {
         return Err(ModelError::UnsupportedVersion {
             path: path.into(),
             found: u32::try_from(version).unwrap_or(u32::MAX),
@@ -561,12 +570,21 @@ fn public_from_doc(
     {
         return Err(ModelError::UnexpectedTensor { name: extra.into() });
     }
+    if doc.format_version < 2
+        && (!doc.relu_windows.is_empty() || doc.fixed_point.relu_dropped_bits != 0)
+    {
+        return Err(ModelError::malformed(
+            path,
+            "relu_windows and fixed_point.relu_dropped_bits need format version 2",
+        ));
+    }
     let public = PublicModel {
         arch: doc.arch.clone(),
         graph: doc.graph.clone(),
         normalization: doc.normalization.clone(),
         fixed_point: doc.fixed_point,
         masks,
+        relu_windows: doc.relu_windows.clone(),
     };
     public.validate()?;
     let counts = public.site_counts()?;

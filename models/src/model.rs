@@ -99,6 +99,11 @@ pub struct PublicModel {
     pub fixed_point: FixedPointParams,
     /// One mask per ReLU site, by site name.
     pub masks: BTreeMap<String, Mask>,
+    /// Per-site ReLU windows `m` (bits of each share the circuit reads), by site name,
+    /// chosen from a calibration set's largest pre-activations with a margin
+    /// ([`FixedPointParams::window_for`]); sites without one use
+    /// [`FixedPointParams::relu_bits`]. Empty in models of format version 1.
+    pub relu_windows: BTreeMap<String, u32>,
 }
 
 /// Per-site ReLU counts.
@@ -133,9 +138,19 @@ impl PublicModel {
             normalization,
             fixed_point,
             masks,
+            relu_windows: BTreeMap::new(),
         };
         m.validate()?;
         Ok(m)
+    }
+
+    /// The fixed-point parameters at ReLU site `site`: the model's, with the site's
+    /// window if it has one.
+    pub fn site_params(&self, site: &str) -> FixedPointParams {
+        match self.relu_windows.get(site) {
+            Some(&m) => self.fixed_point.with_relu_bits(m),
+            None => self.fixed_point,
+        }
     }
 
     /// Number of output classes (the size of the last node).
@@ -180,6 +195,17 @@ impl PublicModel {
             return Err(ModelError::UnexpectedTensor {
                 name: extra.clone(),
             });
+        }
+        for (name, &m) in &self.relu_windows {
+            if !sites.iter().any(|s| &s.name == name) {
+                return Err(ModelError::InvalidArgument(format!(
+                    "ReLU window given for {name:?}, which is not a ReLU site of the graph"
+                )));
+            }
+            self.fixed_point
+                .with_relu_bits(m)
+                .validate()
+                .map_err(|e| ModelError::InvalidArgument(format!("window of site {name}: {e}")))?;
         }
         Ok(sites)
     }

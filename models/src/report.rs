@@ -41,6 +41,8 @@ pub struct Inspect {
     pub normalization: Normalization,
     /// The ring and scales the secure evaluation uses.
     pub fixed_point: FixedPointParams,
+    /// Per-site ReLU windows `m`, by site name (format version 2; empty when none).
+    pub relu_windows: std::collections::BTreeMap<String, u32>,
     /// Which parts the directory holds.
     pub parts: Parts,
     /// The public hash, and the weights' and content hashes of a full model.
@@ -113,6 +115,7 @@ impl Inspect {
             input: public.graph.input,
             normalization: public.normalization,
             fixed_point: public.fixed_point,
+            relu_windows: public.relu_windows.clone(),
             parts: Parts {
                 public: true,
                 private: mdoc.is_some(),

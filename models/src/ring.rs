@@ -17,8 +17,17 @@ pub struct FixedPointParams {
     pub ring_bits: u32,
     /// f: fractional bits of activations and weights.
     pub frac_bits: u32,
-    /// m: low bits of each share the ReLU circuit reads.
+    /// m: low bits of each share the ReLU circuit reads (the window: pre-activations up to
+    /// `2^(m-1-2f)` in magnitude); a model's per-site windows
+    /// ([`crate::model::PublicModel::relu_windows`]) override it site by site.
     pub relu_bits: u32,
+    /// k: low bits of each share the ReLU circuit drops before adding (truncation fused
+    /// into the circuit, `k <= f`). 0 is the exact circuit; with `k > 0` a kept ReLU's
+    /// truncated value may come out one unit (2^-f) below the exact one, depending on the
+    /// shares (the carry out of the dropped bits), which no plaintext twin can know: see
+    /// `docs/fixed-point.md`. Absent in model files of format version 1, which read as 0.
+    #[serde(default)]
+    pub relu_dropped_bits: u32,
 }
 
 impl Default for FixedPointParams {
@@ -27,25 +36,49 @@ impl Default for FixedPointParams {
             ring_bits: 61,
             frac_bits: 14,
             relu_bits: 36,
+            relu_dropped_bits: 14,
         }
     }
 }
 
 impl FixedPointParams {
-    /// Checks 1 <= f, 2f + 2 <= m <= l <= 62.
+    /// Checks 1 <= f, k <= f, 2f + 2 <= m <= l <= 62.
     pub fn validate(&self) -> Result<(), ModelError> {
         let FixedPointParams {
             ring_bits: l,
             frac_bits: f,
             relu_bits: m,
+            relu_dropped_bits: k,
         } = *self;
-        if f >= 1 && 2 * f + 2 <= m && m <= l && l <= 62 {
+        if f >= 1 && k <= f && 2 * f + 2 <= m && m <= l && l <= 62 {
             Ok(())
         } else {
             Err(ModelError::InvalidArgument(format!(
-                "fixed-point parameters l={l}, f={f}, m={m} must satisfy 1 <= f, 2f+2 <= m <= l <= 62"
+                "fixed-point parameters l={l}, f={f}, m={m}, k={k} must satisfy 1 <= f, k <= f, \
+                 2f+2 <= m <= l <= 62"
             )))
         }
+    }
+
+    /// These parameters with the ReLU window `m` of a site (see
+    /// [`crate::model::PublicModel::relu_windows`]).
+    pub fn with_relu_bits(self, m: u32) -> Self {
+        FixedPointParams {
+            relu_bits: m,
+            ..self
+        }
+    }
+
+    /// The smallest window `m` (at least `2f + 2`, at most `l`) whose range
+    /// [`Self::relu_range`] exceeds `margin × max_abs`: the window calibration chooses for
+    /// a site whose pre-activations reached `max_abs` (real units) on a calibration set.
+    pub fn window_for(&self, max_abs: f64, margin: f64) -> u32 {
+        let need = (max_abs * margin).max(0.0);
+        let mut m = 2 * self.frac_bits + 2;
+        while m < self.ring_bits && self.with_relu_bits(m).relu_range() <= need {
+            m += 1;
+        }
+        m
     }
 
     /// Reduces an integer into the ring, in the signed representation [-2^(l-1), 2^(l-1)).
@@ -66,7 +99,9 @@ impl FixedPointParams {
     }
 
     /// The rescaling a kept ReLU position performs in the garbled circuit: the low m bits
-    /// of `y + 2^(f-1)` as a signed value, shifted right by f, ReLU.
+    /// of `y + 2^(f-1)` as a signed value, shifted right by f, ReLU. With fused truncation
+    /// (`relu_dropped_bits > 0`) the circuit may compute one unit less before the ReLU
+    /// (the carry out of the dropped bits of the two shares); this is the carry-free value.
     #[inline]
     pub fn relu_rescale(&self, y: i64) -> i64 {
         let s = 64 - self.relu_bits;
@@ -81,12 +116,19 @@ impl FixedPointParams {
         self.reduce(y).wrapping_add(1 << (self.frac_bits - 1)) >> self.frac_bits
     }
 
-    /// True when `y` is outside the range the ReLU circuit reads correctly.
+    /// True when `y` is outside the range the ReLU circuit reads correctly: `y + 2^(f-1)`
+    /// must lie in `[-2^(m-1), 2^(m-1))`, and with fused truncation at least `2^k` above
+    /// the bottom (the missed carry may take it one unit lower).
     #[inline]
     pub fn relu_overflows(&self, y: i64) -> bool {
         let t = y.wrapping_add(1 << (self.frac_bits - 1));
         let half = 1i64 << (self.relu_bits - 1);
-        !(-half..half).contains(&t)
+        let low = if self.relu_dropped_bits > 0 {
+            -half + (1i64 << self.relu_dropped_bits)
+        } else {
+            -half
+        };
+        !(low..half).contains(&t)
     }
 
     /// Largest |pre-activation| (in real units) the ReLU circuit reads correctly.
@@ -127,14 +169,52 @@ mod tests {
 
     #[test]
     fn bad_params_are_rejected() {
-        for (l, f, m) in [(61, 0, 32), (61, 16, 32), (61, 12, 62), (63, 12, 32)] {
+        for (l, f, m, k) in [
+            (61, 0, 32, 0),
+            (61, 16, 32, 0),
+            (61, 12, 62, 0),
+            (63, 12, 32, 0),
+            (61, 14, 36, 15),
+        ] {
             let p = FixedPointParams {
                 ring_bits: l,
                 frac_bits: f,
                 relu_bits: m,
+                relu_dropped_bits: k,
             };
             assert!(p.validate().is_err(), "{p:?}");
         }
         assert!(FixedPointParams::default().validate().is_ok());
+    }
+
+    #[test]
+    fn windows_cover_the_margin() {
+        let p = FixedPointParams::default();
+        // 20 with margin 2 needs a range above 40: 64, m = 2*14 + 1 + 6 = 35.
+        assert_eq!(p.window_for(20.0, 2.0), 35);
+        assert_eq!(p.with_relu_bits(35).relu_range(), 64.0);
+        // Exactly at a power of two the range must be strictly larger.
+        assert_eq!(p.window_for(16.0, 2.0), 35);
+        assert_eq!(p.window_for(15.9, 2.0), 34);
+        // Tiny or zero activations still get the smallest valid window, huge ones the ring.
+        assert_eq!(p.window_for(0.0, 2.0), 30);
+        assert_eq!(p.window_for(1e30, 2.0), 61);
+        for m in [30, 35, 61] {
+            assert!(p.with_relu_bits(m).validate().is_ok());
+        }
+    }
+
+    #[test]
+    fn fused_truncation_narrows_the_window_by_one_carry() {
+        let p = FixedPointParams::default();
+        let exact = FixedPointParams {
+            relu_dropped_bits: 0,
+            ..p
+        };
+        let half = 1i64 << (p.relu_bits - 1);
+        let bottom = -half - (1 << (p.frac_bits - 1));
+        assert!(!exact.relu_overflows(bottom));
+        assert!(p.relu_overflows(bottom));
+        assert!(!p.relu_overflows(bottom + (1 << p.relu_dropped_bits)));
     }
 }

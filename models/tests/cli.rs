@@ -71,7 +71,7 @@ fn new_inspect_eval_and_public() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j = ok_json(&["inspect", ms, "--json"]);
     assert_eq!(j["schema"], "snl-model-inspect/1");
-    assert_eq!(j["format_version"], 1);
+    assert_eq!(j["format_version"], 2);
     assert_eq!(j["arch"], "resnet20");
     assert_eq!(j["input"], serde_json::json!([3, 32, 32]));
     assert_eq!(j["relus"]["total"], 188_416);
@@ -135,6 +135,50 @@ fn new_inspect_eval_and_public() {
     ]);
     assert_eq!(e["images"], 5);
     assert_eq!(e["relu_overflows"], 0);
+
+    // Per-site windows from the (identical) training images: every site gets one, the
+    // evaluation on those images sees no overflow, and inspect shows them.
+    let w = t.path().join("windowed");
+    let ws = w.to_str().unwrap();
+    let wj = ok_json(&[
+        "windows", ms, "--data", ds, "--images", "12", "--margin", "1.5", "--out", ws, "--json",
+    ]);
+    assert_eq!(wj["schema"], "snl-model-windows/1");
+    let sites = wj["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 19);
+    for s in sites {
+        let m = s["relu_bits"].as_u64().unwrap();
+        let (max, range) = (s["max_abs"].as_f64().unwrap(), s["range"].as_f64().unwrap());
+        assert!((30..=61).contains(&m), "{s}");
+        assert!(range > 1.5 * max && (m == 30 || range <= 3.0 * max), "{s}");
+    }
+    let jw = ok_json(&["inspect", ws, "--json"]);
+    assert_eq!(jw["relu_windows"].as_object().unwrap().len(), 19);
+    let first = sites[0]["site"].as_str().unwrap();
+    assert_eq!(jw["relu_windows"][first], sites[0]["relu_bits"]);
+    let e = ok_json(&["eval", ws, "--data", ds, "--executor", "fixed", "--json"]);
+    assert_eq!(e["relu_overflows"], 0);
+    assert_eq!(e["relu_windows"], jw["relu_windows"]);
+    fails_with(
+        &[
+            "windows", ms, "--data", ds, "--margin", "0.5", "--out", ws, "--force",
+        ],
+        "margin",
+    );
+    fails_with(
+        &[
+            "windows",
+            ms,
+            "--data",
+            ds,
+            "--dropped-bits",
+            "15",
+            "--out",
+            ws,
+            "--force",
+        ],
+        "--dropped-bits",
+    );
 }
 
 #[test]
@@ -230,6 +274,7 @@ fn inspect_json_keys_are_pinned() {
         "  fixed_point",
         "    frac_bits",
         "    relu_bits",
+        "    relu_dropped_bits",
         "    ring_bits",
         "  format_version",
         "  hashes",
@@ -251,6 +296,7 @@ fn inspect_json_keys_are_pinned() {
         "    init",
         "      kind",
         "      seed",
+        "  relu_windows",
         "  relus",
         "    kept",
         "    linearized",

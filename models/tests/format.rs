@@ -144,15 +144,15 @@ fn wrong_magic_and_future_version_are_named() {
         "{e}"
     );
     p["magic"] = "snl-model-public".into();
-    p["format_version"] = 2.into();
+    p["format_version"] = 3.into();
     write_json(&dir.join(PUBLIC_FILE), &p);
     let e = format::load_public(&dir).unwrap_err();
     assert!(
         matches!(
             e,
             ModelError::UnsupportedVersion {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),

@@ -233,7 +233,7 @@ impl<'p> ServerEngine<'p> {
                 let sec = relu_offline_server(
                     ch,
                     ot,
-                    self.plan.relu,
+                    layer.relu,
                     layer.kept_count,
                     self.batch,
                     self.rng.prg(),
@@ -328,7 +328,7 @@ impl<'p> ServerEngine<'p> {
                                 .iter()
                                 .zip(&layer.kept)
                                 .filter(|(_, k)| **k)
-                                .map(|(&x, _)| server_gadget_input(x, plan.relu))
+                                .map(|(&x, _)| server_gadget_input(x, layer.relu))
                                 .collect();
                             relu_online_server(ch, sec, &gadget_in)
                                 .map_err(|e| RuntimeError::from(e).context(&what()))?
@@ -478,7 +478,7 @@ impl ClientEngine {
             for (&cj, &kept) in c.iter().zip(&layer.kept) {
                 if kept {
                     let rj = rng.next_u64() & lmask;
-                    let (b, q) = client_gadget_inputs(cj, rj, plan.relu);
+                    let (b, q) = client_gadget_inputs(cj, rj, layer.relu);
                     bs.push(b);
                     qs.push(q);
                     kept_r.push(rj);
@@ -487,7 +487,7 @@ impl ClientEngine {
                 }
             }
             if layer.kept_count > 0 {
-                let got = relu_offline_client(ch, ot, plan.relu, &bs, &qs)
+                let got = relu_offline_client(ch, ot, layer.relu, &bs, &qs)
                     .map_err(|e| RuntimeError::from(e).context(&what))?;
                 relus.push(Some(got));
             } else {

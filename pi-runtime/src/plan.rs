@@ -28,6 +28,9 @@ pub struct PlanLayer {
     /// Positions truncated by the exact truncation protocol: linearized or ReLU-free
     /// positions of a layer with an output (0 for the logits).
     pub trunc_count: usize,
+    /// Parameters of the layer's ReLU gadget: the ring's `l`, `f` and `k`, and the
+    /// window `m` of its site (the model's default where the site has none).
+    pub relu: ReluParams,
 }
 
 /// The public schedule of a secure evaluation: what both parties must agree on.
@@ -37,8 +40,6 @@ pub struct Plan {
     pub fixed: FixedPointParams,
     /// The ring `Z_2^l` of the shares (`l` = the fixed-point ring width).
     pub ring: Ring,
-    /// Parameters of the ReLU gadget (the same l, f, m).
-    pub relu: ReluParams,
     /// Number of positions of each stored value.
     pub value_lens: Vec<usize>,
     /// Layers in execution order; the last one produces the logits.
@@ -51,12 +52,6 @@ impl Plan {
     pub fn new(prog: &FixedProgram) -> Result<Self> {
         let fixed = prog.params;
         fixed.validate()?;
-        let relu = ReluParams {
-            l: fixed.ring_bits,
-            f: fixed.frac_bits,
-            m: fixed.relu_bits,
-        };
-        relu.validate()?;
         let value_lens = prog.values.iter().map(|s| s.iter().product()).collect();
         let mut layers = Vec::with_capacity(prog.layers.len());
         for (i, l) in prog.layers.iter().enumerate() {
@@ -89,6 +84,15 @@ impl Plan {
             } else {
                 0
             };
+            let lp = prog.layer_params(i);
+            lp.validate()?;
+            let relu = ReluParams {
+                l: lp.ring_bits,
+                f: lp.frac_bits,
+                m: lp.relu_bits,
+                k: lp.relu_dropped_bits,
+            };
+            relu.validate()?;
             layers.push(PlanLayer {
                 inputs,
                 len,
@@ -97,6 +101,7 @@ impl Plan {
                 kept,
                 kept_count,
                 trunc_count,
+                relu,
             });
         }
         if layers.last().is_none_or(|l| l.output.is_some()) {
@@ -105,7 +110,6 @@ impl Plan {
         Ok(Plan {
             fixed,
             ring: Ring::new(fixed.ring_bits)?,
-            relu,
             value_lens,
             layers,
         })
@@ -132,19 +136,26 @@ impl Plan {
 
     /// Online bytes client to server and server to client predicted by the protocol:
     /// up `8 n_in + Σ_layers (⌈kept × l / 8⌉ + truncated × 2 ⌈f/8⌉)` (input, packed colour
-    /// bits, truncation answers), down `Σ_layers (kept × 16 m + ⌈truncated / 8⌉) +
-    /// 8 classes` (labels, truncation requests, logits).
+    /// bits, truncation answers), down `Σ_layers (kept × 16 (m_i - k) + ⌈truncated / 8⌉) +
+    /// 8 classes` (labels of the bits each gadget reads, truncation requests, logits).
     pub fn online_bytes(&self) -> (u64, u64) {
-        let l = u64::from(self.relu.l);
-        let m = u64::from(self.relu.m);
         let f = self.fixed.frac_bits;
         let (mut up, mut down) = (8 * self.value_lens[0] as u64, 8 * self.classes() as u64);
         for x in &self.layers {
             let (t_down, t_up) = protocols::trunc::online_bytes(x.trunc_count, f);
-            up += (x.kept_count as u64 * l).div_ceil(8) + t_up;
-            down += x.kept_count as u64 * 16 * m + t_down;
+            up += (x.kept_count as u64 * u64::from(x.relu.l)).div_ceil(8) + t_up;
+            down += x.kept_count as u64 * 16 * u64::from(x.relu.width()) + t_down;
         }
         (up, down)
+    }
+
+    /// Garbled-table bytes of all kept ReLUs (sent offline), `Σ_layers kept × 32 × AND
+    /// gates of the layer's gadget`.
+    pub fn table_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|x| x.kept_count as u64 * x.relu.table_bytes() as u64)
+            .sum()
     }
 
     /// Online rounds: one per layer with kept or truncated positions, plus the input and
@@ -186,7 +197,7 @@ impl Plan {
             .map(|l| {
                 PER_LAYER_OVERHEAD
                     + 8 * l.len as u64
-                    + ReluOnlineSecrets::bytes_for(self.relu, l.kept_count)
+                    + ReluOnlineSecrets::bytes_for(l.relu, l.kept_count)
                     + TruncServerSecrets::BYTES_PER_VALUE * l.trunc_count as u64
             })
             .sum()
@@ -194,15 +205,17 @@ impl Plan {
 
     /// Largest transient memory of the server's offline phase outside the linear
     /// preprocessing: while one layer is garbled it also holds the zero labels of the
-    /// client's inputs (`16 (m + l)` bytes per kept ReLU), its own garbling secrets and
+    /// client's inputs (`16 (m - k + l)` bytes per kept ReLU), its own garbling secrets and
     /// the garbled tables before they are sent, and allows 16 bytes per output position
     /// for `s_i` and its copies and 32 per truncated position for its random OTs.
     pub fn server_offline_peak_bytes(&self) -> u64 {
-        let (m, l) = (u64::from(self.relu.m), u64::from(self.relu.l));
-        let per_relu = 16 * (m + l) + 16 * m + l + self.relu.table_bytes() as u64;
         self.layers
             .iter()
-            .map(|x| x.kept_count as u64 * per_relu + 16 * x.len as u64 + 32 * x.trunc_count as u64)
+            .map(|x| {
+                let (w, l) = (u64::from(x.relu.width()), u64::from(x.relu.l));
+                let per_relu = 16 * (w + l) + 16 * w + l + x.relu.table_bytes() as u64;
+                x.kept_count as u64 * per_relu + 16 * x.len as u64 + 32 * x.trunc_count as u64
+            })
             .max()
             .unwrap_or(0)
     }
@@ -210,14 +223,20 @@ impl Plan {
     /// Bytes the client holds for one prepared inference
     /// ([`ClientPrepared`](crate::engine::ClientPrepared)): the mask of every stored value,
     /// its share of the logits, per kept ReLU the garbled tables and the labels of its
-    /// `m + l` input bits, and per truncated position its truncation messages and keys.
+    /// `m - k + l` input bits, and per truncated position its truncation messages and keys.
     pub fn client_prepared_bytes(&self) -> u64 {
         let masks: u64 = self.value_lens.iter().map(|&n| 8 * n as u64).sum();
-        let per_relu =
-            self.relu.table_bytes() as u64 + 16 * (u64::from(self.relu.m) + u64::from(self.relu.l));
+        let relus: u64 = self
+            .layers
+            .iter()
+            .map(|x| {
+                let labels = 16 * x.relu.evaluator_input_bits() as u64;
+                x.kept_count as u64 * (x.relu.table_bytes() as u64 + labels)
+            })
+            .sum();
         masks
             + 8 * self.classes() as u64
-            + self.kept_total() as u64 * per_relu
+            + relus
             + self.trunc_total() as u64 * TruncClientSecrets::BYTES_PER_VALUE
             + PER_LAYER_OVERHEAD * self.layers.len() as u64
     }

@@ -23,8 +23,10 @@ pub const MAGIC: [u8; 6] = *b"SNLPI\0";
 /// its hello says how many inferences one HE key serves; 3: garbled tables use the TCCR
 /// hash `π(π(x) ⊕ i) ⊕ π(x)`, so a version 2 peer would evaluate them to garbage; 4:
 /// linearized and ReLU-free positions are truncated exactly, with a second set of base
-/// OTs in the other direction and one truncation OT per position in every layer).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// OTs in the other direction and one truncation OT per position in every layer; 5: the
+/// ReLU gadget reads bits `[k, m)` of each share, with `k` and the per-site window `m`
+/// from the model's public part, and garbled batches carry `k` in their header, `RLT2`).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;
 /// Statistical security parameter (bits).

@@ -71,12 +71,68 @@ fn online_bytes_per_kept_and_linearized_relu() {
     }
     let ((k0, b0), (k1, b1)) = (bytes[0], bytes[1]);
     assert!(k1 > 1000);
-    // Per kept ReLU: 36 labels of 16 bytes down, 61 colour bits up (packed per layer),
-    // less the 4 bytes and 1 bit of the truncation it no longer needs.
+    // Per kept ReLU: m - k = 36 - 14 = 22 labels of 16 bytes down, 61 colour bits up
+    // (packed per layer), less the 4 bytes and 1 bit of the truncation it no longer needs.
+    let p = models::fixed::FixedPointParams::default();
+    assert_eq!((p.relu_bits, p.relu_dropped_bits), (36, 14));
     let per = (b1 - b0) as f64 / (k1 - k0) as f64;
     assert!(
-        (per - (576.0 + 61.0 / 8.0 - 4.0 - 1.0 / 8.0)).abs() < 0.01,
+        (per - (16.0 * 22.0 + 61.0 / 8.0 - 4.0 - 1.0 / 8.0)).abs() < 0.01,
         "online bytes per kept ReLU {per}"
+    );
+}
+
+/// Per-site windows from a calibration set: the plan's online bytes follow each site's
+/// window (fewer than the default's), the calibration inputs never leave their windows,
+/// and an input far beyond the calibration set's maximum overflows some windows, which
+/// the fixed-point executor counts, while the secure run still computes exactly what the
+/// fixed-point rules say (the circuit reads the same m bits the executor models).
+#[test]
+fn calibrated_windows_and_an_exceeded_maximum() {
+    let mut model = common::model("resnet20", 0.2, 5);
+    let xs = inputs(&model, 3, 17);
+    calibrate_batchnorm(&mut model, &xs).unwrap();
+    let default_bytes = pi_runtime::engine::Plan::new(&FixedProgram::lower(&model).unwrap())
+        .unwrap()
+        .online_bytes();
+    let prog = FixedProgram::lower(&model).unwrap();
+    let windows = models::fixed::calibrate_windows(&prog, &xs, 1.0).unwrap();
+    assert_eq!(windows.len(), model.public.masks.len());
+    model.public.relu_windows = models::fixed::window_map(&windows);
+    model.public.validate().unwrap();
+    let prog = FixedProgram::lower(&model).unwrap();
+    let plan = pi_runtime::engine::Plan::new(&prog).unwrap();
+    // Random inputs in [-2, 2] keep this network's pre-activations far below 128: every
+    // window is narrower than the default m = 36.
+    assert!(
+        plan.layers
+            .iter()
+            .all(|l| l.relu.m < 36 || l.site.is_none())
+    );
+    let (up, down) = plan.online_bytes();
+    assert!(down < default_bytes.1 && up == default_bytes.0);
+    let overflows = |x: &[f32]| -> usize {
+        let o = prog.forward(x, false).unwrap();
+        o.stats.iter().map(|s| s.relu_overflows).sum()
+    };
+    for x in &xs {
+        assert_eq!(overflows(x), 0, "a calibration input left its window");
+    }
+    // Eight times the calibration inputs: far beyond every site's maximum.
+    let big: Vec<f32> = xs[0].iter().map(|v| 8.0 * v).collect();
+    let over = overflows(&big);
+    assert!(over > 0, "no window overflowed at 8x the calibration input");
+    let runs = common::secure_runs(Method::HeBfv, &model, &prog, &[xs[1].clone(), big.clone()]);
+    for (x, run) in [&xs[1], &big].into_iter().zip(&runs) {
+        let c = common::check_layers(&prog, x, run);
+        assert_eq!(c.wraps, 0);
+        assert_eq!(run.client_online.bytes_sent, up);
+        assert_eq!(run.client_online.bytes_received, down);
+    }
+    eprintln!(
+        "windows {:?}; online down {down} B (default windows {}), {over} overflows at 8x",
+        windows.iter().map(|w| w.relu_bits).collect::<Vec<_>>(),
+        default_bytes.1
     );
 }
 

@@ -154,19 +154,30 @@ mod tests {
         inp
     }
 
-    /// The server's outputs plus the masks are `relu(round(y / 2^f))`.
+    /// The server's outputs plus the masks are `relu(round(y / 2^f))`, or with fused
+    /// truncation (`k > 0`) possibly `relu(round(y / 2^f) - 1)`.
     fn check_outputs(ys: &[i64], out: &[u64], rs: &[u64], p: ReluParams) {
         for i in 0..ys.len() {
             let x = out[i].wrapping_add(rs[i]) & mask(p.l);
-            let expect = ((ys[i] + (1 << (p.f - 1))) >> p.f).max(0) as u64;
-            assert_eq!(x, expect, "y = {}", ys[i]);
+            let t = (ys[i] + (1 << (p.f - 1))) >> p.f;
+            let (exact, below) = (t.max(0) as u64, (t - 1).max(0) as u64);
+            assert!(
+                x == exact || (p.k > 0 && x == below),
+                "y = {}: got {x}, exact {exact}",
+                ys[i]
+            );
         }
     }
 
     #[test]
     fn relu_end_to_end_with_shares() {
+        for p in [ReluParams::EXACT, ReluParams::DEFAULT] {
+            relu_end_to_end_with_shares_at(p);
+        }
+    }
+
+    fn relu_end_to_end_with_shares_at(p: ReluParams) {
         // Server/client shares of y (scale 2^(2f)) -> shares of relu(round(y / 2^f)) - r'.
-        let p = ReluParams::DEFAULT;
         let mut rng = ChaCha12Rng::seed_from_u64(11);
         let ys: Vec<i64> = vec![
             0,
@@ -244,8 +255,9 @@ mod tests {
             s_off.bytes_sent as usize,
             8 + 8 + 8 + 16 + n * p.table_bytes()
         );
-        // Online: server sends m labels per gadget, client sends l colour bits per gadget.
-        assert_eq!(s_on.bytes_sent as usize, n * p.m as usize * 16);
+        // Online: server sends m - k labels per gadget, client sends l colour bits per
+        // gadget.
+        assert_eq!(s_on.bytes_sent as usize, n * p.width() as usize * 16);
         assert_eq!(c_on.bytes_sent as usize, (n * p.l as usize).div_ceil(8));
         assert_eq!(
             (s_on.messages, s_on.rounds, c_on.messages, c_on.rounds),

@@ -111,6 +111,7 @@ fn garbler_secrets_and_evaluator_hide_delta_and_labels() {
         l: 61,
         f: 14,
         m: 36,
+        k: 14,
     };
     let delta = Delta::from_block(Block::from_halves(
         0x0a0b_0c0d_0e0f_1011,

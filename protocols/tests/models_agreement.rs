@@ -22,8 +22,13 @@ fn params() -> (FixedPointParams, ReluParams) {
 fn defaults_agree() {
     let (fp, rp) = params();
     assert_eq!(
-        (fp.ring_bits, fp.frac_bits, fp.relu_bits),
-        (rp.l, rp.f, rp.m)
+        (
+            fp.ring_bits,
+            fp.frac_bits,
+            fp.relu_bits,
+            fp.relu_dropped_bits
+        ),
+        (rp.l, rp.f, rp.m, rp.k)
     );
     assert_eq!(share::RING_BITS, fp.ring_bits);
     assert_eq!(share::DEFAULT_FRAC_BITS, fp.frac_bits);
@@ -68,24 +73,50 @@ fn ys(fp: FixedPointParams, rng: &mut impl Rng) -> Vec<i64> {
     v
 }
 
+/// The exact gadget (`k = 0`) equals the executor's `relu_rescale` bit for bit, also past
+/// the window; the fused one (`k = 14`, the default) equals it where the two shares' dropped
+/// bits do not carry, and is the ReLU of one unit less where they do (inside the window).
 #[test]
 fn relu_gadget_is_bit_exact_with_the_fixed_point_executor() {
     let (fp, rp) = params();
+    let exact = FixedPointParams {
+        relu_dropped_bits: 0,
+        ..fp
+    };
     let mut rng = ChaCha12Rng::seed_from_u64(61);
-    for y in ys(fp, &mut rng) {
-        let (s, c) = share::share(share::from_signed(y), &mut rng);
-        let r_next = share::reduce(rng.r#gen::<u64>());
-        let a = server_gadget_input(s, rp);
-        let (b, q) = client_gadget_inputs(c, r_next, rp);
-        let o = relu_gadget_reference(a, b, q, rp);
-        let got = share::to_signed(share::add(o, r_next));
-        assert_eq!(
-            got,
-            fp.relu_rescale(y),
-            "y = {y} (overflow: {})",
-            fp.relu_overflows(y)
-        );
+    let (mut carries, mut checked) = (0, 0);
+    for (fp, rp) in [(exact, ReluParams { k: 0, ..rp }), (fp, rp)] {
+        for y in ys(fp, &mut rng) {
+            let (s, c) = share::share(share::from_signed(y), &mut rng);
+            let r_next = share::reduce(rng.r#gen::<u64>());
+            let a = server_gadget_input(s, rp);
+            let (b, q) = client_gadget_inputs(c, r_next, rp);
+            let o = relu_gadget_reference(a, b, q, rp);
+            let got = share::to_signed(share::add(o, r_next));
+            let low = (1u64 << rp.k) - 1;
+            let half = 1u64 << (rp.f - 1);
+            let carry = ((s.wrapping_add(half) & low) + (c & low)) >> rp.k;
+            let expect = if carry == 0 {
+                fp.relu_rescale(y)
+            } else if fp.relu_overflows(y) {
+                continue;
+            } else {
+                carries += 1;
+                let sh = 64 - fp.relu_bits;
+                let z = (y.wrapping_add(half as i64) << sh) >> sh;
+                ((z >> fp.frac_bits) - 1).max(0)
+            };
+            checked += 1;
+            assert_eq!(
+                got,
+                expect,
+                "k = {}, y = {y} (overflow: {}, carry {carry})",
+                rp.k,
+                fp.relu_overflows(y)
+            );
+        }
     }
+    assert!(carries > 1000 && checked > 8000, "{carries} {checked}");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! snl-model inspect runs/r20 [--json]
 //! snl-model eval runs/r20 --data ../shared/data/cifar10-q75 --executor fixed --limit 500
 //! snl-model public runs/r20 --out runs/r20-public
+//! snl-model windows runs/r20 --data ../shared/data/cifar10-q75 --out runs/r20-windowed
 //! snl-model import --arch resnet20 --classes 10 --from ckpt.pt --out runs/r20-imported
 //! ```
 
@@ -52,6 +53,15 @@ enum Cmd {
     Eval(EvalArgs),
     /// Import a PyTorch state_dict (safetensors or torch.save file, SNL's names and alphas).
     Import(ImportArgs),
+    /// Choose per-site ReLU windows from a calibration set and write the model with them.
+    ///
+    /// Runs the fixed-point executor on the first --images images of --split and gives
+    /// each ReLU site the smallest window m whose range 2^(m-1-2f) exceeds --margin times
+    /// the largest |pre-activation| seen at the site. A narrower window means fewer bytes
+    /// per kept ReLU online; a pre-activation beyond it at inference makes the ReLU wrong
+    /// there, which `eval --executor fixed` and the secure runs' fixed-point check count
+    /// as overflows. See docs/fixed-point.md.
+    Windows(WindowsArgs),
     /// Write only the public part (architecture, normalization, masks) of a model.
     Public {
         /// Full model directory.
@@ -100,9 +110,47 @@ struct NewArgs {
     /// Bits m of each share the ReLU circuit reads.
     #[arg(long, default_value_t = FixedPointParams::default().relu_bits)]
     relu_bits: u32,
+    /// Low bits k of each share the ReLU circuit drops (the truncation fused into the
+    /// circuit; 0 = the exact circuit, at most f).
+    #[arg(long, default_value_t = FixedPointParams::default().relu_dropped_bits)]
+    relu_dropped_bits: u32,
     /// Replace an existing output directory.
     #[arg(long)]
     force: bool,
+}
+
+#[derive(clap::Args)]
+struct WindowsArgs {
+    /// Model directory.
+    path: PathBuf,
+    /// Dataset directory of the calibration images.
+    #[arg(long)]
+    data: PathBuf,
+    /// Dataset kind (default: detected from the directory).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Split the calibration images come from (train or test).
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Calibration images (the first ones of the split).
+    #[arg(long, default_value_t = 1000)]
+    images: usize,
+    /// Safety margin: a window's range must exceed this times the calibration maximum.
+    #[arg(long, default_value_t = models::fixed::DEFAULT_WINDOW_MARGIN)]
+    margin: f64,
+    /// Also set the low bits k of each share the ReLU circuit drops (0 = exact circuit,
+    /// at most f); default: keep the model's.
+    #[arg(long)]
+    dropped_bits: Option<u32>,
+    /// Output model directory (may be the input directory with --force).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+    /// Print the sites' windows as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -197,6 +245,7 @@ fn cmd_new(a: NewArgs) -> Result<()> {
     let params = FixedPointParams {
         frac_bits: a.frac_bits,
         relu_bits: a.relu_bits,
+        relu_dropped_bits: a.relu_dropped_bits,
         ..FixedPointParams::default()
     };
     let mut public = PublicModel::all_kept(
@@ -327,11 +376,17 @@ fn cmd_inspect(path: &Path, as_json: bool) -> Result<()> {
     }
     let fp = r.fixed_point;
     println!(
-        "fixed point  ring Z_2^{}, scale 2^{}, ReLU circuit reads {} bits (|y| < {})",
+        "fixed point  ring Z_2^{}, scale 2^{}, ReLU circuit reads bits [{}, {}) (|y| < {}){}",
         fp.ring_bits,
         fp.frac_bits,
+        fp.relu_dropped_bits,
         fp.relu_bits,
-        fp.relu_range()
+        fp.relu_range(),
+        if r.relu_windows.is_empty() {
+            ""
+        } else {
+            " unless the site has a window"
+        }
     );
     let (total, kept) = (r.relus.total, r.relus.kept);
     println!(
@@ -340,14 +395,18 @@ fn cmd_inspect(path: &Path, as_json: bool) -> Result<()> {
         r.relus.linearized
     );
     println!(
-        "  {:<28} {:>14} {:>9} {:>9}",
-        "site", "shape", "kept", "total"
+        "  {:<28} {:>14} {:>9} {:>9} {:>7}",
+        "site", "shape", "kept", "total", "window"
     );
     for s in &r.relus.sites {
         let shape = format!("{}x{}x{}", s.shape[0], s.shape[1], s.shape[2]);
+        let window = r
+            .relu_windows
+            .get(&s.name)
+            .map_or_else(|| "-".to_string(), |m| m.to_string());
         println!(
-            "  {:<28} {:>14} {:>9} {:>9}",
-            s.name, shape, s.kept, s.total
+            "  {:<28} {:>14} {:>9} {:>9} {:>7}",
+            s.name, shape, s.kept, s.total, window
         );
     }
     println!("public hash  {}", r.hashes.public);
@@ -433,6 +492,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         "classes": classes,
         "relus": { "total": model.public.relu_total(), "kept": model.public.relu_kept() },
         "fixed_point": model.public.fixed_point,
+        "relu_windows": model.public.relu_windows,
         "relu_overflows": prog.as_ref().map(|_| overflows),
         "max_abs_preactivation_kept": prog.as_ref().map(|_| max_kept),
         "seconds": secs,
@@ -453,11 +513,102 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             n as f64 / secs.max(1e-9)
         );
         if prog.is_some() {
+            let range = if model.public.relu_windows.is_empty() {
+                format!("circuit range {}", model.public.fixed_point.relu_range())
+            } else {
+                "per-site windows".to_string()
+            };
             println!(
-                "  fixed point: max |pre-activation| at kept ReLUs {max_kept:.2} (circuit range {}), {overflows} overflows",
-                model.public.fixed_point.relu_range()
+                "  fixed point: max |pre-activation| at kept ReLUs {max_kept:.2} ({range}), {overflows} overflows (kept ReLUs whose pre-activation left its window: wrong there, in the secure run too)"
             );
         }
+    }
+    Ok(())
+}
+
+fn cmd_windows(a: WindowsArgs) -> Result<()> {
+    let (mut model, _) = format::load(&a.path)?;
+    if let Some(k) = a.dropped_bits {
+        model.public.fixed_point.relu_dropped_bits = k;
+        model
+            .public
+            .fixed_point
+            .validate()
+            .context("--dropped-bits")?;
+    }
+    let kind = match &a.dataset {
+        Some(d) => d.parse::<DatasetKind>()?,
+        None => DatasetKind::detect(&a.data)?,
+    };
+    let split = match a.split.as_str() {
+        "train" => Split::Train,
+        "test" => Split::Test,
+        s => bail!("--split {s:?}: expected train or test"),
+    };
+    if a.images == 0 {
+        bail!("--images must be at least 1");
+    }
+    let ds = Dataset::load(kind, &a.data, split, Some(a.images))?;
+    if ds.shape != model.public.graph.input {
+        bail!(
+            "{} images are {:?}, the model takes {:?}",
+            kind.name(),
+            ds.shape,
+            model.public.graph.input
+        );
+    }
+    let norm = &model.public.normalization;
+    let xs: Vec<Vec<f32>> = (0..ds.len()).map(|i| norm.apply(ds.image(i))).collect();
+    let start = Instant::now();
+    eprintln!(
+        "calibrating ReLU windows on {} {} {} images (margin {})...",
+        xs.len(),
+        kind.name(),
+        a.split,
+        a.margin
+    );
+    let prog = FixedProgram::lower(&model)?;
+    let windows = models::fixed::calibrate_windows(&prog, &xs, a.margin)?;
+    model.public.relu_windows = models::fixed::window_map(&windows);
+    let hashes = format::save(&model, &a.out, a.force)?;
+    let fp = model.public.fixed_point;
+    if a.json {
+        let doc = json!({
+            "schema": "snl-model-windows/1",
+            "model": a.out.display().to_string(),
+            "public_hash": hashes.public,
+            "images": xs.len(),
+            "split": a.split,
+            "margin": a.margin,
+            "fixed_point": fp,
+            "sites": windows,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "{}: windows for {} sites from {} images in {:.1} s (margin {}, k = {})",
+            a.out.display(),
+            windows.len(),
+            xs.len(),
+            start.elapsed().as_secs_f64(),
+            a.margin,
+            fp.relu_dropped_bits
+        );
+        println!(
+            "  {:<28} {:>10} {:>4} {:>8} {:>10}",
+            "site", "max |y|", "m", "range", "bits read"
+        );
+        for w in &windows {
+            println!(
+                "  {:<28} {:>10.3} {:>4} {:>8} {:>10}",
+                w.site,
+                w.max_abs,
+                w.relu_bits,
+                w.range,
+                w.relu_bits - fp.relu_dropped_bits
+            );
+        }
+        println!("public hash  {}", hashes.public);
     }
     Ok(())
 }
@@ -468,6 +619,7 @@ fn main() {
         Cmd::New(a) => cmd_new(a),
         Cmd::Inspect { path, json } => cmd_inspect(&path, json),
         Cmd::Eval(a) => cmd_eval(a),
+        Cmd::Windows(a) => cmd_windows(a),
         Cmd::Import(a) => cmd_import(a),
         Cmd::Public { path, out, force } => (|| {
             let (m, _) = format::load(&path)?;

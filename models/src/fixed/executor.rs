@@ -19,7 +19,9 @@ pub struct LayerStats {
     pub max_abs_kept: f64,
     /// Largest |y| (real units) over all positions.
     pub max_abs: f64,
-    /// Kept positions where the ReLU circuit's m-bit window overflowed.
+    /// Kept positions where the ReLU circuit's window (the site's `m`) overflowed: the
+    /// circuit reads such a pre-activation modulo `2^m`, so its ReLU is wrong (this
+    /// executor computes the same wrong value, and counts it here).
     pub relu_overflows: usize,
 }
 
@@ -143,6 +145,7 @@ impl FixedProgram {
                 }
                 Activation::Rescale { output, site } => {
                     let mask = site.as_ref().and_then(|s| self.masks.get(s));
+                    let p = self.layer_params(li);
                     let mut y = Vec::with_capacity(n);
                     for (j, &v) in acc.iter().enumerate() {
                         let a = (v as f64 / scale2).abs();

@@ -508,6 +508,7 @@ impl FixedProgram {
                 .iter()
                 .map(|(k, m)| (k.clone(), m.kept.clone()))
                 .collect(),
+            relu_windows: model.public.relu_windows.clone(),
         })
     }
 }

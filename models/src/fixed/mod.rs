@@ -15,12 +15,15 @@
 //!   These layers are exactly the linear layers the two-party protocol evaluates on shares.
 //! - A layer's output y (scale 2^(2f)) is rescaled to 2^f by *round-half-up truncation*:
 //!   `(y + 2^(f-1)) >> f` (arithmetic shift). At a kept ReLU position the garbled circuit
-//!   reads only the low m = [`FixedPointParams::relu_bits`] bits of each share, so it sees
-//!   `y + 2^(f-1)` reduced to a signed m-bit value, truncates it and applies the ReLU; this
-//!   executor computes exactly that (including the wrap-around when the bound
-//!   |y + 2^(f-1)| < 2^(m-1) is violated, which it counts). At a linearized position the
-//!   protocol truncates the shares locally, which yields the same value up to +-1 (and, with
-//!   probability about |y| / 2^l, a large error); this executor computes the exact value.
+//!   reads only bits `[k, m)` of each share (m = the site's window, by default
+//!   [`FixedPointParams::relu_bits`]; k = [`FixedPointParams::relu_dropped_bits`]), so it
+//!   sees `y + 2^(f-1)` reduced to a signed m-bit value, truncates it and applies the ReLU;
+//!   this executor computes exactly that (including the wrap-around when the bound
+//!   |y + 2^(f-1)| < 2^(m-1) is violated, which it counts), except that with `k > 0` the
+//!   circuit may come out one unit lower before the ReLU (the carry out of the dropped
+//!   bits, which depends on the shares). At a linearized position the protocol's exact
+//!   truncation yields the same value up to +1; this executor computes the exact
+//!   rounding.
 //! - The last layer is not truncated: the logits are decoded at scale 2^(2f).
 //!
 //! # The modules
@@ -33,6 +36,7 @@
 //!   and dense terms.
 //! - `executor`: [`FixedProgram::apply_linear`] and [`FixedProgram::forward`], the run in
 //!   the ring with per-layer statistics ([`LayerStats`]).
+//! - `windows`: per-site ReLU windows from a calibration set ([`calibrate_windows`]).
 //! - `error_model`: the estimate of the logits' error against exact arithmetic
 //!   ([`ErrorEstimate`], [`K_SIGMA`]).
 //!
@@ -44,10 +48,12 @@ mod executor;
 mod gemm;
 mod lower;
 mod program;
+mod windows;
 
 pub use self::error_model::{ErrorEstimate, K_SIGMA};
 pub use self::executor::{FixedOutput, LayerStats};
 pub use self::program::{
     Activation, FixedProgram, LinearLayer, Term, TermOp, ValueId, layer_shapes,
 };
+pub use self::windows::{DEFAULT_WINDOW_MARGIN, SiteWindow, calibrate_windows, window_map};
 pub use crate::ring::FixedPointParams;

@@ -108,9 +108,23 @@ pub struct FixedProgram {
     pub layers: Vec<LinearLayer>,
     /// Masks by site name (1 = kept).
     pub masks: BTreeMap<String, Vec<u8>>,
+    /// Per-site ReLU windows `m` (see [`crate::model::PublicModel::relu_windows`]).
+    pub relu_windows: BTreeMap<String, u32>,
 }
 
 impl FixedProgram {
+    /// The fixed-point parameters of layer `i`'s rescaling: the program's, with the
+    /// window of the layer's ReLU site if it has one.
+    pub fn layer_params(&self, i: usize) -> FixedPointParams {
+        match &self.layers[i].activation {
+            Activation::Rescale { site: Some(s), .. } => match self.relu_windows.get(s) {
+                Some(&m) => self.params.with_relu_bits(m),
+                None => self.params,
+            },
+            _ => self.params,
+        }
+    }
+
     /// Lowers the model and encodes nothing else; convenience for [`FixedProgram::lower`].
     pub fn new(model: &Model) -> Result<Self, ModelError> {
         Self::lower(model)

@@ -142,6 +142,9 @@ pub fn assemble_runs(
 pub struct LayerCheck {
     /// Positions equal to the fixed-point rule.
     pub exact: usize,
+    /// Kept ReLU positions one unit below the fixed-point rule before the ReLU: the carry
+    /// the fused-truncation circuit (`k > 0`) does not see.
+    pub kept_minus_one: usize,
     /// Linearized or ReLU-free positions one ulp above the exact rounding.
     pub plus_one: usize,
     /// Positions off by about 2^(l-f): a truncation wrap, which the exact truncation
@@ -151,15 +154,16 @@ pub struct LayerCheck {
 
 /// Checks, layer by layer, that the values the protocol computed follow the fixed-point
 /// rules exactly: every layer's pre-activation y is recomputed in plaintext from the
-/// protocol's own inputs; kept ReLU positions must equal `relu_rescale(y)` bit for bit,
+/// protocol's own inputs; kept ReLU positions must equal `relu_rescale(y)` bit for bit
+/// (with the site's window), or with fused truncation (`k > 0`) the ReLU of one unit less,
 /// other positions `rescale(y)` plus 0 or 1 ulp, the logits y exactly. Panics on anything
 /// else except a truncation wrap, which it counts (callers require none).
 pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck {
-    let p = prog.params;
     let mut c = LayerCheck::default();
     assert_eq!(run.values[0], prog.encode_input(input).unwrap(), "input");
-    let wrap = 1i64 << (p.ring_bits - p.frac_bits - 2);
+    let wrap = 1i64 << (prog.params.ring_bits - prog.params.frac_bits - 2);
     for (i, layer) in prog.layers.iter().enumerate() {
+        let p = prog.layer_params(i);
         let lin = prog.apply_linear(i, &run.values);
         let y: Vec<i64> = lin
             .iter()
@@ -173,8 +177,16 @@ pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck
                 for (j, &yj) in y.iter().enumerate() {
                     let got = run.values[*output][j];
                     if mask.is_some_and(|m| m[j] != 0) {
-                        assert_eq!(got, p.relu_rescale(yj), "layer {i} kept position {j}");
-                        c.exact += 1;
+                        if got == p.relu_rescale(yj) {
+                            c.exact += 1;
+                        } else {
+                            assert!(
+                                p.relu_dropped_bits > 0 && got == relu_rescale_minus_one(p, yj),
+                                "layer {i} kept position {j}: got {got}, fixed point {}",
+                                p.relu_rescale(yj)
+                            );
+                            c.kept_minus_one += 1;
+                        }
                     } else {
                         let d = p.reduce(got.wrapping_sub(p.rescale(yj)));
                         match d {
@@ -189,6 +201,14 @@ pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck
         }
     }
     c
+}
+
+/// What the fused-truncation circuit computes when it misses the carry: the ReLU of the
+/// windowed, truncated value minus one.
+pub fn relu_rescale_minus_one(p: models::fixed::FixedPointParams, y: i64) -> i64 {
+    let s = 64 - p.relu_bits;
+    let z = (y.wrapping_add(1 << (p.frac_bits - 1)) << s) >> s;
+    ((z >> p.frac_bits) - 1).max(0)
 }
 
 /// Normalized random inputs for a model's input shape.
@@ -215,6 +235,7 @@ pub fn check_network(method: Method, name: &str, fractions: &[f64], n: usize) {
         for (x, run) in xs.iter().zip(&runs) {
             let c = check_layers(&prog, x, run);
             total.exact += c.exact;
+            total.kept_minus_one += c.kept_minus_one;
             total.plus_one += c.plus_one;
             total.wraps += c.wraps;
             let fixed = prog.forward(x, false).unwrap();
@@ -252,9 +273,9 @@ pub fn check_network(method: Method, name: &str, fractions: &[f64], n: usize) {
             assert_eq!(plan.online_rounds(), layers + 1);
         }
         eprintln!(
-            "{name}, keep {keep}: {n} inferences, positions exact {} / +1 ulp {} / wraps {}; \
-             max |secure - fixed| logit {max_diff:.2e}, same class {same_class}/{n}",
-            total.exact, total.plus_one, total.wraps
+            "{name}, keep {keep}: {n} inferences, positions exact {} / kept -1 ulp {} / +1 ulp {} \
+             / wraps {}; max |secure - fixed| logit {max_diff:.2e}, same class {same_class}/{n}",
+            total.exact, total.kept_minus_one, total.plus_one, total.wraps
         );
         // Truncation is exact (protocols::trunc): no position may be off by 2^(l-f).
         assert_eq!(total.wraps, 0, "{name}: {} truncation wraps", total.wraps);

@@ -213,16 +213,59 @@ proptest! {
 
     #[test]
     fn relu_reference_matches_plain_circuit(a in any::<u64>(), b in any::<u64>(), q in any::<u64>()) {
-        let p = ReluParams::DEFAULT;
-        let (a, b, q) = (a & mask(p.m), b & mask(p.m), q & mask(p.l));
-        prop_assert_eq!(plain_relu(a, b, q, p), relu_gadget_reference(a, b, q, p));
+        for p in relu_variants() {
+            let w = p.width();
+            let (a, b, q) = (a & mask(w), b & mask(w), q & mask(p.l));
+            prop_assert_eq!(plain_relu(a, b, q, p), relu_gadget_reference(a, b, q, p));
+        }
+    }
+
+    /// From shares of any `y` inside the window: the exact gadget (`k = 0`) computes
+    /// `relu(rescale(y))`, the fused one `relu(rescale(y) - c)` with `c` in {0, 1} the
+    /// carry out of the dropped bits (`c = 1` exactly when the dropped low bits of the
+    /// two inputs overflow).
+    #[test]
+    fn fused_truncation_is_exact_or_one_below(y in -(1i64 << 34)..(1i64 << 34), s in any::<u64>(), r in any::<u64>()) {
+        for p in relu_variants() {
+            let half = 1i64 << (p.m - 1);
+            let t = y + (1 << (p.f - 1));
+            if !(-half + (1 << p.k)..half).contains(&t) {
+                continue;
+            }
+            let server = s & mask(p.l);
+            let client = (y as u64).wrapping_sub(server) & mask(p.l);
+            let a = server_gadget_input(server, p);
+            let (b, q) = client_gadget_inputs(client, r, p);
+            let out = relu_gadget_reference(a, b, q, p);
+            let got = out.wrapping_add(r) & mask(p.l);
+            let exact = (t >> p.f).max(0) as u64;
+            let low = mask(p.k);
+            let carry = ((server.wrapping_add(1 << (p.f - 1)) & low) + (client & low)) >> p.k;
+            let expect = (((t >> p.k) - carry as i64) >> (p.f - p.k)).max(0) as u64;
+            prop_assert_eq!(got, expect, "params {:?} y {}", p, y);
+            if p.k == 0 {
+                prop_assert_eq!(got, exact);
+            }
+        }
     }
 }
 
+/// The exact gadget, the default fused one, a narrower window and a partly fused one.
+fn relu_variants() -> [ReluParams; 4] {
+    let d = ReluParams::DEFAULT;
+    [
+        ReluParams::EXACT,
+        d,
+        ReluParams { m: 33, ..d },
+        ReluParams { k: 10, ..d },
+    ]
+}
+
 fn plain_relu(a: u64, b: u64, q: u64, p: ReluParams) -> u64 {
-    let mut e = u64_to_bits(b, p.m as usize);
+    let w = p.width() as usize;
+    let mut e = u64_to_bits(b, w);
     e.extend(u64_to_bits(q, p.l as usize));
-    let mut pb = PlainBackend::new(u64_to_bits(a, p.m as usize), e);
+    let mut pb = PlainBackend::new(u64_to_bits(a, w), e);
     relu_gadget(&mut pb, p).unwrap();
     bits_to_u64(pb.outputs())
 }
@@ -260,8 +303,8 @@ fn gadget_and_counts() {
 }
 
 #[test]
-fn relu_gate_count_is_116() {
-    let p = ReluParams::DEFAULT;
+fn relu_gate_counts() {
+    let p = ReluParams::EXACT;
     let mut c = GateCounter::new();
     relu_gadget(&mut c, p).unwrap();
     let k = c.counts();
@@ -278,16 +321,33 @@ fn relu_gate_count_is_116() {
         l: 61,
         f: 12,
         m: 32,
+        k: 0,
     };
     let mut c = GateCounter::new();
     relu_gadget(&mut c, q).unwrap();
     assert_eq!(c.counts().and, 110);
+    // Fused truncation (the default): 22 bits per share read, 102 AND gates.
+    let p = ReluParams::DEFAULT;
+    let mut c = GateCounter::new();
+    relu_gadget(&mut c, p).unwrap();
+    let k = c.counts();
+    assert_eq!((k.and, p.and_gates()), (102, 102));
+    assert_eq!(k.garbler_inputs, 22);
+    assert_eq!(k.evaluator_inputs, 22 + 61);
+    assert_eq!(k.outputs, 61);
+    assert_eq!((k.table_bytes(), p.table_bytes()), (3264, 3264));
+    // With a per-site window of 32 (m = 34): 20 bits, 98 gates.
+    let p = ReluParams { m: 34, ..p };
+    let mut c = GateCounter::new();
+    relu_gadget(&mut c, p).unwrap();
+    assert_eq!((c.counts().and, p.and_gates()), (98, 98));
+    assert_eq!(c.counts().garbler_inputs, 20);
 }
 
-/// Edge values of the signed m-bit sum `z = a + b`.
+/// Edge values of the signed `(m - k)`-bit sum `z = a + b` of the gadget's inputs.
 fn edge_sums(p: ReluParams) -> Vec<i64> {
-    let half = 1i64 << (p.m - 1);
-    let one = 1i64 << p.f;
+    let half = 1i64 << (p.width() - 1);
+    let one = 1i64 << (p.f - p.k);
     let mut v = vec![
         0,
         1,
@@ -312,23 +372,29 @@ fn edge_sums(p: ReluParams) -> Vec<i64> {
 
 #[test]
 fn relu_garbled_equals_plain_equals_reference() {
-    let p = ReluParams::DEFAULT;
+    for p in relu_variants() {
+        relu_garbled_equals_plain_equals_reference_at(p);
+    }
+}
+
+fn relu_garbled_equals_plain_equals_reference_at(p: ReluParams) {
+    let w = p.width();
     let mut rng = ChaCha12Rng::seed_from_u64(7);
     let mut cases = Vec::new();
     for z in edge_sums(p) {
         for _ in 0..3 {
             // Split z (mod 2^m) into a random a and b.
-            let a = rng.r#gen::<u64>() & mask(p.m);
-            let b = (z as u64).wrapping_sub(a) & mask(p.m);
+            let a = rng.r#gen::<u64>() & mask(w);
+            let b = (z as u64).wrapping_sub(a) & mask(w);
             cases.push((a, b, rng.r#gen::<u64>() & mask(p.l)));
         }
-        cases.push((z as u64 & mask(p.m), 0, 0));
-        cases.push((0, z as u64 & mask(p.m), mask(p.l)));
+        cases.push((z as u64 & mask(w), 0, 0));
+        cases.push((0, z as u64 & mask(w), mask(p.l)));
     }
     for _ in 0..200 {
         cases.push((
-            rng.r#gen::<u64>() & mask(p.m),
-            rng.r#gen::<u64>() & mask(p.m),
+            rng.r#gen::<u64>() & mask(w),
+            rng.r#gen::<u64>() & mask(w),
             rng.r#gen::<u64>() & mask(p.l),
         ));
     }
@@ -352,25 +418,26 @@ fn relu_garbled_equals_plain_equals_reference() {
     assert_eq!(online.encode_server_inputs(&a).unwrap(), server_labels);
     assert_eq!(online.decode_outputs(&colours).unwrap(), out);
     assert_eq!(online.byte_len(), ReluOnlineSecrets::bytes_for(p, n));
-    assert!(online.byte_len() * 3 < (16 * (2 * p.m as u64 + p.l as u64) + 1) * n as u64);
+    assert!(online.byte_len() * 3 < (16 * (2 * w as u64 + p.l as u64) + 1) * n as u64);
     for (i, &(a, b, q)) in cases.iter().enumerate() {
         let r = relu_gadget_reference(a, b, q, p);
         assert_eq!(out[i], r, "case {i}: a={a} b={b} q={q}");
         assert_eq!(plain_relu(a, b, q, p), r);
     }
-    // Spot-check the reference itself: ReLU with round-half-up truncation.
-    let f = p.f;
+    // Spot-check the reference itself: ReLU with round-half-up truncation (by the
+    // f - k bits the gadget still shifts).
+    let f = p.f - p.k;
     let check = |z: i64, expect: u64| {
-        let a = z as u64 & mask(p.m);
+        let a = z as u64 & mask(w);
         assert_eq!(relu_gadget_reference(a, 0, 0, p), expect, "z = {z}");
     };
     check(0, 0);
     check(-1, 0);
     check((1 << f) - 1, 0);
     check(1 << f, 1);
-    check((5 << f) + 7, 5);
-    check((1 << (p.m - 1)) - 1, (1 << (p.m - 1 - f)) - 1);
-    check(-(1 << (p.m - 1)), 0);
+    check((5 << f) + ((1 << f) - 1) / 2, 5);
+    check((1 << (w - 1)) - 1, (1 << (w - 1 - f)) - 1);
+    check(-(1 << (w - 1)), 0);
     // q wraps mod 2^l.
     assert_eq!(relu_gadget_reference(3 << f, 0, mask(p.l), p), 2);
 }
@@ -400,9 +467,13 @@ fn serialisation_roundtrips_and_rejects_garbage() {
     let mut bad = bytes.clone();
     bad[8] = 0xff; // count
     assert!(GarbledRelus::from_bytes(&bad).is_err());
-    let mut bad = bytes;
+    let mut bad = bytes.clone();
     bad[6] = 70; // m > l
     assert!(GarbledRelus::from_bytes(&bad).is_err());
+    let mut bad = bytes;
+    bad[7] = 15; // k > f
+    let e = GarbledRelus::from_bytes(&bad).unwrap_err();
+    assert_eq!(e.fault(), Fault::Peer);
 }
 
 #[test]
@@ -477,8 +548,12 @@ fn relu_batches_of_every_group_shape() {
         )
         .unwrap();
         assert_eq!(garbled.tables.byte_len(), count * p.table_bytes());
-        let a: Vec<u64> = (0..count).map(|_| rng.r#gen::<u64>() & mask(p.m)).collect();
-        let bs: Vec<u64> = (0..count).map(|_| rng.r#gen::<u64>() & mask(p.m)).collect();
+        let a: Vec<u64> = (0..count)
+            .map(|_| rng.r#gen::<u64>() & mask(p.width()))
+            .collect();
+        let bs: Vec<u64> = (0..count)
+            .map(|_| rng.r#gen::<u64>() & mask(p.width()))
+            .collect();
         let qs: Vec<u64> = (0..count).map(|_| rng.r#gen::<u64>() & mask(p.l)).collect();
         let server = secrets.encode_server_inputs(&a).unwrap();
         let choice = client_input_bits(&bs, &qs, p).unwrap();
@@ -613,14 +688,18 @@ fn relu_layout_is_independent_of_lane_width() {
         let (t8, d8) = garble(8);
         assert_eq!(garble(16), (t8.clone(), d8.clone()), "count {count}");
         assert_eq!(garble(32), (t8.clone(), d8.clone()), "count {count}");
-        let a: Vec<u64> = (0..count).map(|_| rng.r#gen::<u64>() & mask(p.m)).collect();
-        let bs: Vec<u64> = (0..count).map(|_| rng.r#gen::<u64>() & mask(p.m)).collect();
+        let a: Vec<u64> = (0..count)
+            .map(|_| rng.r#gen::<u64>() & mask(p.width()))
+            .collect();
+        let bs: Vec<u64> = (0..count)
+            .map(|_| rng.r#gen::<u64>() & mask(p.width()))
+            .collect();
         let qs: Vec<u64> = (0..count).map(|_| rng.r#gen::<u64>() & mask(p.l)).collect();
         let sl: Vec<Block> = a
             .iter()
             .enumerate()
             .flat_map(|(i, &v)| {
-                let m = p.m as usize;
+                let m = p.width() as usize;
                 encode_labels(&server[i * m..(i + 1) * m], &u64_to_bits(v, m), delta).unwrap()
             })
             .collect();
@@ -657,11 +736,14 @@ fn relu_layout_is_independent_of_lane_width() {
 /// The layout's values were first produced by the original one-group-at-a-time
 /// implementation; they were renewed once, when the hash became GKWY's TCCR
 /// `π(π(x) ⊕ i) ⊕ π(x)` (issue 13, item 5; pinned separately against the `aes` crate in
-/// `aes_hash`'s tests).
+/// `aes_hash`'s tests). When the header gained `k` (magic `RLT2`/`RLS2`, the reserved
+/// byte now `k`), the exact gadget's values were kept: they are checked on the bytes with
+/// the version-1 magic put back, which shows that nothing else changed for `k = 0`; the
+/// fused gadget (`k = 14`) has its own values since.
 #[test]
 fn relu_batch_known_answers() {
     use crate::prg::Prg;
-    let p = ReluParams::DEFAULT;
+    let p = ReluParams::EXACT;
     let expected = [
         (
             1usize,
@@ -684,13 +766,42 @@ fn relu_batch_known_answers() {
             "7f533c4b1b40b11d26bca50f1f153ee13bffaa01f20671208e36f16562a98de8",
         ),
     ];
-    for (count, hex) in expected {
+    let digest = |p: ReluParams, count: usize, v1: bool| {
         let delta = Delta::from_block(Block(12345));
         let (g, s) = garble_relus(p, count, delta, None, 5, Prg::from_seed(Block(9))).unwrap();
+        let (mut g, mut s) = (g.to_bytes(), s.to_bytes());
+        if v1 {
+            g[..4].copy_from_slice(b"RLT1");
+            s[..4].copy_from_slice(b"RLS1");
+        }
         let mut h = blake3::Hasher::new();
-        h.update(&g.to_bytes());
-        h.update(&s.to_bytes());
-        assert_eq!(h.finalize().to_hex().as_str(), hex, "count {count}");
+        h.update(&g);
+        h.update(&s);
+        h.finalize().to_hex().to_string()
+    };
+    for (count, hex) in expected {
+        assert_eq!(digest(p, count, true), hex, "count {count}");
+    }
+    let fused = [
+        (
+            1usize,
+            "cb103e58c75b1bd1588f1b4c9637d15624da6dfdc2e41f213eb64ecea137f6ea",
+        ),
+        (
+            13,
+            "cf23bccb1c0691a100af628532626d54ae611ca9b41766e76e74dce25ef3d52b",
+        ),
+        (
+            70,
+            "d2b3c14b118ada1fc0b9fc6ce820b4144d0aaebd57a22fe0af96b29b9ff0504b",
+        ),
+    ];
+    for (count, hex) in fused {
+        assert_eq!(
+            digest(ReluParams::DEFAULT, count, false),
+            hex,
+            "fused, count {count}"
+        );
     }
 }
 

@@ -21,7 +21,8 @@ pub(crate) const GARBLE_LANES: usize = 2 * LANES;
 /// 64 AES blocks per AND layer).
 pub(crate) const EVAL_LANES: usize = 4 * LANES;
 
-/// Input labels of a batch: `count × m` server labels, `count × (m + l)` client labels.
+/// Input labels of a batch: `count × w` server labels, `count × (w + l)` client labels
+/// (`w = m - k`).
 #[derive(Clone, Copy)]
 pub(crate) struct Labels<'a> {
     pub(crate) server: &'a [Block],
@@ -80,7 +81,7 @@ fn lane_inputs<const W: usize>(
     labels: Labels<'_>,
     span: &Span,
 ) -> (Vec<[Block; W]>, Vec<[Block; W]>, Vec<[Block; W]>) {
-    let (m, l) = (params.m as usize, params.l as usize);
+    let (m, l) = (params.width() as usize, params.l as usize);
     let e = m + l;
     // Bit-major gather: each wire array is written contiguously (writing lane-major
     // would store with a 16·W-byte stride, which thrashes a few L1 sets).
@@ -205,7 +206,7 @@ fn evaluate_span<const W: usize>(
 /// Garbles `count` ReLU gadgets with offset `delta`.
 ///
 /// `client_zero_labels`, if given, are the zero labels of the client's inputs
-/// (`count × (m + l)` of them, in the order of
+/// (`count × (m - k + l)` of them, in the order of
 /// [`client_input_bits`](super::circuit::client_input_bits)), typically the sender's
 /// output of a correlated OT with the same `Δ`; otherwise fresh ones are drawn.
 /// `batch_id` must be unique per `Δ`.
@@ -225,7 +226,7 @@ pub fn garble_relus<R: RngCore + CryptoRng>(
     mut rng: R,
 ) -> Result<(GarbledRelus, ReluGarblerSecrets)> {
     params.validate()?;
-    let (m, l) = (params.m as usize, params.l as usize);
+    let (m, l) = (params.width() as usize, params.l as usize);
     let e = params.evaluator_input_bits();
     let client = match client_zero_labels {
         Some(labels) => {
@@ -280,8 +281,8 @@ pub fn garble_relus<R: RngCore + CryptoRng>(
     ))
 }
 
-/// Evaluates a batch given the active labels of the server's inputs (`count × m`) and of
-/// the client's inputs (`count × (m + l)`), each in gadget order. Returns `count × l`
+/// Evaluates a batch given the active labels of the server's inputs (`count × (m - k)`) and of
+/// the client's inputs (`count × (m - k + l)`), each in gadget order. Returns `count × l`
 /// output colour bits, in gadget order.
 pub fn evaluate_relus(
     garbled: &GarbledRelus,
@@ -291,7 +292,7 @@ pub fn evaluate_relus(
     let p = garbled.params;
     p.validate()?;
     let count = garbled.count;
-    let (m, l) = (p.m as usize, p.l as usize);
+    let (m, l) = (p.width() as usize, p.l as usize);
     let e = p.evaluator_input_bits();
     if server_labels.len() != count * m {
         return Err(ProtocolError::peer("wrong number of server input labels"));

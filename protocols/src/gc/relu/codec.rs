@@ -22,8 +22,9 @@ pub struct GarbledRelus {
     pub tables: GarbledTables,
 }
 
-const TABLES_MAGIC: [u8; 4] = *b"RLT1";
-const SECRETS_MAGIC: [u8; 4] = *b"RLS1";
+// Version 2: the fourth parameter byte (reserved, 0, in version 1) is `k`.
+const TABLES_MAGIC: [u8; 4] = *b"RLT2";
+const SECRETS_MAGIC: [u8; 4] = *b"RLS2";
 
 fn parse_params(bytes: &[u8], magic: [u8; 4]) -> Result<(ReluParams, &[u8])> {
     let (head, rest) = bytes
@@ -36,10 +37,8 @@ fn parse_params(bytes: &[u8], magic: [u8; 4]) -> Result<(ReluParams, &[u8])> {
         l: head[4] as u32,
         f: head[5] as u32,
         m: head[6] as u32,
+        k: head[7] as u32,
     };
-    if head[7] != 0 {
-        return Err(ProtocolError::peer("ReLU batch: nonzero reserved byte"));
-    }
     params
         .validate()
         .map_err(|e| ProtocolError::peer(format!("ReLU batch: {e}")))?;
@@ -48,11 +47,11 @@ fn parse_params(bytes: &[u8], magic: [u8; 4]) -> Result<(ReluParams, &[u8])> {
 
 fn write_params(out: &mut Vec<u8>, magic: [u8; 4], p: ReluParams) {
     out.extend_from_slice(&magic);
-    out.extend_from_slice(&[p.l as u8, p.f as u8, p.m as u8, 0]);
+    out.extend_from_slice(&[p.l as u8, p.f as u8, p.m as u8, p.k as u8]);
 }
 
 impl GarbledRelus {
-    /// Serialises as `"RLT1" ‖ l ‖ f ‖ m ‖ 0 ‖ count (u64 LE) ‖ tables` (see
+    /// Serialises as `"RLT2" ‖ l ‖ f ‖ m ‖ k ‖ count (u64 LE) ‖ tables` (see
     /// [`GarbledTables::to_bytes`]).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::HEADER_BYTES + self.tables.byte_len());
@@ -188,7 +187,8 @@ impl core::fmt::Debug for ReluGarblerSecrets {
 }
 
 impl ReluGarblerSecrets {
-    /// The active labels of the server's inputs `a[i]` (each `< 2^m`), gadget after gadget.
+    /// The active labels of the server's inputs `a[i]` (each `< 2^(m-k)`), gadget after
+    /// gadget.
     pub fn encode_server_inputs(&self, a: &[u64]) -> Result<Vec<Block>> {
         encode_server_labels(
             self.params,
@@ -226,7 +226,7 @@ impl ReluGarblerSecrets {
     }
 
     /// Serialises (for storage by the server between offline and online phases) as
-    /// `"RLS1" ‖ l ‖ f ‖ m ‖ 0 ‖ count ‖ batch_id ‖ Δ ‖ server zero labels ‖ client zero
+    /// `"RLS2" ‖ l ‖ f ‖ m ‖ k ‖ count ‖ batch_id ‖ Δ ‖ server zero labels ‖ client zero
     /// labels ‖ decode bits (packed)`. This contains `Δ`: keep it secret.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -291,7 +291,7 @@ impl ReluGarblerSecrets {
     }
 }
 
-/// The active labels of the server's inputs `a[i]` (each `< 2^m`) from the garbler's
+/// The active labels of the server's inputs `a[i]` (each `< 2^(m-k)`) from the garbler's
 /// zero labels of `count` gadgets.
 fn encode_server_labels(
     params: ReluParams,
@@ -307,11 +307,11 @@ fn encode_server_labels(
             a.len()
         )));
     }
-    let m = params.m as usize;
+    let m = params.width() as usize;
     let d = delta.block();
     let mut out = Vec::with_capacity(count * m);
     for (i, &v) in a.iter().enumerate() {
-        if v > mask(params.m) {
+        if v > mask(params.width()) {
             return Err(ProtocolError::arg("server gadget input out of range"));
         }
         let zero = zero_labels
@@ -329,9 +329,9 @@ fn encode_server_labels(
 /// What the server needs of a garbled batch in the online phase, and nothing more: `Δ`,
 /// the zero labels of its own inputs and the output decoding bits packed eight to a byte.
 /// The zero labels of the client's inputs, which the offline phase needs for the OT and
-/// the garbling only, are dropped: per gadget this holds `16 m + l / 8` bytes (583.6 for
-/// the default parameters) instead of the `16 (2m + l) + l` of [`ReluGarblerSecrets`]
-/// (2,189).
+/// the garbling only, are dropped: per gadget this holds `16 (m - k) + l / 8` bytes
+/// (359.6 for the default parameters) instead of the `16 (2 (m - k) + l) + l / 8` of
+/// [`ReluGarblerSecrets`].
 #[derive(Clone)]
 pub struct ReluOnlineSecrets {
     params: ReluParams,
@@ -375,7 +375,7 @@ impl ReluOnlineSecrets {
     /// Bytes held for `count` gadgets with `params` (heap only; a few dozen bytes of
     /// fixed overhead are not counted).
     pub const fn bytes_for(params: ReluParams, count: usize) -> u64 {
-        let labels = 16 * count as u64 * params.m as u64;
+        let labels = 16 * count as u64 * params.width() as u64;
         let decode = (count as u64 * params.l as u64).div_ceil(8);
         labels + decode
     }
@@ -395,7 +395,8 @@ impl ReluOnlineSecrets {
         16 * self.garbler_zero_labels.len() as u64 + self.decode.len() as u64
     }
 
-    /// The active labels of the server's inputs `a[i]` (each `< 2^m`), gadget after gadget.
+    /// The active labels of the server's inputs `a[i]` (each `< 2^(m-k)`), gadget after
+    /// gadget.
     pub fn encode_server_inputs(&self, a: &[u64]) -> Result<Vec<Block>> {
         encode_server_labels(
             self.params,

@@ -1,19 +1,26 @@
 //! The ReLU gadget used between two linear layers, and its batched garble/evaluate API.
 //!
-//! Inputs (per gadget, in this declaration order):
-//! * `a` (`m` bits, garbler/server): `(server share + 2^(f-1)) mod 2^m`;
-//! * `b` (`m` bits, evaluator/client): `client share mod 2^m`;
+//! Inputs (per gadget, in this declaration order; `w = m - k` bits of each share are read):
+//! * `a` (`w` bits, garbler/server): bits `[k, m)` of `server share + 2^(f-1)`;
+//! * `b` (`w` bits, evaluator/client): bits `[k, m)` of the client share;
 //! * `q` (`l` bits, evaluator/client): `(-r') mod 2^l`, `r'` the client's next-layer mask.
 //!
-//! The circuit computes `z = (a + b) mod 2^m` read as a signed `m`-bit value,
-//! `t = z >> f` (arithmetic; only wires), `u = relu(t)` and outputs `o = (u + q) mod 2^l`
-//! (`l` bits). Only the garbler can decode `o`; it is the server's share of the next
-//! layer's masked input `x' - r'`.
+//! The circuit computes `z = (a + b) mod 2^w` read as a signed `w`-bit value,
+//! `t = z >> (f - k)` (arithmetic; only wires), `u = relu(t)` and outputs
+//! `o = (u + q) mod 2^l` (`l` bits). Only the garbler can decode `o`; it is the server's
+//! share of the next layer's masked input `x' - r'`.
 //!
-//! AND gates: `(m - 1)` for the `m`-bit adder, `(m - f - 1)` for the ReLU (bits
-//! `f..m-2` of `z` masked with `¬sign`), `(l - 1)` for the final adder:
-//! `(m - 1) + (m - f - 1) + (l - 1)`, which is **116** for `l = 61, f = 14, m = 36`,
-//! i.e. 3,712 bytes of garbled tables per ReLU.
+//! Fused truncation (`k > 0`, the default `k = f`): dropping the low `k` bits of each
+//! share before the adder loses the carry `c` out of them, so `t` is the exact
+//! round-half-up truncation minus `c ∈ {0, 1}`: the output is `relu(rescale(y) - c)`,
+//! never more than one unit (2^-f) below the exact gadget's, and a sign can flip only
+//! where the exact value is 0. In exchange the server sends `m - k` labels per gadget
+//! online instead of `m` (see `docs/protocols.md` §5.2). `k = 0` is the exact gadget.
+//!
+//! AND gates: `(w - 1)` for the `w`-bit adder, `(m - f - 1)` for the ReLU (bits
+//! `f-k..w-2` of `z` masked with `¬sign`), `(l - 1)` for the final adder:
+//! **116** for `l = 61, f = 14, m = 36, k = 0` (3,712 bytes of garbled tables per ReLU),
+//! **102** for `k = 14` (3,264 bytes), **100** with a per-site window `m = 35`.
 //!
 //! The code is split by concern: `circuit` (parameters, the gadget, its reference and the
 //! parties' inputs), `codec` (the garbled batch and the server's secrets, and their byte

@@ -548,6 +548,9 @@ fn cmd_windows(a: WindowsArgs) -> Result<()> {
     if a.images == 0 {
         bail!("--images must be at least 1");
     }
+    if !(a.margin.is_finite() && a.margin >= 1.0) {
+        bail!("--margin {} must be a finite number >= 1", a.margin);
+    }
     let ds = Dataset::load(kind, &a.data, split, Some(a.images))?;
     if ds.shape != model.public.graph.input {
         bail!(
@@ -568,7 +571,17 @@ fn cmd_windows(a: WindowsArgs) -> Result<()> {
         a.margin
     );
     let prog = FixedProgram::lower(&model)?;
-    let windows = models::fixed::calibrate_windows(&prog, &xs, a.margin)?;
+    let bar = ProgressBar::new(xs.len() as u64).with_style(
+        ProgressStyle::with_template("calibrate [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut cal = models::fixed::WindowCalibration::new(&prog);
+    for chunk in xs.chunks(64) {
+        cal.add(&prog, chunk)?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let windows = cal.windows(&prog, a.margin)?;
     model.public.relu_windows = models::fixed::window_map(&windows);
     let hashes = format::save(&model, &a.out, a.force)?;
     let fp = model.public.fixed_point;

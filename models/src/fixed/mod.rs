@@ -55,5 +55,7 @@ pub use self::executor::{FixedOutput, LayerStats};
 pub use self::program::{
     Activation, FixedProgram, LinearLayer, Term, TermOp, ValueId, layer_shapes,
 };
-pub use self::windows::{DEFAULT_WINDOW_MARGIN, SiteWindow, calibrate_windows, window_map};
+pub use self::windows::{
+    DEFAULT_WINDOW_MARGIN, SiteWindow, WindowCalibration, calibrate_windows, window_map,
+};
 pub use crate::ring::FixedPointParams;

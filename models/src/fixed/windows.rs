@@ -47,40 +47,89 @@ pub fn calibrate_windows(
     inputs: &[Vec<f32>],
     margin: f64,
 ) -> Result<Vec<SiteWindow>, ModelError> {
-    if !(margin.is_finite() && margin >= 1.0) {
-        return Err(ModelError::InvalidArgument(format!(
-            "window margin {margin} must be a finite number >= 1"
-        )));
-    }
-    if inputs.is_empty() {
-        return Err(ModelError::InvalidArgument(
-            "window calibration needs at least one input".into(),
-        ));
-    }
-    let per_input = inputs
-        .par_iter()
-        .map(|x| {
-            prog.forward(x, false)
-                .map(|o| o.stats.iter().map(|s| s.max_abs).collect::<Vec<f64>>())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut out = Vec::new();
-    for (i, layer) in prog.layers.iter().enumerate() {
-        if let Activation::Rescale {
-            site: Some(site), ..
-        } = &layer.activation
-        {
-            let max_abs = per_input.iter().map(|v| v[i]).fold(0.0, f64::max);
-            let relu_bits = prog.params.window_for(max_abs, margin);
-            out.push(SiteWindow {
-                site: site.clone(),
-                max_abs,
-                relu_bits,
-                range: prog.params.with_relu_bits(relu_bits).relu_range(),
-            });
+    let mut c = WindowCalibration::new(prog);
+    c.add(prog, inputs)?;
+    c.windows(prog, margin)
+}
+
+/// The running maxima of a window calibration, for callers that feed the inputs in
+/// chunks (e.g. to show progress): [`WindowCalibration::add`] as often as needed, then
+/// [`WindowCalibration::windows`].
+#[derive(Clone, Debug)]
+pub struct WindowCalibration {
+    /// Largest |y| per layer so far.
+    max_abs: Vec<f64>,
+    /// Inputs seen.
+    seen: usize,
+}
+
+impl WindowCalibration {
+    /// An empty calibration of `prog`.
+    pub fn new(prog: &FixedProgram) -> Self {
+        WindowCalibration {
+            max_abs: vec![0.0; prog.layers.len()],
+            seen: 0,
         }
     }
-    Ok(out)
+
+    /// Inputs seen so far.
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// Runs the executor on `inputs` (normalized, in parallel) and updates the maxima.
+    pub fn add(&mut self, prog: &FixedProgram, inputs: &[Vec<f32>]) -> Result<(), ModelError> {
+        if self.max_abs.len() != prog.layers.len() {
+            return Err(ModelError::InvalidArgument(
+                "window calibration of another program".into(),
+            ));
+        }
+        let per_input = inputs
+            .par_iter()
+            .map(|x| {
+                prog.forward(x, false)
+                    .map(|o| o.stats.iter().map(|s| s.max_abs).collect::<Vec<f64>>())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for v in per_input {
+            for (m, x) in self.max_abs.iter_mut().zip(v) {
+                *m = m.max(x);
+            }
+        }
+        self.seen += inputs.len();
+        Ok(())
+    }
+
+    /// The windows for the maxima seen (at least one input), with `margin` (finite,
+    /// at least 1).
+    pub fn windows(&self, prog: &FixedProgram, margin: f64) -> Result<Vec<SiteWindow>, ModelError> {
+        if !(margin.is_finite() && margin >= 1.0) {
+            return Err(ModelError::InvalidArgument(format!(
+                "window margin {margin} must be a finite number >= 1"
+            )));
+        }
+        if self.seen == 0 {
+            return Err(ModelError::InvalidArgument(
+                "window calibration needs at least one input".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        for (layer, &max_abs) in prog.layers.iter().zip(&self.max_abs) {
+            if let Activation::Rescale {
+                site: Some(site), ..
+            } = &layer.activation
+            {
+                let relu_bits = prog.params.window_for(max_abs, margin);
+                out.push(SiteWindow {
+                    site: site.clone(),
+                    max_abs,
+                    relu_bits,
+                    range: prog.params.with_relu_bits(relu_bits).relu_range(),
+                });
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The windows as the map a [`PublicModel`](crate::model::PublicModel) stores.

@@ -1,11 +1,12 @@
 //! Homomorphic-encryption preprocessing of the linear layers (BFV, N = 8192, t = 2^61,
 //! coefficient-encoded convolutions; `protocols::he`, `docs/he.md`).
 //!
-//! * Before criterion runs, once: **ResNet18 at 32x32, every linear layer** (the offline
-//!   phase of the `pi-runtime` engine with no kept ReLU, so it is HE only), both parties
-//!   in this process over a `127.0.0.1` TCP pair: wall time on the client, bytes per
-//!   direction, ciphertext counts, the most expensive layers. Two inferences: the first
-//!   includes the client's key setup.
+//! * Before criterion runs, once: **ResNet18 at 32x32, every linear layer** through
+//!   `pi_runtime::preprocess` (`Method::HeBfv`) layer by layer, with random masks and
+//!   shares, so it is HE only (no OT, no garbling), both parties in this process over a
+//!   `127.0.0.1` TCP pair: wall time, bytes per direction, the most expensive layers.
+//!   Two inferences: the first includes the client's key setup. `-- nomatch` runs only
+//!   this part.
 //! * `he_layer/<shape>`: one ResNet18 operator end to end (the client encrypts its mask,
 //!   the server multiplies, subtracts `s`, re-randomizes and floods, the client decrypts)
 //!   over an in-memory channel; throughput in multiply-accumulates.
@@ -24,7 +25,7 @@ use models::data::Normalization;
 use models::exec::calibrate_batchnorm;
 use models::fixed::FixedProgram;
 use models::{Mask, Model, PublicModel, arch};
-use pi_runtime::engine::{ClientEngine, ServerEngine};
+use pi_runtime::plan::Plan;
 use pi_runtime::preprocess::Method;
 use protocols::CountingChannel;
 use protocols::channel::MemoryChannel;
@@ -51,57 +52,97 @@ fn resnet18_linear_only() -> Model {
     m
 }
 
-/// The whole network's offline phase, printed (not a criterion measurement: one run
-/// takes seconds).
+/// The whole network's HE preprocessing, printed (not a criterion measurement: one run
+/// takes seconds). It drives `pi_runtime::preprocess` directly, layer by layer, with
+/// random masks and shares, so the figures are HE only (no OT, no garbling).
 fn resnet18_offline() {
     let m = resnet18_linear_only();
     let prog = FixedProgram::lower(&m).unwrap();
     let structure = FixedProgram::structure(&m.public).unwrap();
+    let plan = Plan::new(&prog).unwrap();
+    let lmask = plan.ring.mask();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let masks: Vec<Option<Vec<u64>>> = plan
+        .value_lens
+        .iter()
+        .map(|&n| Some((0..n).map(|_| rng.r#gen::<u64>() & lmask).collect()))
+        .collect();
     let (sch, cch) = loopback_pair().unwrap();
     let runs = 2;
+    let layers = plan.layers.len();
     std::thread::scope(|s| {
-        let server = s.spawn(|| {
+        let plan_ref = &plan;
+        let prog_ref = &prog;
+        let server = s.spawn(move || {
             let mut ch = CountingChannel::new(sch);
-            let mut eng = ServerEngine::new(&prog).unwrap();
-            let mut pre = Method::HeBfv.instance(&prog).unwrap();
+            let mut pre = Method::HeBfv.instance(prog_ref).unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
             (0..runs)
-                .map(|_| eng.offline(&mut ch, pre.as_mut()).unwrap().1)
+                .map(|_| {
+                    let t = Instant::now();
+                    pre.begin_inference();
+                    let mut busy = Vec::new();
+                    for i in 0..layers {
+                        let s_: Vec<u64> = (0..plan_ref.layers[i].len)
+                            .map(|_| rng.r#gen::<u64>() & lmask)
+                            .collect();
+                        let tl = Instant::now();
+                        pre.server_layer(&mut ch, prog_ref, plan_ref, i, &s_)
+                            .unwrap();
+                        busy.push(tl.elapsed().as_secs_f64());
+                    }
+                    (t.elapsed().as_secs_f64(), busy)
+                })
                 .collect::<Vec<_>>()
         });
         let mut ch = CountingChannel::new(cch);
-        let mut eng = ClientEngine::new(&structure).unwrap();
         let mut pre = Method::HeBfv.instance(&structure).unwrap();
         let client: Vec<_> = (0..runs)
             .map(|_| {
+                let before = ch.stats();
                 let t = Instant::now();
-                let (_, m) = eng.offline(&mut ch, pre.as_mut()).unwrap();
-                (t.elapsed().as_secs_f64(), m)
+                pre.begin_inference();
+                let mut per_layer = Vec::new();
+                for i in 0..layers {
+                    let at = ch.stats();
+                    let tl = Instant::now();
+                    pre.client_layer(&mut ch, &plan, i, &masks).unwrap();
+                    let now = ch.stats();
+                    per_layer.push((
+                        i,
+                        tl.elapsed().as_secs_f64(),
+                        now.bytes_sent - at.bytes_sent,
+                        now.bytes_received - at.bytes_received,
+                    ));
+                }
+                let after = ch.stats();
+                (
+                    t.elapsed().as_secs_f64(),
+                    after.bytes_sent - before.bytes_sent,
+                    after.bytes_received - before.bytes_received,
+                    per_layer,
+                )
             })
             .collect();
         let server = server.join().unwrap();
-        for (k, ((wall, c), sm)) in client.iter().zip(&server).enumerate() {
+        for (k, ((wall, up, down, _), (swall, _))) in client.iter().zip(&server).enumerate() {
             eprintln!(
-                "resnet18 32x32 HE offline, all {} linear layers, inference {}{}: {wall:.2} s \
-                 wall (server {:.2} s), {:.1} MB up, {:.1} MB down",
-                c.layers.len(),
+                "resnet18 32x32 HE preprocessing, all {layers} linear layers, inference {}{}: \
+                 {wall:.2} s wall (server {swall:.2} s), {:.1} MB up, {:.1} MB down",
                 k + 1,
                 if k == 0 { " (with key setup)" } else { "" },
-                sm.seconds,
-                c.bytes_sent as f64 / 1e6,
-                c.bytes_received as f64 / 1e6,
+                *up as f64 / 1e6,
+                *down as f64 / 1e6,
             );
         }
-        let (_, last) = client.last().unwrap();
-        let mut layers: Vec<_> = last.layers.iter().collect();
-        layers.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-        for l in layers.iter().take(5) {
+        let (_, _, _, last) = client.last().unwrap();
+        let mut top: Vec<_> = last.iter().collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (i, secs, up, down) in top.iter().take(5) {
             eprintln!(
-                "  layer {:>2} ({} outputs): {:.3} s, {:.1} MB up, {:.1} MB down",
-                l.layer,
-                l.positions,
-                l.seconds,
-                l.bytes_sent as f64 / 1e6,
-                l.bytes_received as f64 / 1e6
+                "  layer {i:>2}: {secs:.3} s, {:.1} MB up, {:.1} MB down",
+                *up as f64 / 1e6,
+                *down as f64 / 1e6
             );
         }
     });

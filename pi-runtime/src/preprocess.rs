@@ -474,3 +474,51 @@ mod tests {
         assert!(s.contains("masks_seen: 1"), "{s}");
     }
 }
+
+/// Prints every ResNet18 term's layout and ciphertext counts (a diagnostic for the HE
+/// cost work in `docs/he.md`): `cargo test --release -p pi-runtime --lib term_layouts --
+/// --ignored --nocapture`.
+#[cfg(test)]
+mod term_layouts {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn resnet18_term_layouts() {
+        use models::data::Normalization;
+        use models::{Model, PublicModel, arch};
+        let g = arch::build("resnet18", 10, [3, 32, 32]).unwrap();
+        let p = PublicModel::all_kept("resnet18", g, Normalization::cifar10(), Default::default())
+            .unwrap();
+        let m = Model::random(p, 1).unwrap();
+        let prog = FixedProgram::lower(&m).unwrap();
+        let he = HePreprocessing::new(&prog).unwrap();
+        let (mut inputs, mut outputs, mut positions) = (0, 0, 0);
+        for (i, terms) in he.layers.iter().enumerate() {
+            for t in terms {
+                let l = &t.layout;
+                let pos: usize = (0..l.tiles)
+                    .flat_map(|tile| (0..l.groups).map(move |g| (tile, g)))
+                    .map(|(tile, g)| l.output_positions(tile, g).len())
+                    .sum();
+                inputs += l.input_cts();
+                outputs += l.output_cts();
+                positions += pos;
+                eprintln!(
+                    "layer {i} value {} {:?}: {} in, {} out, {} products, {} tiles of {} rows, \
+                     C' {} M' {}, {pos} positions",
+                    t.input,
+                    l.shape,
+                    l.input_cts(),
+                    l.output_cts(),
+                    l.products(),
+                    l.tiles,
+                    l.tile_rows,
+                    l.channels_per_block,
+                    l.outputs_per_poly
+                );
+            }
+        }
+        eprintln!("total: {inputs} input, {outputs} output ciphertexts, {positions} positions");
+    }
+}

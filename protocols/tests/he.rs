@@ -8,7 +8,7 @@
 use std::thread;
 
 use protocols::channel::{Channel, ChannelExt, MemoryChannel};
-use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, POLY_DEGREE};
+use protocols::he::{ConvLayout, ConvShape, HE_VERSION, HeClient, HeParams, HeServer, POLY_DEGREE};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
@@ -122,19 +122,19 @@ fn bad_peer_data_is_an_error() {
     assert!(e.to_string().contains("version 9"), "{e}");
     // Wrong ring.
     let (mut a, mut b) = MemoryChannel::pair();
-    b.send(&[1, 40]).unwrap();
+    b.send(&[HE_VERSION, 40]).unwrap();
     b.flush().unwrap();
     let e = HeServer::setup(&mut a, params.clone()).unwrap_err();
     assert!(e.to_string().contains("Z_2^40"), "{e}");
     // Garbage key, oversized key.
     let (mut a, mut b) = MemoryChannel::pair();
-    b.send(&[1, 61]).unwrap();
+    b.send(&[HE_VERSION, 61]).unwrap();
     b.send_prefixed(&[7u8; 1000]).unwrap();
     b.flush().unwrap();
     let e = HeServer::setup(&mut a, params.clone()).unwrap_err();
     assert!(e.to_string().contains("public key"), "{e}");
     let (mut a, mut b) = MemoryChannel::pair();
-    b.send(&[1, 61]).unwrap();
+    b.send(&[HE_VERSION, 61]).unwrap();
     b.send_prefixed(&vec![0u8; 1 << 20]).unwrap();
     b.flush().unwrap();
     assert!(HeServer::setup(&mut a, params.clone()).is_err());
@@ -156,21 +156,21 @@ fn bad_peer_data_is_an_error() {
     assert!(e.to_string().contains("input ciphertext"), "{e}");
     drop(t.join().unwrap());
 
-    // A result with unreduced residues.
+    // A truncated result: every bit pattern of a switched result is valid, so only its
+    // length can be wrong; a result cut short is an error, not a hang or a panic.
     let (mut a, mut b) = MemoryChannel::pair();
     let p2 = params.clone();
     let t = thread::spawn(move || {
         let _he = HeServer::setup(&mut a, p2).unwrap();
-        // The client's one input ciphertext, then a result with every residue too large.
+        // The client's one input ciphertext, then half a result, then the end.
         a.recv_prefixed(1 << 20).unwrap();
-        a.send_u64s(&vec![u64::MAX; 3 * POLY_DEGREE]).unwrap();
+        a.send(&vec![0xffu8; 5 * POLY_DEGREE]).unwrap();
         a.flush().unwrap();
-        a
     });
     let client = HeClient::setup(&mut b, params).unwrap();
     let layout = ConvLayout::new(conv(1, 4, 1, 1, 1, 0), POLY_DEGREE).unwrap();
     assert_eq!(layout.input_cts(), 1);
     let e = client.term(&mut b, &layout, &[0; 16]).unwrap_err();
-    assert!(e.to_string().contains("not reduced"), "{e}");
-    drop(t.join().unwrap());
+    t.join().unwrap();
+    eprintln!("{e}");
 }

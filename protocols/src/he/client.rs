@@ -3,15 +3,16 @@
 
 use fhe::bfv::{Ciphertext, Encoding, Plaintext, SecretKey};
 use fhe_math::rq::{Poly, Representation, traits::TryConvertFrom};
-use fhe_traits::{FheDecoder, FheDecrypter, FheEncoder, FheEncrypter};
+use fhe_traits::{FheEncoder, FheEncrypter};
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use zeroize::Zeroizing;
 
-use super::codec::{K, N, check_residues, fhe_err, math_err, put_field};
+use super::codec::{N, fhe_err, math_err, put_field};
 use super::layout::ConvLayout;
-use super::params::{HE_VERSION, HeParams};
+use super::params::{HE_VERSION, HeParams, MODULI, RESULT_C1_BITS};
 use super::rekey::{secret_poly, seeded_ciphertext};
+use super::switch::{C1_BYTES, decode, get_c1};
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
 use crate::prg::Prg;
@@ -22,6 +23,8 @@ pub struct HeClient {
     pub(super) sk: SecretKey,
     /// The secret key as a polynomial in NTT form (re-keying fresh ciphertexts).
     pub(super) s: Zeroizing<Poly>,
+    /// The same modulo the first two primes (decrypting switched results).
+    pub(super) s2: Zeroizing<Poly>,
 }
 
 impl std::fmt::Debug for HeClient {
@@ -47,7 +50,8 @@ impl HeClient {
         let mut prg = Prg::from_rng(rng);
         let par = params.bfv();
         let sk = SecretKey::random(par, &mut prg);
-        let s = secret_poly(&sk, &params)?;
+        let s = secret_poly(&sk, &params, 0)?;
+        let s2 = secret_poly(&sk, &params, 1)?;
         // `PublicKey::new`: an encryption of zero, both polynomials constant-time.
         let zero = Plaintext::zero(Encoding::poly(), par).map_err(fhe_err("zero"))?;
         let ct = sk
@@ -58,7 +62,7 @@ impl HeClient {
         ch.send(&[HE_VERSION, params.ring_bits() as u8])?;
         ch.send_prefixed(&key)?;
         ch.flush()?;
-        Ok(HeClient { params, sk, s })
+        Ok(HeClient { params, sk, s, s2 })
     }
 
     /// Runs one term: returns `L(x) - s` for the layout's operator `L`, the client's
@@ -99,16 +103,17 @@ impl HeClient {
         for t in 0..layout.tiles {
             for g in 0..layout.groups {
                 let pos = layout.output_positions(t, g);
-                let c1 = ch.recv_u64s(K * N)?;
-                check_residues(&c1, N, "HE result c1")?;
-                let c0 = ch.recv_u64s(K * pos.len())?;
-                check_residues(&c0, pos.len(), "HE result c0")?;
+                // Every bit pattern is a valid switched result: only the sizes (fixed by
+                // the layout) are checked, by reading exactly that much.
+                let mut c1 = vec![0u8; N * C1_BYTES];
+                ch.recv(&mut c1)?;
+                let c0 = ch.recv_u64s(pos.len())?;
                 received.push((pos, c0, c1));
             }
         }
         let parts = received
             .into_par_iter()
-            .map(|(pos, c0, c1)| self.decrypt(&pos, &c0, c1))
+            .map(|(pos, c0, c1)| self.decrypt(&pos, &c0, &c1))
             .collect::<Result<Vec<_>>>()?;
         let mut out = vec![0u64; layout.shape.out_len()];
         for part in parts {
@@ -138,30 +143,72 @@ impl HeClient {
         Ok(())
     }
 
-    /// Decrypts the output coefficients `pos` of one result.
+    /// Decrypts the output coefficients `pos` of one switched result: `c0` there
+    /// (mod `2^RESULT_C0_BITS`) and the packed `c1` (mod `2^RESULT_C1_BITS`).
     pub(super) fn decrypt(
         &self,
         pos: &[(usize, usize)],
         c0: &[u64],
-        c1: Vec<u64>,
+        c1: &[u8],
     ) -> Result<Vec<(usize, u64)>> {
-        let par = self.params.bfv();
-        let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
-        let mut full = vec![0u64; K * N];
-        for i in 0..K {
-            for (k, &(coeff, _)) in pos.iter().enumerate() {
-                full[i * N + coeff] = c0[i * pos.len() + k];
-            }
-        }
-        let mut p0 = Poly::try_convert_from(full, ctx, false, Representation::PowerBasis)
-            .map_err(math_err("result c0"))?;
-        p0.change_representation(Representation::Ntt);
-        let mut p1 = Poly::try_convert_from(c1, ctx, false, Representation::PowerBasis)
-            .map_err(math_err("result c1"))?;
-        p1.change_representation(Representation::Ntt);
-        let ct = Ciphertext::new(vec![p0, p1], par).map_err(fhe_err("result"))?;
-        let pt = self.sk.try_decrypt(&ct).map_err(fhe_err("decrypting"))?;
-        let v = Vec::<u64>::try_decode(&pt, Encoding::poly()).map_err(fhe_err("decoding"))?;
-        Ok(pos.iter().map(|&(coeff, idx)| (idx, v[coeff])).collect())
+        let c1s = c1_times_secret(&self.s2, &get_c1(c1), pos)?;
+        let l = self.params.ring_bits();
+        Ok(pos
+            .iter()
+            .zip(c0.iter().zip(c1s))
+            .map(|(&(_, idx), (&c0, c1s))| (idx, decode(c0, c1s, l)))
+            .collect())
     }
+}
+
+/// `(c1 s mod 2^RESULT_C1_BITS)` at the coefficients `pos`, for `c1` with coefficients
+/// below `2^RESULT_C1_BITS` and `s` (in NTT form modulo the first two primes) with
+/// coefficients of magnitude at most `SECRET_BOUND`: the product's coefficients are below
+/// `2^RESULT_C1_BITS * SECRET_BOUND * N < 2^98`, so the two primes (`2^124`) hold them
+/// exactly, centred.
+pub(super) fn c1_times_secret(s2: &Poly, c1: &[u128], pos: &[(usize, usize)]) -> Result<Vec<u128>> {
+    let (q0, q1) = (MODULI[0], MODULI[1]);
+    let mut res = vec![0u64; 2 * N];
+    for (i, &q) in [q0, q1].iter().enumerate() {
+        // x = hi 2^62 + lo with 2^62 = q + d, d < 2^20: x = hi d + lo (mod q).
+        let d = (1u64 << 62) - q;
+        for (r, &x) in res[i * N..(i + 1) * N].iter_mut().zip(c1) {
+            let v = ((x >> 62) as u64) * d + (x as u64 & ((1 << 62) - 1));
+            *r = if v >= q { v - q } else { v };
+        }
+    }
+    let mut p = Poly::try_convert_from(res, s2.ctx(), false, Representation::PowerBasis)
+        .map_err(math_err("result c1"))?;
+    p.change_representation(Representation::Ntt);
+    p *= s2;
+    p.change_representation(Representation::PowerBasis);
+    let prod = Vec::<u64>::from(&p);
+    let big = u128::from(q0) * u128::from(q1);
+    let inv = crt_inverse();
+    let mask = (1u128 << RESULT_C1_BITS) - 1;
+    Ok(pos
+        .iter()
+        .map(|&(coeff, _)| {
+            let (r0, r1) = (prod[coeff], prod[N + coeff]);
+            let k =
+                ((u128::from((r1 + q1 - r0 % q1) % q1) * u128::from(inv)) % u128::from(q1)) as u64;
+            let x = u128::from(r0) + u128::from(q0) * u128::from(k);
+            let x = if x > big / 2 { x.wrapping_sub(big) } else { x };
+            x & mask
+        })
+        .collect())
+}
+
+/// `q0^-1 mod q1`.
+fn crt_inverse() -> u64 {
+    let (q0, q1) = (u128::from(MODULI[0]), u128::from(MODULI[1]));
+    let (mut base, mut e, mut r) = (q0 % q1, q1 - 2, 1u128);
+    while e > 0 {
+        if e & 1 == 1 {
+            r = r * base % q1;
+        }
+        base = base * base % q1;
+        e >>= 1;
+    }
+    r as u64
 }

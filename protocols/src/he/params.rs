@@ -6,8 +6,9 @@ use fhe::bfv::{BfvParameters, BfvParametersBuilder};
 
 use crate::error::{ProtocolError, Result};
 
-/// Version of the HE preprocessing messages (sent in the key message).
-pub const HE_VERSION: u8 = 1;
+/// Version of the HE preprocessing messages (sent in the key message). 2: results are
+/// modulus-switched to powers of two (`RESULT_C0_BITS`, `RESULT_C1_BITS`).
+pub const HE_VERSION: u8 = 2;
 
 /// Ring degree.
 pub const POLY_DEGREE: usize = 8192;
@@ -23,6 +24,19 @@ pub const MODULI: [u64; 3] = [
 /// Flooding noise: uniform in `[-2^FLOOD_BITS, 2^FLOOD_BITS]` on every coefficient the
 /// client decrypts.
 pub const FLOOD_BITS: u32 = 117;
+
+/// Results are released modulus-switched: `c0` (at the output coefficients) modulo
+/// `2^RESULT_C0_BITS`, `c1` modulo `2^RESULT_C1_BITS` (`docs/he.md`: the rounding
+/// errors, `2^(80-64-1)` from `c0` and `|s|_1 / 2 <= 20 N / 2 = 2^16.3` from `c1`, and the
+/// scaled flooding `2^(80+117-186)` stay below `2^(80-61-1)`, half the switched scale).
+pub const RESULT_C0_BITS: u32 = 64;
+
+/// See [`RESULT_C0_BITS`].
+pub const RESULT_C1_BITS: u32 = 80;
+
+/// Largest magnitude of a secret-key coefficient (the `fhe` crate's centred binomial
+/// distribution of variance 10 is a difference of two 20-bit popcounts).
+pub const SECRET_BOUND: u64 = 20;
 
 /// Largest kernel 1-norm (sum of absolute weights over one output ciphertext's products)
 /// the noise analysis admits: `2^MAX_KERNEL_NORM_BITS`.
@@ -82,6 +96,15 @@ mod tests {
         let noise = ((21.0f64).log2() + f64::from(MAX_KERNEL_NORM_BITS)).max(23.0) + 1.0;
         assert!(f64::from(FLOOD_BITS) + 1.0 < half_delta - 4.0);
         assert!(f64::from(FLOOD_BITS) - noise >= 71.0);
+        // After switching to 2^b (c1) and 2^a (c0): the rounding errors plus the scaled
+        // noise stay below half the switched scale 2^(b-l-1), l = 61, with margin 2.
+        let (a, b) = (f64::from(RESULT_C0_BITS), f64::from(RESULT_C1_BITS));
+        let pre = 2f64.powf(f64::from(FLOOD_BITS)) * 1.001;
+        let switched = 2f64.powf(b - a - 1.0)
+            + (SECRET_BOUND * POLY_DEGREE as u64) as f64 / 2.0
+            + pre * 2f64.powf(b - log_q)
+            + 1.0;
+        assert!(2.0 * switched < 2f64.powf(b - 61.0 - 1.0), "{switched}");
         assert!(HeParams::new(61).is_ok());
         assert!(HeParams::new(62).is_err());
         assert!(HeParams::new(1).is_err());

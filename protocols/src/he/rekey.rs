@@ -14,8 +14,13 @@ use crate::error::{ProtocolError, Result};
 use crate::prg::Prg;
 
 /// The secret key's coefficients (read back from its serialization, `SecretKey {
-/// repeated sint64 coeffs = 1; }`, packed) as a polynomial in NTT form.
-pub(super) fn secret_poly(sk: &SecretKey, params: &HeParams) -> Result<Zeroizing<Poly>> {
+/// repeated sint64 coeffs = 1; }`, packed) as a polynomial in NTT form at `level` (0:
+/// all three moduli; 1: the first two, where the client multiplies switched results).
+pub(super) fn secret_poly(
+    sk: &SecretKey,
+    params: &HeParams,
+    level: usize,
+) -> Result<Zeroizing<Poly>> {
     let bad = || ProtocolError::arg("the secret key does not serialize as expected");
     let bytes = Zeroizing::new(sk.to_bytes());
     let (mut packed, rest) = proto_field(&bytes, 0x0a).ok_or_else(bad)?;
@@ -33,7 +38,7 @@ pub(super) fn secret_poly(sk: &SecretKey, params: &HeParams) -> Result<Zeroizing
     }
     let ctx = params
         .bfv()
-        .context_at_level(0)
+        .context_at_level(level)
         .map_err(fhe_err("context"))?;
     let mut s = Zeroizing::new(
         Poly::try_convert_from(coeffs.as_slice(), ctx, false, Representation::PowerBasis)

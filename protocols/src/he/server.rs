@@ -11,7 +11,10 @@ use super::codec::{
     K, MAX_CT_BYTES, MAX_KEY_BYTES, N, check_residues, fhe_err, guarded, math_err, parse_public_key,
 };
 use super::layout::ConvLayout;
-use super::params::{FLOOD_BITS, HE_VERSION, HeParams, MAX_KERNEL_NORM_BITS, MODULI};
+use super::params::{
+    FLOOD_BITS, HE_VERSION, HeParams, MAX_KERNEL_NORM_BITS, MODULI, RESULT_C0_BITS, RESULT_C1_BITS,
+};
+use super::switch::{C1_BYTES, put_c1, switcher};
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
 use crate::prg::Prg;
@@ -143,7 +146,7 @@ impl HeServer {
         for t in 0..layout.tiles {
             for group in &outs {
                 let (c1, c0) = &group[t];
-                ch.send_u64s(c1)?;
+                ch.send(c1)?;
                 ch.send_u64s(c0)?;
             }
         }
@@ -194,7 +197,7 @@ impl HeServer {
         (t, g): (usize, usize),
         s: &[u64],
         rng: &mut Prg,
-    ) -> Result<(Vec<u64>, Vec<u64>)> {
+    ) -> Result<(Vec<u8>, Vec<u64>)> {
         let pos = layout.output_positions(t, g);
         let ct = self.evaluate(cts, kernels, &pos, s, rng)?;
         Ok(flood_and_trim(&ct, &pos, rng))
@@ -230,29 +233,40 @@ impl HeServer {
     }
 }
 
-/// `c1` (all residues) and `c0` at the output coefficients `pos` only, plus flooding
-/// noise uniform in `[-2^FLOOD_BITS, 2^FLOOD_BITS)`; coefficient form, modulus-major.
+/// The released part of a result: `c0` at the output coefficients `pos` only, plus
+/// flooding noise uniform in `[-2^FLOOD_BITS, 2^FLOOD_BITS)`, and `c1`, both then
+/// switched from `q` to `2^RESULT_C0_BITS` (`c0`, one `u64` per position) and
+/// `2^RESULT_C1_BITS` (`c1`, `C1_BYTES` little-endian bytes per coefficient).
 pub(super) fn flood_and_trim(
     ct: &Ciphertext,
     pos: &[(usize, usize)],
     rng: &mut Prg,
-) -> (Vec<u64>, Vec<u64>) {
+) -> (Vec<u8>, Vec<u64>) {
+    let sw = switcher();
     let mut c0 = ct[0].clone();
     c0.change_representation(Representation::PowerBasis);
     let c0 = Vec::<u64>::from(&c0);
     let mut c1 = ct[1].clone();
     c1.change_representation(Representation::PowerBasis);
     let c1 = Vec::<u64>::from(&c1);
-    let mut sel = vec![0u64; K * pos.len()];
     let span = 1u128 << (FLOOD_BITS + 1);
-    for (k, &(coeff, _)) in pos.iter().enumerate() {
-        let u = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) % span;
-        let flood = u as i128 - (1i128 << FLOOD_BITS);
-        for (i, &q) in MODULI.iter().enumerate() {
-            let f = flood.rem_euclid(i128::from(q)) as u64;
-            let v = c0[i * N + coeff];
-            sel[i * pos.len() + k] = ((u128::from(v) + u128::from(f)) % u128::from(q)) as u64;
-        }
+    let sel = pos
+        .iter()
+        .map(|&(coeff, _)| {
+            let u = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) % span;
+            let flood = u as i128 - (1i128 << FLOOD_BITS);
+            let r: [u64; K] = std::array::from_fn(|i| {
+                let q = MODULI[i];
+                let f = flood.rem_euclid(i128::from(q)) as u64;
+                ((u128::from(c0[i * N + coeff]) + u128::from(f)) % u128::from(q)) as u64
+            });
+            sw.round(r, RESULT_C0_BITS) as u64
+        })
+        .collect();
+    let mut packed = Vec::with_capacity(N * C1_BYTES);
+    for j in 0..N {
+        let r: [u64; K] = std::array::from_fn(|i| c1[i * N + j]);
+        put_c1(&mut packed, sw.round(r, RESULT_C1_BITS));
     }
-    (c1, sel)
+    (packed, sel)
 }

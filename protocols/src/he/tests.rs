@@ -10,11 +10,14 @@ use fhe_traits::{
 use rand_core::RngCore;
 
 use super::client::HeClient;
+use super::client::c1_times_secret;
 use super::codec::{N, proto_field, put_field};
 use super::layout::{ConvLayout, ConvShape};
 use super::params::{FLOOD_BITS, HE_VERSION, HeParams, MAX_KERNEL_NORM_BITS, MODULI};
+use super::params::{RESULT_C0_BITS, RESULT_C1_BITS, SECRET_BOUND};
 use super::rekey::secret_poly;
 use super::server::{HeServer, flood_and_trim};
+use super::switch::{C1_BYTES, decode, switcher};
 use crate::block::Block;
 use crate::channel::{Channel, ChannelExt, MemoryChannel, RecordingChannel};
 use crate::prg::Prg;
@@ -142,8 +145,9 @@ fn noise_budget_of_the_largest_layer() {
         params: params.clone(),
         pk,
     };
-    let s = secret_poly(&sk, &params).unwrap();
-    let client = HeClient { params, sk, s };
+    let s = secret_poly(&sk, &params, 0).unwrap();
+    let s2 = secret_poly(&sk, &params, 1).unwrap();
+    let client = HeClient { params, sk, s, s2 };
     let shape = ConvShape {
         channels: 512,
         height: 4,
@@ -203,11 +207,104 @@ fn noise_budget_of_the_largest_layer() {
     );
     assert!(f64::from(FLOOD_BITS) - noise >= 71.0, "noise 2^{noise}");
     assert!(f64::from(FLOOD_BITS) + 1.0 < room - 4.0);
-    // And the flooded result decrypts to the right values.
+    // And the flooded, switched result decrypts to the right values.
     let (c1, c0) = flood_and_trim(&ct, &pos, &mut rng);
-    let got = client.decrypt(&pos, &c0, c1).unwrap();
+    assert_eq!(c1.len(), N * C1_BYTES);
+    assert_eq!(c0.len(), pos.len());
+    let got = client.decrypt(&pos, &c0, &c1).unwrap();
     let want = shape.apply(&w, &x, (1 << 61) - 1);
     for (idx, v) in got {
         assert_eq!(v, want[idx]);
+    }
+}
+
+/// Decryption after the switch at the worst case the analysis admits: every secret
+/// coefficient at the largest magnitude (`|s|_1 = 20 N`, the worst for `c1`'s rounding),
+/// every coefficient's noise in `Z_q` at the largest admitted value (flooding `2^117`
+/// plus `21 * 2^40 + 2^23`), both signs, uniform `c1`, messages spanning the ring.
+#[test]
+fn switched_results_decrypt_at_the_largest_admitted_noise() {
+    let params = HeParams::new(61).unwrap();
+    let par = params.bfv().clone();
+    let ctx = par.context_at_level(0).unwrap();
+    let ctx2 = par.context_at_level(1).unwrap();
+    assert_eq!(ctx2.moduli(), &MODULI[..2]);
+    let mut rng = Prg::from_seed(Block(11));
+    let t_bits = 61u32;
+    let tmask = (1u64 << t_bits) - 1;
+    let sc: Vec<i64> = (0..N)
+        .map(|i| {
+            if (rng.next_u64() ^ i as u64) & 1 == 0 {
+                20
+            } else {
+                -20
+            }
+        })
+        .collect();
+    assert!(sc.iter().all(|&v| v.unsigned_abs() <= SECRET_BOUND));
+    let mut s =
+        Poly::try_convert_from(sc.as_slice(), ctx, false, Representation::PowerBasis).unwrap();
+    s.change_representation(Representation::Ntt);
+    let mut s2 =
+        Poly::try_convert_from(sc.as_slice(), ctx2, false, Representation::PowerBasis).unwrap();
+    s2.change_representation(Representation::Ntt);
+    // The largest noise in Z_q, as a u128 (below 2^118).
+    let e_max: u128 = (1u128 << FLOOD_BITS) + 21 * (1u128 << MAX_KERNEL_NORM_BITS) + (1 << 23);
+    // q mod t and t^-1 mod q_i: the fhe crate's encoding floor(q m / t) mod q_i is
+    // -((q mod t) m mod t) t^-1.
+    let q_mod_t = MODULI.iter().fold(1u64, |a, &q| a.wrapping_mul(q)) & tmask;
+    let pow = |mut b: u128, mut e: u128, m: u128| {
+        let mut r = 1u128;
+        while e > 0 {
+            if e & 1 == 1 {
+                r = r * b % m;
+            }
+            b = b * b % m;
+            e >>= 1;
+        }
+        r
+    };
+    for round in 0..4 {
+        let m: Vec<u64> = (0..N as u64)
+            .map(|i| match i {
+                0 => 0,
+                1 => tmask,
+                _ => rng.next_u64() & tmask,
+            })
+            .collect();
+        let c1 = Poly::random(ctx, Representation::Ntt, &mut rng);
+        let mut c0 = &c1 * &s;
+        c0.change_representation(Representation::PowerBasis);
+        let c0 = Vec::<u64>::from(&c0);
+        let mut c1p = c1.clone();
+        c1p.change_representation(Representation::PowerBasis);
+        let c1v = Vec::<u64>::from(&c1p);
+        let sw = switcher();
+        let mut c0s = Vec::with_capacity(N);
+        let mut c1s = Vec::with_capacity(N);
+        for j in 0..N {
+            let enc_t = ((q_mod_t as u128 * u128::from(m[j])) & u128::from(tmask)) as u64;
+            let sign_neg = (j + round) % 2 == 1;
+            let r: [u64; 3] = std::array::from_fn(|i| {
+                let q = u128::from(MODULI[i]);
+                let tinv = pow(1u128 << t_bits, q - 2, q);
+                let enc = (q - u128::from(enc_t) % q) * tinv % q; // -enc_t t^-1
+                let e = e_max % q;
+                let e = if sign_neg { (q - e) % q } else { e };
+                // c0 = -c1 s + enc + e.
+                ((q - u128::from(c0[i * N + j])) + enc + e) as u64 % MODULI[i]
+            });
+            c0s.push(sw.round(r, RESULT_C0_BITS) as u64);
+            c1s.push(sw.round(std::array::from_fn(|i| c1v[i * N + j]), RESULT_C1_BITS));
+        }
+        let pos: Vec<(usize, usize)> = (0..N).map(|j| (j, j)).collect();
+        let prod = c1_times_secret(&s2, &c1s, &pos).unwrap();
+        for j in 0..N {
+            assert_eq!(
+                decode(c0s[j], prod[j], t_bits),
+                m[j],
+                "coefficient {j}, round {round}"
+            );
+        }
     }
 }

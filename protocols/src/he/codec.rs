@@ -82,7 +82,10 @@ pub(super) fn proto_field(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 /// representation (a key in power-basis or NTT-Shoup form decodes, then panics in
 /// `try_encrypt`) with every residue, in NTT and in coefficient form, reduced modulo its
 /// modulus, and its second polynomial expanded from a seed.
-pub(super) fn parse_public_key(bytes: &[u8], params: &HeParams) -> Result<PublicKey> {
+///
+/// Returns the key as its two-polynomial ciphertext `(pk0, pk1)` (NTT form), after
+/// checking that the `fhe` crate decodes it as a public key too.
+pub(super) fn parse_public_key(bytes: &[u8], params: &HeParams) -> Result<Ciphertext> {
     let par = params.bfv().clone();
     let bad = |m: &str| ProtocolError::peer(format!("HE public key: {m}"));
     // `PublicKey { Ciphertext c = 1; }`, encoded by the client as one field.
@@ -118,7 +121,8 @@ pub(super) fn parse_public_key(bytes: &[u8], params: &HeParams) -> Result<Public
     if !seeded {
         return Err(bad("its second polynomial is not expanded from a seed"));
     }
-    guarded(|| PublicKey::from_bytes(bytes, &par), "HE public key")
+    guarded(|| PublicKey::from_bytes(bytes, &par), "HE public key")?;
+    Ok(ct)
 }
 
 /// Runs a deserializer on peer bytes; a panic inside the library becomes a peer error.

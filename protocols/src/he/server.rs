@@ -1,9 +1,9 @@
 //! The server's side of the HE preprocessing: it holds the client's public key and
 //! evaluates each operator on the client's ciphertexts with its plaintext weights.
 
-use fhe::bfv::{Ciphertext, Encoding, Plaintext, PublicKey};
+use fhe::bfv::Ciphertext;
 use fhe_math::rq::{Poly, Representation, dot_product, traits::TryConvertFrom};
-use fhe_traits::{DeserializeParametrized, FheEncoder, FheEncrypter};
+use fhe_traits::DeserializeParametrized;
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 
@@ -22,7 +22,8 @@ use crate::prg::Prg;
 /// The server: holds the client's public key.
 pub struct HeServer {
     pub(super) params: HeParams,
-    pub(super) pk: PublicKey,
+    /// The client's public key `(pk0, pk1)`, NTT form.
+    pub(super) pk: Ciphertext,
 }
 
 impl std::fmt::Debug for HeServer {
@@ -199,11 +200,18 @@ impl HeServer {
         rng: &mut Prg,
     ) -> Result<(Vec<u8>, Vec<u64>)> {
         let pos = layout.output_positions(t, g);
-        let ct = self.evaluate(cts, kernels, &pos, s, rng)?;
-        Ok(flood_and_trim(&ct, &pos, rng))
+        let (c0, c1) = self.evaluate(cts, kernels, &pos, s, rng)?;
+        Ok(flood_and_trim(&c0, &c1, &pos, rng))
     }
 
-    /// `sum_b ct_b * K_b - s + Enc_pk(0)`, before flooding.
+    /// `sum_b ct_b * K_b - s + Enc_pk(0)` before flooding, in coefficient form
+    /// (modulus-major residues of `c0` and `c1`).
+    ///
+    /// The public-key encryption of zero is the `fhe` crate's, `(u pk0 + e1, u pk1 + e2)`
+    /// with `u`, `e1`, `e2` from the same centred binomial distribution (variance 10),
+    /// computed with one forward NTT (`u`) instead of building a ciphertext: `e2` is
+    /// added to `c1` in coefficient form, and `e1` and the encoding of `-s` only at the
+    /// output coefficients `pos`, the only coefficients of `c0` that are ever released.
     pub(super) fn evaluate(
         &self,
         cts: &[&Ciphertext],
@@ -211,25 +219,96 @@ impl HeServer {
         pos: &[(usize, usize)],
         s: &[u64],
         rng: &mut Prg,
-    ) -> Result<Ciphertext> {
-        let par = self.params.bfv();
-        let c0 =
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let ctx = self
+            .params
+            .bfv()
+            .context_at_level(0)
+            .map_err(fhe_err("context"))?;
+        let mut c0 =
             dot_product(cts.iter().map(|c| &c[0]), kernels.iter()).map_err(math_err("product"))?;
-        let c1 =
+        let mut c1 =
             dot_product(cts.iter().map(|c| &c[1]), kernels.iter()).map_err(math_err("product"))?;
-        let ct = Ciphertext::new(vec![c0, c1], par).map_err(fhe_err("result"))?;
-        let mut sp = vec![0u64; N];
-        for &(coeff, idx) in pos {
-            sp[coeff] = s[idx];
+        let u: Vec<i64> = (0..N).map(|_| cbd(rng)).collect();
+        let mut u = Poly::try_convert_from(u.as_slice(), ctx, false, Representation::PowerBasis)
+            .map_err(math_err("re-randomizing"))?;
+        u.change_representation(Representation::Ntt);
+        c0 += &(&u * &self.pk[0]);
+        c1 += &(&u * &self.pk[1]);
+        c0.change_representation(Representation::PowerBasis);
+        c1.change_representation(Representation::PowerBasis);
+        let mut c0 = Vec::<u64>::from(&c0);
+        let mut c1 = Vec::<u64>::from(&c1);
+        for j in 0..N {
+            let e = cbd(rng);
+            for (i, &q) in MODULI.iter().enumerate() {
+                c1[i * N + j] = add_small(c1[i * N + j], e, q);
+            }
         }
-        let pt = Plaintext::try_encode(sp.as_slice(), Encoding::poly(), par)
-            .map_err(fhe_err("encoding s"))?;
-        let zero = Plaintext::zero(Encoding::poly(), par).map_err(fhe_err("zero"))?;
-        let fresh = self
-            .pk
-            .try_encrypt(&zero, rng)
-            .map_err(fhe_err("re-randomizing"))?;
-        Ok(&(&ct - &pt) + &fresh)
+        let enc = ScalarEncoder::new(self.params.ring_bits());
+        for &(coeff, idx) in pos {
+            let e = cbd(rng);
+            let m = enc.encode(s[idx]);
+            for (i, &q) in MODULI.iter().enumerate() {
+                let v = add_small(c0[i * N + coeff], e, q);
+                // - floor(q s / t)
+                c0[i * N + coeff] = if v >= m[i] { v - m[i] } else { v + q - m[i] };
+            }
+        }
+        Ok((c0, c1))
+    }
+}
+
+/// A sample of the `fhe` crate's centred binomial distribution of variance 10 (the
+/// difference of two 20-bit popcounts), as `fhe_util::sample_vec_cbd` draws it.
+fn cbd(rng: &mut Prg) -> i64 {
+    let x = rng.next_u64();
+    i64::from((x & 0xf_ffff).count_ones()) - i64::from(((x >> 20) & 0xf_ffff).count_ones())
+}
+
+/// `v + e mod q` for `v < q` and a small signed `e`.
+fn add_small(v: u64, e: i64, q: u64) -> u64 {
+    let r = v as i128 + i128::from(e);
+    r.rem_euclid(i128::from(q)) as u64
+}
+
+/// The `fhe` crate's encoding of a message `m` of `Z_t` (`t = 2^l`) as
+/// `floor(q m / t) = -((q mod t) m mod t) t^-1 mod q_i`.
+struct ScalarEncoder {
+    l: u32,
+    q_mod_t: u64,
+    neg_tinv: [u64; K],
+}
+
+impl ScalarEncoder {
+    fn new(l: u32) -> Self {
+        let mask = (1u64 << l) - 1;
+        let q_mod_t = MODULI.iter().fold(1u64, |a, &q| a.wrapping_mul(q)) & mask;
+        let neg_tinv = std::array::from_fn(|i| {
+            let q = u128::from(MODULI[i]);
+            let (mut b, mut e, mut r) = ((1u128 << l) % q, q - 2, 1u128);
+            while e > 0 {
+                if e & 1 == 1 {
+                    r = r * b % q;
+                }
+                b = b * b % q;
+                e >>= 1;
+            }
+            ((q - r) % q) as u64
+        });
+        ScalarEncoder {
+            l,
+            q_mod_t,
+            neg_tinv,
+        }
+    }
+
+    fn encode(&self, m: u64) -> [u64; K] {
+        let mask = (1u64 << self.l) - 1;
+        let r = self.q_mod_t.wrapping_mul(m) & mask;
+        std::array::from_fn(|i| {
+            ((u128::from(r) * u128::from(self.neg_tinv[i])) % u128::from(MODULI[i])) as u64
+        })
     }
 }
 
@@ -238,17 +317,12 @@ impl HeServer {
 /// switched from `q` to `2^RESULT_C0_BITS` (`c0`, one `u64` per position) and
 /// `2^RESULT_C1_BITS` (`c1`, `C1_BYTES` little-endian bytes per coefficient).
 pub(super) fn flood_and_trim(
-    ct: &Ciphertext,
+    c0: &[u64],
+    c1: &[u64],
     pos: &[(usize, usize)],
     rng: &mut Prg,
 ) -> (Vec<u8>, Vec<u64>) {
     let sw = switcher();
-    let mut c0 = ct[0].clone();
-    c0.change_representation(Representation::PowerBasis);
-    let c0 = Vec::<u64>::from(&c0);
-    let mut c1 = ct[1].clone();
-    c1.change_representation(Representation::PowerBasis);
-    let c1 = Vec::<u64>::from(&c1);
     let span = 1u128 << (FLOOD_BITS + 1);
     let sel = pos
         .iter()

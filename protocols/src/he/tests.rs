@@ -15,7 +15,6 @@ use super::codec::{N, proto_field, put_field};
 use super::layout::{ConvLayout, ConvShape};
 use super::params::{FLOOD_BITS, HE_VERSION, HeParams, MAX_KERNEL_NORM_BITS, MODULI};
 use super::params::{RESULT_C0_BITS, RESULT_C1_BITS, SECRET_BOUND};
-use super::rekey::secret_poly;
 use super::server::{HeServer, flood_and_trim};
 use super::switch::{C1_BYTES, decode, switcher};
 use crate::block::Block;
@@ -139,15 +138,9 @@ fn noise_budget_of_the_largest_layer() {
     let params = HeParams::new(61).unwrap();
     let par = params.bfv().clone();
     let mut rng = Prg::from_entropy();
-    let sk = SecretKey::random(&par, &mut rng);
-    let pk = PublicKey::new(&sk, &mut rng);
-    let server = HeServer {
-        params: params.clone(),
-        pk,
-    };
-    let s = secret_poly(&sk, &params, 0).unwrap();
-    let s2 = secret_poly(&sk, &params, 1).unwrap();
-    let client = HeClient { params, sk, s, s2 };
+    let (mut a, mut b) = MemoryChannel::pair();
+    let client = HeClient::setup_with_rng(&mut a, params.clone(), &mut rng).unwrap();
+    let server = HeServer::setup(&mut b, params.clone()).unwrap();
     let shape = ConvShape {
         channels: 512,
         height: 4,
@@ -194,9 +187,16 @@ fn noise_budget_of_the_largest_layer() {
     let refs: Vec<&Ciphertext> = layout.blocks_of_group(g).map(|b| &cts[b]).collect();
     let pos = layout.output_positions(0, g);
     let s = vec![0u64; shape.out_len()];
-    let ct = server
+    let (c0, c1) = server
         .evaluate(&refs, &kernels, &pos, &s, &mut rng)
         .unwrap();
+    let poly = |v: &[u64]| {
+        let mut p =
+            Poly::try_convert_from(v.to_vec(), ctx, false, Representation::PowerBasis).unwrap();
+        p.change_representation(Representation::Ntt);
+        p
+    };
+    let ct = Ciphertext::new(vec![poly(&c0), poly(&c1)], &par).unwrap();
     let noise = unsafe { client.sk.measure_noise(&ct) }.unwrap() as f64;
     let log_q: f64 = MODULI.iter().map(|&q| (q as f64).log2()).sum();
     let room = log_q - 61.0 - 1.0; // log2(q / 2t)
@@ -208,7 +208,7 @@ fn noise_budget_of_the_largest_layer() {
     assert!(f64::from(FLOOD_BITS) - noise >= 71.0, "noise 2^{noise}");
     assert!(f64::from(FLOOD_BITS) + 1.0 < room - 4.0);
     // And the flooded, switched result decrypts to the right values.
-    let (c1, c0) = flood_and_trim(&ct, &pos, &mut rng);
+    let (c1, c0) = flood_and_trim(&c0, &c1, &pos, &mut rng);
     assert_eq!(c1.len(), N * C1_BYTES);
     assert_eq!(c0.len(), pos.len());
     let got = client.decrypt(&pos, &c0, &c1).unwrap();

@@ -135,7 +135,7 @@ fn prepare(
             let o = relu_online_server(&mut ch, sec, &inp.a).unwrap();
             (o, ch.stats())
         });
-        relu_online_client(&mut *client, &garbled, &labels).unwrap();
+        relu_online_client(&mut *client, &garbled, &labels, &inp.q).unwrap();
         h.join().unwrap()
     });
     for (i, o) in outputs.iter().enumerate() {
@@ -266,7 +266,7 @@ fn relu_online(c: &mut Criterion) {
                         let sec = secrets.clone();
                         let start = Instant::now();
                         job_tx.send(sec).unwrap();
-                        relu_online_client(&mut *client, &garbled, &labels).unwrap();
+                        relu_online_client(&mut *client, &garbled, &labels, &inp.q).unwrap();
                         let out = done_rx.recv().unwrap();
                         total += start.elapsed();
                         black_box(out);

@@ -368,14 +368,22 @@ impl<'p> ServerEngine<'p> {
 
 // ------------------------------------------------------------------------------ client
 
+/// One layer's garbled ReLUs on the client's side: the tables, the labels of its inputs
+/// and its `q` inputs (read in the clear by the evaluator-known gates).
+struct ClientRelus {
+    garbled: GarbledRelus,
+    labels: Vec<Block>,
+    qs: Vec<u64>,
+}
+
 /// What the client keeps from the offline phase of one inference.
 pub struct ClientPrepared {
     /// Mask of every stored value (value 0: the input).
     masks: Vec<Vec<u64>>,
     /// The client's share of the logits (`c` of the last layer).
     logit_share: Vec<u64>,
-    /// Garbled ReLUs and the labels of the client's inputs, per layer with kept ReLUs.
-    relus: Vec<Option<(GarbledRelus, Vec<Block>)>>,
+    /// Garbled ReLUs, per layer with kept ReLUs.
+    relus: Vec<Option<ClientRelus>>,
     /// Exact-truncation messages and keys, per layer with truncated positions.
     truncs: Vec<Option<TruncClientSecrets>>,
 }
@@ -487,9 +495,13 @@ impl ClientEngine {
                 }
             }
             if layer.kept_count > 0 {
-                let got = relu_offline_client(ch, ot, layer.relu, &bs, &qs)
+                let (garbled, labels) = relu_offline_client(ch, ot, layer.relu, &bs, &qs)
                     .map_err(|e| RuntimeError::from(e).context(&what))?;
-                relus.push(Some(got));
+                relus.push(Some(ClientRelus {
+                    garbled,
+                    labels,
+                    qs,
+                }));
             } else {
                 relus.push(None);
             }
@@ -568,8 +580,8 @@ impl ClientEngine {
                 ),
                 None => None,
             };
-            if let Some((garbled, labels)) = relu {
-                relu_online_client(ch, &garbled, &labels)
+            if let Some(r) = relu {
+                relu_online_client(ch, &r.garbled, &r.labels, &r.qs)
                     .map_err(|e| RuntimeError::from(e).context(&what()))?;
             }
             if let Some(ans) = answer {

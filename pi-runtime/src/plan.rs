@@ -222,15 +222,16 @@ impl Plan {
 
     /// Bytes the client holds for one prepared inference
     /// ([`ClientPrepared`](crate::engine::ClientPrepared)): the mask of every stored value,
-    /// its share of the logits, per kept ReLU the garbled tables and the labels of its
-    /// `m - k + l` input bits, and per truncated position its truncation messages and keys.
+    /// its share of the logits, per kept ReLU the garbled tables, the labels of its
+    /// `m - k + l` input bits and its `q` input, and per truncated position its truncation
+    /// messages and keys.
     pub fn client_prepared_bytes(&self) -> u64 {
         let masks: u64 = self.value_lens.iter().map(|&n| 8 * n as u64).sum();
         let relus: u64 = self
             .layers
             .iter()
             .map(|x| {
-                let labels = 16 * x.relu.evaluator_input_bits() as u64;
+                let labels = 16 * x.relu.evaluator_input_bits() as u64 + 8;
                 x.kept_count as u64 * (x.relu.table_bytes() as u64 + labels)
             })
             .sum();

@@ -85,8 +85,9 @@ fn relus(c: &mut Criterion) {
         Err(e) => panic!("encoding failed: {e}"),
     };
     let client = secrets.secrets.evaluator_zero_labels.clone();
+    let qs = vec![0u64; RELUS];
     g.bench_function("evaluate", |b| {
-        b.iter(|| evaluate_relus(&garbled, &server, &client).ok())
+        b.iter(|| evaluate_relus(&garbled, &server, &client, &qs).ok())
     });
     g.finish();
 }

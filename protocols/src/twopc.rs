@@ -48,14 +48,16 @@ pub fn relu_online_server<C: Channel + ?Sized>(
 }
 
 /// Online phase, client side: receives the server's input labels, evaluates and sends the
-/// output colour bits back.
+/// output colour bits back. `qs` are the client's `q` inputs (as given to
+/// [`relu_offline_client`]), which the evaluator-known gates read in the clear.
 pub fn relu_online_client<C: Channel + ?Sized>(
     ch: &mut C,
     garbled: &GarbledRelus,
     client_labels: &[Block],
+    qs: &[u64],
 ) -> Result<()> {
     let server_labels = ch.recv_blocks(garbled.count * garbled.params.garbler_input_bits())?;
-    let colours = evaluate_relus(garbled, &server_labels, client_labels)?;
+    let colours = evaluate_relus(garbled, &server_labels, client_labels, qs)?;
     ch.send_bits(&colours)?;
     ch.flush()?;
     Ok(())
@@ -199,7 +201,8 @@ mod tests {
             encode_labels(&secrets.secrets.evaluator_zero_labels, &choice, delta).unwrap();
         let (mut sch, mut cch) = MemoryChannel::pair();
         let g2 = garbled.clone();
-        let h = std::thread::spawn(move || relu_online_client(&mut cch, &g2, &client_labels));
+        let qs = inp.qs.clone();
+        let h = std::thread::spawn(move || relu_online_client(&mut cch, &g2, &client_labels, &qs));
         let out = relu_online_server(&mut sch, secrets, &inp.a).unwrap();
         h.join().unwrap().unwrap();
         check_outputs(&ys, &out, &inp.rs, p);
@@ -232,7 +235,7 @@ mod tests {
             let (garbled, labels) = relu_offline_client(&mut cch, &mut ot, p, &bs, &qs).unwrap();
             let offline = cch.stats();
             cch.reset();
-            relu_online_client(&mut cch, &garbled, &labels).unwrap();
+            relu_online_client(&mut cch, &garbled, &labels, &qs).unwrap();
             (offline, cch.stats())
         });
         let mut sch = CountingChannel::new(sch);

@@ -31,5 +31,6 @@ fuzz_target!(|data: &[u8]| {
         },
     };
     let client = vec![Block::ZERO; count * p.evaluator_input_bits()];
-    let _ = evaluate_relus(&garbled, server, &client);
+    let qs: Vec<u64> = (0..count as u64).map(|i| u64::from(n) * (i + 1)).collect();
+    let _ = evaluate_relus(&garbled, server, &client, &qs);
 });

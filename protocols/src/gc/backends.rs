@@ -94,8 +94,12 @@ impl Backend for PlainBackend {
 /// Gate and wire counts of a circuit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GateCounts {
-    /// AND gates (each costs two 16-byte ciphertexts when garbled).
+    /// AND gates (each costs two 16-byte ciphertexts when garbled), evaluator-known ones
+    /// included.
     pub and: usize,
+    /// Of those, AND gates with an evaluator-known input
+    /// ([`Backend::and_evaluator_known`]; one ciphertext each).
+    pub and_known: usize,
     /// XOR gates (free).
     pub xor: usize,
     /// NOT gates (free).
@@ -111,9 +115,10 @@ pub struct GateCounts {
 }
 
 impl GateCounts {
-    /// Size of the garbled tables in bytes: 32 per AND gate and 16 per constant.
+    /// Size of the garbled tables in bytes: 32 per AND gate, 16 per evaluator-known AND
+    /// gate and 16 per constant.
     pub fn table_bytes(&self) -> usize {
-        32 * self.and + 16 * self.constants
+        32 * (self.and - self.and_known) + 16 * self.and_known + 16 * self.constants
     }
 }
 
@@ -161,6 +166,12 @@ impl Backend for GateCounter {
 
     fn and(&mut self, _a: &(), _b: &()) -> Result<()> {
         self.counts.and += 1;
+        Ok(())
+    }
+
+    fn and_evaluator_known(&mut self, _a: &(), _k: &(), _known: usize) -> Result<()> {
+        self.counts.and += 1;
+        self.counts.and_known += 1;
         Ok(())
     }
 

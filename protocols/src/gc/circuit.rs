@@ -27,6 +27,22 @@ pub trait Backend {
     fn not(&mut self, a: &Self::Wire) -> Self::Wire;
     /// `a ∧ b` (two ciphertexts when garbled).
     fn and(&mut self, a: &Self::Wire, b: &Self::Wire) -> Result<Self::Wire>;
+    /// `a ∧ k` where `k` is an input wire of the evaluator whose value the evaluator knows
+    /// in the clear; `known` indexes it among the evaluator-known wires the caller gave the
+    /// backend (the ReLU gadget's `q` bits). Garbled, it is the evaluator half gate of
+    /// half-gates alone, with the evaluator's own bit in place of the permuted one: **one**
+    /// ciphertext (`T = H(K_0, τ) ⊕ H(K_1, τ) ⊕ A_0`, output zero label `H(K_0, τ)`; the
+    /// evaluator holding `K_k` outputs `H(K_k, τ) ⊕ k·(T ⊕ A)`). The default is
+    /// [`Backend::and`], right for backends without tables.
+    fn and_evaluator_known(
+        &mut self,
+        a: &Self::Wire,
+        k: &Self::Wire,
+        known: usize,
+    ) -> Result<Self::Wire> {
+        let _ = known;
+        self.and(a, k)
+    }
     /// Marks `a` as the next output wire.
     fn output(&mut self, a: &Self::Wire) -> Result<()>;
 

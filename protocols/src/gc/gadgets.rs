@@ -172,6 +172,35 @@ pub fn mux<B: Backend>(
         .collect()
 }
 
+/// `short + long mod 2^n` like [`add_mod_zero_extended`], for a `long` operand the
+/// evaluator knows in the clear (`long[i]` is evaluator-known wire `i`): above the short
+/// operand the carry chain `long_i ∧ c` uses [`Backend::and_evaluator_known`] (one
+/// ciphertext per gate instead of two). Same AND count.
+pub fn add_mod_zero_extended_known<B: Backend>(
+    b: &mut B,
+    short: &[B::Wire],
+    long: &[B::Wire],
+) -> Result<Vec<B::Wire>> {
+    let k = short.len();
+    let n = long.len();
+    if k == 0 || k > n {
+        return Err(ProtocolError::arg(format!(
+            "bad operand lengths {k} and {n}"
+        )));
+    }
+    let (mut out, mut carry) = add_core(b, short, &long[..k], CarryIn::Zero, k < n)?;
+    for (i, li) in long.iter().enumerate().skip(k) {
+        let c = carry
+            .take()
+            .ok_or_else(|| ProtocolError::arg("internal: missing carry"))?;
+        out.push(b.xor(li, &c));
+        if i + 1 < n {
+            carry = Some(b.and_evaluator_known(&c, li, i)?);
+        }
+    }
+    Ok(out)
+}
+
 /// `(short + long) mod 2^len(long)` where `short` is zero-extended (`1 <= len(short) <=
 /// len(long)`). Above `short`, the carry chain costs one AND per bit (`c' = l ∧ c`).
 /// ANDs: `len(long) - 1`.

@@ -69,10 +69,15 @@ fn check_wide<const W: usize>(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) 
         .map(|_| core::array::from_fn(|_| Block::random(&mut rng)))
         .collect();
     let pi = crate::aes_hash::AesCipher::fixed();
-    // Lane j's k-th AND gate has id j + k·lanes (the ReLU group layout).
-    let ids: [u64; W] = core::array::from_fn(|j| j as u64);
+    // Lane j's k-th AND gate has its tables at block 2(j + k·lanes) (the ReLU group
+    // layout).
+    let layout = crate::gc::wide::LaneLayout::<W> {
+        base: [0; W],
+        lane: core::array::from_fn(|j| j as u64),
+        stride: lanes as u64,
+    };
     let mut tables = vec![Block::ZERO; 2 * ands * lanes];
-    let mut g = WideGarbler::new(delta, &pi, seed, ids, lanes as u64, lanes, &mut tables);
+    let mut g = WideGarbler::new(delta, &pi, seed, layout, lanes, &mut tables);
     let out0 = run_on_wires(&mut g, &c, zero.clone()).unwrap();
     let active: Vec<[Block; W]> = (0..n_in)
         .map(|k| {
@@ -85,7 +90,7 @@ fn check_wide<const W: usize>(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) 
             })
         })
         .collect();
-    let mut ev = WideEvaluator::new(&pi, seed, ids, lanes as u64, lanes, &tables);
+    let mut ev = WideEvaluator::new(&pi, seed, layout, lanes, &tables, &[]);
     let out = run_on_wires(&mut ev, &c, active).unwrap();
     for (j, inp) in inputs.iter().enumerate() {
         let mut p = PlainBackend::new(inp[..c.ng].to_vec(), inp[c.ng..].to_vec());
@@ -314,8 +319,10 @@ fn relu_gate_counts() {
     assert_eq!(k.garbler_inputs, 36);
     assert_eq!(k.evaluator_inputs, 36 + 61);
     assert_eq!(k.outputs, 61);
-    assert_eq!(k.table_bytes(), 3712);
-    assert_eq!(p.table_bytes(), 3712);
+    // 39 of them (the carry chain above the ReLU output, c ∧ q_i) with one ciphertext.
+    assert_eq!((k.and_known, p.known_and_gates()), (39, 39));
+    assert_eq!(k.table_bytes(), 32 * 77 + 16 * 39);
+    assert_eq!(p.table_bytes(), 3088);
     // The formula at other widths (l = 61, f = 12, m = 32: the narrower variant).
     let q = ReluParams {
         l: 61,
@@ -335,12 +342,16 @@ fn relu_gate_counts() {
     assert_eq!(k.garbler_inputs, 22);
     assert_eq!(k.evaluator_inputs, 22 + 61);
     assert_eq!(k.outputs, 61);
-    assert_eq!((k.table_bytes(), p.table_bytes()), (3264, 3264));
-    // With a per-site window of 32 (m = 34): 20 bits, 98 gates.
+    assert_eq!((k.and_known, p.known_and_gates()), (39, 39));
+    assert_eq!((k.table_bytes(), p.table_bytes()), (2640, 2640));
+    // With a per-site window of 32 (m = 34): 20 bits, 98 gates, 41 of them
+    // evaluator-known: 2,480 bytes of tables.
     let p = ReluParams { m: 34, ..p };
     let mut c = GateCounter::new();
     relu_gadget(&mut c, p).unwrap();
     assert_eq!((c.counts().and, p.and_gates()), (98, 98));
+    assert_eq!((c.counts().and_known, p.known_and_gates()), (41, 41));
+    assert_eq!((c.counts().table_bytes(), p.table_bytes()), (2480, 2480));
     assert_eq!(c.counts().garbler_inputs, 20);
 }
 
@@ -410,7 +421,7 @@ fn relu_garbled_equals_plain_equals_reference_at(p: ReluParams) {
     let choice = client_input_bits(&bs, &qs, p).unwrap();
     let client_labels =
         encode_labels(&secrets.secrets.evaluator_zero_labels, &choice, delta).unwrap();
-    let colours = evaluate_relus(&garbled, &server_labels, &client_labels).unwrap();
+    let colours = evaluate_relus(&garbled, &server_labels, &client_labels, &qs).unwrap();
     let out = secrets.decode_outputs(&colours).unwrap();
     // The online-only secrets (client labels dropped, decoding bits packed) encode and
     // decode the same, and hold exactly what `bytes_for` says.
@@ -486,11 +497,11 @@ fn truncated_tables_are_a_peer_error() {
     let server = secrets.encode_server_inputs(&[1, 2]).unwrap();
     let client = secrets.secrets.evaluator_zero_labels.clone();
     garbled.tables.blocks.pop();
-    let e = evaluate_relus(&garbled, &server, &client).unwrap_err();
+    let e = evaluate_relus(&garbled, &server, &client, &[0, 0]).unwrap_err();
     assert_eq!(e.fault(), Fault::Peer);
     garbled.tables.blocks.push(Block::ZERO);
     garbled.tables.blocks.push(Block::ZERO);
-    let e = evaluate_relus(&garbled, &server, &client).unwrap_err();
+    let e = evaluate_relus(&garbled, &server, &client, &[0, 0]).unwrap_err();
     assert_eq!(e.fault(), Fault::Peer);
     assert_eq!(
         secrets.decode_outputs(&[true; 3]).unwrap_err().fault(),
@@ -559,7 +570,7 @@ fn relu_batches_of_every_group_shape() {
         let choice = client_input_bits(&bs, &qs, p).unwrap();
         let client = encode_labels(&secrets.secrets.evaluator_zero_labels, &choice, delta).unwrap();
         let out = secrets
-            .decode_outputs(&evaluate_relus(&garbled, &server, &client).unwrap())
+            .decode_outputs(&evaluate_relus(&garbled, &server, &client, &qs).unwrap())
             .unwrap();
         for i in 0..count {
             assert_eq!(
@@ -658,7 +669,7 @@ fn batched_and_gates_equal_scalar_and_plain() {
 #[test]
 fn relu_layout_is_independent_of_lane_width() {
     let p = ReluParams::DEFAULT;
-    let ands = p.and_gates();
+    let blocks = p.table_blocks();
     let mut rng = ChaCha12Rng::seed_from_u64(123);
     for count in [
         0usize, 1, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 47, 63, 64, 65, 71,
@@ -673,9 +684,10 @@ fn relu_layout_is_independent_of_lane_width() {
         let labels = Labels {
             server: &server,
             client: &client,
+            qs: &[],
         };
         let garble = |w: usize| {
-            let mut t = vec![Block::ZERO; count * 2 * ands];
+            let mut t = vec![Block::ZERO; count * blocks];
             let mut d = vec![false; count * p.output_bits()];
             match w {
                 8 => garble_into::<8>(p, count, delta, 9, labels, &mut t, &mut d),
@@ -707,6 +719,7 @@ fn relu_layout_is_independent_of_lane_width() {
         let active = Labels {
             server: &sl,
             client: &cl,
+            qs: &qs,
         };
         for w in [8, 16, 32] {
             let mut colours = vec![false; count * p.output_bits()];
@@ -734,74 +747,66 @@ fn relu_layout_is_independent_of_lane_width() {
 /// Known answers pinning the wire format of garbled ReLU batches (tables and secrets,
 /// both serialised), so any change of layout, tweaks, label order or hash shows up here.
 /// The layout's values were first produced by the original one-group-at-a-time
-/// implementation; they were renewed once, when the hash became GKWY's TCCR
+/// implementation; they were renewed when the hash became GKWY's TCCR
 /// `π(π(x) ⊕ i) ⊕ π(x)` (issue 13, item 5; pinned separately against the `aes` crate in
-/// `aes_hash`'s tests). When the header gained `k` (magic `RLT2`/`RLS2`, the reserved
-/// byte now `k`), the exact gadget's values were kept: they are checked on the bytes with
-/// the version-1 magic put back, which shows that nothing else changed for `k = 0`; the
-/// fused gadget (`k = 14`) has its own values since.
+/// `aes_hash`'s tests), and again when the gadget gained `k` (header `RLT2`/`RLS2`) and
+/// the output adder's carry chain became evaluator-known gates (one ciphertext each,
+/// tables addressed by block position; issue 14).
 #[test]
 fn relu_batch_known_answers() {
     use crate::prg::Prg;
-    let p = ReluParams::EXACT;
-    let expected = [
-        (
-            1usize,
-            "f0e739321b170ef2a7908b352d434f70a741096cf2677e9b7f1ecae8198a100a",
-        ),
-        (
-            8,
-            "37af6529471e3af7506f77a3220f64888a0e6e17129a44728d6359797a2bb73e",
-        ),
-        (
-            13,
-            "90aa943396e3b74d16848442655aabc9540be5656ee1e9751808c01a89f94c8b",
-        ),
-        (
-            37,
-            "39cd29c40864f4513f0601ae826ac9af1851cee54496beed0272f56f5777971a",
-        ),
-        (
-            70,
-            "7f533c4b1b40b11d26bca50f1f153ee13bffaa01f20671208e36f16562a98de8",
-        ),
-    ];
-    let digest = |p: ReluParams, count: usize, v1: bool| {
+    let digest = |p: ReluParams, count: usize| {
         let delta = Delta::from_block(Block(12345));
         let (g, s) = garble_relus(p, count, delta, None, 5, Prg::from_seed(Block(9))).unwrap();
-        let (mut g, mut s) = (g.to_bytes(), s.to_bytes());
-        if v1 {
-            g[..4].copy_from_slice(b"RLT1");
-            s[..4].copy_from_slice(b"RLS1");
-        }
         let mut h = blake3::Hasher::new();
-        h.update(&g);
-        h.update(&s);
+        h.update(&g.to_bytes());
+        h.update(&s.to_bytes());
         h.finalize().to_hex().to_string()
     };
-    for (count, hex) in expected {
-        assert_eq!(digest(p, count, true), hex, "count {count}");
-    }
-    let fused = [
+    let expected = [
         (
+            ReluParams::EXACT,
             1usize,
-            "cb103e58c75b1bd1588f1b4c9637d15624da6dfdc2e41f213eb64ecea137f6ea",
+            "ece750743731e78bd34d8bc0207002c6ee0d8c01c0618bcb1256732583bc9780",
         ),
         (
+            ReluParams::EXACT,
             13,
-            "cf23bccb1c0691a100af628532626d54ae611ca9b41766e76e74dce25ef3d52b",
+            "5a657743720569bba5da3b6ad8b252437dab81fc88b489552fb673097edcb3b5",
         ),
         (
+            ReluParams::EXACT,
             70,
-            "d2b3c14b118ada1fc0b9fc6ce820b4144d0aaebd57a22fe0af96b29b9ff0504b",
+            "20fccf9afe1ffe060ca4332003475e3cb13b7530a552531f5585d076e81a68b4",
+        ),
+        (
+            ReluParams::DEFAULT,
+            1,
+            "0cc088fe39bc8c93be348ce0ccef52affdd83e96ac32e9b5340f3c2e31a16f37",
+        ),
+        (
+            ReluParams::DEFAULT,
+            8,
+            "718607ca26e2119753b7fbe3d6030af201bfe98c50d01739319772118db5e0c7",
+        ),
+        (
+            ReluParams::DEFAULT,
+            13,
+            "12797eac40f4ee3d89fac72a27e5ad43ba25179181efaecdbe9a8cfe7a583a88",
+        ),
+        (
+            ReluParams::DEFAULT,
+            37,
+            "6c62cf041c09f08df851cacbd85598e60c1625fd8278ac0e1e3c971d7bb017f8",
+        ),
+        (
+            ReluParams::DEFAULT,
+            70,
+            "6498c4a1a377c6703255fbd35dc315a8ce66c7b0ea86ff4a1b7b68b1d58e07ff",
         ),
     ];
-    for (count, hex) in fused {
-        assert_eq!(
-            digest(ReluParams::DEFAULT, count, false),
-            hex,
-            "fused, count {count}"
-        );
+    for (p, count, hex) in expected {
+        assert_eq!(digest(p, count), hex, "{p:?}, count {count}");
     }
 }
 

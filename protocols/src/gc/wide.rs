@@ -15,13 +15,17 @@
 //!   once. Wires are `[Block; W]` (lane `j` is copy `j`). Inputs and outputs are handled
 //!   by the caller, so `input`, `constant` and `output` return an error.
 //!
-//! Table layout of the lane-parallel backends: lane `j` has a gate id `ids[j]` for its
-//! next AND gate, advanced by `stride` after each AND; the gate's two ciphertexts
-//! `(T_G, T_E)` are written at table positions `2·id` and `2·id + 1` (relative to the
-//! start of the batch) and its hash tweaks are `(batch_id, 2·id)`, `(batch_id, 2·id + 1)`.
-//! The wire format of the ReLU batches ([`LANES`] consecutive gadgets per group, see
-//! [`garble_relus`](super::relu::garble_relus)) is one choice of `ids` and `stride`, so
-//! it does not depend on how many lanes are processed together.
+//! Table layout of the lane-parallel backends: lane `j` is lane `lane[j]` of a group of
+//! `stride` lanes whose current gate's tables start at block `base[j]` (relative to the
+//! start of the batch). An AND gate's two ciphertexts `(T_G, T_E)` sit at blocks
+//! `p = base + 2·lane` and `p + 1`, with hash tweaks `(batch_id, p)` and
+//! `(batch_id, p + 1)`, and `base` then advances by `2·stride`; an AND gate with an
+//! evaluator-known input ([`Backend::and_evaluator_known`]) has one ciphertext at
+//! `p = base + lane`, tweak `(batch_id, p)`, and `base` advances by `stride`. Every block
+//! of a batch is therefore written once and every tweak used once. The wire format of the
+//! ReLU batches ([`LANES`] consecutive gadgets per group, see
+//! [`garble_relus`](super::relu::garble_relus)) is one choice of `base`, `lane` and
+//! `stride`, so it does not depend on how many lanes are processed together.
 //!
 //! Hash: `H(x, τ) = π(π(x) ⊕ τ) ⊕ π(x)` ([`TccrHash`](crate::aes_hash::TccrHash)), in
 //! two passes over the batch: first `π(x)` for every input, then `π(π(x) ⊕ τ)`.
@@ -53,15 +57,16 @@ fn unsupported<T>() -> Result<T> {
 }
 
 /// Garbles `K` independent AND gates (`N = 4K` AES blocks per pass, two passes). Gate
-/// `j` has zero labels `a[j]`, `b[j]` and gate id `ids[j]`; its output zero label goes to
-/// `out[j]` and its ciphertexts `(T_G, T_E)` to `emit(j, T_G, T_E)`.
+/// `j` has zero labels `a[j]`, `b[j]` and its tables at block position `pos[j]` (hash
+/// tweaks `pos[j]` and `pos[j] + 1`); its output zero label goes to `out[j]` and its
+/// ciphertexts `(T_G, T_E)` to `emit(j, T_G, T_E)`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn garble_kernel<const K: usize, const N: usize>(
     pi: &AesCipher,
     delta: Block,
     batch_hi: u128,
-    ids: &[u64; K],
+    pos: &[u64; K],
     a: &[Block],
     b: &[Block],
     out: &mut [Block],
@@ -78,11 +83,12 @@ fn garble_kernel<const K: usize, const N: usize>(
         u[3 * K + j] = b[j] ^ delta;
     }
     pi.encrypt_many(&mut u);
-    // Second pass, π(u ⊕ τ): τ0 = (batch, 2·id) for the a halves, τ1 = τ0 + 1 for b.
+    // Second pass, π(u ⊕ τ): τ0 = (batch, pos) for the a halves, τ1 = (batch, pos + 1)
+    // for b.
     let mut v = u;
     for j in 0..K {
-        let t0 = tweak(batch_hi, 2 * ids[j]);
-        let t1 = Block(t0.0 | 1);
+        let t0 = tweak(batch_hi, pos[j]);
+        let t1 = tweak(batch_hi, pos[j] + 1);
         v[j] ^= t0;
         v[K + j] ^= t0;
         v[2 * K + j] ^= t1;
@@ -106,13 +112,13 @@ fn garble_kernel<const K: usize, const N: usize>(
 }
 
 /// Evaluates `K` independent AND gates (`N = 2K` AES blocks per pass, two passes) with
-/// active labels `a[j]`, `b[j]`, gate ids `ids[j]` and ciphertexts `tab(j) = (T_G,
-/// T_E)`; writes the output labels to `out[j]`.
+/// active labels `a[j]`, `b[j]`, tables at block positions `pos[j]` and ciphertexts
+/// `tab(j) = (T_G, T_E)`; writes the output labels to `out[j]`.
 #[inline(always)]
 fn eval_kernel<const K: usize, const N: usize>(
     pi: &AesCipher,
     batch_hi: u128,
-    ids: &[u64; K],
+    pos: &[u64; K],
     a: &[Block],
     b: &[Block],
     out: &mut [Block],
@@ -126,9 +132,8 @@ fn eval_kernel<const K: usize, const N: usize>(
     pi.encrypt_many(&mut u);
     let mut v = u;
     for j in 0..K {
-        let t0 = tweak(batch_hi, 2 * ids[j]);
-        v[j] ^= t0;
-        v[K + j] ^= Block(t0.0 | 1);
+        v[j] ^= tweak(batch_hi, pos[j]);
+        v[K + j] ^= tweak(batch_hi, pos[j] + 1);
     }
     pi.encrypt_many(&mut v);
     for j in 0..K {
@@ -172,13 +177,13 @@ pub fn garble_ands(
     const K: usize = GARBLE_CHUNK;
     let full = n - n % K;
     for at in (0..full).step_by(K) {
-        let ids: [u64; K] = core::array::from_fn(|j| first_gate + (at + j) as u64);
+        let pos: [u64; K] = core::array::from_fn(|j| 2 * (first_gate + (at + j) as u64));
         let t = &mut tables[2 * at..2 * (at + K)];
         garble_kernel::<K, { 4 * K }>(
             &pi,
             d,
             hi,
-            &ids,
+            &pos,
             &a[at..],
             &b[at..],
             &mut out[at..],
@@ -191,13 +196,13 @@ pub fn garble_ands(
     }
     // Tail: one gate at a time, 4 blocks per call.
     for i in full..n {
-        let ids = [first_gate + i as u64];
+        let pos = [2 * (first_gate + i as u64)];
         let t = &mut tables[2 * i..2 * i + 2];
         garble_kernel::<1, 4>(
             &pi,
             d,
             hi,
-            &ids,
+            &pos,
             &a[i..],
             &b[i..],
             &mut out[i..],
@@ -244,16 +249,16 @@ pub fn evaluate_ands(
     const K: usize = EVAL_CHUNK;
     let full = n - n % K;
     for at in (0..full).step_by(K) {
-        let ids: [u64; K] = core::array::from_fn(|j| first_gate + (at + j) as u64);
+        let pos: [u64; K] = core::array::from_fn(|j| 2 * (first_gate + (at + j) as u64));
         let t = &tables[2 * at..2 * (at + K)];
-        eval_kernel::<K, { 2 * K }>(&pi, hi, &ids, &a[at..], &b[at..], &mut out[at..], |j| {
+        eval_kernel::<K, { 2 * K }>(&pi, hi, &pos, &a[at..], &b[at..], &mut out[at..], |j| {
             Ok((t[2 * j], t[2 * j + 1]))
         })?;
     }
     for i in full..n {
-        let ids = [first_gate + i as u64];
+        let pos = [2 * (first_gate + i as u64)];
         let t = &tables[2 * i..2 * i + 2];
-        eval_kernel::<1, 2>(&pi, hi, &ids, &a[i..], &b[i..], &mut out[i..], |_| {
+        eval_kernel::<1, 2>(&pi, hi, &pos, &a[i..], &b[i..], &mut out[i..], |_| {
             Ok((t[0], t[1]))
         })?;
     }
@@ -275,13 +280,34 @@ pub(crate) struct WideGarbler<'a, const W: usize> {
     pub(crate) delta: Block,
     pub(crate) pi: &'a AesCipher,
     pub(crate) batch_hi: u128,
-    /// Gate id of each lane's next AND gate.
-    pub(crate) ids: [u64; W],
-    /// Added to every lane's gate id after each AND gate.
-    pub(crate) stride: u64,
+    /// Where the tables of the next gate start (see the module documentation).
+    pub(crate) layout: LaneLayout<W>,
     pub(crate) active: usize,
-    /// The batch's tables; gate `id` writes positions `2·id`, `2·id + 1`.
+    /// The batch's tables.
     pub(crate) tables: &'a mut [Block],
+}
+
+/// The table positions of `W` lanes (see the module documentation).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LaneLayout<const W: usize> {
+    /// Block where each lane's group has the tables of its next gate.
+    pub(crate) base: [u64; W],
+    /// Each lane's index within its group.
+    pub(crate) lane: [u64; W],
+    /// Lanes per group (each group's tables of one gate are `stride` gates wide).
+    pub(crate) stride: u64,
+}
+
+impl<const W: usize> LaneLayout<W> {
+    /// Block positions of the next gate with `blocks` ciphertexts, then advances.
+    #[inline(always)]
+    fn next(&mut self, blocks: u64) -> [u64; W] {
+        let pos = core::array::from_fn(|j| self.base[j] + blocks * self.lane[j]);
+        for b in &mut self.base {
+            *b += blocks * self.stride;
+        }
+        pos
+    }
 }
 
 impl<'a, const W: usize> WideGarbler<'a, W> {
@@ -290,8 +316,7 @@ impl<'a, const W: usize> WideGarbler<'a, W> {
         delta: Delta,
         pi: &'a AesCipher,
         batch_id: u64,
-        ids: [u64; W],
-        stride: u64,
+        layout: LaneLayout<W>,
         active: usize,
         tables: &'a mut [Block],
     ) -> Self {
@@ -299,30 +324,45 @@ impl<'a, const W: usize> WideGarbler<'a, W> {
             delta: delta.block(),
             pi,
             batch_hi: (batch_id as u128) << 64,
-            ids,
-            stride,
+            layout,
             active,
             tables,
         }
     }
 }
 
-/// The table slots `2·id`, `2·id + 1` of gate `id`, or an error if they are out of range.
+/// The table blocks `pos .. pos + n`, or an error if they are out of range.
 #[inline(always)]
-fn slot(tables: &mut [Block], id: u64) -> Result<&mut [Block]> {
-    usize::try_from(id)
+fn slot(tables: &mut [Block], pos: u64, n: usize) -> Result<&mut [Block]> {
+    usize::try_from(pos)
         .ok()
-        .and_then(|i| tables.get_mut(2 * i..2 * i + 2))
-        .ok_or_else(|| ProtocolError::arg("internal: gate id outside the table buffer"))
+        .and_then(|i| tables.get_mut(i..i + n))
+        .ok_or_else(|| ProtocolError::arg("internal: gate outside the table buffer"))
 }
 
 #[inline(always)]
-fn slot_ref(tables: &[Block], id: u64) -> Result<(Block, Block)> {
-    usize::try_from(id)
+fn slot_ref(tables: &[Block], pos: u64, n: usize) -> Result<&[Block]> {
+    usize::try_from(pos)
         .ok()
-        .and_then(|i| tables.get(2 * i..2 * i + 2))
-        .map(|t| (t[0], t[1]))
+        .and_then(|i| tables.get(i..i + n))
         .ok_or_else(|| ProtocolError::peer("garbled tables too short"))
+}
+
+/// `H(x, τ) = π(π(x) ⊕ τ) ⊕ π(x)` of every block of `xs` (at most 64) with its tweak
+/// `(batch, pos(i))`, in two cipher calls.
+#[inline(always)]
+fn tccr_many(pi: &AesCipher, batch_hi: u128, xs: &mut [Block], pos: impl Fn(usize) -> u64) {
+    let mut scratch = [Block::ZERO; 64];
+    let u = &mut scratch[..xs.len()];
+    u.copy_from_slice(xs);
+    pi.encrypt_many(u);
+    for (i, (x, ui)) in xs.iter_mut().zip(u.iter()).enumerate() {
+        *x = *ui ^ tweak(batch_hi, pos(i));
+    }
+    pi.encrypt_many(xs);
+    for (x, ui) in xs.iter_mut().zip(u.iter()) {
+        *x ^= *ui;
+    }
 }
 
 impl<const W: usize> Backend for WideGarbler<'_, W> {
@@ -358,18 +398,40 @@ impl<const W: usize> Backend for WideGarbler<'_, W> {
     fn and(&mut self, a: &Self::Wire, b: &Self::Wire) -> Result<Self::Wire> {
         const { assert!(W.is_multiple_of(8) && W > 0) };
         let mut out = [Block::ZERO; W];
+        let pos = self.layout.next(2);
         // 16 gates (64 AES blocks) per cipher call when W allows, else 8 (32 blocks).
         if W.is_multiple_of(16) {
             for c in (0..W).step_by(16) {
-                self.and_chunk::<16, 64>(a, b, c, &mut out)?;
+                self.and_chunk::<16, 64>(a, b, c, &pos, &mut out)?;
             }
         } else {
             for c in (0..W).step_by(8) {
-                self.and_chunk::<8, 32>(a, b, c, &mut out)?;
+                self.and_chunk::<8, 32>(a, b, c, &pos, &mut out)?;
             }
         }
-        for id in &mut self.ids {
-            *id += self.stride;
+        Ok(out)
+    }
+
+    fn and_evaluator_known(
+        &mut self,
+        a: &Self::Wire,
+        k: &Self::Wire,
+        _known: usize,
+    ) -> Result<Self::Wire> {
+        const { assert!(W <= 32) };
+        let pos = self.layout.next(1);
+        // H(K_0, τ) for every lane, then H(K_1, τ), in one pass of 2W blocks.
+        let mut h = [*k, *k];
+        for x in &mut h[1] {
+            *x ^= self.delta;
+        }
+        tccr_many(self.pi, self.batch_hi, h.as_flattened_mut(), |i| pos[i % W]);
+        let mut out = [Block::ZERO; W];
+        for j in 0..W {
+            out[j] = h[0][j];
+            if j < self.active {
+                slot(self.tables, pos[j], 1)?[0] = h[0][j] ^ h[1][j] ^ a[j];
+            }
         }
         Ok(out)
     }
@@ -386,22 +448,23 @@ impl<const W: usize> WideGarbler<'_, W> {
         a: &[Block; W],
         b: &[Block; W],
         c: usize,
+        pos: &[u64; W],
         out: &mut [Block; W],
     ) -> Result<()> {
-        let ids: [u64; K] = core::array::from_fn(|j| self.ids[c + j]);
+        let p: [u64; K] = core::array::from_fn(|j| pos[c + j]);
         let active = self.active.saturating_sub(c);
         let tables = &mut *self.tables;
         garble_kernel::<K, N>(
             self.pi,
             self.delta,
             self.batch_hi,
-            &ids,
+            &p,
             &a[c..],
             &b[c..],
             &mut out[c..],
             |j, tg, te| {
                 if j < active {
-                    let t = slot(tables, ids[j])?;
+                    let t = slot(tables, p[j], 2)?;
                     t[0] = tg;
                     t[1] = te;
                 }
@@ -416,32 +479,32 @@ impl<const W: usize> WideGarbler<'_, W> {
 pub(crate) struct WideEvaluator<'a, const W: usize> {
     pub(crate) pi: &'a AesCipher,
     pub(crate) batch_hi: u128,
-    /// Gate id of each lane's next AND gate.
-    pub(crate) ids: [u64; W],
-    /// Added to every lane's gate id after each AND gate.
-    pub(crate) stride: u64,
+    /// Where the tables of the next gate start (see the module documentation).
+    pub(crate) layout: LaneLayout<W>,
     pub(crate) active: usize,
-    /// The batch's tables; gate `id` reads positions `2·id`, `2·id + 1`.
+    /// The batch's tables.
     pub(crate) tables: &'a [Block],
+    /// The evaluator's values of its evaluator-known wires, per wire, per lane.
+    pub(crate) known: &'a [[bool; W]],
 }
 
 impl<'a, const W: usize> WideEvaluator<'a, W> {
-    /// An evaluator for batch `batch_id` reading `tables`.
+    /// An evaluator for batch `batch_id` reading `tables`, knowing the values `known`.
     pub(crate) fn new(
         pi: &'a AesCipher,
         batch_id: u64,
-        ids: [u64; W],
-        stride: u64,
+        layout: LaneLayout<W>,
         active: usize,
         tables: &'a [Block],
+        known: &'a [[bool; W]],
     ) -> Self {
         WideEvaluator {
             pi,
             batch_hi: (batch_id as u128) << 64,
-            ids,
-            stride,
+            layout,
             active,
             tables,
+            known,
         }
     }
 }
@@ -475,22 +538,45 @@ impl<const W: usize> Backend for WideEvaluator<'_, W> {
     fn and(&mut self, a: &Self::Wire, b: &Self::Wire) -> Result<Self::Wire> {
         const { assert!(W.is_multiple_of(8) && W > 0) };
         let mut out = [Block::ZERO; W];
+        let pos = self.layout.next(2);
         // 32 gates (64 AES blocks) per cipher call when W allows, else 16 or 8.
         if W.is_multiple_of(32) {
             for c in (0..W).step_by(32) {
-                self.and_chunk::<32, 64>(a, b, c, &mut out)?;
+                self.and_chunk::<32, 64>(a, b, c, &pos, &mut out)?;
             }
         } else if W.is_multiple_of(16) {
             for c in (0..W).step_by(16) {
-                self.and_chunk::<16, 32>(a, b, c, &mut out)?;
+                self.and_chunk::<16, 32>(a, b, c, &pos, &mut out)?;
             }
         } else {
             for c in (0..W).step_by(8) {
-                self.and_chunk::<8, 16>(a, b, c, &mut out)?;
+                self.and_chunk::<8, 16>(a, b, c, &pos, &mut out)?;
             }
         }
-        for id in &mut self.ids {
-            *id += self.stride;
+        Ok(out)
+    }
+
+    fn and_evaluator_known(
+        &mut self,
+        a: &Self::Wire,
+        k: &Self::Wire,
+        known: usize,
+    ) -> Result<Self::Wire> {
+        let bits = self
+            .known
+            .get(known)
+            .ok_or_else(|| ProtocolError::arg("internal: no value for an evaluator-known wire"))?;
+        let pos = self.layout.next(1);
+        let mut h = *k;
+        tccr_many(self.pi, self.batch_hi, &mut h, |i| pos[i]);
+        let mut out = [Block::ZERO; W];
+        for j in 0..W {
+            let t = if j < self.active {
+                slot_ref(self.tables, pos[j], 1)?[0]
+            } else {
+                Block::ZERO
+            };
+            out[j] = h[j] ^ (t ^ a[j]).select(bits[j]);
         }
         Ok(out)
     }
@@ -507,21 +593,22 @@ impl<const W: usize> WideEvaluator<'_, W> {
         a: &[Block; W],
         b: &[Block; W],
         c: usize,
+        pos: &[u64; W],
         out: &mut [Block; W],
     ) -> Result<()> {
-        let ids: [u64; K] = core::array::from_fn(|j| self.ids[c + j]);
+        let p: [u64; K] = core::array::from_fn(|j| pos[c + j]);
         let active = self.active.saturating_sub(c);
         let tables = self.tables;
         eval_kernel::<K, N>(
             self.pi,
             self.batch_hi,
-            &ids,
+            &p,
             &a[c..],
             &b[c..],
             &mut out[c..],
             |j| {
                 if j < active {
-                    slot_ref(tables, ids[j])
+                    slot_ref(tables, p[j], 2).map(|t| (t[0], t[1]))
                 } else {
                     Ok((Block::ZERO, Block::ZERO))
                 }

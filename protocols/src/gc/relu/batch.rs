@@ -10,7 +10,7 @@ use crate::aes_hash::AesCipher;
 use crate::block::{Block, Delta};
 use crate::error::{ProtocolError, Result};
 use crate::gc::backends::{GarbledTables, GarblerSecrets};
-use crate::gc::wide::{LANES, WideEvaluator, WideGarbler};
+use crate::gc::wide::{LANES, LaneLayout, WideEvaluator, WideGarbler};
 use crate::prg::Prg;
 
 /// Gadgets garbled in lockstep by [`garble_relus`] (two table groups of [`LANES`]: 64
@@ -22,11 +22,13 @@ pub(crate) const GARBLE_LANES: usize = 2 * LANES;
 pub(crate) const EVAL_LANES: usize = 4 * LANES;
 
 /// Input labels of a batch: `count × w` server labels, `count × (w + l)` client labels
-/// (`w = m - k`).
+/// (`w = m - k`), and for evaluation the client's `q` values in the clear (empty when
+/// garbling).
 #[derive(Clone, Copy)]
 pub(crate) struct Labels<'a> {
     pub(crate) server: &'a [Block],
     pub(crate) client: &'a [Block],
+    pub(crate) qs: &'a [u64],
 }
 
 /// The part of a batch processed together: gadgets `start .. start + active` with the
@@ -66,14 +68,6 @@ fn spans<const W: usize>(count: usize) -> impl Iterator<Item = (bool, Span)> {
     wide.chain(narrow)
 }
 
-/// Gate id of the first AND gate of gadget `i` in the table layout of [`garble_relus`]:
-/// group `g = i / LANES` starts at gate `g × LANES × ands`, and gadget `i` is lane
-/// `i mod LANES` of its group.
-#[inline]
-fn first_gate_id(i: usize, ands: usize) -> u64 {
-    ((i - i % LANES) * ands + i % LANES) as u64
-}
-
 /// The input wires of `W` lanes for gadgets `span.start ..` (zero for inactive lanes).
 #[allow(clippy::type_complexity)]
 fn lane_inputs<const W: usize>(
@@ -104,14 +98,22 @@ fn lane_inputs<const W: usize>(
     (a, b, q)
 }
 
-fn lane_ids<const W: usize>(span: &Span, ands: usize) -> [u64; W] {
-    core::array::from_fn(|j| {
+/// The table layout of `W` lanes for gadgets `span.start ..`: gadget `i` is lane
+/// `i mod LANES` of the group starting at gadget `i - i mod LANES`, whose tables start at
+/// block `(i - i mod LANES) × blocks` (`blocks` per gadget); inactive lanes get 0.
+fn lane_layout<const W: usize>(span: &Span, blocks: usize) -> LaneLayout<W> {
+    let at = |j: usize, f: &dyn Fn(usize) -> u64| {
         if j < span.active {
-            first_gate_id(span.start + j, ands)
+            f(span.start + j)
         } else {
             0
         }
-    })
+    };
+    LaneLayout {
+        base: core::array::from_fn(|j| at(j, &|i| ((i - i % LANES) * blocks) as u64)),
+        lane: core::array::from_fn(|j| at(j, &|i| (i % LANES) as u64)),
+        stride: span.stride,
+    }
 }
 
 /// Garbles `count` gadgets into `tables` (`count × 2 × ands` blocks) and `decode`
@@ -148,8 +150,8 @@ fn garble_span<const W: usize>(
     decode: &mut [bool],
 ) -> Result<()> {
     let (a_w, b_w, q_w) = lane_inputs::<W>(params, labels, span);
-    let ids = lane_ids::<W>(span, params.and_gates());
-    let mut g = WideGarbler::new(delta, pi, batch_id, ids, span.stride, span.active, tables);
+    let layout = lane_layout::<W>(span, params.table_blocks());
+    let mut g = WideGarbler::new(delta, pi, batch_id, layout, span.active, tables);
     let out = relu_core(&mut g, &a_w, &b_w, &q_w, params)?;
     let l = params.l as usize;
     for (i, w) in out.iter().enumerate() {
@@ -191,8 +193,13 @@ fn evaluate_span<const W: usize>(
     colours: &mut [bool],
 ) -> Result<()> {
     let (a_w, b_w, q_w) = lane_inputs::<W>(params, labels, span);
-    let ids = lane_ids::<W>(span, params.and_gates());
-    let mut ev = WideEvaluator::new(pi, batch_id, ids, span.stride, span.active, tables);
+    let layout = lane_layout::<W>(span, params.table_blocks());
+    let active = span.active.min(W);
+    let qs = &labels.qs[span.start..span.start + active];
+    let known: Vec<[bool; W]> = (0..params.l)
+        .map(|i| core::array::from_fn(|j| qs.get(j).is_some_and(|q| (q >> i) & 1 == 1)))
+        .collect();
+    let mut ev = WideEvaluator::new(pi, batch_id, layout, span.active, tables, &known);
     let out = relu_core(&mut ev, &a_w, &b_w, &q_w, params)?;
     let l = params.l as usize;
     for (i, w) in out.iter().enumerate() {
@@ -212,8 +219,10 @@ fn evaluate_span<const W: usize>(
 /// `batch_id` must be unique per `Δ`.
 ///
 /// Table layout: for each group of up to [`LANES`] consecutive gadgets, each AND gate's
-/// ciphertexts `(T_G, T_E)` for every gadget of the group (gate by gate, gadget by gadget
-/// within a gate); gate ids (hash tweaks) follow the same order. Internally several
+/// ciphertexts for every gadget of the group (gate by gate, gadget by gadget within a
+/// gate): `(T_G, T_E)` for an AND gate, one block for an AND gate with an
+/// evaluator-known input (the output adder's carry chain); the hash tweaks are the block
+/// positions ([`crate::gc::wide`]). Internally several
 /// groups are garbled in lockstep (see [`crate::gc::wide`]), which does not change the
 /// layout. The labels, decoding bits and the [`evaluate_relus`] interface are per gadget,
 /// in gadget order.
@@ -244,10 +253,11 @@ pub fn garble_relus<R: RngCore + CryptoRng>(
     // Bulk labels: expand a fresh 128-bit seed with AES-CTR.
     let server: Vec<Block> = Prg::from_rng(&mut rng).random_blocks(count * m);
     let mut decode = vec![false; count * l];
-    let mut tables = vec![Block::ZERO; count * 2 * params.and_gates()];
+    let mut tables = vec![Block::ZERO; count * params.table_blocks()];
     let labels = Labels {
         server: &server,
         client: &client,
+        qs: &[],
     };
     garble_into::<GARBLE_LANES>(
         params,
@@ -282,12 +292,14 @@ pub fn garble_relus<R: RngCore + CryptoRng>(
 }
 
 /// Evaluates a batch given the active labels of the server's inputs (`count × (m - k)`) and of
-/// the client's inputs (`count × (m - k + l)`), each in gadget order. Returns `count × l`
-/// output colour bits, in gadget order.
+/// the client's inputs (`count × (m - k + l)`), each in gadget order, and the client's
+/// `q` inputs in the clear (`count` of them: the evaluator-known gates read them).
+/// Returns `count × l` output colour bits, in gadget order.
 pub fn evaluate_relus(
     garbled: &GarbledRelus,
     server_labels: &[Block],
     client_labels: &[Block],
+    qs: &[u64],
 ) -> Result<Vec<bool>> {
     let p = garbled.params;
     p.validate()?;
@@ -300,18 +312,22 @@ pub fn evaluate_relus(
     if client_labels.len() != count * e {
         return Err(ProtocolError::arg("wrong number of client input labels"));
     }
+    if qs.len() != count {
+        return Err(ProtocolError::arg("wrong number of client q inputs"));
+    }
     let tables = &garbled.tables.blocks;
-    if Some(tables.len()) != count.checked_mul(2 * p.and_gates()) {
+    if Some(tables.len()) != count.checked_mul(p.table_blocks()) {
         return Err(ProtocolError::peer(format!(
             "garbled tables hold {} blocks, expected {} for {count} gadgets",
             tables.len(),
-            count.saturating_mul(2 * p.and_gates())
+            count.saturating_mul(p.table_blocks())
         )));
     }
     let mut colours = vec![false; count * l];
     let labels = Labels {
         server: server_labels,
         client: client_labels,
+        qs,
     };
     evaluate_into::<EVAL_LANES>(
         p,

@@ -3,7 +3,7 @@
 
 use crate::error::{ProtocolError, Result};
 use crate::gc::circuit::{Backend, Party};
-use crate::gc::gadgets::{add_mod, add_mod_zero_extended};
+use crate::gc::gadgets::{add_mod, add_mod_zero_extended_known};
 
 /// Parameters of the ReLU gadget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,9 +75,21 @@ impl ReluParams {
         adder as usize + relu as usize + out as usize
     }
 
-    /// Garbled-table bytes per gadget (`32 × AND gates`).
+    /// Of the AND gates, those with an input the evaluator knows (the output adder's carry
+    /// chain above the ReLU output, `c ∧ q_i`): `l - m + f`, one ciphertext each.
+    pub const fn known_and_gates(&self) -> usize {
+        let low = self.m.saturating_sub(self.f).saturating_sub(1);
+        self.l.saturating_sub(1).saturating_sub(low) as usize
+    }
+
+    /// Garbled-table blocks per gadget: two per AND gate, one per evaluator-known AND gate.
+    pub const fn table_blocks(&self) -> usize {
+        2 * self.and_gates() - self.known_and_gates()
+    }
+
+    /// Garbled-table bytes per gadget (`16 × table blocks`).
     pub const fn table_bytes(&self) -> usize {
-        32 * self.and_gates()
+        16 * self.table_blocks()
     }
 
     /// Garbler (server) input bits per gadget: `m - k`.
@@ -162,7 +174,8 @@ pub fn relu_core<B: Backend>(
         .iter()
         .map(|w| b.and(w, &not_sign))
         .collect::<Result<Vec<_>>>()?;
-    add_mod_zero_extended(b, &u, q_bits)
+    // q is the client's own input: the carry chain above u uses evaluator-known gates.
+    add_mod_zero_extended_known(b, &u, q_bits)
 }
 
 /// The client's choice bits (evaluator input bits) for gadgets with inputs `bs` and `qs`,

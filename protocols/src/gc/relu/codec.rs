@@ -107,7 +107,7 @@ impl GarbledRelus {
         }
         let expected = usize::try_from(count)
             .ok()
-            .and_then(|c| c.checked_mul(2 * params.and_gates()));
+            .and_then(|c| c.checked_mul(params.table_blocks()));
         if expected != Some(body_len / 16) {
             return Err(ProtocolError::peer(
                 "ReLU batch: table length does not match gadget count",
@@ -115,7 +115,7 @@ impl GarbledRelus {
         }
         Ok(Header {
             params,
-            count: body_len / 16 / (2 * params.and_gates()),
+            count: body_len / 16 / params.table_blocks(),
             batch_id,
         })
     }

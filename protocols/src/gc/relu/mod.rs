@@ -18,9 +18,12 @@
 //! online instead of `m` (see `docs/protocols.md` §5.2). `k = 0` is the exact gadget.
 //!
 //! AND gates: `(w - 1)` for the `w`-bit adder, `(m - f - 1)` for the ReLU (bits
-//! `f-k..w-2` of `z` masked with `¬sign`), `(l - 1)` for the final adder:
-//! **116** for `l = 61, f = 14, m = 36, k = 0` (3,712 bytes of garbled tables per ReLU),
-//! **102** for `k = 14` (3,264 bytes), **100** with a per-site window `m = 35`.
+//! `f-k..w-2` of `z` masked with `¬sign`), `(l - 1)` for the final adder, whose carry
+//! chain above the ReLU output (`l - m + f` gates, `c ∧ q_i`) reads the client's own `q`
+//! and is garbled with one ciphertext per gate (an evaluator-known gate,
+//! [`Backend::and_evaluator_known`](crate::gc::Backend::and_evaluator_known)): **116**
+//! gates and 3,088 bytes of tables for `l = 61, f = 14, m = 36, k = 0`, **102** gates and
+//! 2,640 bytes for `k = 14`, 98 and 2,480 bytes with a per-site window `m = 34`.
 //!
 //! The code is split by concern: `circuit` (parameters, the gadget, its reference and the
 //! parties' inputs), `codec` (the garbled batch and the server's secrets, and their byte

@@ -14,6 +14,9 @@
 # them with cargo build --release -p pi-runtime -p bench). The insecure dealer is used
 # unless PI_METHOD is set to the empty string (HE: same online phase, far slower offline).
 #
+# FULL_LIMIT=N classifies only the first N test images with the fixed-point executor for
+# the accuracy column (default: the whole test split; ResNet18 takes minutes for that).
+#
 # RATE_MBIT=N caps the link at N Mbit/s in each direction with a token-bucket filter
 # (`tc qdisc ... tbf` on both veth ends; burst of 2 ms at that rate, at least 128 KB so
 # that a segmentation-offload super-packet passes) and adds -<N>mbit to the network label,
@@ -83,7 +86,8 @@ for m in "$@"; do
     for _ in $(seq 300); do grep -q listening "$work/server.out" 2>/dev/null && break; sleep 0.1; done
     grep -q listening "$work/server.out" || { cat "$work/server.log" >&2; die "pi-server did not start for $m"; }
     ip netns exec "$cli" "$BIN/snl-bench" sweep --models "$m" --server "$target" --data "$data" \
-        --limit "$limit" $METHOD --rtt-ms "$rtt" --network "$network" --out "$out"
+        --limit "$limit" ${FULL_LIMIT:+--full-limit "$FULL_LIMIT"} $METHOD --rtt-ms "$rtt" \
+        --network "$network" --out "$out"
     kill "$spid"; wait "$spid" 2>/dev/null || true
     : > "$work/server.out"
 done

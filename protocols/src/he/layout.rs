@@ -214,13 +214,21 @@ pub struct ConvLayout {
     offset: usize,
 }
 
-/// Rough costs in microseconds on one core (kernel NTT, product, client encryption plus
-/// transfer, output re-randomization plus decryption), measured with N = 8192 and three
-/// 62-bit moduli; used only to choose among layouts.
-const COST_KERNEL_US: u64 = 250;
-const COST_PRODUCT_US: u64 = 40;
-const COST_INPUT_US: u64 = 1500;
-const COST_OUTPUT_US: u64 = 2500;
+/// Rough costs on one core in nanoseconds (kernel NTT, product, client encryption,
+/// re-randomization plus switch plus decryption of one result), measured with N = 8192
+/// and three 62-bit moduli, plus the bytes each ciphertext puts on the wire at
+/// `COST_BYTE_NS` per byte; used only to choose among layouts. A byte at 16 ns (a link of
+/// 500 Mbit/s, or 1 Gbit/s counted twice) trades about 3% more computation for 7% fewer
+/// bytes on ResNet18 against 8 ns (`docs/he.md`).
+const COST_KERNEL_NS: u64 = 330_000;
+const COST_PRODUCT_NS: u64 = 62_000;
+const COST_INPUT_NS: u64 = 1_500_000;
+const COST_OUTPUT_NS: u64 = 1_200_000;
+const COST_BYTE_NS: u64 = 16;
+/// A seeded input ciphertext (three 62-bit residues per coefficient).
+const INPUT_BYTES: u64 = 190_500;
+/// A switched result's `c1` (`switch.rs`).
+const OUTPUT_BYTES: u64 = 81_920;
 
 impl ConvLayout {
     /// The cheapest layout of `shape` in polynomials of degree `n` (by the cost model
@@ -261,10 +269,10 @@ impl ConvLayout {
                     groups * channel_blocks
                 } as u64;
                 let t = tiles as u64;
-                let cost = COST_KERNEL_US * kernels
-                    + COST_PRODUCT_US * kernels * t
-                    + COST_INPUT_US * channel_blocks as u64 * t
-                    + COST_OUTPUT_US * groups as u64 * t;
+                let cost = COST_KERNEL_NS * kernels
+                    + COST_PRODUCT_NS * kernels * t
+                    + (COST_INPUT_NS + COST_BYTE_NS * INPUT_BYTES) * channel_blocks as u64 * t
+                    + (COST_OUTPUT_NS + COST_BYTE_NS * OUTPUT_BYTES) * groups as u64 * t;
                 if best.as_ref().is_none_or(|(c, _)| cost < *c) {
                     let layout = ConvLayout {
                         shape,

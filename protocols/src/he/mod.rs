@@ -64,7 +64,7 @@ pub use params::{
     FLOOD_BITS, HE_VERSION, HeParams, MAX_KERNEL_NORM_BITS, MODULI, POLY_DEGREE, RESULT_C0_BITS,
     RESULT_C1_BITS, SECRET_BOUND,
 };
-pub use server::HeServer;
+pub use server::{HeServer, KernelCache};
 
 #[cfg(test)]
 mod tests;

@@ -80,6 +80,21 @@ impl HeServer {
         s: &[u64],
         rng: &mut R,
     ) -> Result<()> {
+        self.term_cached_with_rng(ch, layout, w, s, rng, None)
+    }
+
+    /// [`Self::term_with_rng`] taking the kernel polynomials (NTT form) from `cache`
+    /// under `key` when it holds them for this layout and these weights, and otherwise
+    /// storing them there if they fit in its budget. The messages are the same.
+    pub fn term_cached_with_rng<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        ch: &mut dyn Channel,
+        layout: &ConvLayout,
+        w: &[i64],
+        s: &[u64],
+        rng: &mut R,
+        cache: Option<(&mut KernelCache, u64)>,
+    ) -> Result<()> {
         let shape = &layout.shape;
         if layout.n != N || w.len() != shape.weight_len() || s.len() != shape.out_len() {
             return Err(ProtocolError::arg(format!(
@@ -106,6 +121,21 @@ impl HeServer {
         let prgs: Vec<Vec<Prg>> = (0..layout.groups)
             .map(|_| (0..layout.tiles).map(|_| Prg::from_rng(rng)).collect())
             .collect();
+        let (cached, store) = match cache {
+            Some((cache, key)) => {
+                let digest = weights_digest(layout, w);
+                match cache.terms.get(&key) {
+                    Some((d, k)) if *d == digest => (Some(k), None),
+                    _ => {
+                        let bytes = kernel_bytes(layout);
+                        let fits = cache.used + bytes <= cache.budget;
+                        (None, fits.then_some((cache, key, digest, bytes)))
+                    }
+                }
+            }
+            None => (None, None),
+        };
+        let keep = store.is_some();
         let outs = prgs
             .into_par_iter()
             .enumerate()
@@ -113,7 +143,11 @@ impl HeServer {
                 let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
                 let mut norm = 0u128;
                 let mut kernels = Vec::new();
+                let from_cache = cached.map(|c| &c[g]);
                 for blk in layout.blocks_of_group(g) {
+                    if from_cache.is_some() {
+                        break;
+                    }
                     let (k, n1) = layout.kernel(w, g, blk);
                     norm += n1;
                     let mut p = Poly::try_convert_from(
@@ -132,18 +166,27 @@ impl HeServer {
                          {norm} exceeds 2^{MAX_KERNEL_NORM_BITS}"
                     )));
                 }
-                (0..layout.tiles)
+                let use_kernels = from_cache.unwrap_or(&kernels);
+                let res = (0..layout.tiles)
                     .zip(prgs)
                     .map(|(t, mut prg)| {
                         let cts: Vec<&Ciphertext> = layout
                             .blocks_of_group(g)
                             .map(|b| &inputs[t * layout.channel_blocks + b])
                             .collect();
-                        self.result(layout, &cts, &kernels, (t, g), s, &mut prg)
+                        self.result(layout, &cts, use_kernels, (t, g), s, &mut prg)
                     })
-                    .collect::<Result<Vec<_>>>()
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((res, if keep { kernels } else { Vec::new() }))
             })
             .collect::<Result<Vec<_>>>()?;
+        let (outs, kernels): (Vec<_>, Vec<_>) = outs.into_iter().unzip();
+        if let Some((cache, key, digest, bytes)) = store {
+            if let Some((_, old)) = cache.terms.insert(key, (digest, kernels)) {
+                cache.used -= old.iter().map(Vec::len).sum::<usize>() as u64 * POLY_BYTES;
+            }
+            cache.used += bytes;
+        }
         for t in 0..layout.tiles {
             for group in &outs {
                 let (c1, c0) = &group[t];
@@ -309,6 +352,74 @@ impl ScalarEncoder {
         std::array::from_fn(|i| {
             ((u128::from(r) * u128::from(self.neg_tinv[i])) % u128::from(MODULI[i])) as u64
         })
+    }
+}
+
+/// Bytes of one polynomial in NTT form (three residues per coefficient).
+const POLY_BYTES: u64 = (K * N * 8) as u64;
+
+/// Bytes of the kernel polynomials of a term.
+fn kernel_bytes(layout: &ConvLayout) -> u64 {
+    (0..layout.groups)
+        .map(|g| layout.blocks_of_group(g).len() as u64)
+        .sum::<u64>()
+        * POLY_BYTES
+}
+
+/// What a cached term's kernels were computed from: the layout and the weights.
+fn weights_digest(layout: &ConvLayout, w: &[i64]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(format!("{layout:?}").as_bytes());
+    let mut buf = Vec::with_capacity(8 * 4096);
+    for chunk in w.chunks(4096) {
+        buf.clear();
+        chunk
+            .iter()
+            .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+        h.update(&buf);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// The server's kernel polynomials in NTT form, kept across inferences up to a budget of
+/// bytes (a kernel polynomial is 192 KiB; ResNet18 has about 11,600): each cached one
+/// saves its NTTs (about a third of a millisecond) at every later use. Terms are cached
+/// whole, first come first served, under a key the caller chooses (one per term of the
+/// model); an entry is used only for the same layout and weights (checked by a digest).
+#[derive(Default)]
+pub struct KernelCache {
+    budget: u64,
+    used: u64,
+    terms: std::collections::HashMap<u64, ([u8; 32], Vec<Vec<Poly>>)>,
+}
+
+impl std::fmt::Debug for KernelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelCache")
+            .field("budget", &self.budget)
+            .field("used", &self.used)
+            .field("terms", &self.terms.len())
+            .finish()
+    }
+}
+
+impl KernelCache {
+    /// An empty cache that holds at most `budget` bytes of kernel polynomials.
+    pub fn new(budget: u64) -> Self {
+        KernelCache {
+            budget,
+            ..Default::default()
+        }
+    }
+
+    /// Bytes of kernel polynomials held.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// The budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.budget
     }
 }
 

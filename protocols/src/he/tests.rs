@@ -308,3 +308,65 @@ fn switched_results_decrypt_at_the_largest_admitted_noise() {
         }
     }
 }
+
+/// The kernel cache changes no byte of the server's messages: a term run without it,
+/// then storing into it, then from it, sends the same bytes under the same seeds; new
+/// weights under the same key are recomputed (and decrypt to the new operator), and a
+/// budget too small for the term caches nothing.
+#[test]
+fn the_kernel_cache_changes_no_message() {
+    use super::server::KernelCache;
+    let params = HeParams::new(61).unwrap();
+    let (mut a, mut b) = MemoryChannel::pair();
+    let client =
+        HeClient::setup_with_rng(&mut a, params.clone(), &mut Prg::from_seed(Block(1))).unwrap();
+    let server = HeServer::setup(&mut b, params).unwrap();
+    let shape = ConvShape::square(6, 8, 5, 3, 2, 1);
+    let layout = ConvLayout::new(shape, N).unwrap();
+    let x: Vec<u64> = (0..shape.in_len() as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & ((1 << 61) - 1))
+        .collect();
+    let w1: Vec<i64> = (0..shape.weight_len() as i64)
+        .map(|i| i * 37 - 500)
+        .collect();
+    let w2: Vec<i64> = w1.iter().map(|v| -3 * v + 1).collect();
+    let s: Vec<u64> = (0..shape.out_len() as u64).collect();
+    let lmask = (1u64 << 61) - 1;
+    let run = |w: &[i64], cache: Option<(&mut KernelCache, u64)>| {
+        let (a, mut b) = MemoryChannel::pair();
+        let mut a = RecordingChannel::new(a);
+        let out = std::thread::scope(|sc| {
+            let h = sc.spawn(|| {
+                client
+                    .term_with_rng(&mut b, &layout, &x, &mut Prg::from_seed(Block(2)))
+                    .unwrap()
+            });
+            server
+                .term_cached_with_rng(&mut a, &layout, w, &s, &mut Prg::from_seed(Block(3)), cache)
+                .unwrap();
+            h.join().unwrap()
+        });
+        let want: Vec<u64> = shape
+            .apply(w, &x, lmask)
+            .iter()
+            .zip(&s)
+            .map(|(&l, &s)| l.wrapping_sub(s) & lmask)
+            .collect();
+        assert_eq!(out, want);
+        a.sent
+    };
+    let plain = run(&w1, None);
+    let mut cache = KernelCache::new(1 << 30);
+    assert_eq!(run(&w1, Some((&mut cache, 7))), plain);
+    let used = cache.used();
+    assert!(used > 0);
+    assert_eq!(run(&w1, Some((&mut cache, 7))), plain);
+    assert_eq!(cache.used(), used);
+    let plain2 = run(&w2, None);
+    assert_ne!(plain2, plain);
+    assert_eq!(run(&w2, Some((&mut cache, 7))), plain2);
+    assert_eq!(cache.used(), used);
+    let mut small = KernelCache::new(used - 1);
+    assert_eq!(run(&w1, Some((&mut small, 7))), plain);
+    assert_eq!(small.used(), 0);
+}

@@ -10,6 +10,8 @@
 //! * `he_layer/<shape>`: one ResNet18 operator end to end (the client encrypts its mask,
 //!   the server multiplies, subtracts `s`, re-randomizes and floods, the client decrypts)
 //!   over an in-memory channel; throughput in multiply-accumulates.
+//! * `he_kernel_cache/<shape>/{miss,hit}`: one term with its kernel polynomials
+//!   transformed to NTT form, and taken from the server's kernel cache.
 //!
 //! Run with `cargo bench -p bench --bench he` or `bash scripts/bench.sh he`.
 
@@ -29,7 +31,9 @@ use pi_runtime::plan::Plan;
 use pi_runtime::preprocess::Method;
 use protocols::CountingChannel;
 use protocols::channel::MemoryChannel;
-use protocols::he::{ConvLayout, ConvShape, HeClient, HeParams, HeServer, POLY_DEGREE};
+use protocols::he::{
+    ConvLayout, ConvShape, HeClient, HeParams, HeServer, KernelCache, POLY_DEGREE,
+};
 use rand::{Rng, SeedableRng};
 
 fn resnet18_linear_only() -> Model {
@@ -177,6 +181,7 @@ fn layers(c: &mut Criterion) {
         conv("conv_512x512_4", 512, 4, 512, 3, 1),
     ];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut kernel_cache = Vec::new();
     for (name, shape) in shapes {
         let layout = ConvLayout::new(shape, POLY_DEGREE).unwrap();
         let (ho, wo) = shape.out_hw();
@@ -204,6 +209,39 @@ fn layers(c: &mut Criterion) {
                 })
             })
         });
+        if name == "conv_256x256_8" {
+            kernel_cache.push((name.clone(), layout.clone(), w.clone(), x.clone()));
+        }
+    }
+    g.finish();
+    // The same term with its kernel polynomials computed (`miss`, no cache) and taken
+    // from the server's kernel cache (`hit`, filled before the measurement).
+    let mut g = c.benchmark_group("he_kernel_cache");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(3));
+    for (name, layout, w, x) in &kernel_cache {
+        let s_: Vec<u64> = vec![0; layout.shape.out_len()];
+        let mut cache = KernelCache::new(1 << 30);
+        for hit in [false, true] {
+            let id = format!("{name}/{}", if hit { "hit" } else { "miss" });
+            g.bench_function(BenchmarkId::from_parameter(id), |bch| {
+                bch.iter(|| {
+                    std::thread::scope(|s| {
+                        let h = s.spawn(|| {
+                            let c = hit.then_some((&mut cache, 0));
+                            let mut rng = protocols::prg::Prg::from_entropy();
+                            server
+                                .term_cached_with_rng(&mut a, layout, w, &s_, &mut rng, c)
+                                .unwrap()
+                        });
+                        client.term(&mut b, layout, x).unwrap();
+                        h.join().unwrap();
+                    })
+                })
+            });
+        }
     }
     g.finish();
 }

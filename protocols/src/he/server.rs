@@ -151,7 +151,7 @@ impl HeServer {
                     let (k, n1) = layout.kernel(w, g, blk);
                     norm += n1;
                     let mut p = Poly::try_convert_from(
-                        k.as_slice(),
+                        kernel_residues(&k),
                         ctx,
                         false,
                         Representation::PowerBasis,
@@ -353,6 +353,21 @@ impl ScalarEncoder {
             ((u128::from(r) * u128::from(self.neg_tinv[i])) % u128::from(MODULI[i])) as u64
         })
     }
+}
+
+/// The residues (modulus-major) of a kernel polynomial with small signed coefficients,
+/// mostly zero: the same polynomial as the `fhe` crate's conversion from `&[i64]`,
+/// without its per-coefficient iterator chain.
+fn kernel_residues(k: &[i64]) -> Vec<u64> {
+    let mut out = vec![0u64; K * N];
+    for (j, &v) in k.iter().enumerate() {
+        if v != 0 {
+            for (i, &q) in MODULI.iter().enumerate() {
+                out[i * N + j] = i128::from(v).rem_euclid(i128::from(q)) as u64;
+            }
+        }
+    }
+    out
 }
 
 /// Bytes of one polynomial in NTT form (three residues per coefficient).

@@ -9,7 +9,9 @@
 //!
 //! Throughput is in multiply-accumulates (criterion's "elements": MAC/s), from
 //! `Graph::macs`. Random weights, random ring values (the arithmetic is exact mod 2^l, so
-//! timings do not depend on the values). `cargo bench -p bench --bench linear`.
+//! timings do not depend on the values). `cargo bench -p bench --bench linear`; the ring
+//! GEMM's kernel build is printed first (`SNL_GEMM_KERNEL=avx2` measures the AVX2 build on
+//! an AVX-512 machine).
 
 #![allow(clippy::unwrap_used)]
 
@@ -66,6 +68,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn linear(c: &mut Criterion) {
+    eprintln!("ring GEMM kernel: {:?}", models::fixed::gemm_kernel());
     let cases = cases();
     let mut g = c.benchmark_group("linear_on_shares");
     g.sample_size(10);

@@ -10,34 +10,90 @@
 
 /// `out[o x p] += w[o x k] * col[k x p]` in wrapping 64-bit arithmetic (= the ring's).
 ///
-/// Output rows are computed in parallel (rayon) when the product is large; each row runs
-/// the [`gemm_row`] kernel, compiled a second time with AVX-512 (64-bit vector multiply)
-/// and chosen at run time where the CPU has it.
+/// Register-tiled: `col` is first packed into tiles of [`TC`] columns (`k x TC` each,
+/// zero-padded), then every block of [`TR`] output rows accumulates a `TR x TC` tile in
+/// registers over the whole `k` before adding it to `out` once. Blocks of rows run in
+/// parallel (rayon) when the product is large; the kernel is compiled a second time with
+/// AVX-512 (64-bit vector multiply) and chosen at run time where the CPU has it. The last
+/// block of rows is padded with zero weights, so every block does the same work whatever
+/// the weights.
 pub(super) fn gemm_i64(w: &[i64], col: &[i64], out: &mut [i64], o: usize, k: usize, p: usize) {
+    gemm_i64_with(gemm_kernel(), w, col, out, o, k, p);
+}
+
+/// [`gemm_i64`] with a given kernel build (which the CPU must support; others fall back
+/// to the portable build).
+fn gemm_i64_with(
+    kernel: GemmKernel,
+    w: &[i64],
+    col: &[i64],
+    out: &mut [i64],
+    o: usize,
+    k: usize,
+    p: usize,
+) {
     use rayon::prelude::*;
-    let row =
-        |(oi, orow): (usize, &mut [i64])| gemm_row_dispatch(&w[oi * k..(oi + 1) * k], col, orow, p);
-    if o * k * p >= 1 << 20 && o > 1 {
-        out.par_chunks_mut(p).enumerate().for_each(row);
+    if o == 0 || p == 0 {
+        return;
+    }
+    let tiles = p.div_ceil(TC);
+    // Tile-major copy of col: tile t holds columns t*TC .. t*TC+TC of every row of col.
+    let mut packed = vec![0i64; tiles * k * TC];
+    for (ki, crow) in col.chunks_exact(p).take(k).enumerate() {
+        for (t, chunk) in crow.chunks(TC).enumerate() {
+            let at = (t * k + ki) * TC;
+            packed[at..at + chunk.len()].copy_from_slice(chunk);
+        }
+    }
+    let block = |(bi, oblock): (usize, &mut [i64])| {
+        let rows = oblock.len() / p;
+        let r0 = bi * TR;
+        let mut wb = Vec::new();
+        let wrows: &[i64] = if rows == TR {
+            &w[r0 * k..(r0 + TR) * k]
+        } else {
+            // The last, partial block: zero weights for the missing rows.
+            wb.resize(TR * k, 0);
+            wb[..rows * k].copy_from_slice(&w[r0 * k..(r0 + rows) * k]);
+            &wb
+        };
+        gemm_block_dispatch(kernel, wrows, &packed, oblock, rows, k, p);
+    };
+    if o * k * p >= 1 << 20 && o > TR {
+        out.par_chunks_mut(TR * p).enumerate().for_each(block);
     } else {
-        out.chunks_mut(p).enumerate().for_each(row);
+        out.chunks_mut(TR * p).enumerate().for_each(block);
     }
 }
 
-/// One output row: `orow[0..p] += sum_k w[k] * col[k][0..p]`, in blocks of `p` that stay
-/// in L1.
+/// Output rows per register tile.
+const TR: usize = 8;
+/// Output columns per register tile (two 512-bit vectors of i64).
+const TC: usize = 16;
+
+/// One block of [`TR`] output rows (`wrows`: `TR x k`, zero rows beyond `rows`) against
+/// every packed column tile; adds the first `rows` rows into `oblock` (`rows x p`).
 #[inline(always)]
-fn gemm_row(w: &[i64], col: &[i64], orow: &mut [i64], p: usize) {
-    const BLOCK: usize = 512;
-    for p0 in (0..p).step_by(BLOCK) {
-        let p1 = (p0 + BLOCK).min(p);
-        let acc = &mut orow[p0..p1];
-        for (ki, &wv) in w.iter().enumerate() {
-            let crow = &col[ki * p + p0..ki * p + p1];
-            #[cfg(test)]
-            tests::ROW_PASSES.with(|n| n.set(n.get() + 1));
-            for (a, &c) in acc.iter_mut().zip(crow) {
-                *a = a.wrapping_add(wv.wrapping_mul(c));
+fn gemm_block(wrows: &[i64], packed: &[i64], oblock: &mut [i64], rows: usize, k: usize, p: usize) {
+    for (t, tile) in packed.chunks_exact(k * TC).enumerate() {
+        #[cfg(test)]
+        tests::TILE_PASSES.with(|n| n.set(n.get() + 1));
+        let mut acc = [[0i64; TC]; TR];
+        for (ki, c) in tile.chunks_exact(TC).enumerate() {
+            let c: &[i64; TC] = c.try_into().unwrap_or(&[0; TC]);
+            for (r, accr) in acc.iter_mut().enumerate() {
+                let wv = wrows[r * k + ki];
+                for (a, &cv) in accr.iter_mut().zip(c) {
+                    *a = a.wrapping_add(wv.wrapping_mul(cv));
+                }
+            }
+        }
+        let c0 = t * TC;
+        let width = TC.min(p - c0);
+        for (r, accr) in acc.iter().enumerate().take(rows) {
+            let orow = &mut oblock[r * p + c0..r * p + c0 + width];
+            for (o, &a) in orow.iter_mut().zip(accr) {
+                *o = o.wrapping_add(a);
             }
         }
     }
@@ -45,25 +101,106 @@ fn gemm_row(w: &[i64], col: &[i64], orow: &mut [i64], p: usize) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
-fn gemm_row_avx512(w: &[i64], col: &[i64], orow: &mut [i64], p: usize) {
-    gemm_row(w, col, orow, p);
+fn gemm_block_avx512(
+    wrows: &[i64],
+    packed: &[i64],
+    oblock: &mut [i64],
+    rows: usize,
+    k: usize,
+    p: usize,
+) {
+    gemm_block(wrows, packed, oblock, rows, k, p);
 }
 
-/// [`gemm_row`], with the AVX-512 build where the CPU supports it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn gemm_block_avx2(
+    wrows: &[i64],
+    packed: &[i64],
+    oblock: &mut [i64],
+    rows: usize,
+    k: usize,
+    p: usize,
+) {
+    gemm_block(wrows, packed, oblock, rows, k, p);
+}
+
+/// The GEMM kernel builds, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// AVX-512F + AVX-512DQ (64-bit vector multiply).
+    Avx512,
+    /// AVX2 (the 64-bit multiply from 32-bit halves).
+    Avx2,
+    /// Whatever the compiler's baseline target gives.
+    Portable,
+}
+
+/// The kernel the ring GEMM uses on this CPU: the best the CPU supports, or a lesser one
+/// named by the environment variable `SNL_GEMM_KERNEL` (`avx2` or `portable`; for
+/// measuring what a CPU without AVX-512 would get). Read once.
+pub fn gemm_kernel() -> GemmKernel {
+    static KERNEL: std::sync::OnceLock<GemmKernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let best = {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                {
+                    GemmKernel::Avx512
+                } else if std::arch::is_x86_feature_detected!("avx2") {
+                    GemmKernel::Avx2
+                } else {
+                    GemmKernel::Portable
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                GemmKernel::Portable
+            }
+        };
+        match std::env::var("SNL_GEMM_KERNEL").as_deref() {
+            Ok("avx2") if best != GemmKernel::Portable => GemmKernel::Avx2,
+            Ok("portable") => GemmKernel::Portable,
+            _ => best,
+        }
+    })
+}
+
+/// [`gemm_block`] in the build `kernel`, if the CPU supports it (else portable).
 // The only unsafe code of the crate: calling a function compiled for CPU features that
 // were checked at run time just before.
 #[allow(unsafe_code)]
-fn gemm_row_dispatch(w: &[i64], col: &[i64], orow: &mut [i64], p: usize) {
+fn gemm_block_dispatch(
+    kernel: GemmKernel,
+    wrows: &[i64],
+    packed: &[i64],
+    oblock: &mut [i64],
+    rows: usize,
+    k: usize,
+    p: usize,
+) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-    {
-        // SAFETY: the CPU supports AVX-512F and AVX-512DQ (detected above), the only
-        // requirement of `gemm_row_avx512`.
-        unsafe { gemm_row_avx512(w, col, orow, p) };
-        return;
+    match kernel {
+        GemmKernel::Avx512
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq") =>
+        {
+            // SAFETY: the CPU has AVX-512F and AVX-512DQ (checked just above), the only
+            // requirement of `gemm_block_avx512`.
+            unsafe { gemm_block_avx512(wrows, packed, oblock, rows, k, p) };
+            return;
+        }
+        GemmKernel::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { gemm_block_avx2(wrows, packed, oblock, rows, k, p) };
+            return;
+        }
+        _ => {}
     }
-    gemm_row(w, col, orow, p);
+    let _ = kernel;
+    gemm_block(wrows, packed, oblock, rows, k, p);
 }
 
 #[cfg(test)]
@@ -72,27 +209,29 @@ mod tests {
     use std::cell::Cell;
 
     thread_local! {
-        /// Weight passes over a block of `col` rows made by this thread's GEMM calls.
-        pub(super) static ROW_PASSES: Cell<usize> = const { Cell::new(0) };
+        /// Register tiles (a block of rows against one column tile, over all of `k`)
+        /// computed by this thread's GEMM calls.
+        pub(super) static TILE_PASSES: Cell<usize> = const { Cell::new(0) };
     }
 
     /// Regression test for the timing leak of issue 13 (item 6): the kernel used to skip
     /// zero weights, so a sparse layer ran measurably faster. The work done must not
-    /// depend on the weights' values: count the passes instead of timing them.
+    /// depend on the weights' values: count the passes instead of timing them. (Every
+    /// tile pass runs the same loop over all of `k` for a full block of rows.)
     #[test]
     fn work_is_independent_of_weight_values() {
-        let (o, k, p) = (4, 9, 700); // serial (below the parallel threshold), two blocks
+        let (o, k, p) = (12, 9, 700); // serial (below the parallel threshold), 2 row blocks
         let col: Vec<i64> = (0..(k * p) as i64).collect();
         let passes = |w: &[i64]| {
-            ROW_PASSES.with(|n| n.set(0));
+            TILE_PASSES.with(|n| n.set(0));
             let mut out = vec![0i64; o * p];
             gemm_i64(w, &col, &mut out, o, k, p);
-            ROW_PASSES.with(|n| n.get())
+            TILE_PASSES.with(|n| n.get())
         };
         let dense: Vec<i64> = (1..=(o * k) as i64).collect();
         let sparse: Vec<i64> = (0..o * k).map(|i| i64::from(i % 5 == 0)).collect();
         let zero = vec![0i64; o * k];
-        let want = o * k * p.div_ceil(512);
+        let want = o.div_ceil(TR) * p.div_ceil(TC);
         assert_eq!(passes(&dense), want);
         assert_eq!(passes(&sparse), want);
         assert_eq!(passes(&zero), want);
@@ -104,7 +243,14 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         // Small (serial) and large (parallel, several L1 blocks) shapes; full-width ring
         // values and weights of both signs, zeros included.
-        for (o, k, p) in [(3, 5, 7), (16, 72, 1100), (8, 150, 1000)] {
+        for (o, k, p) in [
+            (3, 5, 7),
+            (16, 72, 1100),
+            (8, 150, 1000),
+            (13, 31, 17),
+            (1, 1, 1),
+            (64, 576, 256),
+        ] {
             let w: Vec<i64> = (0..o * k)
                 .map(|i| {
                     if i % 7 == 0 {
@@ -117,6 +263,12 @@ mod tests {
             let col: Vec<i64> = (0..k * p).map(|_| rng.r#gen::<i64>() >> 3).collect();
             let mut out = vec![5i64; o * p];
             gemm_i64(&w, &col, &mut out, o, k, p);
+            // Every build gives the same bits (those the CPU lacks fall back).
+            for kernel in [GemmKernel::Avx512, GemmKernel::Avx2, GemmKernel::Portable] {
+                let mut other = vec![5i64; o * p];
+                gemm_i64_with(kernel, &w, &col, &mut other, o, k, p);
+                assert_eq!(other, out, "{kernel:?}");
+            }
             for oi in 0..o {
                 for pi in 0..p {
                     let mut want = 5i64;

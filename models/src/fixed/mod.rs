@@ -32,7 +32,8 @@
 //!   and its structural queries, including [`FixedProgram::structure`] for a public part.
 //! - `lower`: [`FixedProgram::lower`], the graph into linear layers, one helper per
 //!   operation.
-//! - `gemm`: the ring matrix product (AVX-512 where the CPU has it) behind convolutions
+//! - `gemm`: the ring matrix product (register-tiled; AVX-512 or AVX2 where the CPU has
+//!   it, [`gemm_kernel`]) behind convolutions
 //!   and dense terms.
 //! - `executor`: [`FixedProgram::apply_linear`] and [`FixedProgram::forward`], the run in
 //!   the ring with per-layer statistics ([`LayerStats`]).
@@ -52,6 +53,7 @@ mod windows;
 
 pub use self::error_model::{ErrorEstimate, K_SIGMA};
 pub use self::executor::{FixedOutput, LayerStats};
+pub use self::gemm::{GemmKernel, gemm_kernel};
 pub use self::program::{
     Activation, FixedProgram, LinearLayer, Term, TermOp, ValueId, layer_shapes,
 };

@@ -11,8 +11,9 @@
 //! * `resnet18_plaintext/{f32,fixed_point}`: one forward pass of the same network in the
 //!   f32 executor and in the fixed-point executor.
 //!
-//! Random weights with batch norms calibrated on random inputs (latency does not depend
-//! on the weights' values). Run with `cargo bench -p bench --bench runtime` or
+//! Random weights with batch norms and per-site ReLU windows calibrated on random inputs
+//! (latency does not depend on the weights' values; the windows set the bytes per kept
+//! ReLU). Run with `cargo bench -p bench --bench runtime` or
 //! `bash scripts/bench.sh runtime`.
 
 #![allow(clippy::unwrap_used)]
@@ -24,7 +25,7 @@ use bench::net::loopback_pair;
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use models::data::Normalization;
 use models::exec::{F32Executor, calibrate_batchnorm};
-use models::fixed::FixedProgram;
+use models::fixed::{DEFAULT_WINDOW_MARGIN, FixedProgram, calibrate_windows, window_map};
 use models::{Mask, Model, PublicModel, arch};
 use pi_runtime::engine::{ClientEngine, ServerEngine};
 use pi_runtime::preprocess::Method;
@@ -44,6 +45,10 @@ fn model(kept: usize, inputs: &[Vec<f32>]) -> Model {
     }
     let mut m = Model::random(p, 1).unwrap();
     calibrate_batchnorm(&mut m, inputs).unwrap();
+    // Per-site windows from the same inputs, as `snl-model windows` would choose them.
+    let prog = FixedProgram::lower(&m).unwrap();
+    let windows = calibrate_windows(&prog, inputs, DEFAULT_WINDOW_MARGIN).unwrap();
+    m.public.relu_windows = window_map(&windows);
     m
 }
 

@@ -235,7 +235,7 @@ pub struct HePreprocessing {
 }
 
 /// Default budget of the server's kernel cache per session (`docs/he.md`): about 2,700
-/// of ResNet18's 11,600 kernel polynomials, a third of a millisecond of NTTs each per
+/// of ResNet18's 15,600 kernel polynomials, a third of a millisecond of NTTs each per
 /// inference; smaller models get at most what all their kernels take. Counted in
 /// [`Preprocessing::server_peak_bytes`].
 pub const DEFAULT_KERNEL_CACHE_BYTES: u64 = 512 << 20;

@@ -397,7 +397,7 @@ fn weights_digest(layout: &ConvLayout, w: &[i64]) -> [u8; 32] {
 }
 
 /// The server's kernel polynomials in NTT form, kept across inferences up to a budget of
-/// bytes (a kernel polynomial is 192 KiB; ResNet18 has about 11,600): each cached one
+/// bytes (a kernel polynomial is 192 KiB; ResNet18 has about 15,600): each cached one
 /// saves its NTTs (about a third of a millisecond) at every later use. Terms are cached
 /// whole, first come first served, under a key the caller chooses (one per term of the
 /// model); an entry is used only for the same layout and weights (checked by a digest).

@@ -17,7 +17,7 @@ use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
 use crate::gc::relu::{
     GarbledRelus, ReluGarblerSecrets, ReluOnlineSecrets, ReluParams, client_input_bits,
-    evaluate_relus, garble_relus,
+    evaluate_relus_range, garble_relus,
 };
 use crate::ot::{OtReceiver, OtSender};
 
@@ -33,15 +33,41 @@ pub fn relu_online_server<C: Channel + ?Sized>(
     secrets: impl Into<ReluOnlineSecrets>,
     a: &[u64],
 ) -> Result<Vec<u64>> {
-    let secrets = secrets.into();
-    let labels = secrets.encode_server_inputs(a)?;
-    ch.send_blocks(&labels)?;
-    ch.flush()?;
-    drop(labels);
+    relu_online_server_chunked(ch, secrets.into(), a, ONLINE_CHUNK)
+}
+
+/// Gadgets whose labels the server sends (and flushes) at a time in the online phase,
+/// and the client evaluates as soon as they have arrived: the client's evaluation of one
+/// chunk overlaps the transfer of the next (a multiple of the table groups' size).
+pub const ONLINE_CHUNK: usize = 2048;
+
+fn relu_online_server_chunked<C: Channel + ?Sized>(
+    ch: &mut C,
+    secrets: ReluOnlineSecrets,
+    a: &[u64],
+    chunk: usize,
+) -> Result<Vec<u64>> {
+    if a.len() != secrets.count() {
+        return Err(ProtocolError::arg(format!(
+            "expected {} server inputs, got {}",
+            secrets.count(),
+            a.len()
+        )));
+    }
+    // The bytes are those of one message of all labels; only the flushes differ.
+    let chunk = chunk.max(1);
+    for (i, part) in a.chunks(chunk).enumerate() {
+        let labels = secrets.encode_server_inputs_at(i * chunk, part)?;
+        ch.send_blocks(&labels)?;
+        ch.flush()?;
+    }
+    if a.is_empty() {
+        ch.flush()?;
+    }
     let n = secrets.count() * secrets.params().output_bits();
     let mut colours = vec![0u8; n.div_ceil(8)];
     ch.recv(&mut colours)?;
-    if n % 8 != 0 && colours.last().is_some_and(|&last| last >> (n % 8) != 0) {
+    if !n.is_multiple_of(8) && colours.last().is_some_and(|&last| last >> (n % 8) != 0) {
         return Err(ProtocolError::peer("nonzero padding bits in bit vector"));
     }
     secrets.decode_packed(&colours)
@@ -56,8 +82,36 @@ pub fn relu_online_client<C: Channel + ?Sized>(
     client_labels: &[Block],
     qs: &[u64],
 ) -> Result<()> {
-    let server_labels = ch.recv_blocks(garbled.count * garbled.params.garbler_input_bits())?;
-    let colours = evaluate_relus(garbled, &server_labels, client_labels, qs)?;
+    relu_online_client_chunked(ch, garbled, client_labels, qs, ONLINE_CHUNK)
+}
+
+/// The client's online phase, evaluating each chunk of `chunk` gadgets (a multiple of
+/// the table groups' size) as soon as its labels have arrived; the colour bits go back
+/// in one message at the end (so the server, still sending, never has to read).
+fn relu_online_client_chunked<C: Channel + ?Sized>(
+    ch: &mut C,
+    garbled: &GarbledRelus,
+    client_labels: &[Block],
+    qs: &[u64],
+    chunk: usize,
+) -> Result<()> {
+    let (n, w) = (garbled.count, garbled.params.garbler_input_bits());
+    let mut server_labels = Vec::with_capacity(n * w);
+    let mut colours = vec![false; n * garbled.params.output_bits()];
+    let mut start = 0;
+    while start < n {
+        let end = n.min(start + chunk.max(1));
+        server_labels.extend(ch.recv_blocks((end - start) * w)?);
+        evaluate_relus_range(
+            garbled,
+            start..end,
+            &server_labels,
+            client_labels,
+            qs,
+            &mut colours,
+        )?;
+        start = end;
+    }
     ch.send_bits(&colours)?;
     ch.flush()?;
     Ok(())
@@ -206,6 +260,37 @@ mod tests {
         let out = relu_online_server(&mut sch, secrets, &inp.a).unwrap();
         h.join().unwrap().unwrap();
         check_outputs(&ys, &out, &inp.rs, p);
+    }
+
+    /// Labels sent and evaluated in chunks (several, the last one partial, and none at
+    /// all) give the same outputs and the same bytes as one message.
+    #[test]
+    fn chunked_online_phase_equals_one_message() {
+        let p = ReluParams::DEFAULT;
+        for (n, chunk) in [(50usize, 16usize), (50, 8), (50, 4096), (0, 16), (7, 8)] {
+            let mut rng = ChaCha12Rng::seed_from_u64(n as u64 + 5);
+            let ys: Vec<i64> = (0..n as i64).map(|i| (i - 20) * 1_234_567 + 11).collect();
+            let delta = Delta::random(&mut rng);
+            let (garbled, secrets) =
+                garble_relus(p, n, delta, None, 4, ChaCha12Rng::seed_from_u64(6)).unwrap();
+            let inp = share_inputs(&ys, p, &mut rng);
+            let choice = client_input_bits(&inp.bs, &inp.qs, p).unwrap();
+            let client_labels =
+                encode_labels(&secrets.secrets.evaluator_zero_labels, &choice, delta).unwrap();
+            let (sch, cch) = MemoryChannel::pair();
+            let qs = inp.qs.clone();
+            let h = std::thread::spawn(move || {
+                let mut cch = CountingChannel::new(cch);
+                relu_online_client_chunked(&mut cch, &garbled, &client_labels, &qs, chunk).unwrap();
+                cch.stats()
+            });
+            let mut sch = CountingChannel::new(sch);
+            let out = relu_online_server_chunked(&mut sch, secrets.into(), &inp.a, chunk).unwrap();
+            let c = h.join().unwrap();
+            check_outputs(&ys, &out, &inp.rs, p);
+            assert_eq!(sch.stats().bytes_sent as usize, n * p.width() as usize * 16);
+            assert_eq!(c.bytes_sent as usize, (n * p.l as usize).div_ceil(8));
+        }
     }
 
     #[test]

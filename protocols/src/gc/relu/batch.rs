@@ -39,12 +39,14 @@ struct Span {
     stride: u64,
 }
 
-/// Splits `count` gadgets into spans of `W` lanes: first runs of `W` gadgets that lie in
-/// full table groups, then single groups of at most [`LANES`] gadgets.
-fn spans<const W: usize>(count: usize) -> impl Iterator<Item = (bool, Span)> {
-    let full = count - count % LANES;
-    let wide_end = full - full % W;
-    let wide = (0..wide_end).step_by(W).map(|start| {
+/// Splits gadgets `start .. end` (`start` a multiple of [`LANES`]; `end` the batch's
+/// count or a multiple of [`LANES`]) into spans of `W` lanes: first runs of `W` gadgets
+/// that lie in full table groups, then single groups of at most [`LANES`] gadgets (the
+/// last group of a batch may be partial; its layout stride is its size).
+fn spans<const W: usize>(start: usize, end: usize) -> impl Iterator<Item = (bool, Span)> {
+    let full = end - (end - start) % LANES;
+    let wide_end = full - (full - start) % W;
+    let wide = (start..wide_end).step_by(W).map(|start| {
         (
             true,
             Span {
@@ -54,8 +56,8 @@ fn spans<const W: usize>(count: usize) -> impl Iterator<Item = (bool, Span)> {
             },
         )
     });
-    let narrow = (wide_end..count).step_by(LANES).map(move |start| {
-        let active = LANES.min(count - start);
+    let narrow = (wide_end..end).step_by(LANES).map(move |start| {
+        let active = LANES.min(end - start);
         (
             false,
             Span {
@@ -128,7 +130,7 @@ pub(crate) fn garble_into<const W: usize>(
     decode: &mut [bool],
 ) -> Result<()> {
     let pi = AesCipher::fixed();
-    for (wide, span) in spans::<W>(count) {
+    for (wide, span) in spans::<W>(0, count) {
         if wide {
             garble_span::<W>(params, delta, batch_id, &pi, labels, &span, tables, decode)?;
         } else {
@@ -172,8 +174,22 @@ pub(crate) fn evaluate_into<const W: usize>(
     tables: &[Block],
     colours: &mut [bool],
 ) -> Result<()> {
+    evaluate_range::<W>(params, 0..count, batch_id, labels, tables, colours)
+}
+
+/// [`evaluate_into`] for gadgets `range` only (`range.start` a multiple of [`LANES`],
+/// `range.end` the count or a multiple of [`LANES`]); labels, `q`s, tables and colours are
+/// indexed by absolute gadget number.
+pub(crate) fn evaluate_range<const W: usize>(
+    params: ReluParams,
+    range: core::ops::Range<usize>,
+    batch_id: u64,
+    labels: Labels<'_>,
+    tables: &[Block],
+    colours: &mut [bool],
+) -> Result<()> {
     let pi = AesCipher::fixed();
-    for (wide, span) in spans::<W>(count) {
+    for (wide, span) in spans::<W>(range.start, range.end) {
         if wide {
             evaluate_span::<W>(params, batch_id, &pi, labels, &span, tables, colours)?;
         } else {
@@ -289,6 +305,58 @@ pub fn garble_relus<R: RngCore + CryptoRng>(
             },
         },
     ))
+}
+
+/// Evaluates gadgets `range` of a batch (`range.start` a multiple of [`LANES`],
+/// `range.end` the count or a multiple of [`LANES`]) into `colours` (`count × l` bits,
+/// written at the range's gadgets only), given the server's labels of at least those
+/// gadgets (`server_labels` indexed from gadget 0), all the client's labels and all its
+/// `q`s: lets the online client evaluate while the rest of the server's labels are still
+/// arriving. Lengths as in [`evaluate_relus`].
+pub fn evaluate_relus_range(
+    garbled: &GarbledRelus,
+    range: core::ops::Range<usize>,
+    server_labels: &[Block],
+    client_labels: &[Block],
+    qs: &[u64],
+    colours: &mut [bool],
+) -> Result<()> {
+    let p = garbled.params;
+    p.validate()?;
+    let count = garbled.count;
+    let (m, l) = (p.width() as usize, p.l as usize);
+    if range.start > range.end
+        || range.end > count
+        || !range.start.is_multiple_of(LANES)
+        || (range.end != count && !range.end.is_multiple_of(LANES))
+    {
+        return Err(ProtocolError::arg(
+            "gadget range not aligned to table groups",
+        ));
+    }
+    if server_labels.len() < range.end * m {
+        return Err(ProtocolError::peer("too few server input labels"));
+    }
+    if client_labels.len() != count * p.evaluator_input_bits() || qs.len() != count {
+        return Err(ProtocolError::arg("wrong number of client inputs"));
+    }
+    if colours.len() != count * l {
+        return Err(ProtocolError::arg("colour buffer of the wrong length"));
+    }
+    let tables = &garbled.tables.blocks;
+    if Some(tables.len()) != count.checked_mul(p.table_blocks()) {
+        return Err(ProtocolError::peer(format!(
+            "garbled tables hold {} blocks, expected {} for {count} gadgets",
+            tables.len(),
+            count.saturating_mul(p.table_blocks())
+        )));
+    }
+    let labels = Labels {
+        server: server_labels,
+        client: client_labels,
+        qs,
+    };
+    evaluate_range::<EVAL_LANES>(p, range, garbled.tables.batch_id, labels, tables, colours)
 }
 
 /// Evaluates a batch given the active labels of the server's inputs (`count × (m - k)`) and of

@@ -407,6 +407,23 @@ impl ReluOnlineSecrets {
         )
     }
 
+    /// The active labels of the server's inputs of gadgets `start .. start + a.len()`
+    /// (a part of [`Self::encode_server_inputs`], for sending in chunks).
+    pub fn encode_server_inputs_at(&self, start: usize, a: &[u64]) -> Result<Vec<Block>> {
+        let w = self.params.width() as usize;
+        let end = start
+            .checked_add(a.len())
+            .filter(|&e| e <= self.count)
+            .ok_or_else(|| ProtocolError::arg("server inputs beyond the batch"))?;
+        encode_server_labels(
+            self.params,
+            end - start,
+            self.delta,
+            &self.garbler_zero_labels[start * w..end * w],
+            a,
+        )
+    }
+
     /// Decodes the client's output colour bits, packed as on the wire
     /// ([`crate::block::pack_bits`], `count × l` bits), into one `l`-bit output per gadget.
     pub fn decode_packed(&self, colours: &[u8]) -> Result<Vec<u64>> {

@@ -35,7 +35,7 @@ mod batch;
 mod circuit;
 mod codec;
 
-pub use batch::{evaluate_relus, garble_relus};
+pub use batch::{evaluate_relus, evaluate_relus_range, garble_relus};
 pub use circuit::{
     ReluParams, client_gadget_inputs, client_input_bits, relu_core, relu_gadget,
     relu_gadget_reference, server_gadget_input,

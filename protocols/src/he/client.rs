@@ -1,17 +1,17 @@
 //! The client's side of the HE preprocessing: it holds the secret key, sends its public
 //! key and encrypted masks, and decrypts the results.
 
-use fhe::bfv::{Ciphertext, Encoding, Plaintext, SecretKey};
+use fhe::bfv::{Encoding, Plaintext, SecretKey};
 use fhe_math::rq::{Poly, Representation, traits::TryConvertFrom};
-use fhe_traits::{FheEncoder, FheEncrypter};
+use fhe_traits::FheEncrypter;
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use zeroize::Zeroizing;
 
-use super::codec::{N, fhe_err, math_err, put_field};
+use super::codec::{N, ScalarEncoder, fhe_err, math_err, put_field};
 use super::layout::ConvLayout;
 use super::params::{HE_VERSION, HeParams, MODULI, RESULT_C1_BITS};
-use super::rekey::{secret_poly, seeded_ciphertext};
+use super::rekey::{fresh_encryption, secret_poly, seeded_ciphertext};
 use super::switch::{C1_BYTES, decode, get_c1};
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
@@ -20,8 +20,11 @@ use crate::prg::Prg;
 /// The client: holds the secret key.
 pub struct HeClient {
     pub(super) params: HeParams,
+    /// The `fhe` crate's secret key (the tests decrypt and measure noise with it; the
+    /// protocol itself uses the polynomials below).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) sk: SecretKey,
-    /// The secret key as a polynomial in NTT form (re-keying fresh ciphertexts).
+    /// The secret key as a polynomial in NTT form (encrypting masks).
     pub(super) s: Zeroizing<Poly>,
     /// The same modulo the first two primes (decrypting switched results).
     pub(super) s2: Zeroizing<Poly>,
@@ -80,19 +83,15 @@ impl HeClient {
         rng: &mut R,
     ) -> Result<Vec<u64>> {
         self.check_layout(layout)?;
-        let par = self.params.bfv();
         let polys = layout.encode_input(x)?;
         // One generator per ciphertext, drawn in order: the parallel encryptions do not
         // depend on the scheduling.
         let prgs: Vec<Prg> = polys.iter().map(|_| Prg::from_rng(rng)).collect();
+        let enc = ScalarEncoder::new(self.params.ring_bits());
         let cts = polys
             .par_iter()
             .zip(prgs)
-            .map(|(p, mut prg)| {
-                let pt = Plaintext::try_encode(p.as_slice(), Encoding::poly(), par)
-                    .map_err(fhe_err("encoding a mask"))?;
-                self.encrypt(&pt, &mut prg)
-            })
+            .map(|(p, mut prg)| fresh_encryption(p, &enc, &self.s, &mut prg))
             .collect::<Result<Vec<_>>>()?;
         for c in &cts {
             ch.send_prefixed(c)?;
@@ -124,13 +123,16 @@ impl HeClient {
         Ok(out)
     }
 
-    /// A fresh encryption of `pt` under the secret key, serialized in the seeded form.
-    pub(super) fn encrypt(&self, pt: &Plaintext, rng: &mut Prg) -> Result<Vec<u8>> {
-        let ct: Ciphertext = self
-            .sk
-            .try_encrypt(pt, rng)
-            .map_err(fhe_err("encrypting a mask"))?;
-        seeded_ciphertext(&ct, &self.s, rng, false)
+    /// A fresh encryption of the message coefficients `m` under the secret key,
+    /// serialized in the seeded form.
+    #[cfg(test)]
+    pub(super) fn encrypt(&self, m: &[u64], rng: &mut Prg) -> Result<Vec<u8>> {
+        fresh_encryption(
+            m,
+            &ScalarEncoder::new(self.params.ring_bits()),
+            &self.s,
+            rng,
+        )
     }
 
     fn check_layout(&self, layout: &ConvLayout) -> Result<()> {

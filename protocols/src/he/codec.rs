@@ -9,6 +9,8 @@ use fhe_traits::DeserializeParametrized;
 
 use super::params::{HeParams, MODULI, POLY_DEGREE};
 use crate::error::{ProtocolError, Result};
+use crate::prg::Prg;
+use rand_core::RngCore;
 
 pub(super) const N: usize = POLY_DEGREE;
 pub(super) const K: usize = MODULI.len();
@@ -131,5 +133,59 @@ pub(super) fn guarded<T>(f: impl FnOnce() -> fhe::Result<T>, what: &str) -> Resu
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(ProtocolError::peer(format!("{what} does not decode: {e}"))),
         Err(_) => Err(ProtocolError::peer(format!("{what} does not decode"))),
+    }
+}
+
+/// A sample of the `fhe` crate's centred binomial distribution of variance 10 (the
+/// difference of two 20-bit popcounts), as `fhe_util::sample_vec_cbd` draws it.
+pub(super) fn cbd(rng: &mut Prg) -> i64 {
+    let x = rng.next_u64();
+    i64::from((x & 0xf_ffff).count_ones()) - i64::from(((x >> 20) & 0xf_ffff).count_ones())
+}
+
+/// The `fhe` crate's encoding of a message `m` of `Z_t` (`t = 2^l`) as
+/// `floor(q m / t) = -((q mod t) m mod t) t^-1 mod q_i`.
+pub(super) struct ScalarEncoder {
+    mask: u64,
+    q_mod_t: u64,
+    /// `-t^-1 mod q_i` and its Shoup companion `floor(2^64 v / q_i)`.
+    neg_tinv: [(u64, u64); K],
+}
+
+impl ScalarEncoder {
+    pub(super) fn new(l: u32) -> Self {
+        let mask = (1u64 << l) - 1;
+        let q_mod_t = MODULI.iter().fold(1u64, |a, &q| a.wrapping_mul(q)) & mask;
+        let neg_tinv = std::array::from_fn(|i| {
+            let q = u128::from(MODULI[i]);
+            let (mut b, mut e, mut r) = ((1u128 << l) % q, q - 2, 1u128);
+            while e > 0 {
+                if e & 1 == 1 {
+                    r = r * b % q;
+                }
+                b = b * b % q;
+                e >>= 1;
+            }
+            let v = ((q - r) % q) as u64;
+            (v, ((u128::from(v) << 64) / q) as u64)
+        });
+        ScalarEncoder {
+            mask,
+            q_mod_t,
+            neg_tinv,
+        }
+    }
+
+    /// The residues of `floor(q m / t)`, `m < t`.
+    #[inline]
+    pub(super) fn encode(&self, m: u64) -> [u64; K] {
+        let r = self.q_mod_t.wrapping_mul(m) & self.mask;
+        std::array::from_fn(|i| {
+            let q = MODULI[i];
+            let (v, vs) = self.neg_tinv[i];
+            let est = ((u128::from(r) * u128::from(vs)) >> 64) as u64;
+            let y = r.wrapping_mul(v).wrapping_sub(est.wrapping_mul(q));
+            if y >= q { y - q } else { y }
+        })
     }
 }

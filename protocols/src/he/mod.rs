@@ -45,10 +45,11 @@
 //! the plain methods key one from the OS CSPRNG), one [`Prg`](crate::prg::Prg) per ciphertext drawn in
 //! order before the parallel work, so a seeded party sends the same bytes every run. The
 //! `fhe` crate's secret-key encryption expands its uniform `a` from a seed of the thread
-//! RNG, whatever generator it is given; the client therefore re-keys each fresh
-//! ciphertext `(b, a)` to `(b + (a - a') s, a')` with `a'` expanded from a seed of its
-//! own generator, which is the same encryption of the same message under the same noise,
-//! serialized exactly as the crate serializes a seeded ciphertext.
+//! RNG, whatever generator it is given; the client therefore encrypts its masks itself
+//! (`b = floor(q m / t) + e - a s`, `a` from a seed of its own generator, `e` centred
+//! binomial of variance 10: the crate's distribution), serialized exactly as the crate
+//! serializes a seeded ciphertext, and re-keys its public key `(b, a)` to
+//! `(b + (a - a') s, a')`, the same key under the same noise.
 
 mod client;
 mod codec;

@@ -8,7 +8,8 @@ use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 
 use super::codec::{
-    K, MAX_CT_BYTES, MAX_KEY_BYTES, N, check_residues, fhe_err, guarded, math_err, parse_public_key,
+    K, MAX_CT_BYTES, MAX_KEY_BYTES, N, ScalarEncoder, cbd, check_residues, fhe_err, guarded,
+    math_err, parse_public_key,
 };
 use super::layout::ConvLayout;
 use super::params::{
@@ -302,57 +303,10 @@ impl HeServer {
     }
 }
 
-/// A sample of the `fhe` crate's centred binomial distribution of variance 10 (the
-/// difference of two 20-bit popcounts), as `fhe_util::sample_vec_cbd` draws it.
-fn cbd(rng: &mut Prg) -> i64 {
-    let x = rng.next_u64();
-    i64::from((x & 0xf_ffff).count_ones()) - i64::from(((x >> 20) & 0xf_ffff).count_ones())
-}
-
 /// `v + e mod q` for `v < q` and a small signed `e`.
 fn add_small(v: u64, e: i64, q: u64) -> u64 {
     let r = v as i128 + i128::from(e);
     r.rem_euclid(i128::from(q)) as u64
-}
-
-/// The `fhe` crate's encoding of a message `m` of `Z_t` (`t = 2^l`) as
-/// `floor(q m / t) = -((q mod t) m mod t) t^-1 mod q_i`.
-struct ScalarEncoder {
-    l: u32,
-    q_mod_t: u64,
-    neg_tinv: [u64; K],
-}
-
-impl ScalarEncoder {
-    fn new(l: u32) -> Self {
-        let mask = (1u64 << l) - 1;
-        let q_mod_t = MODULI.iter().fold(1u64, |a, &q| a.wrapping_mul(q)) & mask;
-        let neg_tinv = std::array::from_fn(|i| {
-            let q = u128::from(MODULI[i]);
-            let (mut b, mut e, mut r) = ((1u128 << l) % q, q - 2, 1u128);
-            while e > 0 {
-                if e & 1 == 1 {
-                    r = r * b % q;
-                }
-                b = b * b % q;
-                e >>= 1;
-            }
-            ((q - r) % q) as u64
-        });
-        ScalarEncoder {
-            l,
-            q_mod_t,
-            neg_tinv,
-        }
-    }
-
-    fn encode(&self, m: u64) -> [u64; K] {
-        let mask = (1u64 << self.l) - 1;
-        let r = self.q_mod_t.wrapping_mul(m) & mask;
-        std::array::from_fn(|i| {
-            ((u128::from(r) * u128::from(self.neg_tinv[i])) % u128::from(MODULI[i])) as u64
-        })
-    }
 }
 
 /// The residues (modulus-major) of a kernel polynomial with small signed coefficients,

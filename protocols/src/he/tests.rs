@@ -50,8 +50,8 @@ fn seeded_client_messages_are_canonical_and_reproducible() {
         .map(|i| i * 0x1_0000_0001 % (1 << 37))
         .collect();
     let pt = Plaintext::try_encode(x.as_slice(), Encoding::poly(), &par).unwrap();
-    let ct = he.encrypt(&pt, &mut Prg::from_seed(Block(9))).unwrap();
-    assert_eq!(ct, he.encrypt(&pt, &mut Prg::from_seed(Block(9))).unwrap());
+    let ct = he.encrypt(&x, &mut Prg::from_seed(Block(9))).unwrap();
+    assert_eq!(ct, he.encrypt(&x, &mut Prg::from_seed(Block(9))).unwrap());
     let parsed = server.parse_input(&ct).unwrap();
     assert_eq!(Ciphertext::from_bytes(&ct, &par).unwrap().to_bytes(), ct);
     let lib: Ciphertext = he.sk.try_encrypt(&pt, &mut Prg::from_entropy()).unwrap();

@@ -416,13 +416,20 @@ fn cmd_inspect(path: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn cmd_eval(a: EvalArgs) -> Result<()> {
-    let (model, hashes) = format::load(&a.path)?;
-    let kind = match &a.dataset {
+/// The first `limit` images of `split` of the dataset at `data` (kind named or detected),
+/// checked against the model's input shape.
+fn load_images(
+    model: &Model,
+    data: &Path,
+    dataset: Option<&str>,
+    split: Split,
+    limit: Option<usize>,
+) -> Result<(DatasetKind, Dataset)> {
+    let kind = match dataset {
         Some(d) => d.parse::<DatasetKind>()?,
-        None => DatasetKind::detect(&a.data)?,
+        None => DatasetKind::detect(data)?,
     };
-    let ds = Dataset::load(kind, &a.data, Split::Test, a.limit)?;
+    let ds = Dataset::load(kind, data, split, limit)?;
     if ds.shape != model.public.graph.input {
         bail!(
             "{} images are {:?}, the model takes {:?}",
@@ -431,6 +438,12 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             model.public.graph.input
         );
     }
+    Ok((kind, ds))
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let (model, hashes) = format::load(&a.path)?;
+    let (kind, ds) = load_images(&model, &a.data, a.dataset.as_deref(), Split::Test, a.limit)?;
     let classes = model.public.classes()?;
     let norm = &model.public.normalization;
     let bar = ProgressBar::new(ds.len() as u64).with_style(
@@ -536,10 +549,6 @@ fn cmd_windows(a: WindowsArgs) -> Result<()> {
             .validate()
             .context("--dropped-bits")?;
     }
-    let kind = match &a.dataset {
-        Some(d) => d.parse::<DatasetKind>()?,
-        None => DatasetKind::detect(&a.data)?,
-    };
     let split = match a.split.as_str() {
         "train" => Split::Train,
         "test" => Split::Test,
@@ -551,15 +560,7 @@ fn cmd_windows(a: WindowsArgs) -> Result<()> {
     if !(a.margin.is_finite() && a.margin >= 1.0) {
         bail!("--margin {} must be a finite number >= 1", a.margin);
     }
-    let ds = Dataset::load(kind, &a.data, split, Some(a.images))?;
-    if ds.shape != model.public.graph.input {
-        bail!(
-            "{} images are {:?}, the model takes {:?}",
-            kind.name(),
-            ds.shape,
-            model.public.graph.input
-        );
-    }
+    let (kind, ds) = load_images(&model, &a.data, a.dataset.as_deref(), split, Some(a.images))?;
     let norm = &model.public.normalization;
     let xs: Vec<Vec<f32>> = (0..ds.len()).map(|i| norm.apply(ds.image(i))).collect();
     let start = Instant::now();

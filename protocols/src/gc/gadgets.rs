@@ -181,6 +181,27 @@ pub fn add_mod_zero_extended_known<B: Backend>(
     short: &[B::Wire],
     long: &[B::Wire],
 ) -> Result<Vec<B::Wire>> {
+    add_zero_extended(b, short, long, true)
+}
+
+/// `(short + long) mod 2^len(long)` where `short` is zero-extended (`1 <= len(short) <=
+/// len(long)`). Above `short`, the carry chain costs one AND per bit (`c' = l ∧ c`).
+/// ANDs: `len(long) - 1`.
+pub fn add_mod_zero_extended<B: Backend>(
+    b: &mut B,
+    short: &[B::Wire],
+    long: &[B::Wire],
+) -> Result<Vec<B::Wire>> {
+    add_zero_extended(b, short, long, false)
+}
+
+/// The adder of [`add_mod_zero_extended`] and [`add_mod_zero_extended_known`].
+fn add_zero_extended<B: Backend>(
+    b: &mut B,
+    short: &[B::Wire],
+    long: &[B::Wire],
+    long_known: bool,
+) -> Result<Vec<B::Wire>> {
     let k = short.len();
     let n = long.len();
     if k == 0 || k > n {
@@ -195,36 +216,11 @@ pub fn add_mod_zero_extended_known<B: Backend>(
             .ok_or_else(|| ProtocolError::arg("internal: missing carry"))?;
         out.push(b.xor(li, &c));
         if i + 1 < n {
-            carry = Some(b.and_evaluator_known(&c, li, i)?);
-        }
-    }
-    Ok(out)
-}
-
-/// `(short + long) mod 2^len(long)` where `short` is zero-extended (`1 <= len(short) <=
-/// len(long)`). Above `short`, the carry chain costs one AND per bit (`c' = l ∧ c`).
-/// ANDs: `len(long) - 1`.
-pub fn add_mod_zero_extended<B: Backend>(
-    b: &mut B,
-    short: &[B::Wire],
-    long: &[B::Wire],
-) -> Result<Vec<B::Wire>> {
-    let k = short.len();
-    let n = long.len();
-    if k == 0 || k > n {
-        return Err(ProtocolError::arg(format!(
-            "bad operand lengths {k} and {n}"
-        )));
-    }
-    let (mut out, carry) = add_core(b, short, &long[..k], CarryIn::Zero, k < n)?;
-    let mut carry = carry;
-    for (i, li) in long.iter().enumerate().skip(k) {
-        let c = carry
-            .take()
-            .ok_or_else(|| ProtocolError::arg("internal: missing carry"))?;
-        out.push(b.xor(li, &c));
-        if i + 1 < n {
-            carry = Some(b.and(li, &c)?);
+            carry = Some(if long_known {
+                b.and_evaluator_known(&c, li, i)?
+            } else {
+                b.and(li, &c)?
+            });
         }
     }
     Ok(out)

@@ -165,7 +165,9 @@ fn garble_span<const W: usize>(
 }
 
 /// Evaluates `count` gadgets from `tables` (length already checked) into `colours`
-/// (`count × l` bits), `W` gadgets in lockstep where the layout allows.
+/// (`count × l` bits), `W` gadgets in lockstep where the layout allows (the tests' way to
+/// pick the lockstep width; [`evaluate_relus`] goes through [`evaluate_range`]).
+#[cfg(test)]
 pub(crate) fn evaluate_into<const W: usize>(
     params: ReluParams,
     count: usize,
@@ -371,38 +373,16 @@ pub fn evaluate_relus(
 ) -> Result<Vec<bool>> {
     let p = garbled.params;
     p.validate()?;
-    let count = garbled.count;
-    let (m, l) = (p.width() as usize, p.l as usize);
-    let e = p.evaluator_input_bits();
-    if server_labels.len() != count * m {
+    if server_labels.len() != garbled.count * p.garbler_input_bits() {
         return Err(ProtocolError::peer("wrong number of server input labels"));
     }
-    if client_labels.len() != count * e {
-        return Err(ProtocolError::arg("wrong number of client input labels"));
-    }
-    if qs.len() != count {
-        return Err(ProtocolError::arg("wrong number of client q inputs"));
-    }
-    let tables = &garbled.tables.blocks;
-    if Some(tables.len()) != count.checked_mul(p.table_blocks()) {
-        return Err(ProtocolError::peer(format!(
-            "garbled tables hold {} blocks, expected {} for {count} gadgets",
-            tables.len(),
-            count.saturating_mul(p.table_blocks())
-        )));
-    }
-    let mut colours = vec![false; count * l];
-    let labels = Labels {
-        server: server_labels,
-        client: client_labels,
+    let mut colours = vec![false; garbled.count * p.output_bits()];
+    evaluate_relus_range(
+        garbled,
+        0..garbled.count,
+        server_labels,
+        client_labels,
         qs,
-    };
-    evaluate_into::<EVAL_LANES>(
-        p,
-        count,
-        garbled.tables.batch_id,
-        labels,
-        tables,
         &mut colours,
     )?;
     Ok(colours)

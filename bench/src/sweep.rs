@@ -382,7 +382,7 @@ fn measure(opts: &SweepOptions, c: &Candidate, ds: &Dataset, sizes: Sizes) -> Re
     let (addr, tls) = match &opts.target {
         Target::Remote { addr, tls } => (addr.clone(), tls.clone()),
         Target::Loopback { tls } => {
-            let served = ServedModel::from_model(&model)
+            let served = ServedModel::from_stored(&c.dir, &model)
                 .map_err(rterr(format!("serving {}", c.dir.display())))?;
             let (server_tls, client_tls, _certs) = if *tls {
                 let (s, cl, dir) = throwaway_tls()?;

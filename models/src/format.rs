@@ -494,6 +494,21 @@ pub fn load_public(dir: &Path) -> Result<(PublicModel, String), ModelError> {
     Ok((public, sha256_hex(&json)))
 }
 
+/// The stored bytes of a model directory's public part (`public.json` and the masks file,
+/// the masks checked against the hash `public.json` records) and its public hash (the
+/// SHA-256 of those `public.json` bytes, as [`load_public`] returns it). What a server
+/// sends: re-encoding a model read from an older format version would give other bytes,
+/// and so another hash than the one its users pin.
+pub fn read_public_bytes(dir: &Path) -> Result<(Vec<u8>, Vec<u8>, String), ModelError> {
+    let path = dir.join(PUBLIC_FILE);
+    let json = read_bounded(&path, MAX_JSON_BYTES)?;
+    let doc: PublicDoc = parse_manifest(&path, &json, PUBLIC_MAGIC)?;
+    check_file_name(&path, &doc.masks.file, MASKS_FILE)?;
+    let masks = read_hashed(dir, &doc.masks, MAX_TENSOR_FILE_BYTES)?;
+    let hash = sha256_hex(&json);
+    Ok((json, masks, hash))
+}
+
 /// Decodes a public part from the bytes of its two files (`public.json`, as written by
 /// [`encode_public`], and `masks.safetensors`), e.g. as received from a server, with every
 /// check of [`load_public`] (magic, versions, the masks' hash, shapes, counts). `origin`

@@ -156,10 +156,34 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
-    /// Loads and lowers a model directory (every hash verified).
+    /// Loads and lowers a model directory (every hash verified). The public part is served
+    /// as stored, so its hash is the one `snl-model inspect` prints and clients pin, whatever
+    /// format version wrote it.
     pub fn load(dir: &Path) -> Result<Self> {
         let (model, _) = models::format::load(dir)?;
-        Self::from_model(&model)
+        Self::from_stored(dir, &model)
+    }
+
+    /// Serves `model`, already loaded from directory `dir`, with its public part's stored
+    /// bytes (see [`ServedModel::load`]); errors if they do not describe `model`'s public
+    /// part.
+    pub fn from_stored(dir: &Path, model: &Model) -> Result<Self> {
+        let (public_json, masks, public_hash) = models::format::read_public_bytes(dir)?;
+        let (public, _) =
+            models::format::decode_public(&dir.display().to_string(), &public_json, &masks)?;
+        if public != model.public {
+            return Err(RuntimeError::config(format!(
+                "{}: the public part changed while the model was being read",
+                dir.display()
+            )));
+        }
+        Ok(ServedModel {
+            prog: FixedProgram::lower(model)?,
+            public: model.public.clone(),
+            public_json,
+            masks,
+            public_hash,
+        })
     }
 
     /// Lowers an in-memory model.

@@ -360,6 +360,20 @@ pub fn save_public(
     Ok(sha256_hex(&public_json))
 }
 
+/// Copies the public part of the full model directory `from` to `dir` as stored (the
+/// bytes [`read_public_bytes`] checks), so its public hash stays the one the model's
+/// server announces whatever format version wrote it; returns that hash.
+pub fn copy_public(from: &Path, dir: &Path, overwrite: bool) -> Result<String, ModelError> {
+    let (public_json, masks, hash) = read_public_bytes(from)?;
+    decode_public(&from.display().to_string(), &public_json, &masks)?;
+    write_dir_atomic(
+        dir,
+        &[(PUBLIC_FILE, &public_json), (MASKS_FILE, &masks)],
+        overwrite,
+    )?;
+    Ok(hash)
+}
+
 // ---------------------------------------------------------------- reading
 
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ModelError> {

@@ -283,3 +283,23 @@ fn hash_mismatch_on_edited_public_part() {
         "{e}"
     );
 }
+
+/// A format-1 model's public part is copied as stored (`snl-model public`): the copy keeps
+/// format 1 and the stored hash, the one a server of the model announces, instead of
+/// re-encoding it as format 2 under another hash.
+#[test]
+fn a_format_1_public_part_is_copied_as_stored() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pi-runtime/tests/fixtures/resnet20-cifar10-snl");
+    let (public, stored) = format::load_public(&fixture).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("public");
+    assert_eq!(format::copy_public(&fixture, &out, false).unwrap(), stored);
+    let (copied, hash) = format::load_public(&out).unwrap();
+    assert_eq!((copied, hash), (public.clone(), stored.clone()));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(PUBLIC_FILE)).unwrap()).unwrap();
+    assert_eq!(doc["format_version"], 1);
+    // Re-encoding writes format 2: other bytes, another hash.
+    assert_ne!(format::public_hash(&public).unwrap(), stored);
+}

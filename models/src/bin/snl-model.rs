@@ -636,8 +636,10 @@ fn main() {
         Cmd::Windows(a) => cmd_windows(a),
         Cmd::Import(a) => cmd_import(a),
         Cmd::Public { path, out, force } => (|| {
-            let (m, _) = format::load(&path)?;
-            let h = format::save_public(&m.public, &out, force)?;
+            // The whole model is checked; the public part is copied as stored, so its
+            // hash is the one a server of this model announces.
+            format::load(&path)?;
+            let h = format::copy_public(&path, &out, force)?;
             println!(
                 "wrote public part of {} to {} (public hash {h})",
                 path.display(),

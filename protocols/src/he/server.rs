@@ -309,16 +309,18 @@ fn add_small(v: u64, e: i64, q: u64) -> u64 {
     r.rem_euclid(i128::from(q)) as u64
 }
 
-/// The residues (modulus-major) of a kernel polynomial with small signed coefficients,
-/// mostly zero: the same polynomial as the `fhe` crate's conversion from `&[i64]`,
-/// without its per-coefficient iterator chain.
-fn kernel_residues(k: &[i64]) -> Vec<u64> {
+/// The residues (modulus-major) of a kernel polynomial whose coefficients are weights in
+/// the ring's signed range (`|v| < 2^60`, below every 62-bit modulus): the same
+/// polynomial as the `fhe` crate's conversion from `&[i64]`, without its per-coefficient
+/// iterator chain. Every coefficient costs the same, zero weights included: no branch or
+/// division depends on a weight (the GEMM's rule, issue 13 item 6).
+pub(super) fn kernel_residues(k: &[i64]) -> Vec<u64> {
     let mut out = vec![0u64; K * N];
     for (j, &v) in k.iter().enumerate() {
-        if v != 0 {
-            for (i, &q) in MODULI.iter().enumerate() {
-                out[i * N + j] = i128::from(v).rem_euclid(i128::from(q)) as u64;
-            }
+        // All ones for a negative v: v + q, else v (|v| < q).
+        let neg = (v >> 63) as u64;
+        for (i, &q) in MODULI.iter().enumerate() {
+            out[i * N + j] = (v as u64).wrapping_add(q & neg);
         }
     }
     out

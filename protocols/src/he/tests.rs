@@ -370,3 +370,27 @@ fn the_kernel_cache_changes_no_message() {
     assert_eq!(run(&w1, Some((&mut small, 7))), plain);
     assert_eq!(small.used(), 0);
 }
+
+/// The kernel residues built directly equal the `fhe` crate's conversion of the same
+/// signed coefficients (zeros, both signs, the ring's extremes).
+#[test]
+fn kernel_residues_equal_the_crate_conversion() {
+    let params = HeParams::new(61).unwrap();
+    let ctx = params.bfv().context_at_level(0).unwrap();
+    let mut k = vec![0i64; N];
+    let edge = [
+        1,
+        -1,
+        7,
+        -7,
+        (1 << 40) - 1,
+        -(1 << 40),
+        (1 << 60) - 1,
+        -(1 << 60),
+    ];
+    for (j, &v) in edge.iter().enumerate() {
+        k[3 * j + 1] = v;
+    }
+    let p = Poly::try_convert_from(k.as_slice(), ctx, false, Representation::PowerBasis).unwrap();
+    assert_eq!(super::server::kernel_residues(&k), Vec::<u64>::from(&p));
+}

@@ -2,12 +2,14 @@
 //!
 //! It is the reference the fixed-point executor and the secure runtime are compared with,
 //! and the evaluator of `snl-model eval --executor f32`. At a ReLU site a kept position
-//! computes `max(x, 0)` and a linearized one passes `x` through, as SNL's binarized alphas do.
+//! computes `max(x, 0)` and a linearized one passes `x` through, as SNL's binarized alphas do,
+//! or, at a site with a quadratic replacement, computes `a x^2 + b x + c` with its channel's
+//! coefficients.
 
 use crate::error::ModelError;
 use crate::graph::{Op, Shape, check_input_len};
 use crate::kernels::{avg_pool, matmul};
-use crate::model::Model;
+use crate::model::{Model, Replacement, poly_param};
 
 pub use crate::kernels::conv2d;
 
@@ -103,11 +105,31 @@ impl<'m> F32Executor<'m> {
             }
             Op::Relu { site, input } => {
                 let mask = &self.model.public.masks[site].kept;
-                get(*input)
-                    .iter()
-                    .zip(mask)
-                    .map(|(&x, &k)| if k != 0 { x.max(0.0) } else { x })
-                    .collect()
+                let x = get(*input);
+                match self.model.public.replacement(site) {
+                    Replacement::Identity => x
+                        .iter()
+                        .zip(mask)
+                        .map(|(&x, &k)| if k != 0 { x.max(0.0) } else { x })
+                        .collect(),
+                    Replacement::Quadratic => {
+                        let poly = self.w(&poly_param(site));
+                        let [c, h, w] = self.shapes[*input];
+                        let plane = h * w;
+                        x.iter()
+                            .zip(mask)
+                            .enumerate()
+                            .map(|(j, (&x, &k))| {
+                                let ch = j / plane;
+                                if k != 0 {
+                                    x.max(0.0)
+                                } else {
+                                    (poly[ch] * x + poly[c + ch]) * x + poly[2 * c + ch]
+                                }
+                            })
+                            .collect()
+                    }
+                }
             }
             Op::Add { inputs } => get(inputs[0])
                 .iter()

@@ -31,15 +31,17 @@ use sha2::{Digest, Sha256};
 use crate::data::Normalization;
 use crate::error::ModelError;
 use crate::graph::{Graph, Shape};
-use crate::model::{Mask, Model, PublicModel, SiteCount};
+use crate::model::{Mask, Model, PublicModel, Replacement, SiteCount};
 use crate::ring::FixedPointParams;
 use crate::tensor::Tensor;
 
 /// This crate's version, recorded as the writer of every model file.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The format version this build writes. Version 2 added the per-site ReLU windows
-/// (`relu_windows` in `public.json`) and `fixed_point.relu_dropped_bits`.
-pub const FORMAT_VERSION: u32 = 2;
+/// (`relu_windows` in `public.json`) and `fixed_point.relu_dropped_bits`; version 3 the
+/// per-site replacements (`replacements` in `public.json`, with the `<site>.poly`
+/// coefficient tensors in the weights) and `fixed_point.square_frac_bits`.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads (version 1 reads as version 2 without
 /// windows and with `relu_dropped_bits = 0`, the exact ReLU circuit it was written for).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -107,6 +109,10 @@ pub struct PublicDoc {
     /// omitted when empty).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub relu_windows: BTreeMap<String, u32>,
+    /// Per-site replacements of linearized positions, by site name (format version 3;
+    /// omitted when empty, i.e. every site linearizes to the identity).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replacements: BTreeMap<String, Replacement>,
     /// ReLU counts.
     pub relus: ReluSummary,
     /// The masks file.
@@ -221,6 +227,7 @@ pub fn encode_public(public: &PublicModel) -> Result<(Vec<u8>, Vec<u8>), ModelEr
         normalization: public.normalization.clone(),
         fixed_point: public.fixed_point,
         relu_windows: public.relu_windows.clone(),
+        replacements: public.replacements.clone(),
         relus: ReluSummary {
             total: sites.iter().map(|s| s.total).sum(),
             kept: sites.iter().map(|s| s.kept).sum(),
@@ -607,6 +614,12 @@ fn public_from_doc(
             "relu_windows and fixed_point.relu_dropped_bits need format version 2",
         ));
     }
+    if doc.format_version < 3 && !doc.replacements.is_empty() {
+        return Err(ModelError::malformed(
+            path,
+            "replacements need format version 3",
+        ));
+    }
     let public = PublicModel {
         arch: doc.arch.clone(),
         graph: doc.graph.clone(),
@@ -614,6 +627,7 @@ fn public_from_doc(
         fixed_point: doc.fixed_point,
         masks,
         relu_windows: doc.relu_windows.clone(),
+        replacements: doc.replacements.clone(),
     };
     public.validate()?;
     let counts = public.site_counts()?;
@@ -671,7 +685,7 @@ pub fn load(dir: &Path) -> Result<(Model, Hashes), ModelError> {
         });
     }
     let st = open_safetensors(&wpath, &wbytes, "snl-model weights")?;
-    let params = public.graph.params();
+    let params = public.params();
     let mut weights = BTreeMap::new();
     for p in &params {
         let view = st.tensor(&p.name).map_err(|_| ModelError::MissingTensor {

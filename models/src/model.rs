@@ -86,6 +86,45 @@ impl Mask {
     }
 }
 
+/// What a linearized (mask 0) position of a ReLU site computes instead of the ReLU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replacement {
+    /// `x` (SNL): the position is linear.
+    #[default]
+    Identity,
+    /// `a x^2 + b x + c` with learned per-channel coefficients (AutoReP-style polynomial
+    /// replacement), stored in the private weights as `<site>.poly`, shape `[3, C]`
+    /// (rows a, b, c). Kept positions still compute the ReLU.
+    Quadratic,
+}
+
+impl Replacement {
+    /// The name used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Replacement::Identity => "identity",
+            Replacement::Quadratic => "quadratic",
+        }
+    }
+
+    /// Parses [`Replacement::name`].
+    pub fn parse(s: &str) -> Result<Self, ModelError> {
+        match s {
+            "identity" => Ok(Replacement::Identity),
+            "quadratic" => Ok(Replacement::Quadratic),
+            _ => Err(ModelError::InvalidArgument(format!(
+                "unknown replacement {s:?}; expected identity or quadratic"
+            ))),
+        }
+    }
+}
+
+/// The name of a quadratic site's coefficient tensor.
+pub fn poly_param(site: &str) -> String {
+    format!("{site}.poly")
+}
+
 /// Fixed-point and ring parameters plus everything the client may know about a model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PublicModel {
@@ -104,6 +143,10 @@ pub struct PublicModel {
     /// ([`FixedPointParams::window_for`]); sites without one use
     /// [`FixedPointParams::relu_bits`]. Empty in models of format version 1.
     pub relu_windows: BTreeMap<String, u32>,
+    /// Sites whose linearized positions compute something other than the identity, by
+    /// site name (absent sites: [`Replacement::Identity`]; never stores `Identity`).
+    /// Empty in models of format version below 3.
+    pub replacements: BTreeMap<String, Replacement>,
 }
 
 /// Per-site ReLU counts.
@@ -139,9 +182,53 @@ impl PublicModel {
             fixed_point,
             masks,
             relu_windows: BTreeMap::new(),
+            replacements: BTreeMap::new(),
         };
         m.validate()?;
         Ok(m)
+    }
+
+    /// What site `site`'s linearized positions compute.
+    pub fn replacement(&self, site: &str) -> Replacement {
+        self.replacements.get(site).copied().unwrap_or_default()
+    }
+
+    /// True if some site has a quadratic replacement.
+    pub fn has_quadratic(&self) -> bool {
+        self.replacements
+            .values()
+            .any(|&r| r == Replacement::Quadratic)
+    }
+
+    /// Sets site `site`'s replacement (an unknown site is an error).
+    pub fn set_replacement(&mut self, site: &str, r: Replacement) -> Result<(), ModelError> {
+        if !self.masks.contains_key(site) {
+            return Err(ModelError::InvalidArgument(format!(
+                "replacement given for {site:?}, which is not a ReLU site of the graph"
+            )));
+        }
+        match r {
+            Replacement::Identity => self.replacements.remove(site),
+            _ => self.replacements.insert(site.to_string(), r),
+        };
+        Ok(())
+    }
+
+    /// The private parameter tensors the model needs: the graph's, then `<site>.poly`
+    /// (`[3, C]`) for every quadratic site.
+    pub fn params(&self) -> Vec<crate::graph::ParamSpec> {
+        let mut out = self.graph.params();
+        for (site, r) in &self.replacements {
+            if *r == Replacement::Quadratic
+                && let Some(m) = self.masks.get(site)
+            {
+                out.push(crate::graph::ParamSpec {
+                    name: poly_param(site),
+                    shape: vec![3, m.shape[0]],
+                });
+            }
+        }
+        out
     }
 
     /// The fixed-point parameters at ReLU site `site`: the model's, with the site's
@@ -195,6 +282,19 @@ impl PublicModel {
             return Err(ModelError::UnexpectedTensor {
                 name: extra.clone(),
             });
+        }
+        for (name, &r) in &self.replacements {
+            if !sites.iter().any(|s| &s.name == name) {
+                return Err(ModelError::InvalidArgument(format!(
+                    "replacement given for {name:?}, which is not a ReLU site of the graph"
+                )));
+            }
+            if r == Replacement::Identity {
+                return Err(ModelError::BadValue {
+                    name: name.clone(),
+                    reason: "an identity replacement is recorded by leaving the site out".into(),
+                });
+            }
         }
         for (name, &m) in &self.relu_windows {
             if !sites.iter().any(|s| &s.name == name) {
@@ -317,6 +417,17 @@ impl Model {
                 _ => {}
             }
         }
+        for p in public.params() {
+            if let Some(site) = p.name.strip_suffix(".poly")
+                && public.replacement(site) == Replacement::Quadratic
+            {
+                // a = 0, b = 1, c = 0: the identity, until trained.
+                let ch = p.shape[1];
+                let mut t = Tensor::zeros(&p.shape);
+                t.data[ch..2 * ch].iter_mut().for_each(|x| *x = 1.0);
+                weights.insert(p.name, t);
+            }
+        }
         let m = Model {
             public,
             weights,
@@ -330,7 +441,7 @@ impl Model {
     /// parameters, with the right shapes and finite values.
     pub fn validate(&self) -> Result<(), ModelError> {
         self.public.validate()?;
-        let params = self.public.graph.params();
+        let params = self.public.params();
         for p in &params {
             let t = self
                 .weights

@@ -43,6 +43,9 @@ pub struct Inspect {
     pub fixed_point: FixedPointParams,
     /// Per-site ReLU windows `m`, by site name (format version 2; empty when none).
     pub relu_windows: std::collections::BTreeMap<String, u32>,
+    /// Sites whose linearized positions compute a replacement other than the identity
+    /// (format version 3; empty when none).
+    pub replacements: std::collections::BTreeMap<String, crate::model::Replacement>,
     /// Which parts the directory holds.
     pub parts: Parts,
     /// The public hash, and the weights' and content hashes of a full model.
@@ -116,6 +119,7 @@ impl Inspect {
             normalization: public.normalization,
             fixed_point: public.fixed_point,
             relu_windows: public.relu_windows.clone(),
+            replacements: public.replacements.clone(),
             parts: Parts {
                 public: true,
                 private: mdoc.is_some(),

@@ -28,6 +28,22 @@ pub struct FixedPointParams {
     /// `docs/fixed-point.md`. Absent in model files of format version 1, which read as 0.
     #[serde(default)]
     pub relu_dropped_bits: u32,
+    /// h: fractional bits of the squared operand at a quadratic site's linearized
+    /// positions. The square reads `x` truncated to scale `2^h`, and the coefficient `a`
+    /// sits at scale `2^(2f-2h)`, so `a·x̃²` lands at `2^(2f)` without a truncation (see
+    /// `docs/fixed-point.md`, "Quadratic sites"). Absent before format version 3, read as
+    /// [`DEFAULT_SQUARE_FRAC_BITS`]; unused by models without quadratic sites.
+    #[serde(default = "default_square_frac_bits")]
+    pub square_frac_bits: u32,
+}
+
+/// The default `h` of [`FixedPointParams::square_frac_bits`]: with `f = 14`, the squared
+/// operand has a resolution of 2^-8 and the coefficient `a` one of 2^-12, which balances
+/// their error terms for activations of a few units.
+pub const DEFAULT_SQUARE_FRAC_BITS: u32 = 8;
+
+fn default_square_frac_bits() -> u32 {
+    DEFAULT_SQUARE_FRAC_BITS
 }
 
 impl Default for FixedPointParams {
@@ -37,25 +53,27 @@ impl Default for FixedPointParams {
             frac_bits: 14,
             relu_bits: 36,
             relu_dropped_bits: 14,
+            square_frac_bits: DEFAULT_SQUARE_FRAC_BITS,
         }
     }
 }
 
 impl FixedPointParams {
-    /// Checks 1 <= f, k <= f, 2f + 2 <= m <= l <= 62.
+    /// Checks 1 <= f, k <= f, 2f + 2 <= m <= l <= 62, 1 <= h <= f.
     pub fn validate(&self) -> Result<(), ModelError> {
         let FixedPointParams {
             ring_bits: l,
             frac_bits: f,
             relu_bits: m,
             relu_dropped_bits: k,
+            square_frac_bits: h,
         } = *self;
-        if f >= 1 && k <= f && 2 * f + 2 <= m && m <= l && l <= 62 {
+        if f >= 1 && k <= f && 2 * f + 2 <= m && m <= l && l <= 62 && (1..=f).contains(&h) {
             Ok(())
         } else {
             Err(ModelError::InvalidArgument(format!(
-                "fixed-point parameters l={l}, f={f}, m={m}, k={k} must satisfy 1 <= f, k <= f, \
-                 2f+2 <= m <= l <= 62"
+                "fixed-point parameters l={l}, f={f}, m={m}, k={k}, h={h} must satisfy 1 <= f, \
+                 k <= f, 2f+2 <= m <= l <= 62, 1 <= h <= f"
             )))
         }
     }
@@ -181,6 +199,7 @@ mod tests {
                 frac_bits: f,
                 relu_bits: m,
                 relu_dropped_bits: k,
+                ..FixedPointParams::default()
             };
             assert!(p.validate().is_err(), "{p:?}");
         }

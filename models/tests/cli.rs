@@ -71,7 +71,7 @@ fn new_inspect_eval_and_public() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j = ok_json(&["inspect", ms, "--json"]);
     assert_eq!(j["schema"], "snl-model-inspect/1");
-    assert_eq!(j["format_version"], 2);
+    assert_eq!(j["format_version"], 3);
     assert_eq!(j["arch"], "resnet20");
     assert_eq!(j["input"], serde_json::json!([3, 32, 32]));
     assert_eq!(j["relus"]["total"], 188_416);
@@ -276,6 +276,7 @@ fn inspect_json_keys_are_pinned() {
         "    relu_bits",
         "    relu_dropped_bits",
         "    ring_bits",
+        "    square_frac_bits",
         "  format_version",
         "  hashes",
         "    content",
@@ -305,7 +306,7 @@ fn inspect_json_keys_are_pinned() {
     for _ in 0..4 {
         want.extend(site);
     }
-    want.extend(["    total", "  schema", "  writer"]);
+    want.extend(["    total", "  replacements", "  schema", "  writer"]);
     let full = run(&["inspect", ms, "--json"]);
     assert!(full.status.success());
     assert_eq!(key_lines(&full.stdout), want);

@@ -144,15 +144,15 @@ fn wrong_magic_and_future_version_are_named() {
         "{e}"
     );
     p["magic"] = "snl-model-public".into();
-    p["format_version"] = 3.into();
+    p["format_version"] = 4.into();
     write_json(&dir.join(PUBLIC_FILE), &p);
     let e = format::load_public(&dir).unwrap_err();
     assert!(
         matches!(
             e,
             ModelError::UnsupportedVersion {
-                found: 3,
-                supported: 2,
+                found: 4,
+                supported: 3,
                 ..
             }
         ),
@@ -302,4 +302,63 @@ fn a_format_1_public_part_is_copied_as_stored() {
     assert_eq!(doc["format_version"], 1);
     // Re-encoding writes format 2: other bytes, another hash.
     assert_ne!(format::public_hash(&public).unwrap(), stored);
+}
+
+/// A model with quadratic sites keeps its replacements and coefficients through a save;
+/// a file that claims an older format cannot carry replacements, and a quadratic site
+/// without its coefficients is named.
+#[test]
+fn quadratic_sites_round_trip_and_need_their_coefficients() {
+    use models::model::{Replacement, poly_param};
+    let mut m = common::model("lenet5", 0.3, 5);
+    let sites: Vec<String> = m.public.masks.keys().cloned().collect();
+    m.public
+        .set_replacement(&sites[0], Replacement::Quadratic)
+        .unwrap();
+    let poly = models::tensor::Tensor {
+        shape: vec![3, m.public.masks[&sites[0]].shape[0]],
+        data: (0..3 * m.public.masks[&sites[0]].shape[0])
+            .map(|i| 0.1 * i as f32 - 0.3)
+            .collect(),
+    };
+    // Missing coefficients are named.
+    let e = m.validate().unwrap_err().to_string();
+    assert!(e.contains(&poly_param(&sites[0])), "{e}");
+    m.weights.insert(poly_param(&sites[0]), poly);
+    m.validate().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    format::save(&m, &dir, false).unwrap();
+    let (back, _) = format::load(&dir).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(back.public.replacement(&sites[0]), Replacement::Quadratic);
+    assert_eq!(back.public.replacement(&sites[1]), Replacement::Identity);
+    let p = read_json(&dir.join(PUBLIC_FILE));
+    assert_eq!(p["replacements"][&sites[0]], "quadratic");
+    // An identity entry and an unknown site are rejected.
+    let mut bad = m.public.clone();
+    bad.replacements
+        .insert(sites[1].clone(), Replacement::Identity);
+    assert!(bad.validate().is_err());
+    assert!(
+        m.public
+            .clone()
+            .set_replacement("no.such.site", Replacement::Quadratic)
+            .is_err()
+    );
+    // Format 2 cannot carry replacements.
+    let mut p2 = p.clone();
+    p2["format_version"] = 2.into();
+    write_json(&dir.join(PUBLIC_FILE), &p2);
+    rehash(&dir);
+    let e = format::load(&dir).unwrap_err().to_string();
+    assert!(e.contains("replacements need format version 3"), "{e}");
+    // Without the coefficient tensor the weights file is incomplete.
+    write_json(&dir.join(PUBLIC_FILE), &p);
+    rewrite_tensors(&dir.join(WEIGHTS_FILE), "snl-model weights", |list| {
+        list.retain(|(n, ..)| !n.ends_with(".poly"))
+    });
+    rehash(&dir);
+    let e = format::load(&dir).unwrap_err().to_string();
+    assert!(e.contains(".poly"), "{e}");
 }

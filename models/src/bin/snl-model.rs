@@ -395,8 +395,8 @@ fn cmd_inspect(path: &Path, as_json: bool) -> Result<()> {
         r.relus.linearized
     );
     println!(
-        "  {:<28} {:>14} {:>9} {:>9} {:>7}",
-        "site", "shape", "kept", "total", "window"
+        "  {:<28} {:>14} {:>9} {:>9} {:>7} {:>10}",
+        "site", "shape", "kept", "total", "window", "linearized"
     );
     for s in &r.relus.sites {
         let shape = format!("{}x{}x{}", s.shape[0], s.shape[1], s.shape[2]);
@@ -404,9 +404,15 @@ fn cmd_inspect(path: &Path, as_json: bool) -> Result<()> {
             .relu_windows
             .get(&s.name)
             .map_or_else(|| "-".to_string(), |m| m.to_string());
+        let repl = r
+            .replacements
+            .get(&s.name)
+            .copied()
+            .unwrap_or_default()
+            .name();
         println!(
-            "  {:<28} {:>14} {:>9} {:>9} {:>7}",
-            s.name, shape, s.kept, s.total, window
+            "  {:<28} {:>14} {:>9} {:>9} {:>7} {:>10}",
+            s.name, shape, s.kept, s.total, window, repl
         );
     }
     println!("public hash  {}", r.hashes.public);

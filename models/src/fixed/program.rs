@@ -173,7 +173,6 @@ impl FixedProgram {
     /// each reads and how many ReLUs it keeps.
     pub fn structure(public: &PublicModel) -> Result<Self, ModelError> {
         let weights = public
-            .graph
             .params()
             .into_iter()
             .map(|p| {

@@ -122,16 +122,45 @@ impl FixedPointParams {
     /// (the carry out of the dropped bits of the two shares); this is the carry-free value.
     #[inline]
     pub fn relu_rescale(&self, y: i64) -> i64 {
-        let s = 64 - self.relu_bits;
-        let z = (y.wrapping_add(1 << (self.frac_bits - 1)) << s) >> s;
-        (z >> self.frac_bits).max(0)
+        self.relu_rescale_at(y, 0)
+    }
+
+    /// [`Self::relu_rescale`] for an accumulator at scale `2^(2f + extra)` (a layer that
+    /// reads a quadratic site's output, `extra = f`): the circuit reads `m + extra` bits
+    /// and shifts by `f + extra`.
+    #[inline]
+    pub fn relu_rescale_at(&self, y: i64, extra: u32) -> i64 {
+        let t = self.frac_bits + extra;
+        let s = 64 - (self.relu_bits + extra);
+        let z = (y.wrapping_add(1 << (t - 1)) << s) >> s;
+        (z >> t).max(0)
     }
 
     /// The rescaling of a linearized (or ReLU-free) position: round-half-up truncation of
     /// the full ring value.
     #[inline]
     pub fn rescale(&self, y: i64) -> i64 {
-        self.reduce(y).wrapping_add(1 << (self.frac_bits - 1)) >> self.frac_bits
+        self.rescale_at(y, 0)
+    }
+
+    /// [`Self::rescale`] for an accumulator at scale `2^(2f + extra)`: shifts by
+    /// `f + extra`.
+    #[inline]
+    pub fn rescale_at(&self, y: i64, extra: u32) -> i64 {
+        let t = self.frac_bits + extra;
+        self.reduce(y).wrapping_add(1 << (t - 1)) >> t
+    }
+
+    /// The squared operand `x̃` of a quadratic site's linearized position: `y` plus the
+    /// rescaling's rounding offset `2^(t-1)`, shifted right by `t + f - h` (t = f + extra),
+    /// so at scale `2^h`. It shares the rounding offset of [`Self::rescale_at`] (the
+    /// secure protocol truncates both from the same shares), so it rounds to nearest only
+    /// when `h = f`; below, it is the floor of `y + 2^(t-1)`.
+    #[inline]
+    pub fn square_operand_at(&self, y: i64, extra: u32) -> i64 {
+        let t = self.frac_bits + extra;
+        let shift = t + self.frac_bits - self.square_frac_bits;
+        self.reduce(y).wrapping_add(1 << (t - 1)) >> shift
     }
 
     /// True when `y` is outside the range the ReLU circuit reads correctly: `y + 2^(f-1)`
@@ -139,10 +168,17 @@ impl FixedPointParams {
     /// the bottom (the missed carry may take it one unit lower).
     #[inline]
     pub fn relu_overflows(&self, y: i64) -> bool {
-        let t = y.wrapping_add(1 << (self.frac_bits - 1));
-        let half = 1i64 << (self.relu_bits - 1);
+        self.relu_overflows_at(y, 0)
+    }
+
+    /// [`Self::relu_overflows`] for an accumulator at scale `2^(2f + extra)` (window
+    /// `m + extra`, dropped bits `k + extra` when `k > 0`).
+    #[inline]
+    pub fn relu_overflows_at(&self, y: i64, extra: u32) -> bool {
+        let t = y.wrapping_add(1 << (self.frac_bits + extra - 1));
+        let half = 1i64 << (self.relu_bits + extra - 1);
         let low = if self.relu_dropped_bits > 0 {
-            -half + (1i64 << self.relu_dropped_bits)
+            -half + (1i64 << (self.relu_dropped_bits + extra))
         } else {
             -half
         };

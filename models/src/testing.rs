@@ -9,7 +9,8 @@ use rand::SeedableRng;
 use crate::arch;
 use crate::data::Normalization;
 use crate::error::ModelError;
-use crate::model::{Mask, Model, PublicModel};
+use crate::model::{Mask, Model, PublicModel, Replacement, poly_param};
+use crate::tensor::Tensor;
 
 /// A model of built-in architecture `name` (10 classes, default input) with random
 /// weights (`seed`) and a random fraction `keep` of its ReLUs kept (1.0 keeps all).
@@ -29,6 +30,36 @@ pub fn random_model(name: &str, keep: f64, seed: u64) -> Result<Model, ModelErro
         }
     }
     Model::random(p, seed)
+}
+
+/// Makes every ReLU site of `m` quadratic, with per-channel coefficients drawn near a fit
+/// of the ReLU on a wide range (`a` in [0.02, 0.1], `b` in [0.35, 0.65], `c` in [-0.1, 0.2];
+/// larger `a` make the squares of a random residual network explode with depth),
+/// deterministic in `seed`.
+pub fn make_quadratic(m: &mut Model, seed: u64) -> Result<(), ModelError> {
+    use rand::Rng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let sites: Vec<(String, usize)> = m
+        .public
+        .masks
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shape[0]))
+        .collect();
+    for (site, ch) in sites {
+        m.public.set_replacement(&site, Replacement::Quadratic)?;
+        let mut data = Vec::with_capacity(3 * ch);
+        data.extend((0..ch).map(|_| rng.gen_range(0.02f32..0.1)));
+        data.extend((0..ch).map(|_| rng.gen_range(0.35f32..0.65)));
+        data.extend((0..ch).map(|_| rng.gen_range(-0.1f32..0.2)));
+        m.weights.insert(
+            poly_param(&site),
+            Tensor {
+                shape: vec![3, ch],
+                data,
+            },
+        );
+    }
+    m.validate()
 }
 
 /// `dir` if it holds `probe`. Otherwise, with `SNL_REQUIRE_DATA=1` (CI) this panics —

@@ -288,3 +288,138 @@ fn public_structure_matches_the_lowering_of_any_weights() {
         assert_eq!(public.masks, FixedProgram::lower(&m).unwrap().masks);
     }
 }
+
+/// Quadratic sites in fixed point: every linearized position's polynomial equals
+/// `a x^2 + b x + c` of the fixed-point `x` within the error of its encoding (the square's
+/// operand at 2^-h, the coefficients' quantization), the layers that read a polynomial
+/// accumulate at 2^(3f), and the logits follow the f32 executor's.
+#[test]
+fn quadratic_sites_match_their_polynomial_and_f32() {
+    use models::fixed::Activation;
+    use rand::{Rng, SeedableRng};
+    for (name, keep) in [("lenet5", 0.2), ("resnet20", 0.1)] {
+        let mut m = common::model(name, keep, 21);
+        models::testing::make_quadratic(&mut m, 5).unwrap();
+        let n: usize = m.public.graph.input.iter().product();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let xs: Vec<Vec<f32>> = (0..8)
+            .map(|_| (0..n).map(|_| rng.gen_range(-1.5f32..1.5)).collect())
+            .collect();
+        calibrate_batchnorm(&mut m, &xs).unwrap();
+        let f = F32Executor::new(&m).unwrap();
+        let p = FixedProgram::lower(&m).unwrap();
+        assert!(p.has_quadratic());
+        // The structure a client lowers from the public part agrees.
+        assert_eq!(
+            layer_signature(&FixedProgram::structure(&m.public).unwrap()),
+            layer_signature(&p),
+            "{name}"
+        );
+        let fp = p.params;
+        let (fb, h) = (fp.frac_bits, fp.square_frac_bits);
+        let sites = m.public.masks.len();
+        let quads = p
+            .layers
+            .iter()
+            .filter(|l| {
+                matches!(
+                    l.activation,
+                    Activation::Rescale {
+                        quadratic: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(quads, sites, "{name}");
+        // Every reader of a polynomial accumulates at 3f; the polynomial layers at 2f.
+        for (i, l) in p.layers.iter().enumerate() {
+            let reads_poly = l.terms.iter().any(|t| p.value_scales[t.input] == 2 * fb);
+            let is_poly = matches!(l.activation, Activation::Keep { .. });
+            let want = if reads_poly && !is_poly {
+                3 * fb
+            } else {
+                2 * fb
+            };
+            assert_eq!(l.scale_bits, want, "{name} layer {i}");
+        }
+        let mut agree = 0;
+        let mut worst = 0f64;
+        for x in &xs {
+            let a = f.forward(x).unwrap();
+            let out = p.forward(x, false).unwrap();
+            assert!(p.forward(x, true).is_err(), "the error model refuses");
+            // Re-run layer by layer to see the values.
+            let vals = values_of(&p, x);
+            for (i, l) in p.layers.iter().enumerate() {
+                let Activation::Rescale {
+                    site: Some(site),
+                    quadratic: Some(q),
+                    ..
+                } = &l.activation
+                else {
+                    continue;
+                };
+                let Activation::Keep { output: z } = p.layers[i + 1].activation else {
+                    panic!("the polynomial follows its site");
+                };
+                let poly = &m.weights[&models::model::poly_param(site)].data;
+                let ch = l.out_shape[0];
+                let plane = l.out_shape[1] * l.out_shape[2];
+                let mask = &p.masks[site];
+                for j in 0..mask.len() {
+                    let zr = vals[z][j] as f64 / (1u64 << (2 * fb)) as f64;
+                    if mask[j] != 0 {
+                        assert_eq!(vals[q.linear][j], 0);
+                        assert_eq!(vals[q.square][j], 0);
+                        let Activation::Rescale { output, .. } = l.activation else {
+                            unreachable!()
+                        };
+                        let r = vals[output][j];
+                        assert_eq!(vals[z][j], r << fb, "kept positions pass the ReLU");
+                        continue;
+                    }
+                    let xr = vals[q.linear][j] as f64 / (1u64 << fb) as f64;
+                    let c = j / plane;
+                    let (pa, pb, pc) = (
+                        f64::from(poly[c]),
+                        f64::from(poly[ch + c]),
+                        f64::from(poly[2 * ch + c]),
+                    );
+                    let want = (pa * xr + pb) * xr + pc;
+                    // x~ lies within 2^-h below x (+ one ulp of x); coefficients and the
+                    // bias are rounded at 2^-(2f-2h), 2^-f and 2^-2f.
+                    let ulp_h = 1.0 / (1u64 << h) as f64;
+                    let bound = pa * (2.0 * xr.abs() + ulp_h) * ulp_h
+                        + xr * xr * 0.5 / (1u64 << (2 * fb - 2 * h)) as f64
+                        + xr.abs() * 0.5 / (1u64 << fb) as f64
+                        + 2.0 / (1u64 << (2 * fb)) as f64;
+                    let err = (zr - want).abs();
+                    assert!(
+                        err <= bound,
+                        "{name} layer {i} position {j}: polynomial {zr} vs {want} (x = {xr}), error {err:e} > {bound:e}"
+                    );
+                    worst = worst.max(err);
+                }
+            }
+            let scale = a.iter().map(|v| v.abs()).fold(0f32, f32::max) as f64;
+            let err = a
+                .iter()
+                .zip(&out.logits)
+                .map(|(&u, &v)| (f64::from(u) - v).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                err <= 0.05 * (1.0 + scale),
+                "{name}: logits differ by {err} (scale {scale})"
+            );
+            agree += usize::from(argmax(&a) == argmax(&out.logits));
+        }
+        eprintln!("{name}: worst polynomial error {worst:.2e}, argmax agrees on {agree} of 8");
+        assert!(agree >= 7, "{name}: argmax agrees on {agree} of 8");
+    }
+}
+
+/// Every stored value of a fixed-point run.
+fn values_of(p: &FixedProgram, x: &[f32]) -> Vec<Vec<i64>> {
+    p.forward_values(x).unwrap().1
+}

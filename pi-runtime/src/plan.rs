@@ -52,6 +52,14 @@ impl Plan {
     pub fn new(prog: &FixedProgram) -> Result<Self> {
         let fixed = prog.params;
         fixed.validate()?;
+        if prog.has_quadratic() {
+            // The protocol pieces exist (protocols::square); the runtime does not wire
+            // them yet, and a quadratic site must never run as an identity.
+            return Err(RuntimeError::config(
+                "the model has quadratic sites, which the secure runtime does not evaluate \
+                 yet (issue 15); evaluate it with snl-model eval",
+            ));
+        }
         let value_lens = prog.values.iter().map(|s| s.iter().product()).collect();
         let mut layers = Vec::with_capacity(prog.layers.len());
         for (i, l) in prog.layers.iter().enumerate() {
@@ -61,7 +69,12 @@ impl Plan {
             let len: usize = l.out_shape.iter().product();
             let (output, site) = match &l.activation {
                 Activation::Logits => (None, None),
-                Activation::Rescale { output, site } => (Some(*output), site.clone()),
+                Activation::Rescale { output, site, .. } => (Some(*output), site.clone()),
+                Activation::Keep { .. } => {
+                    return Err(RuntimeError::config(
+                        "a kept layer without a quadratic site",
+                    ));
+                }
             };
             let kept: Vec<bool> = match &site {
                 Some(s) => {

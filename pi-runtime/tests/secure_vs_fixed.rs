@@ -144,3 +144,20 @@ fn shortcut_positions(plan: &pi_runtime::engine::Plan) -> u64 {
         .map(|l| l.len as u64)
         .sum()
 }
+
+/// A model with quadratic sites is refused by name until the runtime evaluates them: it
+/// must never run its polynomials as identities.
+#[test]
+fn quadratic_sites_are_refused_by_name() {
+    let mut m = common::model("lenet5", 0.3, 4);
+    models::testing::make_quadratic(&mut m, 1).unwrap();
+    let prog = FixedProgram::lower(&m).unwrap();
+    let e = pi_runtime::engine::Plan::new(&prog)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("quadratic sites"), "{e}");
+    let e = pi_runtime::engine::Plan::new(&FixedProgram::structure(&m.public).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("quadratic sites"), "{e}");
+}

@@ -112,10 +112,33 @@ impl FixedProgram {
         acc
     }
 
-    /// Runs one normalized input; with `error_model`, also estimates the logits' error.
+    /// Runs one normalized input; with `error_model`, also estimates the logits' error
+    /// (not available for programs with quadratic sites: an error says so).
     pub fn forward(&self, input: &[f32], error_model: bool) -> Result<FixedOutput, ModelError> {
+        Ok(self.run(input, error_model)?.0)
+    }
+
+    /// Runs one normalized input and also returns every stored value (ring, signed), in
+    /// value order: what the secure run's shares must add up to.
+    pub fn forward_values(
+        &self,
+        input: &[f32],
+    ) -> Result<(FixedOutput, Vec<Vec<i64>>), ModelError> {
+        self.run(input, false)
+    }
+
+    fn run(
+        &self,
+        input: &[f32],
+        error_model: bool,
+    ) -> Result<(FixedOutput, Vec<Vec<i64>>), ModelError> {
+        if error_model && self.has_quadratic() {
+            return Err(ModelError::InvalidArgument(
+                "the fixed-point error model does not cover quadratic sites yet; run without it"
+                    .into(),
+            ));
+        }
         let p = self.params;
-        let f = p.frac_bits;
         let mut vals: Vec<Vec<i64>> = vec![Vec::new(); self.values.len()];
         vals[0] = self.encode_input(input)?;
         let mut errors = error_model.then(|| ErrorState::new(self, &vals[0], input));
@@ -128,40 +151,71 @@ impl FixedProgram {
                 *a = p.reduce(a.wrapping_add(b));
             }
             let err = errors.as_ref().map(|e| e.layer(self, layer, &vals));
-            let scale2 = (1u64 << (2 * f)) as f64;
+            let scale = (1u64 << layer.scale_bits) as f64;
+            let extra = self.layer_extra_bits(li);
             let mut st = LayerStats::default();
             match &layer.activation {
                 Activation::Logits => {
                     st.max_abs = acc
                         .iter()
-                        .map(|&v| (v as f64 / scale2).abs())
+                        .map(|&v| (v as f64 / scale).abs())
                         .fold(0.0, f64::max);
                     out = Some(FixedOutput {
-                        logits: acc.iter().map(|&v| v as f64 / scale2).collect(),
+                        logits: acc.iter().map(|&v| v as f64 / scale).collect(),
                         raw: acc,
                         stats: Vec::new(),
                         error: err.map(ErrorEstimate::of_logits),
                     });
                 }
-                Activation::Rescale { output, site } => {
+                Activation::Keep { output } => {
+                    st.max_abs = acc
+                        .iter()
+                        .map(|&v| (v as f64 / scale).abs())
+                        .fold(0.0, f64::max);
+                    vals[*output] = acc;
+                }
+                Activation::Rescale {
+                    output,
+                    site,
+                    quadratic,
+                } => {
                     let mask = site.as_ref().and_then(|s| self.masks.get(s));
                     let p = self.layer_params(li);
                     let mut y = Vec::with_capacity(n);
+                    let mut quad =
+                        quadratic.map(|_| (Vec::with_capacity(n), Vec::with_capacity(n)));
                     for (j, &v) in acc.iter().enumerate() {
-                        let a = (v as f64 / scale2).abs();
+                        let a = (v as f64 / scale).abs();
                         st.max_abs = st.max_abs.max(a);
-                        if mask.is_some_and(|m| m[j] != 0) {
+                        let kept = mask.is_some_and(|m| m[j] != 0);
+                        if kept {
                             st.max_abs_kept = st.max_abs_kept.max(a);
-                            st.relu_overflows += usize::from(p.relu_overflows(v));
-                            y.push(p.relu_rescale(v));
+                            st.relu_overflows += usize::from(p.relu_overflows_at(v, extra));
+                            y.push(p.relu_rescale_at(v, extra));
+                        } else if quad.is_none() {
+                            y.push(p.rescale_at(v, extra));
                         } else {
-                            y.push(p.rescale(v));
+                            y.push(0);
+                        }
+                        if let Some((lin, sq)) = quad.as_mut() {
+                            if kept {
+                                lin.push(0);
+                                sq.push(0);
+                            } else {
+                                lin.push(p.rescale_at(v, extra));
+                                let xt = p.square_operand_at(v, extra);
+                                sq.push(p.reduce(xt.wrapping_mul(xt)));
+                            }
                         }
                     }
                     if let (Some(e), Some(err)) = (errors.as_mut(), err) {
                         e.rescaled(self, *output, err, &acc, mask);
                     }
                     vals[*output] = y;
+                    if let (Some(q), Some((lin, sq))) = (quadratic, quad) {
+                        vals[q.linear] = lin;
+                        vals[q.square] = sq;
+                    }
                 }
             }
             stats.push(st);
@@ -169,6 +223,6 @@ impl FixedProgram {
         let mut out =
             out.ok_or_else(|| ModelError::InvalidGraph("program has no output layer".into()))?;
         out.stats = stats;
-        Ok(out)
+        Ok((out, vals))
     }
 }

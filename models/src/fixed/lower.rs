@@ -10,10 +10,10 @@
 
 use crate::error::ModelError;
 use crate::graph::{Op, Shape};
-use crate::model::Model;
+use crate::model::{Model, Replacement, poly_param};
 use crate::ring::FixedPointParams;
 
-use super::program::{Activation, FixedProgram, LinearLayer, Term, TermOp, ValueId};
+use super::program::{Activation, FixedProgram, LinearLayer, QuadValues, Term, TermOp, ValueId};
 
 /// A linear operation on a stored value, in real numbers, before quantization.
 #[derive(Clone, Debug)]
@@ -67,11 +67,24 @@ enum Expr {
     Aff(Affine),
 }
 
+/// What an emitted layer does with its output (see [`Activation`]).
+enum Act {
+    /// The logits.
+    Logits,
+    /// Rescaled, with the ReLU site if any (an identity site, or none).
+    Rescale(Option<String>),
+    /// Rescaled at a quadratic site: also stores the linearized positions' `x` and `x̃²`.
+    Quadratic(String),
+    /// Stored as it is (a quadratic site's polynomial), with a bias per position.
+    Keep(Vec<f64>),
+}
+
 /// The lowering in progress: the values stored and the layers emitted so far.
 struct Lowering<'a> {
     model: &'a Model,
     params: FixedPointParams,
     values: Vec<Shape>,
+    value_scales: Vec<u32>,
     layers: Vec<LinearLayer>,
 }
 
@@ -104,27 +117,53 @@ impl Lowering<'_> {
         }
     }
 
-    fn quantize(&self, w: &[f64]) -> (Vec<i64>, Vec<f32>) {
-        let s = (1u64 << self.params.frac_bits) as f64;
+    /// Quantizes real weights at scale `2^bits`; also returns each weight's error (real
+    /// units).
+    fn quantize(&self, w: &[f64], bits: u32) -> (Vec<i64>, Vec<f32>) {
+        let s = (1u64 << bits) as f64;
         w.iter()
             .map(|&x| {
-                let q = self.params.encode(x);
+                let q = self.params.reduce((x * s).round() as i64);
                 (q, (q as f64 / s - x) as f32)
             })
             .unzip()
     }
 
-    /// Emits a layer for `a`; returns the stored value (or nothing for the logits).
-    fn emit(&mut self, a: Affine, activation: Option<Option<String>>) -> Option<ValueId> {
+    /// Stores a new value of shape `shape` at scale `2^scale`.
+    fn push_value(&mut self, shape: Shape, scale: u32) -> ValueId {
+        self.values.push(shape);
+        self.value_scales.push(scale);
+        self.values.len() - 1
+    }
+
+    /// Emits a layer for `a`; returns the stored value (or nothing for the logits). The
+    /// accumulator's scale is f above the largest scale of a value the layer reads (2f for
+    /// a polynomial), and each term's weights are quantized at the accumulator's scale
+    /// over its input's.
+    fn emit(&mut self, a: Affine, activation: Act) -> Option<ValueId> {
+        let f = self.params.frac_bits;
+        // A polynomial layer accumulates at 2^(2f): its square term's coefficient takes
+        // the scale 2^(2f-2h) the square's operand leaves (h <= f).
+        let scale_bits = if matches!(activation, Act::Keep(_)) {
+            2 * f
+        } else {
+            f + a
+                .terms
+                .iter()
+                .map(|t| self.value_scales[t.input])
+                .max()
+                .unwrap_or(f)
+        };
         let terms = a
             .terms
             .into_iter()
             .map(|t| {
+                let bits = scale_bits - self.value_scales[t.input];
                 let (op, err) = match t.op {
                     AOp::Conv {
                         w, out, k, s, p, ..
                     } => {
-                        let (weight, e) = self.quantize(&w);
+                        let (weight, e) = self.quantize(&w, bits);
                         (
                             TermOp::Conv {
                                 weight,
@@ -137,7 +176,7 @@ impl Lowering<'_> {
                         )
                     }
                     AOp::Dense { w, out } => {
-                        let (weight, e) = self.quantize(&w);
+                        let (weight, e) = self.quantize(&w, bits);
                         (
                             TermOp::Dense {
                                 weight,
@@ -147,13 +186,13 @@ impl Lowering<'_> {
                         )
                     }
                     AOp::Scale { c } => {
-                        let (coef, e) = self.quantize(&c);
+                        let (coef, e) = self.quantize(&c, bits);
                         (TermOp::ChannelScale { coef }, e)
                     }
                     AOp::Pool { k, s, c } => {
                         let inv = 1.0 / (k * k) as f64;
                         let c: Vec<f64> = c.iter().map(|x| x * inv).collect();
-                        let (coef, e) = self.quantize(&c);
+                        let (coef, e) = self.quantize(&c, bits);
                         (
                             TermOp::AvgPool {
                                 kernel: k,
@@ -171,37 +210,109 @@ impl Lowering<'_> {
                 }
             })
             .collect();
-        let s2 = (1u64 << (2 * self.params.frac_bits)) as f64;
-        let (bias, bias_err) = a
-            .bias
-            .iter()
-            .map(|&b| {
-                let q = self.params.reduce((b * s2).round() as i64);
-                (q, (q as f64 / s2 - b) as f32)
-            })
-            .unzip();
+        let (bias, bias_err) = self.quantize(&a.bias, scale_bits);
+        let mut position_bias = None;
         let (act, out) = match activation {
-            None => (Activation::Logits, None),
-            Some(site) => {
-                self.values.push(a.shape);
-                let v = self.values.len() - 1;
-                (Activation::Rescale { output: v, site }, Some(v))
+            Act::Logits => (Activation::Logits, None),
+            Act::Rescale(site) => {
+                let v = self.push_value(a.shape, f);
+                (
+                    Activation::Rescale {
+                        output: v,
+                        site,
+                        quadratic: None,
+                    },
+                    Some(v),
+                )
+            }
+            Act::Quadratic(site) => {
+                let v = self.push_value(a.shape, f);
+                let linear = self.push_value(a.shape, f);
+                let square = self.push_value(a.shape, 2 * self.params.square_frac_bits);
+                (
+                    Activation::Rescale {
+                        output: v,
+                        site: Some(site),
+                        quadratic: Some(QuadValues { linear, square }),
+                    },
+                    Some(v),
+                )
+            }
+            Act::Keep(pb) => {
+                let v = self.push_value(a.shape, scale_bits);
+                position_bias = Some(self.quantize(&pb, scale_bits).0);
+                (Activation::Keep { output: v }, Some(v))
             }
         };
         self.layers.push(LinearLayer {
             terms,
             bias,
             out_shape: a.shape,
+            scale_bits,
+            position_bias,
             activation: act,
             bias_err,
         });
         out
     }
 
+    /// A quadratic site on the expression `a`: the site's layer (ReLUs at kept
+    /// positions, `x` and `x̃²` at linearized ones), then the polynomial layer
+    /// `relu part + b·x + a·x̃² + c`, stored at scale 2^(2f). Returns the polynomial.
+    fn quadratic_site(&mut self, a: Affine, site: &str) -> ValueId {
+        let shape = a.shape;
+        let out = self.emit(a, Act::Quadratic(site.to_string()));
+        let Some(Activation::Rescale {
+            quadratic: Some(q), ..
+        }) = self.layers.last().map(|l| l.activation.clone())
+        else {
+            unreachable!("emit(Act::Quadratic) emits a quadratic rescaling")
+        };
+        let relus = out.unwrap_or(0);
+        let poly = self.w(&poly_param(site));
+        let ch = shape[0];
+        let plane = shape[1] * shape[2];
+        let kept = &self.model.public.masks[site].kept;
+        let pos_bias = (0..ch * plane)
+            .map(|j| {
+                if kept[j] != 0 {
+                    0.0
+                } else {
+                    poly[2 * ch + j / plane]
+                }
+            })
+            .collect();
+        let terms = vec![
+            ATerm {
+                input: relus,
+                op: AOp::Scale { c: vec![1.0; ch] },
+            },
+            ATerm {
+                input: q.linear,
+                op: AOp::Scale {
+                    c: poly[ch..2 * ch].to_vec(),
+                },
+            },
+            ATerm {
+                input: q.square,
+                op: AOp::Scale {
+                    c: poly[..ch].to_vec(),
+                },
+            },
+        ];
+        let poly_layer = Affine {
+            terms,
+            bias: vec![0.0; ch],
+            has_bias: false,
+            shape,
+        };
+        self.emit(poly_layer, Act::Keep(pos_bias)).unwrap_or(0)
+    }
+
     fn materialize(&mut self, e: Expr) -> ValueId {
         match e {
             Expr::Val(v) => v,
-            Expr::Aff(a) => self.emit(a, Some(None)).unwrap_or(0),
+            Expr::Aff(a) => self.emit(a, Act::Rescale(None)).unwrap_or(0),
         }
     }
 
@@ -253,7 +364,11 @@ impl Lowering<'_> {
             } => Expr::Aff(self.batch_norm(take(*input), name, *eps)),
             Op::Relu { site, input } => {
                 let a = self.affine(&take(*input));
-                Expr::Val(self.emit(a, Some(Some(site.clone()))).unwrap_or(0))
+                if self.model.public.replacement(site) == Replacement::Quadratic {
+                    Expr::Val(self.quadratic_site(a, site))
+                } else {
+                    Expr::Val(self.emit(a, Act::Rescale(Some(site.clone()))).unwrap_or(0))
+                }
             }
             Op::Add { inputs } => {
                 let mut a = self.affine(&take(inputs[0]));
@@ -478,6 +593,7 @@ impl FixedProgram {
             model,
             params: model.public.fixed_point,
             values: vec![g.input],
+            value_scales: vec![model.public.fixed_point.frac_bits],
             layers: Vec::new(),
         };
         let mut exprs: Vec<Option<Expr>> = vec![None; g.nodes.len()];
@@ -487,7 +603,7 @@ impl FixedProgram {
             // A value several operations read is stored once (the output is emitted below).
             let e = if consumers[i] >= 2 && i != g.output() {
                 match e {
-                    Expr::Aff(a) => Expr::Val(lw.emit(a, Some(None)).unwrap_or(0)),
+                    Expr::Aff(a) => Expr::Val(lw.emit(a, Act::Rescale(None)).unwrap_or(0)),
                     v => v,
                 }
             } else {
@@ -497,10 +613,11 @@ impl FixedProgram {
         }
         let out = exprs[g.output()].clone().unwrap_or(Expr::Val(0));
         let a = lw.affine(&out);
-        lw.emit(a, None);
+        lw.emit(a, Act::Logits);
         Ok(FixedProgram {
             params: lw.params,
             values: lw.values,
+            value_scales: lw.value_scales,
             layers: lw.layers,
             masks: model
                 .public

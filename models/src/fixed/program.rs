@@ -68,18 +68,43 @@ pub struct Term {
     pub(super) err: Vec<f32>,
 }
 
+/// The two extra values a quadratic site's rescaling produces (see [`Activation::Rescale`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuadValues {
+    /// The truncated pre-activation `x` at linearized positions, 0 at kept ones (scale
+    /// 2^f).
+    pub linear: ValueId,
+    /// `x̃²` at linearized positions, 0 at kept ones, where `x̃` is the pre-activation
+    /// truncated to scale `2^h` (h = [`FixedPointParams::square_frac_bits`]); scale
+    /// `2^(2h)`.
+    pub square: ValueId,
+}
+
 /// What happens to a linear layer's output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Activation {
-    /// The network output: not truncated, decoded at scale 2^(2f).
+    /// The network output: not truncated, decoded at the layer's scale
+    /// ([`LinearLayer::scale_bits`], 2^(2f) unless the layer reads a quadratic site).
     Logits,
     /// Rescaled to 2^f and stored as value `output`; `site` names the ReLU site whose
     /// mask applies, `None` for a value without ReLU (all positions truncated only).
+    /// At a quadratic site (`quadratic` set), `output` holds the ReLUs at kept positions
+    /// and 0 at linearized ones, which go to the two [`QuadValues`] instead; the
+    /// polynomial is the next layer ([`Activation::Keep`]).
     Rescale {
         /// The value produced.
         output: ValueId,
         /// ReLU site, if any.
         site: Option<String>,
+        /// The linearized positions' values of a quadratic site.
+        quadratic: Option<QuadValues>,
+    },
+    /// Stored as value `output` without rescaling, at the layer's scale: a quadratic
+    /// site's polynomial `ReLU part + b·x + a·x̃² + c` at scale 2^(2f), whose readers
+    /// accumulate at 2^(3f) (no online round: the layer is local on shares).
+    Keep {
+        /// The value produced.
+        output: ValueId,
     },
 }
 
@@ -92,6 +117,14 @@ pub struct LinearLayer {
     pub bias: Vec<i64>,
     /// Output shape.
     pub out_shape: Shape,
+    /// Bits of the accumulator's scale: `f` plus the largest scale of a value the layer
+    /// reads, so 2f for layers on ordinary values and 3f for layers that read a
+    /// quadratic site's output; each term's weights sit at the accumulator's scale over
+    /// its input's ([`FixedProgram::term_scale_bits`]), the bias at the accumulator's.
+    pub scale_bits: u32,
+    /// A bias per output position (accumulator scale) added to the per-channel one: a
+    /// quadratic site's `c` at its linearized positions; `None` elsewhere.
+    pub position_bias: Option<Vec<i64>>,
     /// What follows.
     pub activation: Activation,
     pub(super) bias_err: Vec<f32>,
@@ -104,6 +137,9 @@ pub struct FixedProgram {
     pub params: FixedPointParams,
     /// Shapes of the stored values; value 0 is the input.
     pub values: Vec<Shape>,
+    /// Bits of each stored value's scale: f, except a quadratic site's squares (2h) and
+    /// polynomials (2f).
+    pub value_scales: Vec<u32>,
     /// The layers in execution order.
     pub layers: Vec<LinearLayer>,
     /// Masks by site name (1 = kept).
@@ -114,7 +150,8 @@ pub struct FixedProgram {
 
 impl FixedProgram {
     /// The fixed-point parameters of layer `i`'s rescaling: the program's, with the
-    /// window of the layer's ReLU site if it has one.
+    /// window of the layer's ReLU site if it has one. Its rescaling rules apply at the
+    /// layer's scale through [`FixedProgram::layer_extra_bits`].
     pub fn layer_params(&self, i: usize) -> FixedPointParams {
         match &self.layers[i].activation {
             Activation::Rescale { site: Some(s), .. } => match self.relu_windows.get(s) {
@@ -123,6 +160,33 @@ impl FixedProgram {
             },
             _ => self.params,
         }
+    }
+
+    /// Bits by which layer `i`'s accumulator scale exceeds 2^(2f): 0, or f for a layer
+    /// that reads a quadratic site's polynomial (its rescaling shifts by 2f, and its ReLU
+    /// circuit reads bits [k + f, m + f)).
+    pub fn layer_extra_bits(&self, i: usize) -> u32 {
+        self.layers[i].scale_bits - 2 * self.params.frac_bits
+    }
+
+    /// The scale bits of term `t` of layer `i`'s weights: the accumulator's over its
+    /// input's.
+    pub fn term_scale_bits(&self, i: usize, t: usize) -> u32 {
+        let layer = &self.layers[i];
+        layer.scale_bits - self.value_scales[layer.terms[t].input]
+    }
+
+    /// True if some layer computes a quadratic site.
+    pub fn has_quadratic(&self) -> bool {
+        self.layers.iter().any(|l| {
+            matches!(
+                l.activation,
+                Activation::Rescale {
+                    quadratic: Some(_),
+                    ..
+                }
+            )
+        })
     }
 
     /// Lowers the model and encodes nothing else; convenience for [`FixedProgram::lower`].
@@ -144,12 +208,21 @@ impl FixedProgram {
             .collect()
     }
 
-    /// Layer `i`'s bias broadcast over its output positions (ring, scale 2^(2f)).
+    /// Layer `i`'s bias broadcast over its output positions, plus its position bias
+    /// (ring, at the layer's scale).
     pub fn bias(&self, i: usize) -> Vec<i64> {
         let layer = &self.layers[i];
         let n: usize = layer.out_shape.iter().product();
         let plane = layer.out_shape[1] * layer.out_shape[2];
-        (0..n).map(|j| layer.bias[j / plane]).collect()
+        (0..n)
+            .map(|j| {
+                let b = layer.bias[j / plane];
+                match &layer.position_bias {
+                    Some(pb) => self.params.reduce(b.wrapping_add(pb[j])),
+                    None => b,
+                }
+            })
+            .collect()
     }
 
     /// The values layer `i` reads, in term order (a value may appear more than once).
@@ -212,7 +285,7 @@ pub fn layer_shapes(public: &PublicModel) -> Result<Vec<(Shape, Option<String>)>
                 l.out_shape,
                 match &l.activation {
                     Activation::Rescale { site, .. } => site.clone(),
-                    Activation::Logits => None,
+                    Activation::Logits | Activation::Keep { .. } => None,
                 },
             )
         })

@@ -31,6 +31,8 @@
 //! * [`share`]: additive secret sharing and fixed-point encoding in `Z_{2^61}`, local
 //!   share truncation;
 //! * [`trunc`]: exact truncation of shares with one preprocessed OT per value;
+//! * [`square`]: exact truncation at two shifts and the exact square of the second (one
+//!   preprocessed OT and a Gilboa OLE per value), for learned quadratic activations;
 //! * [`error`]: error types that say whose fault an error is.
 
 pub mod aes_hash;
@@ -42,6 +44,7 @@ pub mod he;
 pub mod ot;
 pub mod prg;
 pub mod share;
+pub mod square;
 pub mod trunc;
 pub mod twopc;
 

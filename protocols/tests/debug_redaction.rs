@@ -149,3 +149,54 @@ fn plain_backend_and_he_client_hide_their_values_and_keys() {
     assert_hides("HeClient", &format!("{he:?}"), &[]);
     a.flush().unwrap();
 }
+
+#[test]
+fn square_secrets_shares_and_answer_hide_their_values() {
+    use protocols::square::{
+        SquareParams, square_offline_client, square_offline_server, square_online_client,
+        square_online_server_finish, square_online_server_request,
+    };
+    let p = SquareParams::new(61, 14, 20).unwrap();
+    let mask = (1u64 << 61) - 1;
+    let a: Vec<u64> = vec![0x0123_4567_89ab_cdef & mask, 0x1357_9bdf_0246_8ace & mask];
+    let c: Vec<u64> = vec![0x0fed_cba9_8765_4321 & mask, 0x0eca_8642_fdb9_7531 & mask];
+    let (mut s_ch, mut c_ch) = MemoryChannel::pair();
+    let client = thread::spawn(move || {
+        let mut rng = ChaCha12Rng::seed_from_u64(11);
+        let mut trunc = OtSender::setup(&mut c_ch, Delta::random(&mut rng), &mut rng).unwrap();
+        let mut ole = OtReceiver::setup(&mut c_ch, &mut rng).unwrap();
+        let (shares, sec) =
+            square_offline_client(&mut c_ch, &mut trunc, &mut ole, &c, p, &mut rng).unwrap();
+        let sec_dbg = format!("{sec:?}");
+        let ans = square_online_client(&mut c_ch, sec).unwrap();
+        let ans_dbg = format!("{ans:?}");
+        ans.send(&mut c_ch).unwrap();
+        c_ch.flush().unwrap();
+        (shares, sec_dbg, ans_dbg, c)
+    });
+    let mut rng = ChaCha12Rng::seed_from_u64(12);
+    let mut trunc = OtReceiver::setup(&mut s_ch, &mut rng).unwrap();
+    let mut ole = OtSender::setup(&mut s_ch, Delta::random(&mut rng), &mut rng).unwrap();
+    let sec = square_offline_server(&mut s_ch, &mut trunc, &mut ole, a.len(), p, &mut rng).unwrap();
+    let server_sec_dbg = format!("{sec:?}");
+    square_online_server_request(&mut s_ch, &sec, &a).unwrap();
+    s_ch.flush().unwrap();
+    let server = square_online_server_finish(&mut s_ch, sec, &a).unwrap();
+    let (shares, client_sec_dbg, ans_dbg, c) = client.join().unwrap();
+    let words =
+        |v: &[u64]| -> Vec<Vec<u8>> { v.iter().map(|x| x.to_le_bytes().to_vec()).collect() };
+    let mut secrets = words(&a);
+    secrets.extend(words(&c));
+    for sh in [&server.x, &server.x_tilde, &server.square] {
+        secrets.extend(words(sh));
+    }
+    for sh in [&shares.x, &shares.x_tilde, &shares.square] {
+        secrets.extend(words(sh));
+    }
+    assert_hides("SquareServerSecrets", &server_sec_dbg, &secrets);
+    assert_hides("SquareClientSecrets", &client_sec_dbg, &secrets);
+    assert_hides("SquareAnswer", &ans_dbg, &secrets);
+    assert_hides("SquareServerShares", &format!("{server:?}"), &secrets);
+    assert_hides("SquareClientShares", &format!("{shares:?}"), &secrets);
+    assert!(server_sec_dbg.contains("values: 2"), "{server_sec_dbg}");
+}

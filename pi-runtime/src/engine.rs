@@ -43,6 +43,10 @@ use protocols::gc::relu::{
 use protocols::ot::{OtReceiver, OtSender};
 use protocols::prg::RngSource;
 use protocols::share::round_offset;
+use protocols::square::{
+    SquareClientSecrets, SquareServerSecrets, square_offline_client, square_offline_server,
+    square_online_client, square_online_server_finish, square_online_server_request,
+};
 use protocols::trunc::{
     TruncClientSecrets, TruncServerSecrets, trunc_offline_client, trunc_offline_server,
     trunc_online_client, trunc_online_server_finish, trunc_online_server_request,
@@ -154,6 +158,8 @@ pub struct ServerPrepared {
     relus: Vec<Option<ReluOnlineSecrets>>,
     /// Random OTs of each layer's exact truncations (layers with truncated positions).
     truncs: Vec<Option<TruncServerSecrets>>,
+    /// Each quadratic site's truncations with a square (its linearized positions).
+    squares: Vec<Option<SquareServerSecrets>>,
 }
 
 /// The server's side: the full lowered model, the session's OT sender (garbled circuits)
@@ -214,8 +220,9 @@ impl<'p> ServerEngine<'p> {
             s: Vec::with_capacity(self.plan.layers.len()),
             relus: Vec::with_capacity(self.plan.layers.len()),
             truncs: Vec::with_capacity(self.plan.layers.len()),
+            squares: Vec::with_capacity(self.plan.layers.len()),
         };
-        let (f, l) = (self.plan.fixed.frac_bits, self.plan.fixed.ring_bits);
+        let l = self.plan.fixed.ring_bits;
         pre.begin_inference();
         for (i, layer) in self.plan.layers.iter().enumerate() {
             meter.begin(ch);
@@ -247,13 +254,21 @@ impl<'p> ServerEngine<'p> {
             prep.relus.push(secrets);
             let trunc = if layer.trunc_count > 0 {
                 Some(
-                    trunc_offline_server(ch, trunc_ot, layer.trunc_count, f, l, &mut rng)
+                    trunc_offline_server(ch, trunc_ot, layer.trunc_count, layer.shift, l, &mut rng)
                         .map_err(|e| RuntimeError::from(e).context(&what))?,
                 )
             } else {
                 None
             };
             prep.truncs.push(trunc);
+            let square = match layer.quadratic {
+                Some(q) if q.count > 0 => Some(
+                    square_offline_server(ch, trunc_ot, ot, q.count, q.params, &mut rng)
+                        .map_err(|e| RuntimeError::from(e).context(&what))?,
+                ),
+                _ => None,
+            };
+            prep.squares.push(square);
             meter.end(ch, i, layer);
         }
         Ok((prep, meter.finish(ch)))
@@ -279,7 +294,6 @@ impl<'p> ServerEngine<'p> {
     ) -> Result<(PhaseMetrics, Vec<Vec<i64>>)> {
         let plan = &self.plan;
         let p = plan.fixed;
-        let f = p.frac_bits;
         let lmask = plan.ring.mask();
         let mut meter = Meter::new(ch);
         let input = plan
@@ -289,6 +303,7 @@ impl<'p> ServerEngine<'p> {
         vals[0] = input.iter().map(|&u| p.reduce(u as i64)).collect();
         let mut relus = prep.relus.into_iter();
         let mut truncs = prep.truncs.into_iter();
+        let mut squares = prep.squares.into_iter();
         for ((i, layer), s) in plan.layers.iter().enumerate().zip(prep.s) {
             meter.begin(ch);
             let lin = self.prog.apply_linear(i, &vals);
@@ -301,14 +316,19 @@ impl<'p> ServerEngine<'p> {
                 .collect();
             let secrets = relus.next().flatten();
             let trunc = truncs.next().flatten();
+            let square = squares.next().flatten();
             match layer.output {
                 None => {
                     ch.send_u64s(&a)?;
                     ch.flush()?;
                 }
+                // A polynomial: local, stored as it is.
+                Some(v) if layer.keep => {
+                    vals[v] = a.iter().map(|&x| p.reduce(x as i64)).collect();
+                }
                 Some(v) => {
                     let what = || format!("online layer {i}");
-                    let off = round_offset(f);
+                    let off = round_offset(layer.shift);
                     // The values to truncate exactly (rounding offset added), in order.
                     let lin: Vec<u64> = a
                         .iter()
@@ -320,6 +340,10 @@ impl<'p> ServerEngine<'p> {
                     // colour bits and truncation answers come back.
                     if let Some(t) = &trunc {
                         trunc_online_server_request(ch, t, &lin)
+                            .map_err(|e| RuntimeError::from(e).context(&what()))?;
+                    }
+                    if let Some(q) = &square {
+                        square_online_server_request(ch, q, &lin)
                             .map_err(|e| RuntimeError::from(e).context(&what()))?;
                     }
                     let relu_out = match secrets {
@@ -343,27 +367,68 @@ impl<'p> ServerEngine<'p> {
                             .map_err(|e| RuntimeError::from(e).context(&what()))?,
                         None => Vec::new(),
                     };
-                    if relu_out.len() != layer.kept_count || trunc_out.len() != layer.trunc_count {
+                    let square_out = match square {
+                        Some(q) => Some(
+                            square_online_server_finish(ch, q, &lin)
+                                .map_err(|e| RuntimeError::from(e).context(&what()))?,
+                        ),
+                        None => None,
+                    };
+                    let squared = square_out.as_ref().map_or(0, |q| q.len());
+                    if relu_out.len() != layer.kept_count
+                        || trunc_out.len() != layer.trunc_count
+                        || squared != layer.quadratic.map_or(0, |q| q.count)
+                    {
                         return Err(RuntimeError::config(format!(
                             "{}: prepared material does not match the plan",
                             what()
                         )));
                     }
-                    let (mut kept_it, mut lin_it) = (relu_out.into_iter(), trunc_out.into_iter());
-                    vals[v] = layer
-                        .kept
-                        .iter()
-                        .map(|&k| {
-                            let u = if k { kept_it.next() } else { lin_it.next() };
-                            p.reduce(u.unwrap_or(0) as i64)
-                        })
-                        .collect();
+                    match (layer.quadratic, square_out) {
+                        (Some(q), Some(sq)) => {
+                            vals[v] = spread(&layer.kept, relu_out, Vec::new(), p);
+                            vals[q.linear] = spread(&layer.kept, Vec::new(), sq.x, p);
+                            vals[q.square] = spread(&layer.kept, Vec::new(), sq.square, p);
+                        }
+                        (Some(q), None) => {
+                            // Every position kept: the polynomial's inputs are all zero.
+                            vals[v] = spread(&layer.kept, relu_out, Vec::new(), p);
+                            vals[q.linear] = vec![0; layer.len];
+                            vals[q.square] = vec![0; layer.len];
+                        }
+                        _ => vals[v] = spread(&layer.kept, relu_out, trunc_out, p),
+                    }
                 }
             }
             meter.end(ch, i, layer);
         }
         Ok((meter.finish(ch), vals))
     }
+}
+
+/// Places `kept` values at the kept positions and `lin` values at the others, in order;
+/// an empty list leaves its positions 0 (signed ring representation).
+fn spread(
+    kept: &[bool],
+    kept_vals: Vec<u64>,
+    lin_vals: Vec<u64>,
+    p: models::fixed::FixedPointParams,
+) -> Vec<i64> {
+    let (mut kept_it, mut lin_it) = (kept_vals.into_iter(), lin_vals.into_iter());
+    kept.iter()
+        .map(|&k| {
+            let u = if k { kept_it.next() } else { lin_it.next() };
+            p.reduce(u.unwrap_or(0) as i64)
+        })
+        .collect()
+}
+
+/// [`spread`] for the client's masks (ring elements as they are).
+fn spread_masks(kept: &[bool], kept_vals: Vec<u64>, lin_vals: Vec<u64>) -> Vec<u64> {
+    let (mut kept_it, mut lin_it) = (kept_vals.into_iter(), lin_vals.into_iter());
+    kept.iter()
+        .map(|&k| if k { kept_it.next() } else { lin_it.next() }.unwrap_or(0))
+        .collect()
 }
 
 // ------------------------------------------------------------------------------ client
@@ -386,6 +451,8 @@ pub struct ClientPrepared {
     relus: Vec<Option<ClientRelus>>,
     /// Exact-truncation messages and keys, per layer with truncated positions.
     truncs: Vec<Option<TruncClientSecrets>>,
+    /// Truncation-with-a-square material, per quadratic site with linearized positions.
+    squares: Vec<Option<SquareClientSecrets>>,
 }
 
 impl ClientPrepared {
@@ -453,7 +520,7 @@ impl ClientEngine {
         pre: &mut dyn Preprocessing,
     ) -> Result<(ClientPrepared, PhaseMetrics)> {
         let plan = &self.plan;
-        let (f, l) = (plan.fixed.frac_bits, plan.fixed.ring_bits);
+        let l = plan.fixed.ring_bits;
         let lmask = plan.ring.mask();
         let mut meter = Meter::new(ch);
         let mut rng = self.rng.prg();
@@ -461,6 +528,7 @@ impl ClientEngine {
         masks[0] = Some(plan.ring.random(&mut rng, plan.value_lens[0]));
         let mut relus = Vec::with_capacity(plan.layers.len());
         let mut truncs = Vec::with_capacity(plan.layers.len());
+        let mut squares = Vec::with_capacity(plan.layers.len());
         let mut logit_share = Vec::new();
         pre.begin_inference();
         for (i, layer) in plan.layers.iter().enumerate() {
@@ -473,9 +541,19 @@ impl ClientEngine {
                 logit_share = c;
                 relus.push(None);
                 truncs.push(None);
+                squares.push(None);
                 meter.end(ch, i, layer);
                 continue;
             };
+            if layer.keep {
+                // A polynomial: the client's share is its mask, nothing else to prepare.
+                masks[v] = Some(c.iter().map(|&x| x & lmask).collect());
+                relus.push(None);
+                truncs.push(None);
+                squares.push(None);
+                meter.end(ch, i, layer);
+                continue;
+            }
             let (ot, trunc_ot) = self
                 .ot
                 .as_mut()
@@ -506,7 +584,7 @@ impl ClientEngine {
                 relus.push(None);
             }
             let lin_r = if layer.trunc_count > 0 {
-                let (t, sec) = trunc_offline_client(ch, trunc_ot, &lin, f, l, &mut rng)
+                let (t, sec) = trunc_offline_client(ch, trunc_ot, &lin, layer.shift, l, &mut rng)
                     .map_err(|e| RuntimeError::from(e).context(&what))?;
                 truncs.push(Some(sec));
                 t
@@ -514,14 +592,27 @@ impl ClientEngine {
                 truncs.push(None);
                 Vec::new()
             };
-            let (mut kept_it, mut lin_it) = (kept_r.into_iter(), lin_r.into_iter());
-            masks[v] = Some(
-                layer
-                    .kept
-                    .iter()
-                    .map(|&k| if k { kept_it.next() } else { lin_it.next() }.unwrap_or(0))
-                    .collect(),
-            );
+            match layer.quadratic {
+                Some(q) => {
+                    let (x, sq) = if q.count > 0 {
+                        let (shares, sec) =
+                            square_offline_client(ch, trunc_ot, ot, &lin, q.params, &mut rng)
+                                .map_err(|e| RuntimeError::from(e).context(&what))?;
+                        squares.push(Some(sec));
+                        (shares.x, shares.square)
+                    } else {
+                        squares.push(None);
+                        (Vec::new(), Vec::new())
+                    };
+                    masks[v] = Some(spread_masks(&layer.kept, kept_r, Vec::new()));
+                    masks[q.linear] = Some(spread_masks(&layer.kept, Vec::new(), x));
+                    masks[q.square] = Some(spread_masks(&layer.kept, Vec::new(), sq));
+                }
+                None => {
+                    squares.push(None);
+                    masks[v] = Some(spread_masks(&layer.kept, kept_r, lin_r));
+                }
+            }
             meter.end(ch, i, layer);
         }
         Ok((
@@ -530,6 +621,7 @@ impl ClientEngine {
                 logit_share,
                 relus,
                 truncs,
+                squares,
             },
             meter.finish(ch),
         ))
@@ -562,20 +654,28 @@ impl ClientEngine {
         ch.send_u64s(&masked)?;
         ch.flush()?;
         let mut out = None;
-        for (((i, layer), relu), trunc) in plan
+        for ((((i, layer), relu), trunc), square) in plan
             .layers
             .iter()
             .enumerate()
             .zip(prep.relus)
             .zip(prep.truncs)
+            .zip(prep.squares)
         {
             meter.begin(ch);
             let what = || format!("online layer {i}");
-            // The server's order: truncation requests, then labels; the client answers
-            // with colour bits, then truncation answers.
+            // The server's order: truncation (or square) requests, then labels; the
+            // client answers with colour bits, then truncation (or square) answers.
             let answer = match trunc {
                 Some(t) => Some(
                     trunc_online_client(ch, t)
+                        .map_err(|e| RuntimeError::from(e).context(&what()))?,
+                ),
+                None => None,
+            };
+            let square_answer = match square {
+                Some(q) => Some(
+                    square_online_client(ch, q)
                         .map_err(|e| RuntimeError::from(e).context(&what()))?,
                 ),
                 None => None,
@@ -587,8 +687,12 @@ impl ClientEngine {
             if let Some(ans) = answer {
                 ans.send(ch)
                     .map_err(|e| RuntimeError::from(e).context(&what()))?;
-                ch.flush()?;
             }
+            if let Some(ans) = square_answer {
+                ans.send(ch)
+                    .map_err(|e| RuntimeError::from(e).context(&what()))?;
+            }
+            ch.flush()?;
             if layer.output.is_none() {
                 let a = plan
                     .recv_ring(ch, layer.len, "logit share")
@@ -598,7 +702,7 @@ impl ClientEngine {
                     .zip(&prep.logit_share)
                     .map(|(&x, &c)| p.reduce(x.wrapping_add(c) as i64))
                     .collect();
-                let logits = raw.iter().map(|&v| p.decode(v, 2 * p.frac_bits)).collect();
+                let logits = raw.iter().map(|&v| p.decode(v, layer.scale_bits)).collect();
                 out = Some(ClientOutput { raw, logits });
             }
             meter.end(ch, i, layer);

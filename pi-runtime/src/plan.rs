@@ -6,6 +6,7 @@ use models::fixed::{Activation, FixedPointParams, FixedProgram, ValueId};
 use protocols::channel::Channel;
 use protocols::gc::relu::{ReluOnlineSecrets, ReluParams};
 use protocols::share::Ring;
+use protocols::square::{SquareClientSecrets, SquareParams, SquareServerSecrets};
 use protocols::trunc::{TruncClientSecrets, TruncServerSecrets};
 
 use crate::error::{Result, RuntimeError};
@@ -29,8 +30,34 @@ pub struct PlanLayer {
     /// positions of a layer with an output (0 for the logits).
     pub trunc_count: usize,
     /// Parameters of the layer's ReLU gadget: the ring's `l`, `f` and `k`, and the
-    /// window `m` of its site (the model's default where the site has none).
+    /// window `m` of its site (the model's default where the site has none), each shifted
+    /// up by the layer's extra scale bits (a layer reading a quadratic site's polynomial
+    /// accumulates at 2^(3f)).
     pub relu: ReluParams,
+    /// Bits of the accumulator's scale (2f, or 3f for a layer reading a polynomial); the
+    /// logits are decoded at it.
+    pub scale_bits: u32,
+    /// The truncation's shift: `scale_bits - f`.
+    pub shift: u32,
+    /// A quadratic site's layer: its linearized positions go through the exact
+    /// truncation with a square ([`protocols::square`]) instead of the plain one.
+    pub quadratic: Option<PlanQuad>,
+    /// A polynomial layer (`Activation::Keep`): its output is stored as it is, without
+    /// rescaling and without an online round.
+    pub keep: bool,
+}
+
+/// The linearized positions of a quadratic site's layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanQuad {
+    /// The value of `x` at linearized positions (0 at kept ones).
+    pub linear: ValueId,
+    /// The value of `x̃²` at linearized positions (0 at kept ones).
+    pub square: ValueId,
+    /// Positions (the linearized ones).
+    pub count: usize,
+    /// The protocol's ring and shifts: `t` = the layer's shift, `t2 = t + f - h`.
+    pub params: SquareParams,
 }
 
 /// The public schedule of a secure evaluation: what both parties must agree on.
@@ -52,14 +79,6 @@ impl Plan {
     pub fn new(prog: &FixedProgram) -> Result<Self> {
         let fixed = prog.params;
         fixed.validate()?;
-        if prog.has_quadratic() {
-            // The protocol pieces exist (protocols::square); the runtime does not wire
-            // them yet, and a quadratic site must never run as an identity.
-            return Err(RuntimeError::config(
-                "the model has quadratic sites, which the secure runtime does not evaluate \
-                 yet (issue 15); evaluate it with snl-model eval",
-            ));
-        }
         let value_lens = prog.values.iter().map(|s| s.iter().product()).collect();
         let mut layers = Vec::with_capacity(prog.layers.len());
         for (i, l) in prog.layers.iter().enumerate() {
@@ -67,15 +86,18 @@ impl Plan {
             inputs.sort_unstable();
             inputs.dedup();
             let len: usize = l.out_shape.iter().product();
-            let (output, site) = match &l.activation {
-                Activation::Logits => (None, None),
-                Activation::Rescale { output, site, .. } => (Some(*output), site.clone()),
-                Activation::Keep { .. } => {
-                    return Err(RuntimeError::config(
-                        "a kept layer without a quadratic site",
-                    ));
-                }
+            let (output, site, quad, keep) = match &l.activation {
+                Activation::Logits => (None, None, None, false),
+                Activation::Rescale {
+                    output,
+                    site,
+                    quadratic,
+                } => (Some(*output), site.clone(), *quadratic, false),
+                Activation::Keep { output } => (Some(*output), None, None, true),
             };
+            let f = fixed.frac_bits;
+            let extra = prog.layer_extra_bits(i);
+            let shift = f + extra;
             let kept: Vec<bool> = match &site {
                 Some(s) => {
                     let m = prog.masks.get(s).ok_or_else(|| {
@@ -92,7 +114,7 @@ impl Plan {
                 None => vec![false; len],
             };
             let kept_count = kept.iter().filter(|&&k| k).count();
-            let trunc_count = if output.is_some() {
+            let trunc_count = if output.is_some() && quad.is_none() && !keep {
                 len - kept_count
             } else {
                 0
@@ -101,11 +123,35 @@ impl Plan {
             lp.validate()?;
             let relu = ReluParams {
                 l: lp.ring_bits,
-                f: lp.frac_bits,
-                m: lp.relu_bits,
-                k: lp.relu_dropped_bits,
+                f: shift,
+                m: lp.relu_bits + extra,
+                k: if lp.relu_dropped_bits > 0 {
+                    lp.relu_dropped_bits + extra
+                } else {
+                    0
+                },
             };
-            relu.validate()?;
+            if kept_count > 0 {
+                relu.validate().map_err(|e| {
+                    RuntimeError::from(e).context(&format!(
+                        "layer {i}: its ReLU window shifted by {extra} bits for the \
+                         polynomial it reads"
+                    ))
+                })?;
+            }
+            let quadratic = match quad {
+                Some(q) => Some(PlanQuad {
+                    linear: q.linear,
+                    square: q.square,
+                    count: len - kept_count,
+                    params: SquareParams::new(
+                        fixed.ring_bits,
+                        shift,
+                        shift + f - fixed.square_frac_bits,
+                    )?,
+                }),
+                None => None,
+            };
             layers.push(PlanLayer {
                 inputs,
                 len,
@@ -115,6 +161,10 @@ impl Plan {
                 kept_count,
                 trunc_count,
                 relu,
+                scale_bits: l.scale_bits,
+                shift,
+                quadratic,
+                keep,
             });
         }
         if layers.last().is_none_or(|l| l.output.is_some()) {
@@ -148,18 +198,30 @@ impl Plan {
     }
 
     /// Online bytes client to server and server to client predicted by the protocol:
-    /// up `8 n_in + Σ_layers (⌈kept × l / 8⌉ + truncated × 2 ⌈f/8⌉)` (input, packed colour
-    /// bits, truncation answers), down `Σ_layers (kept × 16 (m_i - k) + ⌈truncated / 8⌉) +
-    /// 8 classes` (labels of the bits each gadget reads, truncation requests, logits).
+    /// up `8 n_in + Σ_layers (⌈kept × l / 8⌉ + truncated × 2 ⌈t/8⌉ + squared × (2 ⌈(t2 +
+    /// l)/8⌉ + ⌈l/8⌉))` (input, packed colour bits, truncation answers, square answers),
+    /// down `Σ_layers (kept × 16 (m_i - k) + ⌈truncated / 8⌉ + ⌈squared / 8⌉ + squared ×
+    /// ⌈l/8⌉) + 8 classes` (labels of the bits each gadget reads, truncation and square
+    /// requests, logits); `t` is each layer's shift.
     pub fn online_bytes(&self) -> (u64, u64) {
-        let f = self.fixed.frac_bits;
         let (mut up, mut down) = (8 * self.value_lens[0] as u64, 8 * self.classes() as u64);
         for x in &self.layers {
-            let (t_down, t_up) = protocols::trunc::online_bytes(x.trunc_count, f);
-            up += (x.kept_count as u64 * u64::from(x.relu.l)).div_ceil(8) + t_up;
-            down += x.kept_count as u64 * 16 * u64::from(x.relu.width()) + t_down;
+            let (t_down, t_up) = protocols::trunc::online_bytes(x.trunc_count, x.shift);
+            let (q_down, q_up) = x.quadratic.map_or((0, 0), |q| {
+                protocols::square::online_bytes(q.count, q.params)
+            });
+            up += (x.kept_count as u64 * u64::from(x.relu.l)).div_ceil(8) + t_up + q_up;
+            down += x.kept_count as u64 * 16 * u64::from(x.relu.width()) + t_down + q_down;
         }
         (up, down)
+    }
+
+    /// Positions that go through the exact truncation with a square, in all layers.
+    pub fn square_total(&self) -> usize {
+        self.layers
+            .iter()
+            .filter_map(|l| l.quadratic.map(|q| q.count))
+            .sum()
     }
 
     /// Garbled-table bytes of all kept ReLUs (sent offline), `Σ_layers kept × 32 × AND
@@ -171,13 +233,13 @@ impl Plan {
             .sum()
     }
 
-    /// Online rounds: one per layer with kept or truncated positions, plus the input and
-    /// logits exchange.
+    /// Online rounds: one per layer with kept, truncated or squared positions (not the
+    /// polynomial layers), plus the input and logits exchange.
     pub fn online_rounds(&self) -> u64 {
         1 + self
             .layers
             .iter()
-            .filter(|x| x.kept_count + x.trunc_count > 0)
+            .filter(|x| x.kept_count + x.trunc_count + x.quadratic.map_or(0, |q| q.count) > 0)
             .count() as u64
     }
 
@@ -212,6 +274,8 @@ impl Plan {
                     + 8 * l.len as u64
                     + ReluOnlineSecrets::bytes_for(l.relu, l.kept_count)
                     + TruncServerSecrets::BYTES_PER_VALUE * l.trunc_count as u64
+                    + l.quadratic
+                        .map_or(0, |q| SquareServerSecrets::BYTES_PER_VALUE * q.count as u64)
             })
             .sum()
     }
@@ -227,7 +291,11 @@ impl Plan {
             .map(|x| {
                 let (w, l) = (u64::from(x.relu.width()), u64::from(x.relu.l));
                 let per_relu = 16 * (w + l) + 16 * w + l + x.relu.table_bytes() as u64;
-                x.kept_count as u64 * per_relu + 16 * x.len as u64 + 32 * x.trunc_count as u64
+                let squares = x.quadratic.map_or(0, |q| q.count as u64);
+                x.kept_count as u64 * per_relu
+                    + 16 * x.len as u64
+                    + 32 * x.trunc_count as u64
+                    + 64 * squares
             })
             .max()
             .unwrap_or(0)
@@ -252,6 +320,7 @@ impl Plan {
             + 8 * self.classes() as u64
             + relus
             + self.trunc_total() as u64 * TruncClientSecrets::BYTES_PER_VALUE
+            + self.square_total() as u64 * SquareClientSecrets::BYTES_PER_VALUE
             + PER_LAYER_OVERHEAD * self.layers.len() as u64
     }
 }

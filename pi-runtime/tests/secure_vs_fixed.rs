@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{check_network, inputs};
+use common::{check_network, check_network_with, inputs};
 use models::exec::calibrate_batchnorm;
 use models::fixed::FixedProgram;
 use pi_runtime::preprocess::Method;
@@ -145,19 +145,13 @@ fn shortcut_positions(plan: &pi_runtime::engine::Plan) -> u64 {
         .sum()
 }
 
-/// A model with quadratic sites is refused by name until the runtime evaluates them: it
-/// must never run its polynomials as identities.
+/// Quadratic sites: the linearized positions' x and x~^2 come out of the layer's one
+/// round (exact truncation with a square), the polynomial layer is local and exact, its
+/// readers accumulate at 2^(3f); every value follows the fixed-point rules and the online
+/// bytes and rounds are the formula's (no round for the polynomials).
 #[test]
-fn quadratic_sites_are_refused_by_name() {
-    let mut m = common::model("lenet5", 0.3, 4);
-    models::testing::make_quadratic(&mut m, 1).unwrap();
-    let prog = FixedProgram::lower(&m).unwrap();
-    let e = pi_runtime::engine::Plan::new(&prog)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("quadratic sites"), "{e}");
-    let e = pi_runtime::engine::Plan::new(&FixedProgram::structure(&m.public).unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("quadratic sites"), "{e}");
+fn quadratic_sites_lenet5_and_resnet20() {
+    let quad = |m: &mut models::Model| models::testing::make_quadratic(m, 3).unwrap();
+    check_network_with(Method::HeBfv, "lenet5", &[0.1, 0.0, 1.0], 2, quad);
+    check_network_with(Method::HeBfv, "resnet20", &[0.1], 1, quad);
 }

@@ -161,9 +161,10 @@ pub struct LayerCheck {
 pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck {
     let mut c = LayerCheck::default();
     assert_eq!(run.values[0], prog.encode_input(input).unwrap(), "input");
-    let wrap = 1i64 << (prog.params.ring_bits - prog.params.frac_bits - 2);
     for (i, layer) in prog.layers.iter().enumerate() {
         let p = prog.layer_params(i);
+        let extra = prog.layer_extra_bits(i);
+        let wrap = 1i64 << (p.ring_bits - p.frac_bits - extra - 2);
         let lin = prog.apply_linear(i, &run.values);
         let y: Vec<i64> = lin
             .iter()
@@ -172,30 +173,59 @@ pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck
             .collect();
         match &layer.activation {
             Activation::Logits => assert_eq!(run.out.raw, y, "logits"),
-            Activation::Keep { .. } => unreachable!("the runtime refuses quadratic sites"),
-            Activation::Rescale { output, site, .. } => {
+            Activation::Keep { output } => {
+                assert_eq!(run.values[*output], y, "layer {i}: polynomial");
+                c.exact += y.len();
+            }
+            Activation::Rescale {
+                output,
+                site,
+                quadratic,
+            } => {
                 let mask = site.as_ref().map(|s| &prog.masks[s]);
                 for (j, &yj) in y.iter().enumerate() {
                     let got = run.values[*output][j];
                     if mask.is_some_and(|m| m[j] != 0) {
-                        if got == p.relu_rescale(yj) {
+                        if let Some(q) = quadratic {
+                            assert_eq!(run.values[q.linear][j], 0, "layer {i} kept {j}");
+                            assert_eq!(run.values[q.square][j], 0, "layer {i} kept {j}");
+                        }
+                        if got == p.relu_rescale_at(yj, extra) {
                             c.exact += 1;
                         } else {
                             assert!(
-                                p.relu_dropped_bits > 0 && got == relu_rescale_minus_one(p, yj),
+                                p.relu_dropped_bits > 0
+                                    && got == relu_rescale_minus_one(p, yj, extra),
                                 "layer {i} kept position {j}: got {got}, fixed point {}",
-                                p.relu_rescale(yj)
+                                p.relu_rescale_at(yj, extra)
                             );
                             c.kept_minus_one += 1;
                         }
-                    } else {
-                        let d = p.reduce(got.wrapping_sub(p.rescale(yj)));
-                        match d {
-                            0 => c.exact += 1,
-                            1 => c.plus_one += 1,
-                            d if d.abs() >= wrap => c.wraps += 1,
-                            d => panic!("layer {i} position {j}: off by {d} ulp"),
+                        continue;
+                    }
+                    let got = match quadratic {
+                        Some(q) => {
+                            assert_eq!(got, 0, "layer {i} position {j}: the ReLU part");
+                            // The square of the protocol's own x~, which is the fixed-point
+                            // operand or one above (the truncation's carry).
+                            let xt = p.square_operand_at(yj, extra);
+                            let sq = run.values[q.square][j];
+                            let sq0 = p.reduce(xt.wrapping_mul(xt));
+                            let sq1 = p.reduce((xt + 1).wrapping_mul(xt + 1));
+                            assert!(
+                                sq == sq0 || sq == sq1,
+                                "layer {i} position {j}: square {sq}, operand {xt}"
+                            );
+                            run.values[q.linear][j]
                         }
+                        None => got,
+                    };
+                    let d = p.reduce(got.wrapping_sub(p.rescale_at(yj, extra)));
+                    match d {
+                        0 => c.exact += 1,
+                        1 => c.plus_one += 1,
+                        d if d.abs() >= wrap => c.wraps += 1,
+                        d => panic!("layer {i} position {j}: off by {d} ulp"),
                     }
                 }
             }
@@ -205,11 +235,12 @@ pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck
 }
 
 /// What the fused-truncation circuit computes when it misses the carry: the ReLU of the
-/// windowed, truncated value minus one.
-pub fn relu_rescale_minus_one(p: models::fixed::FixedPointParams, y: i64) -> i64 {
-    let s = 64 - p.relu_bits;
-    let z = (y.wrapping_add(1 << (p.frac_bits - 1)) << s) >> s;
-    ((z >> p.frac_bits) - 1).max(0)
+/// windowed, truncated value minus one (accumulator at scale `2^(2f + extra)`).
+pub fn relu_rescale_minus_one(p: models::fixed::FixedPointParams, y: i64, extra: u32) -> i64 {
+    let t = p.frac_bits + extra;
+    let s = 64 - (p.relu_bits + extra);
+    let z = (y.wrapping_add(1 << (t - 1)) << s) >> s;
+    ((z >> t) - 1).max(0)
 }
 
 /// Normalized random inputs for a model's input shape.
@@ -223,8 +254,21 @@ pub fn inputs(model: &models::Model, n: usize, seed: u64) -> Vec<Vec<f32>> {
 
 /// Runs `n` inferences for each mask fraction and checks every layer and the traffic.
 pub fn check_network(method: Method, name: &str, fractions: &[f64], n: usize) {
+    check_network_with(method, name, fractions, n, |_| {});
+}
+
+/// [`check_network`] on models changed by `edit` before their batch norms are
+/// calibrated (e.g. [`models::testing::make_quadratic`]).
+pub fn check_network_with(
+    method: Method,
+    name: &str,
+    fractions: &[f64],
+    n: usize,
+    edit: impl Fn(&mut Model),
+) {
     for (k, &keep) in fractions.iter().enumerate() {
         let mut model = model(name, keep, 11 + k as u64);
+        edit(&mut model);
         let xs = inputs(&model, n, 3 + k as u64);
         // Batch norms calibrated on the inputs keep activations in a realistic range.
         calibrate_batchnorm(&mut model, &xs).unwrap();
@@ -264,7 +308,7 @@ pub fn check_network(method: Method, name: &str, fractions: &[f64], n: usize) {
             let layers = plan
                 .layers
                 .iter()
-                .filter(|l| l.kept_count + l.trunc_count > 0)
+                .filter(|l| l.kept_count + l.trunc_count + l.quadratic.map_or(0, |q| q.count) > 0)
                 .count() as u64;
             assert_eq!(
                 run.server_online.rounds,

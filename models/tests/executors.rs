@@ -360,7 +360,7 @@ fn quadratic_sites_match_their_polynomial_and_f32() {
                 else {
                     continue;
                 };
-                let Activation::Keep { output: z } = p.layers[i + 1].activation else {
+                let Activation::Keep { output: z, .. } = p.layers[i + 1].activation else {
                     panic!("the polynomial follows its site");
                 };
                 let poly = &m.weights[&models::model::poly_param(site)].data;

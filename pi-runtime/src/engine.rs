@@ -28,9 +28,14 @@
 //! [`crate::preprocess::Method::instance_with_rng`]) makes a whole session reproducible
 //! in tests.
 //!
-//! Online bytes: `8 n_in` (input) `+ kept × (16 m + l / 8)` `+ truncated × (1/8 + 2 ⌈f/8⌉)`
-//! `+ 8 classes`; one round trip per layer with kept or truncated positions (every layer
-//! but the logits), plus the input and logits round.
+//! A layer kept as it is (`Activation::Keep`: a quadratic site's polynomial, or a layer
+//! without ReLUs whose truncation its readers do) is local: the server stores its `a`, the
+//! client its `c` as the mask. At a quadratic site the linearized positions go through
+//! [`protocols::square`] instead of the plain truncation, in the same round.
+//!
+//! Online bytes and rounds: [`Plan::online_bytes`], [`Plan::online_rounds`] (one round trip
+//! per layer with kept, truncated or squared positions, plus the input and logits round);
+//! `docs/runtime.md` has the formulas.
 
 use std::time::Instant;
 

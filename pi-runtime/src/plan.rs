@@ -42,8 +42,9 @@ pub struct PlanLayer {
     /// A quadratic site's layer: its linearized positions go through the exact
     /// truncation with a square ([`protocols::square`]) instead of the plain one.
     pub quadratic: Option<PlanQuad>,
-    /// A polynomial layer (`Activation::Keep`): its output is stored as it is, without
-    /// rescaling and without an online round.
+    /// A layer kept as it is (`Activation::Keep`: a quadratic site's polynomial, or a
+    /// layer without ReLUs whose truncation its readers do): no rescaling, no online
+    /// round.
     pub keep: bool,
 }
 
@@ -93,7 +94,7 @@ impl Plan {
                     site,
                     quadratic,
                 } => (Some(*output), site.clone(), *quadratic, false),
-                Activation::Keep { output } => (Some(*output), None, None, true),
+                Activation::Keep { output, site } => (Some(*output), site.clone(), None, true),
             };
             let f = fixed.frac_bits;
             let extra = prog.layer_extra_bits(i);

@@ -40,7 +40,7 @@ fn wrn22_8_none_and_random_masks() {
 #[test]
 fn online_bytes_per_kept_and_linearized_relu() {
     let mut bytes = Vec::new();
-    for keep in [0.0, 0.05] {
+    for keep in [0.0, 0.02, 0.05] {
         let mut model = common::model("resnet20", keep, 21);
         let xs = inputs(&model, 1, 9);
         calibrate_batchnorm(&mut model, &xs).unwrap();
@@ -50,27 +50,45 @@ fn online_bytes_per_kept_and_linearized_relu() {
             .unwrap();
         let kept = model.public.relu_kept() as u64;
         let total = run.client_online.bytes_sent + run.client_online.bytes_received;
-        bytes.push((kept, total));
+        let plan = pi_runtime::engine::Plan::new(&prog).unwrap();
         if keep == 0.0 {
-            // Input out, logits back, and per truncated position one request bit down and
-            // two 14-bit answers (2 bytes each) up, the bits packed per layer.
-            let plan = pi_runtime::engine::Plan::new(&prog).unwrap();
+            // Every site is empty: a layer whose inputs are at 2^f keeps its output at
+            // 2^(2f) without a round (its readers truncate it by 2f, answering with two
+            // 28-bit messages of 4 bytes), so only every other layer has a round. Input
+            // out, logits back, and per truncated position one request bit down and two
+            // answers of ⌈shift/8⌉ bytes up, the bits packed per layer.
             let n_in: u64 = model.public.graph.input.iter().product::<usize>() as u64;
             let trunc: u64 = plan
                 .layers
                 .iter()
-                .map(|l| 4 * l.trunc_count as u64 + (l.trunc_count as u64).div_ceil(8))
+                .map(|l| {
+                    let n = l.trunc_count as u64;
+                    2 * u64::from(l.shift.div_ceil(8)) * n + n.div_ceil(8)
+                })
                 .sum();
             assert_eq!(kept, 0);
+            let kept_positions: usize = plan.layers.iter().filter(|l| l.keep).map(|l| l.len).sum();
+            assert!(kept_positions > 0, "some layer defers its truncation");
             assert_eq!(
-                plan.trunc_total() as u64,
+                (plan.trunc_total() + kept_positions) as u64,
                 model.public.relu_total() as u64 + shortcut_positions(&plan)
             );
             assert_eq!(total, 8 * n_in + 8 * 10 + trunc);
+            let with_round = plan.layers.iter().filter(|l| l.trunc_count > 0).count();
+            assert_eq!(run.server_online.rounds, 1 + with_round as u64);
+            assert!(with_round < plan.layers.len() - 1, "no round was saved");
+            eprintln!(
+                "resnet20, every ReLU linearized: {} of {} layers need a round",
+                with_round,
+                plan.layers.len() - 1
+            );
+        } else {
+            assert!(plan.layers.iter().all(|l| !l.keep), "no site is empty");
+            bytes.push((kept, total));
         }
     }
     let ((k0, b0), (k1, b1)) = (bytes[0], bytes[1]);
-    assert!(k1 > 1000);
+    assert!(k0 > 1000 && k1 > k0 + 1000);
     // Per kept ReLU: m - k = 36 - 14 = 22 labels of 16 bytes down, 61 colour bits up
     // (packed per layer), less the 4 bytes and 1 bit of the truncation it no longer needs.
     let p = models::fixed::FixedPointParams::default();

@@ -22,11 +22,12 @@
 //!
 //! **Offline.**
 //! 1. One random OT per position, client = [`OtSender`], server = [`OtReceiver`] (the
-//!    direction of [`crate::trunc`]); keys are the low `t2 + l` bits of the random-OT
-//!    output. The client draws `ρ ∈ [0, 2^t2)` and `ρ3 ∈ Z_L` and fixes
+//!    direction of [`crate::trunc`]); keys are the low `2·t2` bits of the random-OT
+//!    output. The client draws `ρ, ρ3 ∈ [0, 2^t2)` and fixes
 //!    `x_c = tr_c(c, t) + T·(ρ + p−)`, `x~_c = tr_c(c, t2) + T2·(ρ + p−)` (one `ρ` serves
 //!    both shifts: `T·ρ mod L` depends on `ρ mod 2^t` only), and its OT messages
-//!    `X_j = (ρ + j·p mod 2^t2, ρ3 + j·T2·p·x~_c mod L)`, `j = 0, 1`.
+//!    `X_j = (ρ + j·p mod 2^t2, ρ3 + j·p·x~_c mod 2^t2)`, `j = 0, 1` (the cross term
+//!    enters multiplied by `T2 = 2^(l−t2)`, so only its low `t2` bits matter).
 //! 2. An oblivious linear evaluation (Gilboa, "Two party RSA key generation", CRYPTO 1999)
 //!    gives `o_s + o_c = U·x~_c mod L` for a uniform `U` of the server's: `l` random OTs
 //!    per position with the server as [`OtSender`] and the client as [`OtReceiver`]
@@ -41,19 +42,19 @@
 //! **Online.**
 //! 4. Server → client: `d = q ⊕ e` (1 bit, `e` its random-OT choice) and
 //!    `e1 = tr_s(a, t2) − U mod L` (`l` bits).
-//! 5. Client → server: `m_j = X_j ⊕ k_{j⊕d}` for `j = 0, 1` (`t2 + l` bits each) and
-//!    `w = x~_c² + 2·(e1·x~_c + o_c − T2·ρ·x~_c + ρ3) − σ_c mod L` (`l` bits).
-//! 6. The server opens `(x_q, x'_q) = m_q ⊕ k_e = (ρ + q·p mod 2^t2, ρ3 + q·T2·p·x~_c)`
+//! 5. Client → server: `m_j = X_j ⊕ k_{j⊕d}` for `j = 0, 1` (`2·t2` bits each) and
+//!    `w = x~_c² + 2·(e1·x~_c + o_c − T2·ρ·x~_c + T2·ρ3) − σ_c mod L` (`l` bits).
+//! 6. The server opens `(x_q, x'_q) = m_q ⊕ k_e = (ρ + q·p, ρ3 + q·p·x~_c) mod 2^t2`
 //!    and outputs `x_s = tr_s(a, t) − T·x_q`, `x~_s = tr_s(a, t2) − T2·x_q` and
-//!    `S_s = x~_s² + 2·(o_s − x'_q) + w`.
+//!    `S_s = x~_s² + 2·(o_s − T2·x'_q) + w`.
 //!
 //! **Why `S` is exact.** `x~² = x~_s² + 2·x~_s·x~_c + x~_c²` and
 //! `x~_s·x~_c = tr_s(a, t2)·x~_c − T2·x_q·x~_c`. The first term is
 //! `(e1 + U)·x~_c = e1·x~_c + o_s + o_c`. In the second, `T2·2^t2 = L` makes the reduction
-//! of `x_q` mod `2^t2` vanish, so it is `T2·ρ·x~_c + q·T2·p·x~_c = T2·ρ·x~_c + x'_q − ρ3`.
-//! Collecting the server's terms and the client's:
-//! `x~² = x~_s² + 2·(o_s − x'_q) + [x~_c² + 2·(e1·x~_c + o_c − T2·ρ·x~_c + ρ3)]`, and the
-//! client sends the bracket minus `σ_c`.
+//! of `x_q` mod `2^t2` vanish, so it is `T2·ρ·x~_c + q·T2·p·x~_c`, and for the same reason
+//! `q·T2·p·x~_c = T2·(x'_q − ρ3) mod L`. Collecting the server's terms and the client's:
+//! `x~² = x~_s² + 2·(o_s − T2·x'_q) + [x~_c² + 2·(e1·x~_c + o_c − T2·ρ·x~_c + T2·ρ3)]`,
+//! and the client sends the bracket minus `σ_c`.
 //!
 //! **Security** (semi-honest). The client sees `d`, uniform because the OT hides `e`;
 //! `e1`, uniform because `U` is (the OLE shows the client only keys it chose and
@@ -65,7 +66,7 @@
 //! depends on whether a wrap happened, on `Y`, or on the other party's shares.
 //!
 //! **Costs** (per position; [`online_bytes`], [`offline_bytes`]). Online:
-//! `⌈n/8⌉ + n·⌈l/8⌉` bytes down and `n·(2⌈(t2+l)/8⌉ + ⌈l/8⌉)` up (8.125 and 30 bytes at
+//! `⌈n/8⌉ + n·⌈l/8⌉` bytes down and `n·(2⌈2·t2/8⌉ + ⌈l/8⌉)` up (8.125 and 18 bytes at
 //! `l = 61, t2 = 20`), one round trip. Offline: one IKNP random OT down (16 bytes), `l`
 //! IKNP random OTs up (`16 l` bytes) and `l(l+1)/2` bits of corrections down, in one flight
 //! each way per batch of [`OLE_BATCH`] positions.
@@ -123,12 +124,12 @@ impl SquareParams {
         bit_mask(self.l)
     }
 
-    /// Bits of one OT message `(x, x')`: `t2 + l`.
+    /// Bits of one OT message `(x, x')`: `2·t2`.
     const fn msg_bits(self) -> u32 {
-        self.t2 + self.l
+        2 * self.t2
     }
 
-    /// `2^(t2+l) − 1`.
+    /// `2^(2·t2) − 1`.
     const fn msg_mask(self) -> u128 {
         (1u128 << self.msg_bits()) - 1
     }
@@ -140,7 +141,7 @@ const fn width(bits: u32) -> usize {
 }
 
 /// Online bytes of `n` truncations with a square: `(server → client, client → server)` =
-/// `(⌈n/8⌉ + n ⌈l/8⌉, n (2 ⌈(t2+l)/8⌉ + ⌈l/8⌉))`.
+/// `(⌈n/8⌉ + n ⌈l/8⌉, n (2 ⌈2 t2/8⌉ + ⌈l/8⌉))`.
 pub const fn online_bytes(n: usize, p: SquareParams) -> (u64, u64) {
     (
         (n.div_ceil(8) + n * width(p.l)) as u64,
@@ -380,7 +381,7 @@ fn ole_receiver_batched<C: Channel + ?Sized>(
 pub struct SquareServerSecrets {
     p: SquareParams,
     choices: Vec<bool>,
-    /// `k_e`, `t2 + l` bits.
+    /// `k_e`, `2·t2` bits.
     keys: Vec<u128>,
     /// `U` of the OLE.
     us: Vec<u64>,
@@ -423,7 +424,7 @@ pub struct SquareClientSecrets {
     p: SquareParams,
     /// `(X_0 ⊕ k_0, X_1 ⊕ k_1, k_0 ⊕ k_1)` per value.
     msgs: Vec<[u128; 3]>,
-    /// `(x~_c, x~_c² + 2(o_c − T2·ρ·x~_c + ρ3) − σ_c)` per value.
+    /// `(x~_c, x~_c² + 2(o_c − T2·ρ·x~_c + T2·ρ3) − σ_c)` per value.
     lin: Vec<[u64; 2]>,
 }
 
@@ -569,17 +570,17 @@ pub fn square_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Size
         let p_minus = u64::from(u > 3 * quarter);
         let pp = p_plus | p_minus;
         let rho = rng.next_u64() & t2mask;
-        let rho3 = rng.next_u64() & mask;
+        let rho3 = rng.next_u64() & t2mask;
         let xc = truncate_share(Role::Client, c, t, l)
             .wrapping_add((rho + p_minus).wrapping_mul(big_t))
             & mask;
         let xtc = truncate_share(Role::Client, c, t2, l)
             .wrapping_add((rho + p_minus).wrapping_mul(big_t2))
             & mask;
-        let cross = big_t2.wrapping_mul(xtc) & 0u64.wrapping_sub(pp);
+        let cross = xtc & t2mask & 0u64.wrapping_sub(pp);
         let x0 = u128::from(rho) | (u128::from(rho3) << t2);
         let x1 =
-            u128::from((rho + pp) & t2mask) | (u128::from(rho3.wrapping_add(cross) & mask) << t2);
+            u128::from((rho + pp) & t2mask) | (u128::from(rho3.wrapping_add(cross) & t2mask) << t2);
         let (k0, k1) = (k0.0 & p.msg_mask(), k1.0 & p.msg_mask());
         x.push(xc);
         x_tilde.push(xtc);
@@ -593,7 +594,7 @@ pub fn square_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Size
         let sigma = rng.next_u64() & mask;
         let inner = oc
             .wrapping_sub(big_t2.wrapping_mul(rho).wrapping_mul(xtc))
-            .wrapping_add(rho3);
+            .wrapping_add(big_t2.wrapping_mul(rho3));
         let w0 = xtc
             .wrapping_mul(xtc)
             .wrapping_add(inner.wrapping_mul(2))
@@ -720,7 +721,7 @@ pub fn square_online_client<C: Channel + ?Sized>(
 
 /// Online phase, server side, second half: receives the client's answer and returns the
 /// server's shares for the same `shares` as the request. A message wider than its field
-/// (`t2 + l` bits for `m_j`, `l` for `w`) is the peer's error.
+/// (`2·t2` bits for `m_j`, `l` for `w`) is the peer's error.
 pub fn square_online_server_finish<C: Channel + ?Sized>(
     ch: &mut C,
     sec: SquareServerSecrets,
@@ -766,13 +767,13 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
         // m_q ⊕ k_e = X_q, since d = q ⊕ e.
         let m = select(m0, m1, q) ^ k;
         let xq = (m as u64) & t2mask;
-        let xq2 = ((m >> t2) as u64) & mask;
+        let xq2 = ((m >> t2) as u64) & t2mask;
         let xs = truncate_share(Role::Server, a, t, l).wrapping_sub(xq.wrapping_mul(big_t)) & mask;
         let xts =
             truncate_share(Role::Server, a, t2, l).wrapping_sub(xq.wrapping_mul(big_t2)) & mask;
         let ss = xts
             .wrapping_mul(xts)
-            .wrapping_add(os.wrapping_sub(xq2).wrapping_mul(2))
+            .wrapping_add(os.wrapping_sub(big_t2.wrapping_mul(xq2)).wrapping_mul(2))
             .wrapping_add(w as u64)
             & mask;
         out.x.push(xs);
@@ -1024,8 +1025,8 @@ mod tests {
             assert_eq!(out.offline, offline_bytes(n, p), "n={n} l={l}");
         }
         let p = SquareParams::new(61, 14, 20).unwrap();
-        // 1 bit + 8 bytes down, 2 · 11 + 8 bytes up per position.
-        assert_eq!(online_bytes(8, p), (1 + 64, 240));
+        // 1 bit + 8 bytes down, 2 · 5 + 8 bytes up per position.
+        assert_eq!(online_bytes(8, p), (1 + 64, 144));
         // 128 OTs: 2 KiB per IKNP extension of up to 128 OTs.
         assert_eq!(offline_bytes(128, p), (2048 + 128 * 1891 / 8, 61 * 2048));
     }
@@ -1110,13 +1111,14 @@ mod tests {
 
     #[test]
     fn oversized_answer_is_a_peer_error() {
-        let p = SquareParams::new(61, 14, 20).unwrap();
+        // t2 = 21: messages of 42 bits, so their top byte has room for a stray bit.
+        let p = SquareParams::new(61, 14, 21).unwrap();
         let (wl, wm) = (width(p.l), width(p.msg_bits()));
         let a = [1u64, 2];
-        // (byte to spoil, what the error says): bit 81 of m0, bit 81 of m1, bit 61 of w.
+        // (byte to spoil, what the error says): bit 47 of m0, bit 47 of m1, bit 63 of w.
         for (at, says) in [
-            (wm - 1, "more than 81 bits"),
-            (2 * wm - 1, "more than 81 bits"),
+            (wm - 1, "more than 42 bits"),
+            (2 * wm - 1, "more than 42 bits"),
             (2 * wm + wl - 1, "more than 61 bits"),
         ] {
             let (mut s_ch, sec, mut c_ch, csec) = prepared(p);

@@ -72,17 +72,18 @@ impl ErrorState {
         vals: &[Vec<i64>],
     ) -> (Vec<f32>, Vec<f32>) {
         let (dets, vars) = (&self.dets, &self.vars);
-        let p = prog.params;
         let n: usize = layer.out_shape.iter().product();
         let plane = layer.out_shape[1] * layer.out_shape[2];
         let mut det: Vec<f32> = (0..n).map(|j| layer.bias_err[j / plane]).collect();
         let mut sd = vec![0f32; n];
-        let s = (1u64 << p.frac_bits) as f32;
         for t in &layer.terms {
             let src = prog.values[t.input];
-            let w: Vec<f32> = t.weights_i64().iter().map(|&w| w as f32 / s).collect();
+            // Weights at the accumulator's scale over the input's, inputs at theirs.
+            let ws = (1u64 << (layer.scale_bits - prog.value_scales[t.input])) as f32;
+            let xs = (1u64 << prog.value_scales[t.input]) as f32;
+            let w: Vec<f32> = t.weights_i64().iter().map(|&w| w as f32 / ws).collect();
             let w2: Vec<f32> = w.iter().map(|w| w * w).collect();
-            let x: Vec<f32> = vals[t.input].iter().map(|&v| v as f32 / s).collect();
+            let x: Vec<f32> = vals[t.input].iter().map(|&v| v as f32 / xs).collect();
             let prop = t.apply_f32(&w, &dets[t.input], src);
             // The weights' error acts on the exact input: x - its systematic error.
             let exact: Vec<f32> = x.iter().zip(&dets[t.input]).map(|(a, d)| a - d).collect();
@@ -96,20 +97,26 @@ impl ErrorState {
         (det, sd.iter().map(|x| x * x).collect())
     }
 
+    /// Stores the error of value `output`, a layer's output kept as it is (no rounding).
+    pub(super) fn kept(&mut self, output: usize, (d, v): (Vec<f32>, Vec<f32>)) {
+        self.dets[output] = d;
+        self.vars[output] = v;
+    }
+
     /// Stores the error of value `output`, the rescaled output of a layer whose error
-    /// before rescaling is `(d, v)`, whose accumulator (scale 2^(2f)) is `acc` and whose
-    /// ReLU mask (1 = kept) is `mask`.
+    /// before rescaling is `(d, v)`, whose accumulator (scale `2^scale_bits`) is `acc` and
+    /// whose ReLU mask (1 = kept) is `mask`.
     pub(super) fn rescaled(
         &mut self,
         prog: &FixedProgram,
-        output: usize,
+        (output, scale_bits): (usize, u32),
         (mut d, mut v): (Vec<f32>, Vec<f32>),
         acc: &[i64],
         mask: Option<&Vec<u8>>,
     ) {
         let f = prog.params.frac_bits;
         let ulp = 1.0 / (1u64 << f) as f64;
-        let scale2 = (1u64 << (2 * f)) as f64;
+        let scale2 = (1u64 << scale_bits) as f64;
         // Rounding adds a uniform error of variance ulp^2/12. A kept ReLU whose input is
         // below zero by more than its error bound outputs exactly 0 in both arithmetics:
         // no error passes. Nearer to zero the exact input may lie on the other side, so

@@ -167,11 +167,14 @@ impl FixedProgram {
                         error: err.map(ErrorEstimate::of_logits),
                     });
                 }
-                Activation::Keep { output } => {
+                Activation::Keep { output, .. } => {
                     st.max_abs = acc
                         .iter()
                         .map(|&v| (v as f64 / scale).abs())
                         .fold(0.0, f64::max);
+                    if let (Some(e), Some(err)) = (errors.as_mut(), err) {
+                        e.kept(*output, err);
+                    }
                     vals[*output] = acc;
                 }
                 Activation::Rescale {
@@ -209,7 +212,7 @@ impl FixedProgram {
                         }
                     }
                     if let (Some(e), Some(err)) = (errors.as_mut(), err) {
-                        e.rescaled(self, *output, err, &acc, mask);
+                        e.rescaled(self, (*output, layer.scale_bits), err, &acc, mask);
                     }
                     vals[*output] = y;
                     if let (Some(q), Some((lin, sq))) = (quadratic, quad) {

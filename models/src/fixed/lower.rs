@@ -75,8 +75,9 @@ enum Act {
     Rescale(Option<String>),
     /// Rescaled at a quadratic site: also stores the linearized positions' `x` and `x̃²`.
     Quadratic(String),
-    /// Stored as it is (a quadratic site's polynomial), with a bias per position.
-    Keep(Vec<f64>),
+    /// Stored as it is (a quadratic site's polynomial, with a bias per position; or a
+    /// layer without ReLUs to evaluate, whose truncation its readers do, with its site).
+    Keep(Option<Vec<f64>>, Option<String>),
 }
 
 /// The lowering in progress: the values stored and the layers emitted so far.
@@ -144,7 +145,7 @@ impl Lowering<'_> {
         let f = self.params.frac_bits;
         // A polynomial layer accumulates at 2^(2f): its square term's coefficient takes
         // the scale 2^(2f-2h) the square's operand leaves (h <= f).
-        let scale_bits = if matches!(activation, Act::Keep(_)) {
+        let scale_bits = if matches!(activation, Act::Keep(..)) {
             2 * f
         } else {
             f + a
@@ -238,10 +239,10 @@ impl Lowering<'_> {
                     Some(v),
                 )
             }
-            Act::Keep(pb) => {
+            Act::Keep(pb, site) => {
                 let v = self.push_value(a.shape, scale_bits);
-                position_bias = Some(self.quantize(&pb, scale_bits).0);
-                (Activation::Keep { output: v }, Some(v))
+                position_bias = pb.map(|pb| self.quantize(&pb, scale_bits).0);
+                (Activation::Keep { site, output: v }, Some(v))
             }
         };
         self.layers.push(LinearLayer {
@@ -254,6 +255,24 @@ impl Lowering<'_> {
             bias_err,
         });
         out
+    }
+
+    /// A value that must exist (at an identity site `site`, or without a site): rescaled
+    /// to 2^f, unless nothing in it needs the online round (no kept ReLU) and its inputs
+    /// are all at 2^f; then it is kept at 2^(2f) and its readers truncate it
+    /// ([`Activation::Keep`]), which saves the round.
+    fn emit_rescaled(&mut self, a: Affine, site: Option<String>) -> ValueId {
+        let f = self.params.frac_bits;
+        let no_relu = site
+            .as_ref()
+            .is_none_or(|s| self.model.public.masks[s].kept_count() == 0);
+        let narrow_inputs = a.terms.iter().all(|t| self.value_scales[t.input] == f);
+        let act = if no_relu && narrow_inputs && !a.terms.is_empty() {
+            Act::Keep(None, site)
+        } else {
+            Act::Rescale(site)
+        };
+        self.emit(a, act).unwrap_or(0)
     }
 
     /// A quadratic site on the expression `a`: the site's layer (ReLUs at kept
@@ -306,13 +325,14 @@ impl Lowering<'_> {
             has_bias: false,
             shape,
         };
-        self.emit(poly_layer, Act::Keep(pos_bias)).unwrap_or(0)
+        self.emit(poly_layer, Act::Keep(Some(pos_bias), None))
+            .unwrap_or(0)
     }
 
     fn materialize(&mut self, e: Expr) -> ValueId {
         match e {
             Expr::Val(v) => v,
-            Expr::Aff(a) => self.emit(a, Act::Rescale(None)).unwrap_or(0),
+            Expr::Aff(a) => self.emit_rescaled(a, None),
         }
     }
 
@@ -367,7 +387,7 @@ impl Lowering<'_> {
                 if self.model.public.replacement(site) == Replacement::Quadratic {
                     Expr::Val(self.quadratic_site(a, site))
                 } else {
-                    Expr::Val(self.emit(a, Act::Rescale(Some(site.clone()))).unwrap_or(0))
+                    Expr::Val(self.emit_rescaled(a, Some(site.clone())))
                 }
             }
             Op::Add { inputs } => {
@@ -603,7 +623,7 @@ impl FixedProgram {
             // A value several operations read is stored once (the output is emitted below).
             let e = if consumers[i] >= 2 && i != g.output() {
                 match e {
-                    Expr::Aff(a) => Expr::Val(lw.emit(a, Act::Rescale(None)).unwrap_or(0)),
+                    Expr::Aff(a) => Expr::Val(lw.emit_rescaled(a, None)),
                     v => v,
                 }
             } else {

@@ -99,10 +99,16 @@ pub enum Activation {
         /// The linearized positions' values of a quadratic site.
         quadratic: Option<QuadValues>,
     },
-    /// Stored as value `output` without rescaling, at the layer's scale: a quadratic
-    /// site's polynomial `ReLU part + b·x + a·x̃² + c` at scale 2^(2f), whose readers
-    /// accumulate at 2^(3f) (no online round: the layer is local on shares).
+    /// Stored as value `output` without rescaling, at the layer's scale 2^(2f), and
+    /// without an online round (the layer is local on shares); its readers accumulate at
+    /// 2^(3f) and truncate by 2f. Two kinds: a quadratic site's polynomial `ReLU part +
+    /// b·x + a·x̃² + c` (`site` is `None`), and a layer with no ReLU to evaluate (a site
+    /// whose positions are all linearized to the identity, named in `site`, or a stored
+    /// value without a site) whose inputs are all at scale 2^f: its truncation is
+    /// deferred to its readers, which saves its round.
     Keep {
+        /// The site whose mask (all linearized) applies, if any.
+        site: Option<String>,
         /// The value produced.
         output: ValueId,
     },
@@ -284,8 +290,10 @@ pub fn layer_shapes(public: &PublicModel) -> Result<Vec<(Shape, Option<String>)>
             (
                 l.out_shape,
                 match &l.activation {
-                    Activation::Rescale { site, .. } => site.clone(),
-                    Activation::Logits | Activation::Keep { .. } => None,
+                    Activation::Rescale { site, .. } | Activation::Keep { site, .. } => {
+                        site.clone()
+                    }
+                    Activation::Logits => None,
                 },
             )
         })

@@ -173,7 +173,7 @@ pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck
             .collect();
         match &layer.activation {
             Activation::Logits => assert_eq!(run.out.raw, y, "logits"),
-            Activation::Keep { output } => {
+            Activation::Keep { output, .. } => {
                 assert_eq!(run.values[*output], y, "layer {i}: polynomial");
                 c.exact += y.len();
             }

@@ -25,8 +25,11 @@ pub const MAGIC: [u8; 6] = *b"SNLPI\0";
 /// linearized and ReLU-free positions are truncated exactly, with a second set of base
 /// OTs in the other direction and one truncation OT per position in every layer; 5: the
 /// ReLU gadget reads bits `[k, m)` of each share, with `k` and the per-site window `m`
-/// from the model's public part, and garbled batches carry `k` in their header, `RLT2`).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// from the model's public part, and garbled batches carry `k` in their header, `RLT2`;
+/// 6: a layer without a ReLU to evaluate whose inputs are at 2^f is kept without a round
+/// and its readers truncate by 2f, and quadratic sites' linearized positions go through
+/// the exact truncation with a square, so a version 5 peer would follow another plan).
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;
 /// Statistical security parameter (bits).

@@ -102,6 +102,20 @@ impl CostModel {
         fit(&data)
     }
 
+    /// The coefficients as a `models` latency model (undetermined terms as 0), which
+    /// `snl-train linearize --latency-budget` reads.
+    pub fn latency_model(&self) -> models::latency::LatencyModel {
+        let c = |i: usize| self.coef[i].unwrap_or(0.0);
+        models::latency::LatencyModel {
+            schema: models::latency::LATENCY_SCHEMA.into(),
+            per_kept_relu_ms: c(0),
+            per_mac_ms: c(1),
+            per_round_ms: c(2),
+            per_round_rtt: c(3),
+            fitted_rows: self.rows,
+        }
+    }
+
     /// Predicted online latency, ms (unknown terms count as zero).
     pub fn predict(&self, f: &Features) -> f64 {
         f.vector()

@@ -33,6 +33,7 @@ pub mod format;
 pub mod graph;
 pub mod import;
 mod kernels;
+pub mod latency;
 pub mod model;
 pub mod report;
 pub mod ring;

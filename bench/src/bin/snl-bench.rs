@@ -159,6 +159,11 @@ struct CostArgs {
     /// Added round-trip time for --predict, ms.
     #[arg(long, default_value_t = 0.0)]
     rtt_ms: f64,
+    /// Save the fitted coefficients as a latency model (JSON, schema
+    /// `snl-latency-model/1`) for `snl-train linearize --latency-budget`; terms the
+    /// measurements did not determine are saved as 0.
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -295,6 +300,16 @@ fn cmd_cost(a: CostArgs) -> Result<()> {
     let rows = read_all(&a.results)?;
     let m = CostModel::fit(&rows)?;
     print!("{}", m.describe());
+    if let Some(path) = &a.save {
+        let lm = m.latency_model();
+        lm.validate()
+            .map_err(|e| anyhow::anyhow!("the fit cannot be saved as a latency model: {e}"))?;
+        let mut json = serde_json::to_vec_pretty(&lm)?;
+        json.push(b'\n');
+        std::fs::write(path, json)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     println!();
     print!("{}", cost::comparison(&m, &rows));
     if !a.predict.is_empty() {

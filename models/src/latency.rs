@@ -1,0 +1,336 @@
+//! Online latency of private inference predicted from a model's public part: the work the
+//! two-party protocol does online ([`OnlineWork`]: kept ReLUs, linear multiply-accumulates,
+//! rounds, bytes each way) priced by a fitted [`LatencyModel`] on a given [`Link`].
+//!
+//! ```text
+//! online_ms = a × kept ReLUs + b × linear MACs + rounds × (c + d × RTT_ms)
+//!           + 8 × (bytes up + bytes down) / link rate
+//! ```
+//!
+//! `a`..`d` are what `snl-bench model-cost` fits to measured rows (it writes them with
+//! `--save`, schema [`LATENCY_SCHEMA`]); the byte term is the transfer time at the link's
+//! rate, which loopback measurements cannot see. The work comes from the lowering alone
+//! ([`FixedProgram::structure`]), with the byte formulas of `docs/runtime.md` ("Costs");
+//! `pi-runtime`'s tests check them against its plan. [`site_prices`] gives what one kept
+//! ReLU of each site costs and what emptying a site saves, for a training penalty that
+//! prices ReLUs by latency.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+use crate::fixed::{Activation, FixedProgram};
+use crate::model::{Mask, PublicModel};
+
+/// Schema of a saved [`LatencyModel`].
+pub const LATENCY_SCHEMA: &str = "snl-latency-model/1";
+
+/// Coefficients of the latency model, ms per unit (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyModel {
+    /// Always [`LATENCY_SCHEMA`].
+    pub schema: String,
+    /// `a`: ms per kept ReLU (labels, evaluation, colour bits, decoding).
+    pub per_kept_relu_ms: f64,
+    /// `b`: ms per multiply-accumulate of the linear layers.
+    pub per_mac_ms: f64,
+    /// `c`: ms per online round, besides the round-trip time.
+    pub per_round_ms: f64,
+    /// `d`: the fraction of the added round-trip time each round pays.
+    pub per_round_rtt: f64,
+    /// Measured rows the coefficients were fitted to.
+    pub fitted_rows: usize,
+}
+
+/// The network a prediction is for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Link {
+    /// Added round-trip time, ms.
+    pub rtt_ms: f64,
+    /// Rate in Mbit/s (`None`: loopback, where the transfer is part of the fitted terms).
+    pub mbit: Option<f64>,
+}
+
+/// What the protocol does online for one inference of a public model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OnlineWork {
+    /// Kept ReLUs (garbled circuits evaluated).
+    pub kept: usize,
+    /// Multiply-accumulates of the convolutions and dense layers.
+    pub macs: u64,
+    /// Online rounds (input and logits, plus one per layer with kept, truncated or
+    /// squared positions).
+    pub rounds: usize,
+    /// Bytes client to server.
+    pub bytes_up: u64,
+    /// Bytes server to client.
+    pub bytes_down: u64,
+}
+
+/// Bytes of a `bits`-bit field.
+fn width(bits: u32) -> u64 {
+    u64::from(bits.div_ceil(8))
+}
+
+impl OnlineWork {
+    /// The online work of `public` (its lowering's structure; no weights needed).
+    pub fn of(public: &PublicModel) -> Result<Self, ModelError> {
+        let prog = FixedProgram::structure(public)?;
+        let p = prog.params;
+        let l = p.ring_bits;
+        let n_in: u64 = prog.values[0].iter().product::<usize>() as u64;
+        let mut w = OnlineWork {
+            kept: 0,
+            macs: public.graph.macs()?,
+            rounds: 1,
+            bytes_up: 8 * n_in,
+            bytes_down: 0,
+        };
+        for (i, layer) in prog.layers.iter().enumerate() {
+            let len: usize = layer.out_shape.iter().product();
+            let extra = prog.layer_extra_bits(i);
+            let shift = p.frac_bits + extra;
+            let (site, quadratic) = match &layer.activation {
+                Activation::Logits => {
+                    w.bytes_down += 8 * len as u64;
+                    continue;
+                }
+                Activation::Keep { .. } => continue,
+                Activation::Rescale {
+                    site, quadratic, ..
+                } => (site, quadratic.is_some()),
+            };
+            let kept = site
+                .as_ref()
+                .and_then(|s| prog.masks.get(s))
+                .map_or(0, |m| m.iter().filter(|&&k| k != 0).count());
+            let rest = (len - kept) as u64;
+            let lp = prog.layer_params(i);
+            let (m, k) = (
+                lp.relu_bits + extra,
+                if lp.relu_dropped_bits > 0 {
+                    lp.relu_dropped_bits + extra
+                } else {
+                    0
+                },
+            );
+            // Kept ReLUs: labels of the server's m - k bits down, packed colour bits up.
+            w.bytes_down += kept as u64 * 16 * u64::from(m - k);
+            w.bytes_up += (kept as u64 * u64::from(l)).div_ceil(8);
+            if quadratic {
+                // Truncation with a square: a bit and an l-bit value down, two 2·t2-bit
+                // messages and an l-bit value up (docs/protocols.md §5.2).
+                let t2 = shift + p.frac_bits - p.square_frac_bits;
+                w.bytes_down += rest.div_ceil(8) + rest * width(l);
+                w.bytes_up += rest * (2 * width(2 * t2) + width(l));
+            } else {
+                // Exact truncation: a bit down, two shift-bit messages up (§5.1).
+                w.bytes_down += rest.div_ceil(8);
+                w.bytes_up += rest * 2 * width(shift);
+            }
+            w.kept += kept;
+            if len > 0 {
+                w.rounds += 1;
+            }
+        }
+        Ok(w)
+    }
+}
+
+/// A predicted online latency and its parts, ms.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The total.
+    pub online_ms: f64,
+    /// Kept ReLUs' share.
+    pub relus_ms: f64,
+    /// Linear layers' share.
+    pub linear_ms: f64,
+    /// Rounds' share (fixed cost and round-trip time).
+    pub rounds_ms: f64,
+    /// Transfer time at the link's rate (0 without one).
+    pub transfer_ms: f64,
+}
+
+impl LatencyModel {
+    /// Checks the schema and that every coefficient is finite and not negative.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.schema != LATENCY_SCHEMA {
+            return Err(ModelError::InvalidArgument(format!(
+                "latency model schema {:?}, expected {LATENCY_SCHEMA:?}",
+                self.schema
+            )));
+        }
+        for (name, v) in [
+            ("per_kept_relu_ms", self.per_kept_relu_ms),
+            ("per_mac_ms", self.per_mac_ms),
+            ("per_round_ms", self.per_round_ms),
+            ("per_round_rtt", self.per_round_rtt),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ModelError::InvalidArgument(format!(
+                    "latency model coefficient {name} = {v} must be finite and not negative"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and checks a saved model (JSON, at most 64 KiB).
+    pub fn load(path: &std::path::Path) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        if bytes.len() > 64 << 10 {
+            return Err(ModelError::malformed(path, "larger than 64 KiB"));
+        }
+        let m: LatencyModel = serde_json::from_slice(&bytes)
+            .map_err(|e| ModelError::malformed(path, format!("not a latency model: {e}")))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// The predicted online latency of `work` on `link`.
+    pub fn predict(&self, work: &OnlineWork, link: Link) -> Prediction {
+        let relus_ms = self.per_kept_relu_ms * work.kept as f64;
+        let linear_ms = self.per_mac_ms * work.macs as f64;
+        let rounds_ms = work.rounds as f64 * (self.per_round_ms + self.per_round_rtt * link.rtt_ms);
+        let transfer_ms = link.mbit.map_or(0.0, |r| {
+            8.0 * (work.bytes_up + work.bytes_down) as f64 / (r * 1e3)
+        });
+        Prediction {
+            online_ms: relus_ms + linear_ms + rounds_ms + transfer_ms,
+            relus_ms,
+            linear_ms,
+            rounds_ms,
+            transfer_ms,
+        }
+    }
+}
+
+/// What one site's ReLUs cost online, for a latency-priced penalty.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SitePrice {
+    /// ms one kept ReLU of the site adds over the same position linearized: its
+    /// evaluation and the bytes of its labels and colour bits, less the truncation (or
+    /// square) messages it replaces, at the link's rate.
+    pub per_relu_ms: f64,
+    /// ms the inference saves when the site keeps no ReLU and its layer thereby needs no
+    /// round (0 where emptying the site does not remove a round).
+    pub empty_saves_ms: f64,
+}
+
+/// Per site, what a kept ReLU costs and what emptying the site saves, measured as the
+/// difference of predicted latencies: one ReLU more or less at the site (the price per
+/// ReLU is linear in the count within a layer), and the site emptied against one ReLU
+/// kept (the round).
+pub fn site_prices(
+    public: &PublicModel,
+    model: &LatencyModel,
+    link: Link,
+) -> Result<BTreeMap<String, SitePrice>, ModelError> {
+    let mut out = BTreeMap::new();
+    for s in public.graph.sites()? {
+        let mut one = public.clone();
+        let mut mask = Mask::none_kept(s.shape);
+        mask.kept[0] = 1;
+        one.masks.insert(s.name.clone(), mask.clone());
+        let mut two = one.clone();
+        if mask.kept.len() > 1 {
+            mask.kept[1] = 1;
+        }
+        two.masks.insert(s.name.clone(), mask);
+        let mut none = public.clone();
+        none.masks.insert(s.name.clone(), Mask::none_kept(s.shape));
+        let ms = |p: &PublicModel| -> Result<f64, ModelError> {
+            Ok(model.predict(&OnlineWork::of(p)?, link).online_ms)
+        };
+        let (m0, m1, m2) = (ms(&none)?, ms(&one)?, ms(&two)?);
+        // Emptying saves the round, minus the one ReLU's own price.
+        out.insert(
+            s.name,
+            SitePrice {
+                per_relu_ms: m2 - m1,
+                empty_saves_ms: (m1 - m0 - (m2 - m1)).max(0.0),
+            },
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::testing::random_model;
+
+    fn model() -> LatencyModel {
+        LatencyModel {
+            schema: LATENCY_SCHEMA.into(),
+            per_kept_relu_ms: 0.003,
+            per_mac_ms: 1e-8,
+            per_round_ms: 0.2,
+            per_round_rtt: 1.0,
+            fitted_rows: 4,
+        }
+    }
+
+    #[test]
+    fn prediction_adds_its_parts() {
+        let m = random_model("lenet5", 0.2, 1).unwrap();
+        let w = OnlineWork::of(&m.public).unwrap();
+        assert_eq!(w.kept, m.public.relu_kept());
+        let p = model().predict(
+            &w,
+            Link {
+                rtt_ms: 10.0,
+                mbit: Some(100.0),
+            },
+        );
+        let bytes = (w.bytes_up + w.bytes_down) as f64;
+        assert!((p.transfer_ms - bytes * 8.0 / 1e5).abs() < 1e-9);
+        assert!((p.rounds_ms - w.rounds as f64 * 10.2).abs() < 1e-9);
+        let sum = p.relus_ms + p.linear_ms + p.rounds_ms + p.transfer_ms;
+        assert!((p.online_ms - sum).abs() < 1e-9);
+    }
+
+    /// A kept ReLU's price includes its labels at the link's rate; emptying ResNet-20's
+    /// stem site removes its round (the stem reads only the input), while emptying
+    /// LeNet-5's first site only moves its round to the pooled value after it (which then
+    /// has to truncate what the site kept at 2^(2f)).
+    #[test]
+    fn site_prices_see_rounds_and_bytes() {
+        let link = Link {
+            rtt_ms: 10.0,
+            mbit: Some(1000.0),
+        };
+        let r = random_model("resnet20", 0.2, 1).unwrap();
+        let stem = r.public.graph.sites().unwrap()[0].name.clone();
+        let prices = site_prices(&r.public, &model(), link).unwrap();
+        assert_eq!(prices.len(), r.public.masks.len());
+        // The round (10.2 ms), less the wider truncation answers of the layers that now
+        // read a value at 2^(2f) (4 bytes instead of 2 per position).
+        let saves = prices[&stem].empty_saves_ms;
+        assert!((9.0..10.2).contains(&saves), "{:?}", prices[&stem]);
+        let m = random_model("lenet5", 0.2, 1).unwrap();
+        let prices = site_prices(&m.public, &model(), link).unwrap();
+        let first = &prices[m.public.graph.sites().unwrap()[0].name.as_str()];
+        assert!(first.empty_saves_ms < 1.0, "{first:?}");
+        // 22 labels of 16 bytes and 61 colour bits, less a 4-byte truncation and its bit.
+        let bytes = 16.0 * 22.0 + 61.0 / 8.0 - 4.0 - 1.0 / 8.0;
+        let want = 0.003 + bytes * 8.0 / 1e6;
+        assert!(
+            (first.per_relu_ms - want).abs() < 2e-5,
+            "{first:?} vs {want}"
+        );
+        let bad = LatencyModel {
+            per_round_ms: f64::NAN,
+            ..model()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

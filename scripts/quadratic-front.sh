@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Issue 15's fronts: ResNet-20 / CIFAR-10 (JPEG copy) at 5% and 10% of its ReLUs, the same
+# masks (one SNL search) fine-tuned with the identity (SNL) and with the quadratic
+# replacement, compared at equal kept ReLUs in fixed point (all 10,000 test images) and
+# by private inference (accuracy, online latency and bytes). Both series are measured by
+# this build in one run, interleaved per budget, so the latencies compare.
+#
+#   bash scripts/quadratic-front.sh [IDENTITY_RUN] [QUADRATIC_RUN] [OUT_DIR]
+#
+# IDENTITY_RUN and QUADRATIC_RUN are `snl-train linearize` output directories holding
+# budget-9420 and budget-18841 (default runs/r20-snl and runs/r20-quad; the quadratic one
+# from `snl-train linearize ... --replacement quadratic` on a copy of the identity run's
+# search/ directory). DATA (default ../shared/data/cifar10-q75), LIMIT (private
+# inferences per model, default 200) and HE_LIMIT (inferences with HE preprocessing for
+# the offline costs, default 10) may be set in the environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ID=${1:-runs/r20-snl}
+QD=${2:-runs/r20-quad}
+OUT=${3:-runs/results/r20-quadratic}
+DATA=${DATA:-../shared/data/cifar10-q75}
+LIMIT=${LIMIT:-200}
+HE_LIMIT=${HE_LIMIT:-10}
+BUDGETS=${BUDGETS:-"9420 18841"}
+cargo build --release --quiet -p models -p bench
+B=target/release
+mkdir -p "$OUT"
+( while true; do echo "$(date +%T) $(cat /proc/loadavg)"; sleep 30; done ) >"$OUT/load.log" &
+LP=$!
+trap 'kill $LP' EXIT
+date
+for b in $BUDGETS; do
+    for kind in identity quadratic; do
+        src=$ID
+        [ "$kind" = quadratic ] && src=$QD
+        m="$OUT/$kind-$b"
+        # Per-site windows from 1,000 training images (margin 2), then the fixed-point
+        # accuracy on the whole test set and its window overflows.
+        [ -f "$m/model.json" ] || $B/snl-model windows "$src/budget-$b" --data "$DATA" \
+            --out "$m" --json >"$m.windows.json"
+        $B/snl-model eval "$m" --data "$DATA" --executor fixed --json >"$m.eval.json"
+        $B/snl-model eval "$m" --data "$DATA" --executor f32 --json >"$m.eval-f32.json"
+        $B/snl-bench sweep --models "$m" --data "$DATA" --limit "$LIMIT" --insecure-dealer \
+            --series "$kind" --out "$OUT/front.csv"
+        $B/snl-bench sweep --models "$m" --data "$DATA" --limit "$HE_LIMIT" --full-limit 1 \
+            --series "$kind" --out "$OUT/front-he.csv"
+    done
+done
+$B/snl-bench plot "$OUT/front.csv" --out "$OUT/front.svg" || true
+date

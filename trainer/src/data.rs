@@ -51,8 +51,20 @@ impl TensorSet {
 
     /// Batches in order, without augmentation (evaluation).
     pub fn ordered(&self, batch: usize, device: Device) -> Vec<(Tensor, Tensor)> {
+        self.first_batches(batch, usize::MAX, device)
+    }
+
+    /// The first `count` batches of [`TensorSet::ordered`], without materializing the
+    /// others.
+    pub fn first_batches(
+        &self,
+        batch: usize,
+        count: usize,
+        device: Device,
+    ) -> Vec<(Tensor, Tensor)> {
         (0..self.n)
             .step_by(batch.max(1))
+            .take(count)
             .map(|s| {
                 let len = batch.min(self.n - s) as i64;
                 let x = self.normalize(&self.images.narrow(0, s as i64, len));

@@ -19,6 +19,7 @@ mod error;
 mod libtorch;
 pub mod net;
 pub mod optim;
+pub mod poly;
 pub mod schedule;
 pub mod snl;
 mod weights;

@@ -4,15 +4,19 @@
 //! (`layer2.0.conv1.weight`, `bn1.running_var`), so export and import are name-for-name
 //! copies. ReLU sites compute, per [`SiteMode`], a plain ReLU, SNL's trainable mix
 //! `alpha * relu(x) + (1 - alpha) * x` with one alpha per C x H x W position (or per
-//! channel), or a fixed 0/1 mask.
+//! channel), or a fixed 0/1 mask. In mask mode a site with quadratic coefficients
+//! ([`Net::add_poly`], the var `<site>.poly`, shape [3, C], rows a, b, c) computes
+//! `a x^2 + b x + c` at its dropped positions instead of `x`, as `models`' executors do.
 
 use std::collections::BTreeMap;
 
 use models::graph::{Graph, Op, Shape};
+use models::model::poly_param;
 use tch::nn::{self, Init, Module, ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::TrainError;
+use crate::poly::{Moments, channel_moments, range_penalty};
 
 /// How ReLU sites compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +45,19 @@ enum Layer {
     Linear(nn::Linear),
 }
 
+/// A callback with each ReLU site's name and input.
+type Observer<'a> = &'a mut dyn FnMut(&str, &Tensor);
+
+/// Optional extras of one forward pass.
+struct Hooks<'a> {
+    /// Called with each ReLU site's name and input.
+    observe: Option<Observer<'a>>,
+    /// Dropped positions compute the identity even at sites with coefficients.
+    identity: bool,
+    /// Accumulates (sum, count) of the squares' range penalty.
+    penalty: Option<&'a mut Option<(Tensor, Tensor)>>,
+}
+
 /// The network on libtorch.
 pub struct Net {
     graph: Graph,
@@ -50,6 +67,10 @@ pub struct Net {
     alphas: BTreeMap<String, Tensor>,
     /// Fixed masks by site name (float 0/1, shape [1, C, H, W]).
     masks: BTreeMap<String, Tensor>,
+    /// The same masks as booleans (true = kept).
+    kept: BTreeMap<String, Tensor>,
+    /// Trainable quadratic coefficients by site name, shape [3, C] (rows a, b, c).
+    poly: BTreeMap<String, Tensor>,
     /// How sites compute.
     pub mode: SiteMode,
 }
@@ -156,6 +177,8 @@ impl Net {
             layers,
             alphas: alpha_map,
             masks: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            poly: BTreeMap::new(),
             mode: if alphas.is_some() {
                 SiteMode::Alpha
             } else {
@@ -199,11 +222,168 @@ impl Net {
                 .to_kind(Kind::Float)
                 .reshape([1, c as i64, h as i64, w as i64])
                 .to_device(device);
+            self.kept.insert(s.name.clone(), t.gt(0.5));
             out.insert(s.name, t);
         }
         self.masks = out;
         self.mode = SiteMode::Mask;
         Ok(())
+    }
+
+    /// Creates trainable quadratic coefficients `<site>.poly` ([3, C], initialised to the
+    /// identity a = 0, b = 1, c = 0) for each of `sites`, so that in mask mode their
+    /// dropped positions compute `a x^2 + b x + c`. Create them before the optimizer, so
+    /// that it trains them with the weights.
+    pub fn add_poly(&mut self, vs: &VarStore, sites: &[String]) -> Result<(), TrainError> {
+        let all = self.graph.sites()?;
+        for site in sites {
+            let s = all
+                .iter()
+                .find(|s| &s.name == site)
+                .ok_or_else(|| TrainError::Invalid(format!("{site} is not a ReLU site")))?;
+            let c = s.shape[0] as i64;
+            let init = Tensor::stack(
+                &[
+                    Tensor::zeros([c], (Kind::Float, Device::Cpu)),
+                    Tensor::ones([c], (Kind::Float, Device::Cpu)),
+                    Tensor::zeros([c], (Kind::Float, Device::Cpu)),
+                ],
+                0,
+            )
+            .to_device(vs.device());
+            let v = path(&vs.root(), site).var_copy("poly", &init);
+            debug_assert!(vs.variables().contains_key(&poly_param(site)));
+            self.poly.insert(site.clone(), v);
+        }
+        Ok(())
+    }
+
+    /// The quadratic coefficients by site name ([3, C]: rows a, b, c).
+    pub fn poly(&self) -> &BTreeMap<String, Tensor> {
+        &self.poly
+    }
+
+    /// Sets site `site`'s coefficients, one `[a, b, c]` per channel.
+    pub fn set_poly(&self, site: &str, coeffs: &[[f64; 3]]) -> Result<(), TrainError> {
+        let p = self
+            .poly
+            .get(site)
+            .ok_or_else(|| TrainError::Invalid(format!("site {site} has no coefficients")))?;
+        let c = p.size()[1] as usize;
+        if coeffs.len() != c {
+            return Err(TrainError::Invalid(format!(
+                "{} coefficient triples for the {c} channels of {site}",
+                coeffs.len()
+            )));
+        }
+        let rows: Vec<f32> = (0..3)
+            .flat_map(|k| coeffs.iter().map(move |t| t[k] as f32))
+            .collect();
+        let t = Tensor::from_slice(&rows)
+            .reshape([3, c as i64])
+            .to_device(p.device());
+        tch::no_grad(|| p.shallow_clone().f_copy_(&t))?;
+        Ok(())
+    }
+
+    /// Per-site, per-channel moments of the pre-activations at the dropped positions
+    /// (mask 0) over `batches`, of every site or only of `only`. With `identity`, every
+    /// dropped position computes the identity, even at sites with coefficients;
+    /// otherwise those sites compute their quadratics. Only in mask mode.
+    ///
+    /// Batch norm normalizes with each batch's statistics, as in training: what the
+    /// coefficients meet in the first fine-tuning steps. (Right after binarizing a
+    /// search snapshot the running statistics no longer fit the network: ResNet-20 at
+    /// 10% of its ReLUs tests at about 12% with them.) The running statistics, which
+    /// such a pass updates, are restored afterwards, so the network is left as it was.
+    pub fn dropped_moments(
+        &self,
+        batches: impl IntoIterator<Item = Tensor>,
+        identity: bool,
+        only: Option<&str>,
+    ) -> Result<BTreeMap<String, Vec<Moments>>, TrainError> {
+        if self.mode != SiteMode::Mask {
+            return Err(TrainError::Invalid(
+                "dropped-position statistics need a network with fixed masks".into(),
+            ));
+        }
+        let saved: Vec<(Tensor, Tensor)> = self
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Bn(b) => Some((b.running_mean.copy(), b.running_var.copy())),
+                _ => None,
+            })
+            .collect();
+        let mut out: BTreeMap<String, Vec<Moments>> = BTreeMap::new();
+        tch::no_grad(|| {
+            for x in batches {
+                let mut observe = |site: &str, x: &Tensor| {
+                    if only.is_some_and(|o| o != site) {
+                        return;
+                    }
+                    let d = 1.0 - &self.masks[site];
+                    let m = channel_moments(x, &d);
+                    match out.get_mut(site) {
+                        Some(acc) => acc.iter_mut().zip(&m).for_each(|(a, b)| a.add(b)),
+                        None => {
+                            out.insert(site.to_string(), m);
+                        }
+                    }
+                };
+                let _ = self.forward_inner(
+                    &x,
+                    true,
+                    Hooks {
+                        observe: Some(&mut observe),
+                        identity,
+                        penalty: None,
+                    },
+                );
+            }
+            let bns = self.layers.iter().filter_map(|l| match l {
+                Layer::Bn(b) => Some(b),
+                _ => None,
+            });
+            for (b, (m, v)) in bns.zip(&saved) {
+                b.running_mean.shallow_clone().f_copy_(m)?;
+                b.running_var.shallow_clone().f_copy_(v)?;
+            }
+            Ok::<(), TrainError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Re-estimates the batch norms' running statistics: `batches` through the network
+    /// in training mode, without gradients (each batch moves them by PyTorch's momentum
+    /// 0.1, so after n batches 0.9^n of the old statistics remain).
+    pub fn recalibrate_bn(&self, batches: impl IntoIterator<Item = Tensor>) {
+        tch::no_grad(|| {
+            for x in batches {
+                let _ = self.forward_t(&x, true);
+            }
+        });
+    }
+
+    /// Logits and the range penalty of the squares: the mean over the dropped positions
+    /// of the quadratic sites (all of them, over the batch) of `relu(|x| - R)^2`
+    /// ([`crate::poly::range_penalty`]); `None` without quadratic sites or outside mask
+    /// mode.
+    pub fn forward_with_penalty(&self, xs: &Tensor, train: bool) -> (Tensor, Option<Tensor>) {
+        let mut acc = None;
+        let y = self.forward_inner(
+            xs,
+            train,
+            Hooks {
+                observe: None,
+                identity: false,
+                penalty: Some(&mut acc),
+            },
+        );
+        (
+            y,
+            acc.map(|(sum, count): (Tensor, Tensor)| sum / count.clamp_min(1.0)),
+        )
     }
 
     /// Current binary masks: alphas above `threshold` are kept (expanded to every
@@ -306,7 +486,7 @@ impl Net {
             .reduce(|a, b| a + b)
     }
 
-    fn forward_inner(&self, xs: &Tensor, train: bool) -> Tensor {
+    fn forward_inner(&self, xs: &Tensor, train: bool, mut hooks: Hooks) -> Tensor {
         let n = self.graph.nodes.len();
         let consumers = self.graph.consumers();
         let mut left = consumers.clone();
@@ -337,13 +517,31 @@ impl Net {
                     .reshape([-1, *out_features as i64, 1, 1]),
                 (Op::Relu { site, input }, _) => {
                     let x = get(*input);
-                    match self.mode {
-                        SiteMode::Relu => x.relu(),
-                        SiteMode::Alpha => {
+                    if let Some(f) = hooks.observe.as_mut() {
+                        f(site, &x);
+                    }
+                    match (self.mode, self.poly.get(site)) {
+                        (SiteMode::Relu, _) => x.relu(),
+                        (SiteMode::Alpha, _) => {
                             let a = &self.alphas[site];
                             &x + a * (x.relu() - &x)
                         }
-                        SiteMode::Mask => {
+                        (SiteMode::Mask, Some(p)) if !hooks.identity => {
+                            let c = p.size()[1];
+                            let coef = |k: i64| p.get(k).reshape([1, c, 1, 1]);
+                            let q = (coef(0) * &x + coef(1)) * &x + coef(2);
+                            if let Some(acc) = hooks.penalty.as_mut() {
+                                let d = 1.0 - &self.masks[site];
+                                let sum = (range_penalty(&x) * &d).sum(Kind::Float);
+                                let count = d.sum(Kind::Float) * x.size()[0] as f64;
+                                **acc = Some(match acc.take() {
+                                    Some((s, n)) => (s + sum, n + count),
+                                    None => (sum, count),
+                                });
+                            }
+                            x.relu().where_self(&self.kept[site], &q)
+                        }
+                        (SiteMode::Mask, _) => {
                             let m = &self.masks[site];
                             &x + m * (x.relu() - &x)
                         }
@@ -389,6 +587,7 @@ impl std::fmt::Debug for Net {
         f.debug_struct("Net")
             .field("nodes", &self.graph.nodes.len())
             .field("alphas", &self.alphas.len())
+            .field("poly", &self.poly.len())
             .field("mode", &self.mode)
             .finish()
     }
@@ -396,6 +595,14 @@ impl std::fmt::Debug for Net {
 
 impl ModuleT for Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.forward_inner(xs, train)
+        self.forward_inner(
+            xs,
+            train,
+            Hooks {
+                observe: None,
+                identity: false,
+                penalty: None,
+            },
+        )
     }
 }

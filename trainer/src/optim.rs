@@ -93,6 +93,31 @@ impl Optimizer {
         })
     }
 
+    /// Scales the gradients down so that their global L2 norm is at most `max` (as
+    /// PyTorch's `clip_grad_norm_`, without its epsilon) and returns the norm before
+    /// clipping.
+    pub fn clip_grad_norm(&mut self, max: f64) -> f64 {
+        tch::no_grad(|| {
+            let mut total = 0.0;
+            for (_, p) in &self.params {
+                let g = p.grad();
+                if g.defined() {
+                    total += g.square().sum(tch::Kind::Double).double_value(&[]);
+                }
+            }
+            let norm = total.sqrt();
+            if norm > max {
+                for (_, p) in &mut self.params {
+                    let mut g = p.grad();
+                    if g.defined() {
+                        let _ = g.g_mul_scalar_(max / norm);
+                    }
+                }
+            }
+            norm
+        })
+    }
+
     /// One update with learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;

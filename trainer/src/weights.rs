@@ -9,12 +9,14 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::TrainError;
 
-/// Copies a model's weights into a var store by name. Every parameter of the graph must
-/// exist in both; alphas (not model parameters) are left as they are.
+/// Copies a model's weights into a var store by name. Every parameter of the model must
+/// exist in both: the graph's, and the `<site>.poly` coefficients of its quadratic sites
+/// (create those with [`crate::net::Net::add_poly`] first); alphas (not model
+/// parameters) are left as they are.
 pub fn load_weights(vs: &VarStore, model: &Model) -> Result<(), TrainError> {
     let vars = vs.variables();
     tch::no_grad(|| -> Result<(), TrainError> {
-        for p in model.public.graph.params() {
+        for p in model.public.params() {
             let t = model.weight(&p.name)?;
             let mut dst = vars
                 .get(&p.name)
@@ -32,7 +34,9 @@ pub fn load_weights(vs: &VarStore, model: &Model) -> Result<(), TrainError> {
     })
 }
 
-/// Builds a `models::Model` from a var store's parameters and the given masks.
+/// Builds a `models::Model` from a var store's parameters and the given masks. The
+/// template's replacements say which sites are quadratic; their `<site>.poly`
+/// coefficients are exported with the graph's parameters.
 pub fn export(
     vs: &VarStore,
     template: &PublicModel,
@@ -41,7 +45,7 @@ pub fn export(
 ) -> Result<Model, TrainError> {
     let vars = vs.variables();
     let mut weights = BTreeMap::new();
-    for p in template.graph.params() {
+    for p in template.params() {
         let t = vars.get(&p.name).ok_or_else(|| {
             TrainError::Invalid(format!("the network has no variable {}", p.name))
         })?;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use models::data::{Dataset, DatasetKind, Split};
 use models::exec::F32Executor;
 use models::format;
+use models::model::Replacement;
 use tch::{Device, Tensor};
 use trainer::TrainError;
 use trainer::net::Granularity;
@@ -71,6 +72,9 @@ fn linearize(c: Common, model: &Path, budgets: Vec<Budget>, finetune: usize) -> 
         finetune_epochs: finetune,
         finetune_lr: 1e-3,
         granularity: Granularity::Position,
+        replacement: Replacement::Identity,
+        poly_penalty: 1.0,
+        poly_clip_grad: 5.0,
     }
 }
 
@@ -329,4 +333,173 @@ fn budgets_are_hit_exactly_and_give_distinct_models() {
     // budgets at once, which is what top-k is for.
     let log = std::fs::read_to_string(t.path().join("exact/log.jsonl")).unwrap();
     assert!(log.contains("\"phase\":\"search\""), "{log}");
+}
+
+/// `--replacement quadratic`: every site of the exported model is quadratic, its
+/// coefficients were fitted (not the identity), the model loads, and the `models` f32
+/// executor reproduces libtorch's logits; a fine-tuning killed after its first epoch
+/// resumes (coefficients and their momentum from the checkpoint) to the same model.
+#[test]
+fn quadratic_replacement_exports_what_the_executor_reproduces_and_resumes() {
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let base = pretrained(&data, t.path(), 2000, 1);
+    let budgets = vec![Budget::Relative(0.2)];
+    let mut l = linearize(
+        common(&data, &t.path().join("q"), 2000),
+        &base,
+        budgets.clone(),
+        2,
+    );
+    l.replacement = Replacement::Quadratic;
+    let out = snl::linearize(&l).unwrap();
+    let (m, _) = format::load(&out[0].path).unwrap();
+    assert!(m.public.has_quadratic());
+    for (site, mask) in &m.public.masks {
+        assert_eq!(m.public.replacement(site), Replacement::Quadratic, "{site}");
+        let poly = m.weight(&models::model::poly_param(site)).unwrap();
+        assert_eq!(poly.shape, vec![3, mask.shape[0]]);
+        // Fitted to relu: a > 0 on channels with dropped positions (sites without any
+        // keep the identity).
+        if mask.kept_count() == mask.len() {
+            continue;
+        }
+        assert!(
+            poly.data[..mask.shape[0]].iter().any(|&a| a > 0.01),
+            "{site}: {poly:?}"
+        );
+    }
+    assert_eq!(m.provenance["replacement"], "quadratic");
+    let log = std::fs::read_to_string(t.path().join("q/log.jsonl")).unwrap();
+    assert!(log.contains("\"phase\":\"poly_fit\""), "{log}");
+    assert!(log.contains("\"phase\":\"poly_init\""), "{log}");
+    assert!(out[0].test_accuracy > 0.5, "{}", out[0].test_accuracy);
+
+    let ds = Dataset::load(DatasetKind::FashionMnist, &data, Split::Test, Some(50)).unwrap();
+    let xs: Vec<Vec<f32>> = (0..ds.len())
+        .map(|i| m.public.normalization.apply(ds.image(i)))
+        .collect();
+    let input = Tensor::from_slice(&xs.concat()).reshape([50, 1, 28, 28]);
+    let torch_logits = snl::logits(&m, &input).unwrap();
+    let exec = F32Executor::new(&m).unwrap();
+    let mut worst = 0f64;
+    for (i, x) in xs.iter().enumerate() {
+        let ours = exec.forward(x).unwrap();
+        let theirs = Vec::<f32>::try_from(torch_logits.get(i as i64)).unwrap();
+        let scale = theirs.iter().fold(1f32, |a, v| a.max(v.abs()));
+        for (a, b) in ours.iter().zip(&theirs) {
+            worst = worst.max(f64::from((a - b).abs() / scale));
+        }
+    }
+    assert!(worst <= 1e-4, "max relative logit error {worst}");
+
+    // The same fine-tuning from the same snapshot, killed after one epoch and resumed.
+    let r = t.path().join("r");
+    std::fs::create_dir_all(r.join("search")).unwrap();
+    let snap = format!("snapshot-{}", out[0].budget);
+    let (s, _) = format::load(&t.path().join("q/search").join(&snap)).unwrap();
+    format::save(&s, &r.join("search").join(&snap), true).unwrap();
+    l.common = common(&data, &r, 2000);
+    l.common.stop_after = Some(1);
+    match snl::linearize(&l) {
+        Err(TrainError::Stopped(1)) => {}
+        other => panic!("expected a stop, got {other:?}"),
+    }
+    // An identity run cannot continue it.
+    let mut id = l.clone();
+    id.replacement = Replacement::Identity;
+    let e = snl::linearize(&id).unwrap_err();
+    assert!(e.to_string().contains("quadratic replacement"), "{e}");
+    l.common.stop_after = None;
+    let resumed = snl::linearize(&l).unwrap();
+    let (b, _) = format::load(&resumed[0].path).unwrap();
+    assert_eq!(out[0].test_accuracy, resumed[0].test_accuracy);
+    assert_eq!(m.weights, b.weights);
+    assert_eq!(m.public, b.public);
+}
+
+/// The normal equations of the least-squares fit of relu by a x^2 + b x + c: for x
+/// uniform on [-1, 1] the fit is a = 15/32, b = 1/2, c = 3/32.
+#[test]
+fn quadratic_fit_of_relu_on_a_uniform_distribution() {
+    use trainer::poly::{Moments, channel_moments, fit_relu};
+    let close = |got: [f64; 3], tol: f64| {
+        let want = [15.0 / 32.0, 0.5, 3.0 / 32.0];
+        assert!(
+            got.iter().zip(&want).all(|(g, w)| (g - w).abs() < tol),
+            "{got:?} vs {want:?}"
+        );
+    };
+    // The exact moments of U[-1, 1] (per sample): E x^k = 1/(k+1) for even k, 0 for odd;
+    // E relu(x) x^k = 1/(2(k+2)).
+    let exact = Moments {
+        s: [1.0, 0.0, 1.0 / 3.0, 0.0, 1.0 / 5.0],
+        r: [1.0 / 4.0, 1.0 / 6.0, 1.0 / 8.0],
+        ..Default::default()
+    };
+    close(fit_relu(&exact).unwrap(), 1e-12);
+    // Samples through the tensor accumulator: channel 0 a grid on [-1, 1], channel 1 the
+    // same grid shifted by 3 with half its positions masked out (kept, not dropped).
+    let n = 20_001i64;
+    let grid = Tensor::linspace(-1.0, 1.0, n, (tch::Kind::Float, Device::Cpu));
+    let x = Tensor::stack(&[grid.shallow_clone(), &grid + 3.0], 0).reshape([1, 2, 1, n]);
+    let dropped = Tensor::ones([1, 2, 1, n], (tch::Kind::Float, Device::Cpu));
+    let _ = dropped.narrow(1, 1, 1).narrow(3, 0, n / 2).fill_(0.0);
+    let m = channel_moments(&x, &dropped);
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].s[0], n as f64);
+    assert_eq!(m[1].s[0], (n - n / 2) as f64);
+    close(fit_relu(&m[0]).unwrap(), 1e-3);
+    // All of channel 1's dropped samples are positive: relu is x there, and the fit too.
+    let f = fit_relu(&m[1]).unwrap();
+    assert!(
+        f[0].abs() < 1e-3 && (f[1] - 1.0).abs() < 1e-2 && f[2].abs() < 1e-2,
+        "{f:?}"
+    );
+    // The same moments twice: twice the sums, the same fit.
+    let mut twice = m[0];
+    twice.add(&m[0]);
+    close(fit_relu(&twice).unwrap(), 1e-3);
+    // No samples, or one value repeated: no fit.
+    assert!(fit_relu(&Moments::default()).is_none());
+    assert!(fit_relu(&Moments::of(&[0.5; 100])).is_none());
+    assert!(fit_relu(&Moments::of(&[0.5, -0.5])).is_none());
+    // Three distinct values: an exact interpolation.
+    let f = fit_relu(&Moments::of(&[-1.0, 0.0, 2.0])).unwrap();
+    let q = |x: f64| (f[0] * x + f[1]) * x + f[2];
+    assert!((q(-1.0)).abs() < 1e-9 && q(0.0).abs() < 1e-9 && (q(2.0) - 2.0).abs() < 1e-9);
+}
+
+/// `snl-train linearize --replacement` rejects unknown names before touching anything.
+#[test]
+fn bad_replacement_is_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snl-train"))
+        .args([
+            "linearize",
+            "--model",
+            "/nonexistent",
+            "--data",
+            "/nonexistent",
+            "--budget",
+            "10%",
+            "--replacement",
+            "cubic",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--replacement \"cubic\": expected identity or quadratic"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snl-train"))
+        .args(["linearize", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--replacement") && help.contains("--poly-penalty"),
+        "{help}"
+    );
 }

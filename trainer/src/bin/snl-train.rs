@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use models::data::DatasetKind;
 use models::format;
+use models::model::Replacement;
 use trainer::bench::Compare;
 use trainer::net::Granularity;
 use trainer::snl::{self, Budget, Common, Linearize, Pretrain};
@@ -90,6 +91,27 @@ enum Cmd {
         /// One alpha per channel instead of per position.
         #[arg(long)]
         channelwise: bool,
+        /// What the fine-tuned models' dropped positions compute: identity (SNL: x) or
+        /// quadratic (AutoReP-style: a x^2 + b x + c with per-channel coefficients,
+        /// initialised by a least-squares fit of relu at each channel's dropped positions
+        /// on 16 training batches, site after site, then trained with the weights). The
+        /// mask search is the same either way; every site of the snapshot gets the
+        /// replacement.
+        #[arg(long, default_value = "identity")]
+        replacement: String,
+        /// With --replacement quadratic: weight of the range penalty on the squares'
+        /// inputs, the mean over dropped positions of relu(|x| - 8)^2, added to the
+        /// fine-tuning loss (0 turns it off). About 1e-3 while the inputs stay in range;
+        /// it pulls them back when they blow up. With 1e-2 a ResNet-20 fine-tune let
+        /// them grow (mean penalty 88) until the running batch-norm statistics were
+        /// useless: 79% training, 10% test accuracy.
+        #[arg(long, default_value_t = 1.0)]
+        poly_penalty: f64,
+        /// With --replacement quadratic: clip the gradients' global L2 norm to this in
+        /// fine-tuning (0 turns it off). The squares make single batches give gradients
+        /// hundreds of times the usual norm (3-5 on ResNet-20), which diverge unclipped.
+        #[arg(long, default_value_t = 5.0)]
+        poly_clip_grad: f64,
     },
     /// Compare training-step throughput with the same network in Python PyTorch (same
     /// torch wheel, same threads, same batch) and print the ratio. Both processes stay up
@@ -214,7 +236,19 @@ fn run(cli: Cli) -> Result<()> {
             finetune_epochs,
             finetune_lr,
             channelwise,
+            replacement,
+            poly_penalty,
+            poly_clip_grad,
         } => {
+            let replacement = Replacement::parse(&replacement).map_err(|_| {
+                anyhow::anyhow!("--replacement {replacement:?}: expected identity or quadratic")
+            })?;
+            if !(poly_penalty >= 0.0 && poly_penalty.is_finite()) {
+                bail!("--poly-penalty must be a finite number >= 0");
+            }
+            if !(poly_clip_grad >= 0.0 && poly_clip_grad.is_finite()) {
+                bail!("--poly-clip-grad must be a finite number >= 0");
+            }
             let budgets = budget
                 .iter()
                 .map(|b| Budget::parse(b))
@@ -243,6 +277,9 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     Granularity::Position
                 },
+                replacement,
+                poly_penalty,
+                poly_clip_grad,
             };
             let out = snl::linearize(&l)?;
             println!("{:>10} {:>10} {:>10}  model", "budget", "kept", "test acc");

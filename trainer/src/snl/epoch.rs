@@ -61,18 +61,36 @@ pub(super) struct EpochStats {
     pub(super) ce: f64,
     pub(super) kd: f64,
     pub(super) l1: f64,
+    /// The squares' range penalty (unweighted, mean over the epoch's steps; 0 without
+    /// quadratic training or without its penalty).
+    pub(super) penalty: f64,
+    /// Steps whose gradient norm was clipped (quadratic training).
+    pub(super) clipped: usize,
+    /// Largest gradient norm of the epoch before clipping (0 unless clipping).
+    pub(super) max_grad_norm: f64,
     pub(super) train_acc: f64,
     /// The learning rate of the epoch's last step.
     pub(super) last_lr: f64,
 }
 
-/// One training epoch. `teacher` adds distillation; `lambda` adds the alphas' L1 penalty.
+/// What training quadratic replacements adds to an epoch.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct PolyTraining {
+    /// Weight of the squares' range penalty ([`Net::forward_with_penalty`]; 0: off).
+    pub(super) penalty: f64,
+    /// The gradients' global L2 norm is clipped to this (0: off).
+    pub(super) clip_grad: f64,
+}
+
+/// One training epoch. `teacher` adds distillation; `lambda` adds the alphas' L1 penalty;
+/// `poly` the range penalty of the quadratic sites' squares and gradient clipping.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn train_epoch(
     c: &Common,
     net: &Net,
     teacher: Option<&Net>,
     lambda: f64,
+    poly: PolyTraining,
     opt: &mut Optimizer,
     lr_at: &dyn Fn(usize, usize) -> StepSetting,
     set: &TensorSet,
@@ -90,8 +108,18 @@ pub(super) fn train_epoch(
     let per_epoch = batches.len();
     let mut scaler = LossScaler::default();
     let pb = bar(c, per_epoch, format!("{label} epoch {}", epoch + 1));
-    let (mut sl, mut sce, mut skd, mut sl1, mut correct, mut n) =
-        (0.0, 0.0, 0.0, 0.0, 0i64, 0usize);
+    let (mut sl, mut sce, mut skd, mut sl1, mut spen, mut correct, mut n) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0i64, 0usize);
+    let (mut clipped, mut max_norm) = (0usize, 0f64);
+    let mut clip = |opt: &mut Optimizer| {
+        if poly.clip_grad > 0.0 {
+            let norm = opt.clip_grad_norm(poly.clip_grad);
+            max_norm = max_norm.max(norm);
+            if norm > poly.clip_grad {
+                clipped += 1;
+            }
+        }
+    };
     let mut last_lr = 0.0;
     let amp = c.amp && c.device.is_cuda();
     for (i, (x, y)) in batches.into_iter().enumerate() {
@@ -100,20 +128,31 @@ pub(super) fn train_epoch(
             opt.set_momentum(m);
         }
         last_lr = set_i.lr;
-        let (out, ce, kd) = tch::autocast(amp, || {
-            let out = net.forward_t(&x, true);
+        let (out, ce, kd, pen) = tch::autocast(amp, || {
+            let (out, pen) = if poly.penalty > 0.0 {
+                net.forward_with_penalty(&x, true)
+            } else {
+                (net.forward_t(&x, true), None)
+            };
             let ce = out.cross_entropy_for_logits(&y);
             let kd = teacher.map(|t| {
                 let tl = tch::no_grad(|| t.forward_t(&x, false));
                 kd_loss(&out, &tl, 4.0)
             });
-            (out, ce, kd)
+            (out, ce, kd, pen)
         });
-        let mut loss = ce.shallow_clone();
+        // A new tensor: `+=` below is in place, and on a shallow clone it would also
+        // add the other terms to `ce` (whose logged mean then was the whole loss).
+        let mut loss = &ce * 1.0;
         let mut kdv = 0.0;
         if let Some(kd) = kd {
             kdv = kd.double_value(&[]);
             loss += kd;
+        }
+        let mut penv = 0.0;
+        if let Some(p) = pen {
+            penv = p.double_value(&[]);
+            loss += p * poly.penalty;
         }
         let mut l1v = 0.0;
         if lambda > 0.0
@@ -127,11 +166,13 @@ pub(super) fn train_epoch(
             (&loss * scaler.scale).backward();
             let finite = opt.unscale(scaler.scale);
             if finite {
+                clip(opt);
                 opt.step(set_i.lr);
             }
             scaler.update(finite);
         } else {
             loss.backward();
+            clip(opt);
             opt.step(set_i.lr);
         }
         after_step()?;
@@ -140,6 +181,7 @@ pub(super) fn train_epoch(
         sce += ce.double_value(&[]) * bs as f64;
         skd += kdv * bs as f64;
         sl1 = l1v;
+        spen += penv * bs as f64;
         correct += out
             .argmax(-1, false)
             .eq_tensor(&y)
@@ -155,6 +197,9 @@ pub(super) fn train_epoch(
         ce: sce / n,
         kd: skd / n,
         l1: sl1,
+        penalty: spen / n,
+        clipped,
+        max_grad_norm: max_norm,
         train_acc: correct as f64 / n,
         last_lr,
     })

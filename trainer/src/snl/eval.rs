@@ -3,6 +3,7 @@
 
 use models::Model;
 use models::data::{Dataset, Split};
+use models::model::{PublicModel, Replacement};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -25,11 +26,22 @@ pub fn accuracy(net: &Net, set: &TensorSet, batch: usize, device: Device) -> f64
     })
 }
 
-/// A stored model as a frozen network with its masks applied (the distillation teacher,
-/// and the evaluator of stored models).
+/// The sites of `public` whose dropped positions compute a quadratic.
+pub(super) fn quadratic_sites(public: &PublicModel) -> Vec<String> {
+    public
+        .replacements
+        .iter()
+        .filter(|&(_, &r)| r == Replacement::Quadratic)
+        .map(|(s, _)| s.clone())
+        .collect()
+}
+
+/// A stored model as a frozen network with its masks applied and, at quadratic sites,
+/// its coefficients (the distillation teacher, and the evaluator of stored models).
 pub(super) fn teacher_net(model: &Model, device: Device) -> Result<(VarStore, Net), TrainError> {
     let mut vs = VarStore::new(device);
     let mut net = Net::new(&vs, &model.public.graph, None)?;
+    net.add_poly(&vs, &quadratic_sites(&model.public))?;
     load_weights(&vs, model)?;
     let masks = model
         .public

@@ -28,6 +28,23 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
             c.dataset.shape()
         )));
     }
+    if base.public.has_quadratic() {
+        return Err(TrainError::Invalid(format!(
+            "{} has quadratic replacements; the mask search starts from a model whose \
+             dropped positions are the identity",
+            l.model.display()
+        )));
+    }
+    for (what, v) in [
+        ("penalty", l.poly_penalty),
+        ("gradient clip", l.poly_clip_grad),
+    ] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(TrainError::Invalid(format!(
+                "the poly {what} must be finite and non-negative, not {v}"
+            )));
+        }
+    }
     if l.budgets.is_empty() {
         return Err(TrainError::Invalid("give at least one --budget".into()));
     }
@@ -46,7 +63,7 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
     let log = RunLog::new(&c.out)?;
     let (teacher_vs, teacher) = teacher_net(&base, c.device)?;
     let teacher_acc = accuracy(&teacher, &test, c.batch, c.device);
-    log.write(json!({"phase": "start", "model": l.model.display().to_string(), "relu_total": total, "teacher_test_acc": teacher_acc, "budgets": budgets}))?;
+    log.write(json!({"phase": "start", "model": l.model.display().to_string(), "relu_total": total, "teacher_test_acc": teacher_acc, "budgets": budgets, "replacement": l.replacement.name()}))?;
 
     let mut run = Linearization {
         l,

@@ -16,7 +16,7 @@ use crate::net::Net;
 use crate::optim::sgd;
 use crate::weights::export;
 
-use super::epoch::{load_sets, train_epoch};
+use super::epoch::{PolyTraining, load_sets, train_epoch};
 use super::eval::accuracy;
 use super::run::{RunLog, StopAfter, load_checkpoint, save_checkpoint};
 use super::settings::{Pretrain, hyper};
@@ -67,6 +67,7 @@ pub fn pretrain(p: &Pretrain) -> Result<PathBuf, TrainError> {
             &net,
             None,
             0.0,
+            PolyTraining::default(),
             &mut opt,
             &lr_at,
             &train,

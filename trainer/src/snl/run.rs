@@ -89,6 +89,10 @@ pub(super) struct PhaseState {
     /// written before it existed, which count from 0).
     #[serde(default)]
     pub(super) seconds: f64,
+    /// The replacement of the dropped positions (fine-tuning; absent in checkpoints of
+    /// other phases and in those written before replacements existed: the identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) replacement: Option<String>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {

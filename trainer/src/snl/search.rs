@@ -17,7 +17,7 @@ use crate::optim::{self, Optimizer, named_params};
 use crate::schedule::StepSetting;
 use crate::weights::{export, load_weights};
 
-use super::epoch::train_epoch;
+use super::epoch::{PolyTraining, train_epoch};
 use super::eval::accuracy;
 use super::run::{Linearization, PhaseState, load_checkpoint, save_checkpoint, snapshot_dir};
 
@@ -117,6 +117,7 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
             &net,
             Some(teacher),
             st.lambda,
+            PolyTraining::default(),
             &mut opt,
             &|_, _| StepSetting {
                 lr: l.search_lr,

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use models::data::DatasetKind;
+use models::model::Replacement;
 use serde_json::json;
 use tch::Device;
 
@@ -137,6 +138,15 @@ pub struct Linearize {
     pub finetune_lr: f64,
     /// Alpha granularity.
     pub granularity: Granularity,
+    /// What the fine-tuned models' dropped positions compute: the identity (SNL) or a
+    /// per-channel quadratic `a x^2 + b x + c` (AutoReP-style), initialised by a
+    /// least-squares fit of relu and trained with the weights. The search is the same.
+    pub replacement: Replacement,
+    /// Weight of the squares' range penalty in the quadratic fine-tuning loss: the mean
+    /// over dropped positions of `relu(|x| - 8)^2` ([`crate::poly::range_penalty`]).
+    pub poly_penalty: f64,
+    /// Quadratic fine-tuning clips the gradients' global L2 norm to this (0: off).
+    pub poly_clip_grad: f64,
 }
 
 /// The shared settings as recorded in a model's provenance.

@@ -210,21 +210,22 @@ impl BitWriter {
         }
     }
 
-    /// Appends the low `w` bits of `v` (`v < 2^w`, `w <= 64`).
+    /// Appends the low `w` bits of `v` (`v < 2^w`, `w <= 64`). Fewer than 64 bits wait in
+    /// the accumulator; whole words go out little-endian.
     fn push(&mut self, v: u64, w: u32) {
         self.acc |= u128::from(v) << self.bits;
         self.bits += w;
-        while self.bits >= 8 {
-            self.out.push(self.acc as u8);
-            self.acc >>= 8;
-            self.bits -= 8;
+        if self.bits >= 64 {
+            self.out.extend_from_slice(&(self.acc as u64).to_le_bytes());
+            self.acc >>= 64;
+            self.bits -= 64;
         }
     }
 
     fn finish(mut self) -> Vec<u8> {
-        if self.bits > 0 {
-            self.out.push(self.acc as u8);
-        }
+        let rest = self.bits.div_ceil(8) as usize;
+        self.out
+            .extend_from_slice(&(self.acc as u64).to_le_bytes()[..rest]);
         self.out
     }
 }

@@ -58,6 +58,10 @@ struct Hooks<'a> {
     penalty: Option<&'a mut Option<(Tensor, Tensor)>>,
 }
 
+/// Saved batch-norm running statistics ([`Net::bn_stats`]).
+#[derive(Debug)]
+pub struct BnStats(Vec<(Tensor, Tensor)>);
+
 /// The network on libtorch.
 pub struct Net {
     graph: Graph,
@@ -307,14 +311,7 @@ impl Net {
                 "dropped-position statistics need a network with fixed masks".into(),
             ));
         }
-        let saved: Vec<(Tensor, Tensor)> = self
-            .layers
-            .iter()
-            .filter_map(|l| match l {
-                Layer::Bn(b) => Some((b.running_mean.copy(), b.running_var.copy())),
-                _ => None,
-            })
-            .collect();
+        let saved = self.bn_stats();
         let mut out: BTreeMap<String, Vec<Moments>> = BTreeMap::new();
         tch::no_grad(|| {
             for x in batches {
@@ -341,17 +338,37 @@ impl Net {
                     },
                 );
             }
-            let bns = self.layers.iter().filter_map(|l| match l {
-                Layer::Bn(b) => Some(b),
-                _ => None,
-            });
-            for (b, (m, v)) in bns.zip(&saved) {
+        });
+        self.restore_bn_stats(&saved)?;
+        Ok(out)
+    }
+
+    /// Copies of the batch norms' running statistics (mean, variance), in graph order.
+    pub fn bn_stats(&self) -> BnStats {
+        BnStats(
+            self.layers
+                .iter()
+                .filter_map(|l| match l {
+                    Layer::Bn(b) => Some((b.running_mean.copy(), b.running_var.copy())),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
+    /// Puts back running statistics taken by [`Net::bn_stats`].
+    pub fn restore_bn_stats(&self, saved: &BnStats) -> Result<(), TrainError> {
+        let bns = self.layers.iter().filter_map(|l| match l {
+            Layer::Bn(b) => Some(b),
+            _ => None,
+        });
+        tch::no_grad(|| {
+            for (b, (m, v)) in bns.zip(&saved.0) {
                 b.running_mean.shallow_clone().f_copy_(m)?;
                 b.running_var.shallow_clone().f_copy_(v)?;
             }
-            Ok::<(), TrainError>(())
-        })?;
-        Ok(out)
+            Ok(())
+        })
     }
 
     /// Re-estimates the batch norms' running statistics: `batches` through the network

@@ -45,3 +45,26 @@ fn online_work_is_the_plans() {
         check(&m, &format!("{name}, first site emptied, windows"));
     }
 }
+
+/// Windows calibrated on inputs whose squares blow up stay readable by the layers at
+/// 2^(3f) (m + f <= l), so the plan of the windowed model is valid. (Values that large
+/// have left the ring itself and wrapped, which the executor cannot count: a known gap.)
+#[test]
+fn windows_of_exploding_squares_fit_the_wide_layers() {
+    let mut m = common::model("resnet20", 0.1, 3);
+    models::testing::make_quadratic(&mut m, 4).unwrap();
+    let prog = FixedProgram::lower(&m).unwrap();
+    let big: Vec<Vec<f32>> = common::inputs(&m, 2, 5)
+        .into_iter()
+        .map(|x| x.into_iter().map(|v| v * 300.0).collect())
+        .collect();
+    let w = models::fixed::calibrate_windows(&prog, &big, 2.0).unwrap();
+    let l = prog.params.ring_bits;
+    assert!(
+        w.iter().any(|s| s.relu_bits + prog.params.frac_bits >= l),
+        "no window capped"
+    );
+    m.public.relu_windows = models::fixed::window_map(&w);
+    let windowed = FixedProgram::lower(&m).unwrap();
+    Plan::new(&windowed).unwrap();
+}

@@ -114,12 +114,16 @@ impl WindowCalibration {
             ));
         }
         let mut out = Vec::new();
-        for (layer, &max_abs) in prog.layers.iter().zip(&self.max_abs) {
+        for (i, (layer, &max_abs)) in prog.layers.iter().zip(&self.max_abs).enumerate() {
             if let Activation::Rescale {
                 site: Some(site), ..
             } = &layer.activation
             {
-                let relu_bits = prog.params.window_for(max_abs, margin);
+                // A layer at 2^(3f) (it reads a value kept at 2^(2f)) reads m + f bits
+                // of each share, so its window stops f bits below the ring: beyond, its
+                // values leave the ring itself and are counted as overflows.
+                let cap = prog.params.ring_bits - prog.layer_extra_bits(i);
+                let relu_bits = prog.params.window_for(max_abs, margin).min(cap);
                 out.push(SiteWindow {
                     site: site.clone(),
                     max_abs,

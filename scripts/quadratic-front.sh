@@ -36,8 +36,10 @@ for b in $BUDGETS; do
         m="$OUT/$kind-$b"
         # Per-site windows from 1,000 training images (margin 2), then the fixed-point
         # accuracy on the whole test set and its window overflows.
+        # --dropped-bits 14: the fused-truncation circuit for both series (models exported
+        # before format 2 read as the exact circuit, k = 0).
         [ -f "$m/model.json" ] || $B/snl-model windows "$src/budget-$b" --data "$DATA" \
-            --out "$m" --json >"$m.windows.json"
+            --dropped-bits 14 --out "$m" --json >"$m.windows.json"
         $B/snl-model eval "$m" --data "$DATA" --executor fixed --json >"$m.eval.json"
         $B/snl-model eval "$m" --data "$DATA" --executor f32 --json >"$m.eval-f32.json"
         $B/snl-bench sweep --models "$m" --data "$DATA" --limit "$LIMIT" --insecure-dealer \

@@ -141,6 +141,15 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20))
 }
 
+/// `prog` if the protocol can evaluate it (its plan is valid, e.g. every ReLU window
+/// readable at its layer's scale), so that a server refuses such a model when it loads
+/// it, with the reason, rather than failing every session.
+fn planned(prog: FixedProgram, what: &str) -> Result<FixedProgram> {
+    crate::plan::Plan::new(&prog)
+        .map_err(|e| RuntimeError::config(format!("{what} cannot be served: {e}")))?;
+    Ok(prog)
+}
+
 /// A model ready to serve: its lowering and its public part's encoded files.
 pub struct ServedModel {
     /// The lowered network (weights included).
@@ -178,7 +187,7 @@ impl ServedModel {
             )));
         }
         Ok(ServedModel {
-            prog: FixedProgram::lower(model)?,
+            prog: planned(FixedProgram::lower(model)?, &dir.display().to_string())?,
             public: model.public.clone(),
             public_json,
             masks,
@@ -188,7 +197,7 @@ impl ServedModel {
 
     /// Lowers an in-memory model.
     pub fn from_model(model: &Model) -> Result<Self> {
-        let prog = FixedProgram::lower(model)?;
+        let prog = planned(FixedProgram::lower(model)?, &model.public.arch)?;
         let (public_json, masks) = models::format::encode_public(&model.public)?;
         let public_hash = models::format::public_hash(&model.public)?;
         Ok(ServedModel {

@@ -67,4 +67,14 @@ fn windows_of_exploding_squares_fit_the_wide_layers() {
     m.public.relu_windows = models::fixed::window_map(&w);
     let windowed = FixedProgram::lower(&m).unwrap();
     Plan::new(&windowed).unwrap();
+    pi_runtime::session::ServedModel::from_model(&m).unwrap();
+    // An uncapped window (valid in the ring, unreadable at 2^(3f)) is refused when the
+    // model is loaded for serving, with the reason, not at every session.
+    let last = m.public.graph.sites().unwrap().last().unwrap().name.clone();
+    m.public.relu_windows.insert(last, l);
+    let e = pi_runtime::session::ServedModel::from_model(&m)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("cannot be served") && e.contains("ReLU"), "{e}");
 }

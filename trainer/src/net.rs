@@ -8,7 +8,7 @@
 //! ([`Net::add_poly`], the var `<site>.poly`, shape [3, C], rows a, b, c) computes
 //! `a x^2 + b x + c` at its dropped positions instead of `x`, as `models`' executors do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use models::graph::{Graph, Op, Shape};
 use models::model::poly_param;
@@ -75,6 +75,9 @@ pub struct Net {
     kept: BTreeMap<String, Tensor>,
     /// Trainable quadratic coefficients by site name, shape [3, C] (rows a, b, c).
     poly: BTreeMap<String, Tensor>,
+    /// Per-site weights of the alphas' L1 penalty ([`Net::set_alpha_weights`]; a site
+    /// absent here weighs 1).
+    alpha_weights: BTreeMap<String, f64>,
     /// How sites compute.
     pub mode: SiteMode,
 }
@@ -183,6 +186,7 @@ impl Net {
             masks: BTreeMap::new(),
             kept: BTreeMap::new(),
             poly: BTreeMap::new(),
+            alpha_weights: BTreeMap::new(),
             mode: if alphas.is_some() {
                 SiteMode::Alpha
             } else {
@@ -194,6 +198,27 @@ impl Net {
     /// The description this network was built from.
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// Weights the alphas' L1 penalty per site ([`Net::alpha_l1`]): a site's alphas count
+    /// `weights[site]` times (1 for a site not listed). A latency-priced search gives each
+    /// site its ReLUs' relative online cost. Errors on a weight that is negative or not
+    /// finite, or on a site the network does not have.
+    pub fn set_alpha_weights(&mut self, weights: BTreeMap<String, f64>) -> Result<(), TrainError> {
+        for (site, &w) in &weights {
+            if !self.alphas.contains_key(site) {
+                return Err(TrainError::Invalid(format!(
+                    "penalty weight for site {site}, which has no alphas"
+                )));
+            }
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(TrainError::Invalid(format!(
+                    "penalty weight {w} of site {site} must be finite and not negative"
+                )));
+            }
+        }
+        self.alpha_weights = weights;
+        Ok(())
     }
 
     /// The trainable alphas by site name.
@@ -428,6 +453,15 @@ impl Net {
     /// budget's count (exactly `k` for position alphas). Ties go to the earlier site and
     /// position. Only in alpha mode.
     pub fn top_k_masks(&self, k: usize) -> Result<BTreeMap<String, Vec<u8>>, TrainError> {
+        self.top_k_masks_except(k, &BTreeSet::new())
+    }
+
+    /// [`Net::top_k_masks`] with the sites in `empty` left out: they keep no ReLU.
+    pub fn top_k_masks_except(
+        &self,
+        k: usize,
+        empty: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, TrainError> {
         if self.mode != SiteMode::Alpha {
             return Err(TrainError::Invalid(
                 "top-k masks need a network with alphas".into(),
@@ -445,10 +479,13 @@ impl Net {
             } else {
                 1
             };
+            out.insert(s.name.clone(), vec![0u8; c * h * w]);
+            if empty.contains(&s.name) {
+                continue;
+            }
             let v: Vec<f32> =
                 Vec::<f32>::try_from(a.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1))?;
             units.extend(v.into_iter().enumerate().map(|(i, x)| (x, si, i, per_unit)));
-            out.insert(s.name.clone(), vec![0u8; c * h * w]);
         }
         units.sort_by(|x, y| y.0.total_cmp(&x.0).then((x.1, x.2).cmp(&(y.1, y.2))));
         let mut taken = 0usize;
@@ -480,12 +517,14 @@ impl Net {
 
     /// L1 norm of all alphas (the sparsity penalty), each alpha weighted by the number of
     /// ReLU positions it stands for (1 per position; H x W for a channel alpha), so that
-    /// lambda prices ReLUs the same way in both variants and budgets count ReLUs.
+    /// lambda prices ReLUs the same way in both variants and budgets count ReLUs, and by
+    /// its site's weight ([`Net::set_alpha_weights`], 1 unless set).
     pub fn alpha_l1(&self) -> Option<Tensor> {
         self.alphas
             .iter()
             .map(|(site, a)| {
-                let l1 = a.abs().sum(Kind::Float);
+                let l1 =
+                    a.abs().sum(Kind::Float) * self.alpha_weights.get(site).copied().unwrap_or(1.0);
                 let size = a.size();
                 let node = self
                     .graph

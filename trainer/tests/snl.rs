@@ -62,6 +62,8 @@ fn linearize(c: Common, model: &Path, budgets: Vec<Budget>, finetune: usize) -> 
         common: c,
         model: model.to_path_buf(),
         budgets,
+        latency_budgets: Vec::new(),
+        pricing: None,
         lambda: 1e-3,
         lambda_growth: 1.1,
         min_drop: 0.0,
@@ -502,4 +504,98 @@ fn bad_replacement_is_a_clear_error() {
         help.contains("--replacement") && help.contains("--poly-penalty"),
         "{help}"
     );
+}
+
+/// `--latency-budget`: with a cost model and a link, each latency budget's model is
+/// predicted (recomputed here from its public part) to fit its budget, and fills it to
+/// within one ReLU's price; the penalty weighs the small dense sites (whose emptying saves
+/// a 10 ms round) above the first convolution's; budgets the model cannot meet are clear
+/// errors.
+#[test]
+fn latency_budgets_fit_their_prediction() {
+    use models::latency::{LATENCY_SCHEMA, LatencyModel, Link, OnlineWork, site_prices};
+    use models::model::Mask;
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let base = pretrained(&data, t.path(), 2000, 1);
+    let (base_model, _) = format::load(&base).unwrap();
+    let cost = LatencyModel {
+        schema: LATENCY_SCHEMA.into(),
+        per_kept_relu_ms: 0.003,
+        per_mac_ms: 1e-7,
+        per_round_ms: 0.2,
+        per_round_rtt: 1.0,
+        fitted_rows: 0,
+    };
+    let link = Link {
+        rtt_ms: 10.0,
+        mbit: Some(100.0),
+    };
+    let predict =
+        |p: &models::model::PublicModel| cost.predict(&OnlineWork::of(p).unwrap(), link).online_ms;
+    let mut none = base_model.public.clone();
+    for m in none.masks.values_mut() {
+        *m = Mask::none_kept(m.shape);
+    }
+    let (floor, full) = (predict(&none), predict(&base_model.public));
+    assert!(full > floor + 50.0, "{floor} .. {full}");
+    let budgets = [floor + 0.4 * (full - floor), floor + 0.15 * (full - floor)];
+    let budgets: Vec<f64> = budgets.iter().map(|b| (b * 10.0).round() / 10.0).collect();
+    let pricing = snl::Pricing {
+        model: cost.clone(),
+        link,
+    };
+    let mut l = linearize(
+        common(&data, &t.path().join("latency"), 2000),
+        &base,
+        vec![],
+        0,
+    );
+    l.latency_budgets = budgets.clone();
+    l.pricing = Some(pricing.clone());
+    l.lambda = 0.5;
+    l.search_lr = 5e-2;
+    let out = snl::linearize(&l).unwrap();
+    assert_eq!(out.len(), 2);
+    let prices = site_prices(&base_model.public, &cost, link).unwrap();
+    let dearest = prices.values().map(|p| p.per_relu_ms).fold(0.0, f64::max);
+    for (o, &b) in out.iter().zip(&budgets) {
+        assert_eq!(o.latency_budget_ms, Some(b));
+        assert_eq!(
+            o.path.file_name().unwrap(),
+            format!("budget-{b}ms").as_str()
+        );
+        let (m, _) = format::load(&o.path).unwrap();
+        let p = predict(&m.public);
+        assert_eq!(o.predicted_ms, Some(p));
+        assert!(p <= b, "predicted {p} ms for a budget of {b} ms");
+        assert!(b - p <= dearest + 1e-9, "predicted {p} ms, {b} ms allowed");
+        assert_eq!(m.public.relu_kept(), o.kept);
+        assert_eq!(m.provenance["latency_budget_ms"], b);
+        assert_eq!(m.provenance["latency"]["predicted_online_ms"], p);
+    }
+    // The penalty's weights: mean 1 per ReLU; a dense site's ReLUs weigh more than the
+    // first convolution's (their share of the round is 10.2 ms over 84 or 120 ReLUs).
+    let log = std::fs::read_to_string(t.path().join("latency/log.jsonl")).unwrap();
+    let start: serde_json::Value =
+        serde_json::from_str(log.lines().find(|l| l.contains("\"start\"")).unwrap()).unwrap();
+    let w = start["penalty_weights"].as_object().unwrap();
+    let sites = base_model.public.graph.sites().unwrap();
+    let weight = |i: usize| w[&sites[i].name].as_f64().unwrap();
+    let len = |i: usize| sites[i].shape.iter().product::<usize>() as f64;
+    let mean: f64 = (0..sites.len()).map(|i| weight(i) * len(i)).sum::<f64>()
+        / (0..sites.len()).map(len).sum::<f64>();
+    assert!((mean - 1.0).abs() < 1e-9, "{w:?}");
+    assert!(weight(sites.len() - 1) > 2.0 * weight(0), "{w:?}");
+
+    // A budget below what the linear layers and rounds alone take, and one without a
+    // cost model, are refused before any training.
+    let mut low = linearize(common(&data, &t.path().join("low"), 2000), &base, vec![], 0);
+    low.latency_budgets = vec![floor * 0.5];
+    low.pricing = Some(pricing);
+    let e = snl::linearize(&low).unwrap_err().to_string();
+    assert!(e.contains("cannot get faster"), "{e}");
+    low.pricing = None;
+    let e = snl::linearize(&low).unwrap_err().to_string();
+    assert!(e.contains("needs a cost model"), "{e}");
 }

@@ -3,6 +3,8 @@
 //! ```text
 //! snl-train pretrain  --dataset cifar10 --data ../shared/data/cifar10-q75 --arch resnet20 --epochs 30 --out runs/r20
 //! snl-train linearize --model runs/r20/model --data ../shared/data/cifar10-q75 --budget 5%,10%,20% --out runs/r20-snl
+//! snl-train linearize --model runs/r20/model --data ../shared/data/cifar10-q75 --latency-budget 60ms \
+//!     --cost-model cost.json --rtt-ms 10 --link-mbit 1000 --out runs/r20-60ms
 //! snl-train eval      --model runs/r20-snl/budget-18841 --data ../shared/data/cifar10-q75
 //! ```
 //! Every run directory holds `log.jsonl` (one JSON object per epoch) and checkpoints; run
@@ -14,10 +16,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use models::data::DatasetKind;
 use models::format;
+use models::latency::{LatencyModel, Link};
 use models::model::Replacement;
 use trainer::bench::Compare;
 use trainer::net::Granularity;
-use trainer::snl::{self, Budget, Common, Linearize, Pretrain};
+use trainer::snl::{self, Budget, Common, Linearize, Pretrain, Pricing};
 
 /// Train networks and linearize their ReLUs to a budget (SNL, Cho et al., ICML 2022).
 #[derive(Parser)]
@@ -56,8 +59,30 @@ enum Cmd {
         #[arg(long)]
         model: PathBuf,
         /// ReLU budgets, comma separated: counts (15000), fractions (0.1) or percentages (10%).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "latency_budget"
+        )]
         budget: Vec<String>,
+        /// Online latency budgets, comma separated, in ms (60ms), predicted by --cost-model
+        /// on the link of --rtt-ms and --link-mbit. A budget is reached when the mask at
+        /// the threshold is predicted to fit it; its model (OUT/budget-60ms) keeps the most
+        /// ReLUs, largest alphas first, that still fit. The search's penalty prices each
+        /// site's ReLUs by their online cost, the round saved by emptying a site included.
+        #[arg(long, value_delimiter = ',', requires = "cost_model")]
+        latency_budget: Vec<String>,
+        /// The latency model (`snl-bench model-cost --save`) that prices ReLUs, rounds and
+        /// bytes. Given without --latency-budget, it still prices the penalty by latency.
+        #[arg(long)]
+        cost_model: Option<PathBuf>,
+        /// Round-trip time the model will be served over, ms (added to each round).
+        #[arg(long, default_value_t = 0.0, requires = "cost_model")]
+        rtt_ms: f64,
+        /// Rate of the link, Mbit/s (bytes cost their transfer time); default: loopback,
+        /// where the fitted per-ReLU term holds the transfer.
+        #[arg(long, requires = "cost_model")]
+        link_mbit: Option<f64>,
         /// Initial lambda of the alphas' L1 penalty (SNL's CIFAR setting: 1e-4).
         #[arg(long, default_value_t = 1e-4)]
         lambda: f64,
@@ -241,6 +266,10 @@ fn run(cli: Cli) -> Result<()> {
             replacement,
             poly_penalty,
             poly_clip_grad,
+            latency_budget,
+            cost_model,
+            rtt_ms,
+            link_mbit,
         } => {
             let replacement = Replacement::parse(&replacement).map_err(|_| {
                 anyhow::anyhow!("--replacement {replacement:?}: expected identity or quadratic")
@@ -255,6 +284,27 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|b| Budget::parse(b))
                 .collect::<Result<Vec<_>, _>>()?;
+            let latency_budgets = latency_budget
+                .iter()
+                .map(|b| snl::parse_latency_ms(b))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !(rtt_ms.is_finite() && rtt_ms >= 0.0) {
+                bail!("--rtt-ms must be a finite number >= 0");
+            }
+            if link_mbit.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                bail!("--link-mbit must be a positive number");
+            }
+            let pricing = match cost_model {
+                Some(path) => Some(Pricing {
+                    model: LatencyModel::load(&path)
+                        .with_context(|| format!("loading the cost model {}", path.display()))?,
+                    link: Link {
+                        rtt_ms,
+                        mbit: link_mbit,
+                    },
+                }),
+                None => None,
+            };
             if !(lambda > 0.0 && lambda_growth >= 1.0 && threshold > 0.0 && threshold < 1.0) {
                 bail!("need lambda > 0, lambda-growth >= 1 and 0 < threshold < 1");
             }
@@ -265,6 +315,8 @@ fn run(cli: Cli) -> Result<()> {
                 common: common.resolve()?,
                 model,
                 budgets,
+                latency_budgets,
+                pricing,
                 lambda,
                 lambda_growth,
                 min_drop,
@@ -283,12 +335,25 @@ fn run(cli: Cli) -> Result<()> {
                 poly_penalty,
                 poly_clip_grad,
             };
+            let priced = l.pricing.is_some();
             let out = snl::linearize(&l)?;
-            println!("{:>10} {:>10} {:>10}  model", "budget", "kept", "test acc");
-            for o in out {
+            if priced {
                 println!(
-                    "{:>10} {:>10} {:>9.2}%  {}",
-                    o.budget,
+                    "{:>10} {:>10} {:>10} {:>13}  model",
+                    "budget", "kept", "test acc", "predicted ms"
+                );
+            } else {
+                println!("{:>10} {:>10} {:>10}  model", "budget", "kept", "test acc");
+            }
+            for o in out {
+                let budget = o
+                    .latency_budget_ms
+                    .map_or(o.budget.to_string(), |ms| format!("{ms} ms"));
+                let predicted = o
+                    .predicted_ms
+                    .map_or(String::new(), |p| format!(" {p:>13.2}"));
+                println!(
+                    "{budget:>10} {:>10} {:>9.2}%{predicted}  {}",
                     o.kept,
                     100.0 * o.test_accuracy,
                     o.path.display()

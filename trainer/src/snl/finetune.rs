@@ -38,14 +38,19 @@ use crate::weights::{export, load_weights};
 
 use super::epoch::{PolyTraining, train_epoch};
 use super::eval::accuracy;
+use super::latency;
 use super::run::{Linearization, RunLog, load_checkpoint, save_checkpoint, snapshot_dir};
-use super::settings::hyper;
+use super::settings::{Target, hyper};
 
 /// One fine-tuned model of a linearization run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
-    /// The budget's allowed count.
+    /// The budget's allowed count (for a latency budget, the count its snapshot kept).
     pub budget: usize,
+    /// The latency budget, ms (`None` for a ReLU budget).
+    pub latency_budget_ms: Option<f64>,
+    /// The exported model's predicted online latency, ms (with latency pricing).
+    pub predicted_ms: Option<f64>,
     /// Kept ReLUs in the exported model.
     pub kept: usize,
     /// Best test accuracy after fine-tuning.
@@ -93,7 +98,7 @@ fn fit_poly(
     batch: usize,
     device: tch::Device,
     log: &RunLog,
-    b: usize,
+    b: Target,
 ) -> Result<(), TrainError> {
     let batches: Vec<tch::Tensor> = run_train
         .first_batches(batch, FIT_BATCHES, device)
@@ -161,7 +166,7 @@ fn fit_poly(
     }
     let n = samples.max(1.0);
     let summary = json!({
-        "phase": "poly_fit", "budget": b, "batches": FIT_BATCHES, "channels_fitted": fitted,
+        "phase": "poly_fit", "budget": b.log_value(), "batches": FIT_BATCHES, "channels_fitted": fitted,
         "channels_identity": fallback, "samples": samples,
         "rms_identity": (sse_id / n).sqrt(), "rms_fit": (sse_q / n).sqrt(),
         "max_abs_x": max_abs, "fraction_beyond_radius": beyond / n,
@@ -179,8 +184,8 @@ fn fit_poly(
     log.write(summary)
 }
 
-/// Fine-tunes the snapshot of budget `b` (or resumes, or finds it done).
-pub(super) fn finetune(run: &mut Linearization, b: usize) -> Result<Outcome, TrainError> {
+/// Fine-tunes the snapshot of target `b` (or resumes, or finds it done).
+pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, TrainError> {
     let (l, base, total, teacher_acc) = (run.l, &run.base, run.total, run.teacher_acc);
     let c = &l.common;
     let (train, test, teacher, log) = (&run.train, &run.test, &run.teacher, &run.log);
@@ -193,19 +198,33 @@ pub(super) fn finetune(run: &mut Linearization, b: usize) -> Result<Outcome, Tra
     for site in &sites {
         public.set_replacement(site, l.replacement)?;
     }
-    let out_dir = c.out.join(format!("budget-{b}"));
+    let kept = snap.public.relu_kept();
+    let outcome = |m: &models::Model, acc: f64, path: PathBuf| -> Result<Outcome, TrainError> {
+        Ok(Outcome {
+            budget: match b {
+                Target::Relus(n) => n,
+                Target::LatencyMs(_) => kept,
+            },
+            latency_budget_ms: match b {
+                Target::LatencyMs(ms) => Some(ms),
+                Target::Relus(_) => None,
+            },
+            predicted_ms: match &l.pricing {
+                Some(p) => Some(latency::predict_public(&m.public, p)?.online_ms),
+                None => None,
+            },
+            kept: m.public.relu_kept(),
+            test_accuracy: acc,
+            path,
+        })
+    };
+    let out_dir = c.out.join(format!("budget-{}", b.key()));
     if out_dir.join(format::MODEL_FILE).exists() {
         let (m, _) = format::load(&out_dir)?;
         check_replacements(&m.public, &public, &out_dir.display().to_string())?;
         let acc = m.provenance["test_accuracy"].as_f64().unwrap_or(0.0);
-        return Ok(Outcome {
-            budget: b,
-            kept: m.public.relu_kept(),
-            test_accuracy: acc,
-            path: out_dir,
-        });
+        return outcome(&m, acc, out_dir);
     }
-    let kept = snap.public.relu_kept();
     let mut vs = VarStore::new(c.device);
     let mut net = Net::new(&vs, &snap.public.graph, None)?;
     load_weights(&vs, &snap)?;
@@ -221,7 +240,7 @@ pub(super) fn finetune(run: &mut Linearization, b: usize) -> Result<Outcome, Tra
         net.add_poly(&vs, &sites)?;
     }
     let mut opt = sgd(&vs);
-    let ckpt = c.out.join(format!("finetune-{b}"));
+    let ckpt = c.out.join(format!("finetune-{}", b.key()));
     let best_dir = ckpt.join("best");
     let mut st = match load_checkpoint(&ckpt, &mut vs, &mut opt)? {
         Some(st) => {
@@ -257,7 +276,7 @@ pub(super) fn finetune(run: &mut Linearization, b: usize) -> Result<Outcome, Tra
                 fit_poly(&net, train, c.batch, c.device, log, b)?;
                 net.recalibrate_bn(calib());
                 let acc = accuracy(&net, test, c.batch, c.device);
-                log.write(json!({"phase": "poly_init", "budget": b, "bn_batches": BN_BATCHES, "test_acc_identity": acc_identity, "test_acc": acc}))?;
+                log.write(json!({"phase": "poly_init", "budget": b.log_value(), "bn_batches": BN_BATCHES, "test_acc_identity": acc_identity, "test_acc": acc}))?;
                 eprintln!(
                     "budget {b} before fine-tuning (batch-norm statistics re-estimated on {BN_BATCHES} batches): \
                      test acc {:.2}% with the identity, {:.2}% with the fitted quadratics",
@@ -327,7 +346,7 @@ pub(super) fn finetune(run: &mut Linearization, b: usize) -> Result<Outcome, Tra
         st.seconds = before + start.elapsed().as_secs_f64();
         save_checkpoint(&ckpt, &vs, &opt, &st)?;
         let mut line = json!({
-            "phase": "finetune", "budget": b, "epoch": st.epoch, "lr": lr, "loss": s.loss, "ce": s.ce, "kd": s.kd,
+            "phase": "finetune", "budget": b.log_value(), "epoch": st.epoch, "lr": lr, "loss": s.loss, "ce": s.ce, "kd": s.kd,
             "relu_count": kept, "train_acc": s.train_acc, "test_acc": acc, "best_test_acc": st.best,
             "seconds": before + start.elapsed().as_secs_f64(),
         });
@@ -355,7 +374,10 @@ pub(super) fn finetune(run: &mut Linearization, b: usize) -> Result<Outcome, Tra
         "replacement": l.replacement.name(),
         "base_model": l.model.display().to_string(),
         "dataset": c.dataset.name(),
-        "budget": b,
+        "budget": match b {
+            Target::Relus(n) => n,
+            Target::LatencyMs(_) => kept,
+        },
         "relu_kept": best.public.relu_kept(),
         "relu_total": total,
         "test_accuracy": st.best,
@@ -373,11 +395,14 @@ pub(super) fn finetune(run: &mut Linearization, b: usize) -> Result<Outcome, Tra
         },
         "base_provenance": base.provenance,
     });
+    if let Target::LatencyMs(ms) = b {
+        best.provenance["latency_budget_ms"] = json!(ms);
+    }
+    if let Some(pricing) = &l.pricing {
+        let p = latency::predict_public(&best.public, pricing)?;
+        best.provenance["latency"] = latency::describe(&p, pricing);
+        best.provenance["hyperparameters"]["penalty_weights"] = json!(run.weights);
+    }
     format::save(&best, &out_dir, true)?;
-    Ok(Outcome {
-        budget: b,
-        kept: best.public.relu_kept(),
-        test_accuracy: st.best,
-        path: out_dir,
-    })
+    outcome(&best, st.best, out_dir)
 }

@@ -9,6 +9,8 @@
 //! - `pretrain`: [`pretrain`].
 //! - `linearize`: [`linearize`], which runs `search` (the mask search through every
 //!   budget) and then `finetune` (each snapshot binarized and fine-tuned, [`Outcome`]).
+//! - `latency`: latency-priced searches ([`Pricing`]): the penalty's per-site weights,
+//!   predicted latencies and the snapshot of a latency budget.
 //!
 //! [`StepBench`] and [`step_throughput`] (training-step timing) live in
 //! [`crate::bench`] and are re-exported here.
@@ -16,6 +18,7 @@
 mod epoch;
 mod eval;
 mod finetune;
+mod latency;
 mod linearize;
 mod pretrain;
 mod run;
@@ -26,5 +29,5 @@ pub use self::eval::{accuracy, evaluate, logits};
 pub use self::finetune::Outcome;
 pub use self::linearize::linearize;
 pub use self::pretrain::pretrain;
-pub use self::settings::{Budget, Common, Linearize, Pretrain};
+pub use self::settings::{Budget, Common, Linearize, Pretrain, Pricing, Target, parse_latency_ms};
 pub use crate::bench::{StepBench, step_throughput};

@@ -21,7 +21,7 @@ use crate::error::TrainError;
 use crate::net::Net;
 use crate::optim::Optimizer;
 
-use super::settings::{Common, Linearize};
+use super::settings::{Common, Linearize, Target};
 
 /// Counts epochs done by this process and stops it when [`Common::stop_after`] says so.
 pub(super) struct StopAfter {
@@ -80,8 +80,12 @@ pub(super) struct PhaseState {
     pub(super) lambda: f64,
     /// Lowest ReLU count seen (mask search).
     pub(super) lowest: usize,
-    /// Budgets already snapshotted (mask search).
+    /// ReLU budgets already snapshotted (mask search).
     pub(super) crossed: Vec<usize>,
+    /// Latency budgets already snapshotted, ms (mask search; absent in checkpoints
+    /// written before latency budgets existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) crossed_ms: Vec<f64>,
     /// Best test accuracy so far (fine-tuning).
     pub(super) best: f64,
     /// Wall-clock seconds the phase has run up to this checkpoint, over every invocation
@@ -172,9 +176,30 @@ pub(super) fn load_checkpoint(
     Ok(Some(st))
 }
 
-/// The mask snapshot of budget `b` in run directory `out`.
-pub(super) fn snapshot_dir(out: &Path, b: usize) -> PathBuf {
-    out.join("search").join(format!("snapshot-{b}"))
+impl PhaseState {
+    /// Whether the search has snapshotted `t`.
+    pub(super) fn has_crossed(&self, t: Target) -> bool {
+        match t {
+            Target::Relus(b) => self.crossed.contains(&b),
+            Target::LatencyMs(ms) => self.crossed_ms.contains(&ms),
+        }
+    }
+
+    /// Records `t` as snapshotted.
+    pub(super) fn mark_crossed(&mut self, t: Target) {
+        if self.has_crossed(t) {
+            return;
+        }
+        match t {
+            Target::Relus(b) => self.crossed.push(b),
+            Target::LatencyMs(ms) => self.crossed_ms.push(ms),
+        }
+    }
+}
+
+/// The mask snapshot of target `t` in run directory `out`.
+pub(super) fn snapshot_dir(out: &Path, t: Target) -> PathBuf {
+    out.join("search").join(format!("snapshot-{}", t.key()))
 }
 
 /// A linearization in progress: what the mask search and the fine-tuning share.
@@ -185,8 +210,11 @@ pub(super) struct Linearization<'a> {
     pub(super) base: Model,
     /// ReLUs of the network.
     pub(super) total: usize,
-    /// The budgets resolved to counts, largest first, without duplicates.
-    pub(super) budgets: Vec<usize>,
+    /// The budgets resolved: ReLU counts, largest first, then latencies, largest first;
+    /// without duplicates.
+    pub(super) budgets: Vec<Target>,
+    /// The search penalty's per-site weights (latency pricing; empty: SNL's penalty).
+    pub(super) weights: std::collections::BTreeMap<String, f64>,
     /// The training split.
     pub(super) train: TensorSet,
     /// The test split.

@@ -2,8 +2,11 @@
 //! cross-entropy, distillation from the frozen pretrained network and lambda times the
 //! alphas' L1 norm, lambda grown after slow epochs. Each time the ReLU count falls to a
 //! budget, the top-k mask is snapshotted (one search yields every budget's mask).
+//!
+//! With latency pricing ([`super::settings::Pricing`]) each site's alphas weigh what its
+//! ReLUs cost online ([`super::latency::site_weights`]), and a latency budget is reached
+//! when the mask at the threshold is predicted to fit it ([`super::latency::fill`]).
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use models::format;
@@ -19,19 +22,13 @@ use crate::weights::{export, load_weights};
 
 use super::epoch::{PolyTraining, train_epoch};
 use super::eval::accuracy;
+use super::latency::{self, kept_of};
 use super::run::{Linearization, PhaseState, load_checkpoint, save_checkpoint, snapshot_dir};
+use super::settings::{Linearize, Target};
 
 /// Steps between two checks of the ReLU count against the pending budgets during the
 /// mask search.
 const BUDGET_CHECK_STEPS: usize = 10;
-
-/// Kept positions in a set of masks.
-fn kept_of(masks: &BTreeMap<String, Vec<u8>>) -> usize {
-    masks
-        .values()
-        .map(|m| m.iter().filter(|&&k| k != 0).count())
-        .sum()
-}
 
 /// Runs (or resumes) the mask search until every budget has its snapshot; nothing to do
 /// when all snapshots exist.
@@ -41,7 +38,7 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
     let (train, test, teacher, log) = (&run.train, &run.test, &run.teacher, &run.log);
     let stop = &mut run.stop;
     let search_dir = c.out.join("search");
-    let snapshot = |b: usize| snapshot_dir(&c.out, b);
+    let snapshot = |t: Target| snapshot_dir(&c.out, t);
     let all_snapped = budgets
         .iter()
         .all(|&b| snapshot(b).join(format::MODEL_FILE).exists());
@@ -50,7 +47,8 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
     }
     tch::manual_seed(c.seed as i64);
     let mut vs = VarStore::new(c.device);
-    let net = Net::new(&vs, &base.public.graph, Some(l.granularity))?;
+    let mut net = Net::new(&vs, &base.public.graph, Some(l.granularity))?;
+    net.set_alpha_weights(run.weights.clone())?;
     load_weights(&vs, base)?;
     // Positions the base model already linearized stay linearized: start their alphas at 0.
     tch::no_grad(|| {
@@ -90,18 +88,21 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
     // Wall clock of this phase: earlier invocations' (from the checkpoint) plus this one's.
     let (start, before) = (Instant::now(), st.seconds);
     loop {
-        let pending: Vec<usize> = budgets
+        let pending: Vec<Target> = budgets
             .iter()
             .copied()
-            .filter(|b| !st.crossed.contains(b))
+            .filter(|&t| !st.has_crossed(t))
             .collect();
         if pending.is_empty() {
             break;
         }
         if st.epoch >= l.max_search_epochs {
+            let names: Vec<String> = pending.iter().map(Target::to_string).collect();
             return Err(TrainError::Invalid(format!(
-                "mask search stopped after {} epochs at {} ReLUs without reaching budget(s) {pending:?}; raise --max-search-epochs or --lambda",
-                st.epoch, st.lowest
+                "mask search stopped after {} epochs at {} ReLUs without reaching budget(s) {}; raise --max-search-epochs or --lambda",
+                st.epoch,
+                st.lowest,
+                names.join(", ")
             )));
         }
         // The count can fall through several budgets within one epoch (every alpha
@@ -109,7 +110,7 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
         // together), so it is checked every few steps and each budget is
         // snapshotted as soon as it is reached, not at the end of the epoch.
         let mut steps = 0usize;
-        let mut crossed_now: Vec<usize> = Vec::new();
+        let mut crossed_now: Vec<Target> = Vec::new();
         let epoch_now = st.epoch + 1;
         let lambda_now = st.lambda;
         let s = train_epoch(
@@ -131,37 +132,45 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
                 if !steps.is_multiple_of(BUDGET_CHECK_STEPS) {
                     return Ok(());
                 }
-                let count = net.relu_count(l.threshold)?;
-                for b in pending.iter().copied() {
-                    if count <= b && !crossed_now.contains(&b) {
-                        let masks = net.top_k_masks(b)?;
-                        let prov = json!({"phase": "search", "epoch": epoch_now, "step": steps, "budget": b, "relu_count_at_threshold": count, "relu_kept": kept_of(&masks), "lambda": lambda_now});
-                        let m = export(&vs, &base.public, &masks, prov)?;
-                        format::save(&m, &snapshot(b), true)?;
-                        crossed_now.push(b);
-                        eprintln!(
-                            "budget {b} reached in epoch {epoch_now} at step {steps} ({count} ReLUs): mask snapshotted"
-                        );
-                    }
-                }
+                let waiting: Vec<Target> = pending
+                    .iter()
+                    .copied()
+                    .filter(|t| !crossed_now.contains(t))
+                    .collect();
+                let place = Place {
+                    epoch: epoch_now,
+                    step: Some(steps),
+                    lambda: lambda_now,
+                };
+                crossed_now.extend(snapshot_reached(&net, &vs, l, base, &waiting, place)?);
                 Ok(())
             },
         )?;
-        st.crossed.extend(crossed_now);
-        let pending: Vec<usize> = pending
+        for t in crossed_now {
+            st.mark_crossed(t);
+        }
+        let pending: Vec<Target> = pending
             .into_iter()
-            .filter(|b| !st.crossed.contains(b))
+            .filter(|&t| !st.has_crossed(t))
             .collect();
-        let count = net.relu_count(l.threshold)?;
+        let masks = net.binary_masks(l.threshold)?;
+        let count = kept_of(&masks);
         let acc = accuracy(&net, test, c.batch, c.device);
         st.epoch += 1;
-        log.write(json!({
+        let mut line = json!({
             "phase": "search", "epoch": st.epoch, "loss": s.loss, "ce": s.ce, "kd": s.kd, "alpha_l1": s.l1,
             "lambda": st.lambda, "relu_count": count, "train_acc": s.train_acc, "test_acc": acc,
             "seconds": before + start.elapsed().as_secs_f64(),
-        }))?;
+        });
+        let mut predicted = String::new();
+        if let Some(pricing) = &l.pricing {
+            let p = latency::predict(&base.public, &masks, pricing)?;
+            line["predicted_online_ms"] = json!(p.online_ms);
+            predicted = format!(", predicted online {:.2} ms", p.online_ms);
+        }
+        log.write(line)?;
         eprintln!(
-            "search epoch {}: {count} ReLUs ({:.2}%), lambda {:.3e}, loss {:.4}, test acc {:.2}%",
+            "search epoch {}: {count} ReLUs ({:.2}%){predicted}, lambda {:.3e}, loss {:.4}, test acc {:.2}%",
             st.epoch,
             100.0 * count as f64 / total as f64,
             st.lambda,
@@ -177,17 +186,95 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
         if !enough && st.epoch > l.warmup {
             st.lambda *= l.lambda_growth;
         }
-        for b in pending.iter().copied().filter(|&b| count <= b) {
-            let masks = net.top_k_masks(b)?;
-            let prov = json!({"phase": "search", "epoch": st.epoch, "budget": b, "relu_count_at_threshold": count, "relu_kept": kept_of(&masks), "lambda": st.lambda});
-            let m = export(&vs, &base.public, &masks, prov)?;
-            format::save(&m, &snapshot(b), true)?;
-            st.crossed.push(b);
-            eprintln!("budget {b} reached at epoch {}: mask snapshotted", st.epoch);
+        let place = Place {
+            epoch: st.epoch,
+            step: None,
+            lambda: st.lambda,
+        };
+        for t in snapshot_reached(&net, &vs, l, base, &pending, place)? {
+            st.mark_crossed(t);
         }
         st.seconds = before + start.elapsed().as_secs_f64();
         save_checkpoint(&ckpt, &vs, &opt, &st)?;
         stop.epoch_done()?;
     }
     Ok(())
+}
+
+/// Where in the search a snapshot is taken.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    epoch: usize,
+    /// The step within the epoch; `None`: at its end.
+    step: Option<usize>,
+    lambda: f64,
+}
+
+/// Snapshots every target of `waiting` that the search has reached: a ReLU budget when
+/// the count at the threshold is within it (its top-k mask), a latency budget when the
+/// mask at the threshold is predicted to fit it ([`latency::fill`]). `place` goes into
+/// each snapshot's provenance. Returns the targets snapshotted.
+fn snapshot_reached(
+    net: &Net,
+    vs: &VarStore,
+    l: &Linearize,
+    base: &models::Model,
+    waiting: &[Target],
+    place: Place,
+) -> Result<Vec<Target>, TrainError> {
+    if waiting.is_empty() {
+        return Ok(Vec::new());
+    }
+    let at_threshold = net.binary_masks(l.threshold)?;
+    let count = kept_of(&at_threshold);
+    let mut predicted = None;
+    let mut done = Vec::new();
+    for &t in waiting {
+        let mut prov = json!({"phase": "search", "epoch": place.epoch, "lambda": place.lambda, "relu_count_at_threshold": count});
+        if let Some(step) = place.step {
+            prov["step"] = json!(step);
+        }
+        let masks = match t {
+            Target::Relus(b) if count <= b => {
+                prov["budget"] = json!(b);
+                net.top_k_masks(b)?
+            }
+            Target::Relus(_) => continue,
+            Target::LatencyMs(ms) => {
+                let Some(pricing) = &l.pricing else {
+                    return Err(TrainError::Invalid(
+                        "a latency budget needs a cost model".into(),
+                    ));
+                };
+                let now = match predicted {
+                    Some(p) => p,
+                    None => {
+                        let p = latency::predict(&base.public, &at_threshold, pricing)?.online_ms;
+                        predicted = Some(p);
+                        p
+                    }
+                };
+                if now > ms {
+                    continue;
+                }
+                let (masks, p) = latency::fill(net, &base.public, pricing, ms, &at_threshold)?;
+                prov["latency_budget_ms"] = json!(ms);
+                prov["prediction"] = latency::describe(&p, pricing);
+                masks
+            }
+        };
+        let kept = kept_of(&masks);
+        prov["relu_kept"] = json!(kept);
+        let m = export(vs, &base.public, &masks, prov)?;
+        format::save(&m, &snapshot_dir(&l.common.out, t), true)?;
+        let at = match place.step {
+            Some(s) => format!("in epoch {} at step {s}", place.epoch),
+            None => format!("at epoch {}", place.epoch),
+        };
+        eprintln!(
+            "budget {t} reached {at} ({count} ReLUs at the threshold): mask of {kept} ReLUs snapshotted"
+        );
+        done.push(t);
+    }
+    Ok(done)
 }

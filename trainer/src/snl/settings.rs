@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use models::data::DatasetKind;
+use models::latency::{LatencyModel, Link};
 use models::model::Replacement;
 use serde_json::json;
 use tch::Device;
@@ -91,6 +92,69 @@ impl Budget {
     }
 }
 
+/// What one snapshot of the mask search must satisfy: a budget resolved against the
+/// model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    /// At most this many kept ReLUs (the snapshot keeps exactly this many, with
+    /// position alphas).
+    Relus(usize),
+    /// A predicted online latency of at most this many ms ([`Pricing`]).
+    LatencyMs(f64),
+}
+
+impl Target {
+    /// The name of the target's directories (`budget-<key>`, `search/snapshot-<key>`,
+    /// `finetune-<key>`): the count, or the latency with `ms` (`18841`, `60ms`).
+    pub fn key(&self) -> String {
+        match self {
+            Target::Relus(n) => n.to_string(),
+            Target::LatencyMs(ms) => format!("{ms}ms"),
+        }
+    }
+}
+
+impl Target {
+    /// How logs and provenance name the target: the count, or the key (`"60ms"`).
+    pub(super) fn log_value(&self) -> serde_json::Value {
+        match self {
+            Target::Relus(n) => json!(n),
+            Target::LatencyMs(_) => json!(self.key()),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Relus(n) => write!(f, "{n} ReLUs"),
+            Target::LatencyMs(ms) => write!(f, "{ms} ms"),
+        }
+    }
+}
+
+/// Parses a latency budget: `60ms`, `60 ms` or `60` (ms); positive and finite.
+pub fn parse_latency_ms(s: &str) -> Result<f64, TrainError> {
+    let t = s.trim();
+    let t = t.strip_suffix("ms").unwrap_or(t).trim();
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(TrainError::Invalid(format!(
+            "latency budget {s:?}: expected milliseconds, e.g. 60ms"
+        ))),
+    }
+}
+
+/// How a latency-priced linearization predicts online latency: a fitted cost model
+/// (`snl-bench model-cost --save`) and the link the model will be served over.
+#[derive(Clone, Debug)]
+pub struct Pricing {
+    /// The cost model.
+    pub model: LatencyModel,
+    /// The link (added RTT, rate).
+    pub link: Link,
+}
+
 /// Pretraining settings: SGD, momentum 0.9, weight decay 5e-4, peak learning rate 0.1 on a
 /// one-cycle schedule with 15% warm-up (the faithful CPU recipe of docs/training.md), or
 /// SNL's reference step schedule (x0.1 at 50% and 75% of the epochs).
@@ -115,8 +179,18 @@ pub struct Linearize {
     pub common: Common,
     /// The pretrained model (teacher and starting point).
     pub model: PathBuf,
-    /// Budgets; one search passes through all of them.
+    /// ReLU budgets; one search passes through all of them (and the latency budgets).
     pub budgets: Vec<Budget>,
+    /// Online latency budgets, ms; they need [`Linearize::pricing`]. A latency budget is
+    /// reached when the predicted latency of the mask at the threshold is within it; its
+    /// snapshot then keeps the most ReLUs (largest alphas first, on the sites that still
+    /// keep some) whose predicted latency stays within it.
+    pub latency_budgets: Vec<f64>,
+    /// Prices the search's penalty by latency: each site's alphas are weighted by what
+    /// one of its ReLUs costs online plus its share of the round that emptying the site
+    /// saves (`models::latency::site_prices`), normalised to a mean of 1 per ReLU.
+    /// `None`: SNL's penalty, every ReLU alike.
+    pub pricing: Option<Pricing>,
     /// Initial lambda (1e-5 in the reference).
     pub lambda: f64,
     /// Lambda growth on an epoch without a new low (1.1).

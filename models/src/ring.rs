@@ -185,6 +185,22 @@ impl FixedPointParams {
         !(low..half).contains(&t)
     }
 
+    /// True when a reduced ring value lies beyond a quarter of the ring, `|v| >= 2^(l-2)`:
+    /// outside what the secure exact truncation handles (its precondition, protocols.md
+    /// §5.1), and, that far out, most likely wrapped around the ring already.
+    #[inline]
+    pub fn beyond_range(&self, v: i64) -> bool {
+        let r = 1i64 << (self.ring_bits - 2);
+        !(-r..r).contains(&v)
+    }
+
+    /// True when the square of a quadratic site's operand `x̃` is beyond a quarter of the
+    /// ring (`x̃² >= 2^(l-2)`), so that the stored square has wrapped or is about to.
+    #[inline]
+    pub fn square_beyond_range(&self, xt: i64) -> bool {
+        i128::from(xt) * i128::from(xt) >= 1i128 << (self.ring_bits - 2)
+    }
+
     /// Largest |pre-activation| (in real units) the ReLU circuit reads correctly.
     pub fn relu_range(&self) -> f64 {
         (1u64 << (self.relu_bits - 1)) as f64 / (1u64 << (2 * self.frac_bits)) as f64
@@ -194,6 +210,19 @@ impl FixedPointParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_limits() {
+        let p = FixedPointParams::default();
+        let r = 1i64 << (p.ring_bits - 2);
+        assert!(!p.beyond_range(r - 1) && !p.beyond_range(-r));
+        assert!(p.beyond_range(r) && p.beyond_range(-r - 1));
+        let s = 1i64 << ((p.ring_bits - 2) / 2);
+        // l = 61: x~^2 >= 2^59 from |x~| >= 2^29.5.
+        assert!(!p.square_beyond_range(s) && !p.square_beyond_range(-s));
+        assert!(p.square_beyond_range(2 * s) && p.square_beyond_range(-2 * s));
+        assert!(p.square_beyond_range(i64::MIN));
+    }
 
     #[test]
     fn rescale_rules() {

@@ -349,6 +349,8 @@ fn quadratic_sites_match_their_polynomial_and_f32() {
             let a = f.forward(x).unwrap();
             let out = p.forward(x, false).unwrap();
             assert!(p.forward(x, true).is_err(), "the error model refuses");
+            let beyond: usize = out.stats.iter().map(|s| s.range_overflows).sum();
+            assert_eq!(beyond, 0, "{name}: values beyond the ring's quarter");
             // Re-run layer by layer to see the values.
             let vals = values_of(&p, x);
             for (i, l) in p.layers.iter().enumerate() {
@@ -422,4 +424,33 @@ fn quadratic_sites_match_their_polynomial_and_f32() {
 /// Every stored value of a fixed-point run.
 fn values_of(p: &FixedProgram, x: &[f32]) -> Vec<Vec<i64>> {
     p.forward_values(x).unwrap().1
+}
+
+/// Squares that leave the ring are counted, not silent: the same random ResNet-20 with its
+/// quadratic coefficients `a` scaled up 10^4 times drives values past a quarter of the
+/// ring (`LayerStats::range_overflows`), where the unscaled one has none (checked above).
+#[test]
+fn exploding_squares_are_counted() {
+    use rand::{Rng, SeedableRng};
+    let mut m = common::model("resnet20", 0.1, 21);
+    models::testing::make_quadratic(&mut m, 5).unwrap();
+    let n: usize = m.public.graph.input.iter().product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let xs: Vec<Vec<f32>> = (0..4)
+        .map(|_| (0..n).map(|_| rng.gen_range(-1.5f32..1.5)).collect())
+        .collect();
+    calibrate_batchnorm(&mut m, &xs).unwrap();
+    let sites: Vec<String> = m.public.masks.keys().cloned().collect();
+    for site in sites {
+        let t = m
+            .weights
+            .get_mut(&models::model::poly_param(&site))
+            .unwrap();
+        let ch = t.shape[1];
+        t.data[..ch].iter_mut().for_each(|a| *a *= 1e4);
+    }
+    let p = FixedProgram::lower(&m).unwrap();
+    let out = p.forward(&xs[0], false).unwrap();
+    let beyond: usize = out.stats.iter().map(|s| s.range_overflows).sum();
+    assert!(beyond > 0, "no value beyond the ring's quarter counted");
 }

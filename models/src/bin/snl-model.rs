@@ -466,28 +466,30 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         Executor::Fixed => Some(FixedProgram::lower(&model)?),
         Executor::F32 => None,
     };
-    let results: Vec<(usize, usize, usize, f64)> = (0..ds.len())
+    let results: Vec<(usize, usize, usize, f64, usize)> = (0..ds.len())
         .into_par_iter()
         .map(|i| -> Result<_> {
             let x = norm.apply(ds.image(i));
             let r = match &prog {
                 None => {
                     let l = f32x.forward(&x)?;
-                    (models::tensor::argmax(&l).unwrap_or(usize::MAX), 0, 0.0)
+                    (models::tensor::argmax(&l).unwrap_or(usize::MAX), 0, 0.0, 0)
                 }
                 Some(p) => {
                     let o = p.forward(&x, false)?;
                     let over = o.stats.iter().map(|s| s.relu_overflows).sum();
                     let maxk = o.stats.iter().map(|s| s.max_abs_kept).fold(0.0, f64::max);
+                    let range = o.stats.iter().map(|s| s.range_overflows).sum();
                     (
                         models::tensor::argmax(&o.logits).unwrap_or(usize::MAX),
                         over,
                         maxk,
+                        range,
                     )
                 }
             };
             bar.inc(1);
-            Ok((ds.label(i), r.0, r.1, r.2))
+            Ok((ds.label(i), r.0, r.1, r.2, r.3))
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
@@ -495,6 +497,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let correct = results.iter().filter(|r| r.0 == r.1).count();
     let overflows: usize = results.iter().map(|r| r.2).sum();
     let max_kept = results.iter().map(|r| r.3).fold(0.0, f64::max);
+    let range_overflows: usize = results.iter().map(|r| r.4).sum();
     let n = results.len();
     let acc = correct as f64 / n.max(1) as f64;
     let exec_name = if prog.is_some() { "fixed" } else { "f32" };
@@ -513,6 +516,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         "fixed_point": model.public.fixed_point,
         "relu_windows": model.public.relu_windows,
         "relu_overflows": prog.as_ref().map(|_| overflows),
+        "range_overflows": prog.as_ref().map(|_| range_overflows),
         "max_abs_preactivation_kept": prog.as_ref().map(|_| max_kept),
         "seconds": secs,
     });
@@ -539,6 +543,9 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             };
             println!(
                 "  fixed point: max |pre-activation| at kept ReLUs {max_kept:.2} ({range}), {overflows} overflows (kept ReLUs whose pre-activation left its window: wrong there, in the secure run too)"
+            );
+            println!(
+                "  fixed point: {range_overflows} values beyond a quarter of the ring (outside the exact truncation's range; likely wrapped)"
             );
         }
     }

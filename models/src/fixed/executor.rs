@@ -23,6 +23,12 @@ pub struct LayerStats {
     /// circuit reads such a pre-activation modulo `2^m`, so its ReLU is wrong (this
     /// executor computes the same wrong value, and counts it here).
     pub relu_overflows: usize,
+    /// Values of the layer beyond a quarter of the ring (`|v| >= 2^(l-2)`, at the layer's
+    /// scale before any rescaling), and squares of quadratic sites as large: outside the
+    /// secure exact truncation's range, so private inference may differ from this
+    /// executor there, and likely wrapped around the ring (a silently wrong value). 0 in
+    /// a model whose values stay in range, which is what a trained model should show.
+    pub range_overflows: usize,
 }
 
 /// The result of one fixed-point run.
@@ -153,7 +159,10 @@ impl FixedProgram {
             let err = errors.as_ref().map(|e| e.layer(self, layer, &vals));
             let scale = (1u64 << layer.scale_bits) as f64;
             let extra = self.layer_extra_bits(li);
-            let mut st = LayerStats::default();
+            let mut st = LayerStats {
+                range_overflows: acc.iter().filter(|&&v| p.beyond_range(v)).count(),
+                ..LayerStats::default()
+            };
             match &layer.activation {
                 Activation::Logits => {
                     st.max_abs = acc
@@ -207,6 +216,7 @@ impl FixedProgram {
                             } else {
                                 lin.push(p.rescale_at(v, extra));
                                 let xt = p.square_operand_at(v, extra);
+                                st.range_overflows += usize::from(p.square_beyond_range(xt));
                                 sq.push(p.reduce(xt.wrapping_mul(xt)));
                             }
                         }

@@ -324,6 +324,39 @@ pub fn comparison(model: &CostModel, rows: &[Row]) -> String {
     s
 }
 
+/// Predicted vs measured for rows the model was not fitted to (e.g. the models a
+/// latency-budgeted linearization made), one line each, and the largest relative error
+/// (`None` without rows).
+pub fn held_out(model: &CostModel, rows: &[Row]) -> (String, Option<f64>) {
+    let mut s = format!(
+        "{:<36} {:<10} {:>8} {:>6} {:>11} {:>11} {:>7}\n",
+        "held-out model", "network", "kept", "rounds", "measured", "predicted", "error"
+    );
+    let mut worst: Option<f64> = None;
+    for r in rows {
+        let p = model.predict(&Features::of_row(r));
+        let err = (p - r.online_ms_median) / r.online_ms_median;
+        worst = Some(worst.map_or(err.abs(), |w| w.max(err.abs())));
+        let name = if r.model.len() > 36 {
+            format!("...{}", &r.model[r.model.len() - 33..])
+        } else {
+            r.model.clone()
+        };
+        let _ = writeln!(
+            s,
+            "{:<36} {:<10} {:>8} {:>6} {:>8.2} ms {:>8.2} ms {:>+6.1}%",
+            name,
+            r.network,
+            r.relus_kept,
+            r.rounds,
+            r.online_ms_median,
+            p,
+            100.0 * err
+        );
+    }
+    (s, worst)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -398,5 +431,17 @@ mod tests {
         let t = comparison(&m, &rows);
         assert_eq!(t.lines().count(), 1 + rows.len());
         assert!(t.contains("44.0 ms"));
+        // Held out: a row on the fitted line is predicted exactly, one measured twice as
+        // slow is off by -50%, which is the worst error reported.
+        let fitted = m.predict(&Features::of_row(&rows[1]));
+        let held = vec![
+            crate::results::tests::sample(18_678, "loopback", fitted),
+            crate::results::tests::sample(18_678, "loopback", 2.0 * fitted),
+        ];
+        let (t, worst) = held_out(&m, &held);
+        assert_eq!(t.lines().count(), 3);
+        assert!(t.contains("-50.0%"), "{t}");
+        assert!((worst.unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(held_out(&m, &[]).1, None);
     }
 }

@@ -159,6 +159,15 @@ struct CostArgs {
     /// Added round-trip time for --predict, ms.
     #[arg(long, default_value_t = 0.0)]
     rtt_ms: f64,
+    /// Rows to check the fit against without fitting to them (e.g. the sweep of the models
+    /// `snl-train linearize --latency-budget` made with the saved model): predicted vs
+    /// measured for each.
+    #[arg(long)]
+    held_out: Vec<PathBuf>,
+    /// With --held-out: fail when a held-out row's prediction is off by more than this
+    /// many percent of its measured median.
+    #[arg(long, requires = "held_out")]
+    max_error: Option<f64>,
     /// Save the fitted coefficients as a latency model (JSON, schema
     /// `snl-latency-model/1`) for `snl-train linearize --latency-budget`; terms the
     /// measurements did not determine are saved as 0.
@@ -312,6 +321,24 @@ fn cmd_cost(a: CostArgs) -> Result<()> {
     }
     println!();
     print!("{}", cost::comparison(&m, &rows));
+    if !a.held_out.is_empty() {
+        let held = read_all(&a.held_out)?;
+        let (table, worst) = cost::held_out(&m, &held);
+        println!();
+        print!("{table}");
+        if let (Some(max), Some(worst)) = (a.max_error, worst) {
+            if 100.0 * worst > max {
+                bail!(
+                    "a held-out prediction is off by {:.1}% of its measurement, more than --max-error {max}%",
+                    100.0 * worst
+                );
+            }
+            println!(
+                "largest held-out error {:.1}% (at most {max}% allowed)",
+                100.0 * worst
+            );
+        }
+    }
     if !a.predict.is_empty() {
         println!();
         println!("predicted online latency at +{} ms RTT:", a.rtt_ms);

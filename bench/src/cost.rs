@@ -102,8 +102,11 @@ impl CostModel {
         fit(&data)
     }
 
-    /// The coefficients as a `models` latency model (undetermined terms as 0), which
-    /// `snl-train linearize --latency-budget` reads.
+    /// The coefficients as a `models` latency model, which `snl-train linearize
+    /// --latency-budget` reads: undetermined terms as 0, except the RTT term, which is 1
+    /// (each online round waits one round trip: the protocol's structure; fits at non-zero
+    /// RTT find 1.05-1.17 here) so that a model fitted on loopback still prices rounds on
+    /// a link with delay.
     pub fn latency_model(&self) -> models::latency::LatencyModel {
         let c = |i: usize| self.coef[i].unwrap_or(0.0);
         models::latency::LatencyModel {
@@ -111,7 +114,7 @@ impl CostModel {
             per_kept_relu_ms: c(0),
             per_mac_ms: c(1),
             per_round_ms: c(2),
-            per_round_rtt: c(3),
+            per_round_rtt: self.coef[3].unwrap_or(1.0),
             fitted_rows: self.rows,
         }
     }
@@ -443,5 +446,8 @@ mod tests {
         assert!(t.contains("-50.0%"), "{t}");
         assert!((worst.unwrap() - 0.5).abs() < 1e-9);
         assert_eq!(held_out(&m, &[]).1, None);
+        // Loopback rows determine no RTT term; saved, a round waits one round trip.
+        assert_eq!(m.coef[3], None);
+        assert_eq!(m.latency_model().per_round_rtt, 1.0);
     }
 }

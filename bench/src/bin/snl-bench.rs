@@ -170,7 +170,8 @@ struct CostArgs {
     max_error: Option<f64>,
     /// Save the fitted coefficients as a latency model (JSON, schema
     /// `snl-latency-model/1`) for `snl-train linearize --latency-budget`; terms the
-    /// measurements did not determine are saved as 0.
+    /// measurements did not determine are saved as 0, except the RTT term: 1 (each round
+    /// waits one round trip).
     #[arg(long)]
     save: Option<PathBuf>,
 }
@@ -318,6 +319,11 @@ fn cmd_cost(a: CostArgs) -> Result<()> {
         std::fs::write(path, json)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
+        if m.coef[3].is_none() {
+            eprintln!(
+                "  (no row at a non-zero RTT: saved with 1 x RTT per round, one round trip each)"
+            );
+        }
     }
     println!();
     print!("{}", cost::comparison(&m, &rows));

@@ -417,6 +417,25 @@ impl SquareServerSecrets {
 
     /// Bytes held per value (choice, key, `U`, `o_s`).
     pub const BYTES_PER_VALUE: u64 = 33;
+
+    /// Material of `n` values filled from `rng` (keys within `2·t2` bits, values within
+    /// `l`), without the offline protocol: for the fuzz targets of the online decoders,
+    /// whose peer data cannot depend on it. Only in fuzzing builds.
+    #[cfg(fuzzing)]
+    pub fn for_fuzzing(n: usize, p: SquareParams, rng: &mut impl RngCore) -> Self {
+        let mask = p.mask();
+        SquareServerSecrets {
+            p,
+            choices: (0..n).map(|_| rng.next_u32() & 1 == 1).collect(),
+            keys: (0..n)
+                .map(|_| {
+                    (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) & p.msg_mask()
+                })
+                .collect(),
+            us: (0..n).map(|_| rng.next_u64() & mask).collect(),
+            os: (0..n).map(|_| rng.next_u64() & mask).collect(),
+        }
+    }
 }
 
 /// The client's offline material for `n` truncations with a square. Consumed by the
@@ -456,6 +475,23 @@ impl SquareClientSecrets {
 
     /// Bytes held per value.
     pub const BYTES_PER_VALUE: u64 = 64;
+
+    /// Material of `n` values filled from `rng`, without the offline protocol (see
+    /// [`SquareServerSecrets::for_fuzzing`]). Only in fuzzing builds.
+    #[cfg(fuzzing)]
+    pub fn for_fuzzing(n: usize, p: SquareParams, rng: &mut impl RngCore) -> Self {
+        let mask = p.mask();
+        let mut msg =
+            || (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) & p.msg_mask();
+        let msgs = (0..n).map(|_| [msg(), msg(), msg()]).collect();
+        SquareClientSecrets {
+            p,
+            msgs,
+            lin: (0..n)
+                .map(|_| [rng.next_u64() & mask, rng.next_u64() & mask])
+                .collect(),
+        }
+    }
 }
 
 macro_rules! shares_struct {

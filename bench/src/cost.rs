@@ -272,6 +272,16 @@ fn solve_weighted(data: &[(Features, f64)], active: &[usize]) -> Option<Vec<f64>
     Some((0..n).map(|i| a[i][n] / a[i][i] / scale[i]).collect())
 }
 
+/// A model path in at most 36 characters: its last 33 after `...` when longer (on
+/// character boundaries: paths need not be ASCII).
+fn short_name(model: &str) -> String {
+    let n = model.chars().count();
+    if n <= 36 {
+        return model.to_string();
+    }
+    format!("...{}", model.chars().skip(n - 33).collect::<String>())
+}
+
 /// Predicted vs measured, one line per row, with the leave-one-out prediction (the model
 /// fitted without that row) beside the in-sample one.
 pub fn comparison(model: &CostModel, rows: &[Row]) -> String {
@@ -305,11 +315,7 @@ pub fn comparison(model: &CostModel, rows: &[Row]) -> String {
                     .all(|(a, b)| a.is_some() == b.is_some())
             })
             .map_or("-".to_string(), |m| format!("{:.1} ms", m.predict(&f)));
-        let name = if r.model.len() > 36 {
-            format!("...{}", &r.model[r.model.len() - 33..])
-        } else {
-            r.model.clone()
-        };
+        let name = short_name(&r.model);
         let _ = writeln!(
             s,
             "{:<36} {:<10} {:>8} {:>8.3} {:>6} {:>8.1} ms {:>8.1} ms {:>+6.1}% {:>11}",
@@ -340,11 +346,7 @@ pub fn held_out(model: &CostModel, rows: &[Row]) -> (String, Option<f64>) {
         let p = model.predict(&Features::of_row(r));
         let err = (p - r.online_ms_median) / r.online_ms_median;
         worst = Some(worst.map_or(err.abs(), |w| w.max(err.abs())));
-        let name = if r.model.len() > 36 {
-            format!("...{}", &r.model[r.model.len() - 33..])
-        } else {
-            r.model.clone()
-        };
+        let name = short_name(&r.model);
         let _ = writeln!(
             s,
             "{:<36} {:<10} {:>8} {:>6} {:>8.2} ms {:>8.2} ms {:>+6.1}%",
@@ -446,6 +448,12 @@ mod tests {
         assert!(t.contains("-50.0%"), "{t}");
         assert!((worst.unwrap() - 0.5).abs() < 1e-9);
         assert_eq!(held_out(&m, &[]).1, None);
+        assert_eq!(short_name("runs/a"), "runs/a");
+        let long = format!("{}/budget-9420", "é".repeat(40));
+        assert_eq!(
+            short_name(&long),
+            format!("...{}/budget-9420", "é".repeat(21))
+        );
         // Loopback rows determine no RTT term; saved, a round waits one round trip.
         assert_eq!(m.coef[3], None);
         assert_eq!(m.latency_model().per_round_rtt, 1.0);

@@ -19,6 +19,9 @@ use crate::net::Net;
 
 use super::settings::Pricing;
 
+/// Masks by site name, one byte (0 or 1) per position.
+type Masks = BTreeMap<String, Vec<u8>>;
+
 /// `public` with `masks` in place of its own.
 fn with_masks(
     public: &PublicModel,
@@ -119,14 +122,14 @@ pub(super) fn fill(
     public: &PublicModel,
     pricing: &Pricing,
     budget_ms: f64,
-    at_threshold: &BTreeMap<String, Vec<u8>>,
-) -> Result<(BTreeMap<String, Vec<u8>>, Prediction), TrainError> {
+    at_threshold: &Masks,
+) -> Result<(Masks, Prediction), TrainError> {
     let empty: BTreeSet<String> = at_threshold
         .iter()
         .filter(|(_, m)| m.iter().all(|&k| k == 0))
         .map(|(s, _)| s.clone())
         .collect();
-    let fits = |k: usize| -> Result<Option<(BTreeMap<String, Vec<u8>>, Prediction)>, TrainError> {
+    let fits = |k: usize| -> Result<Option<(Masks, Prediction)>, TrainError> {
         let masks = net.top_k_masks_except(k, &empty)?;
         let p = predict(public, &masks, pricing)?;
         Ok((p.online_ms <= budget_ms).then_some((masks, p)))

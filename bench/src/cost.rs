@@ -454,8 +454,14 @@ mod tests {
             short_name(&long),
             format!("...{}/budget-9420", "é".repeat(21))
         );
-        // Loopback rows determine no RTT term; saved, a round waits one round trip.
-        assert_eq!(m.coef[3], None);
-        assert_eq!(m.latency_model().per_round_rtt, 1.0);
+        // A fit without an RTT term (loopback rows only) saves one round trip per round;
+        // other undetermined terms save as 0.
+        let loopback = CostModel {
+            coef: [Some(0.003), None, Some(0.2), None],
+            rows: 3,
+        };
+        let lm = loopback.latency_model();
+        assert_eq!((lm.per_round_rtt, lm.per_mac_ms), (1.0, 0.0));
+        assert_eq!(m.latency_model().per_round_rtt, m.coef[3].unwrap());
     }
 }

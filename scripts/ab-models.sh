@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Interleaved A/B online latency of two models, client and server in separate processes on
+# loopback (as deployed: each party its own process), A B A B ...:
+#
+#   bash scripts/ab-models.sh OUT.csv DATA LIMIT ROUNDS MODEL_A MODEL_B
+#   e.g. bash scripts/ab-models.sh runs/results/quad-ab.csv ../shared/data/cifar10-q75 50 3 \
+#            runs/results/r20-quadratic/identity-9420 runs/results/r20-quadratic/quadratic-9420
+#
+# Starts one `pi-server --insecure-plaintext --insecure-dealer` per model on
+# 127.0.0.1:7301 and :7302, then per round runs `snl-bench sweep --server` against A, then
+# B, on the first LIMIT test images (fixed-point accuracy on the same images only),
+# appending rows labelled loopback-2proc-abN to OUT.csv and printing the load average
+# before each run. `snl-bench sweep` without --server runs both parties in one process,
+# where they share its allocator and thread pool; this script does not. Binaries from
+# $BIN (default target/release: cargo build --release -p pi-runtime -p bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+die() { printf '[ab-models] %s\n' "$*" >&2; exit 1; }
+[ $# -eq 6 ] || die "usage: $0 OUT.csv DATA LIMIT ROUNDS MODEL_A MODEL_B"
+out=$1 data=$2 limit=$3 rounds=$4 ma=$5 mb=$6
+BIN=${BIN:-target/release}
+[[ "$limit" =~ ^[1-9][0-9]*$ ]] || die "LIMIT must be a positive integer"
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+for b in pi-server snl-bench; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b not found: cargo build --release -p pi-runtime -p bench"
+done
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+"$BIN/pi-server" --model "$ma" --listen 127.0.0.1:7301 --insecure-plaintext --insecure-dealer \
+    >"$out.server-a.log" 2>&1 &
+pids+=($!)
+"$BIN/pi-server" --model "$mb" --listen 127.0.0.1:7302 --insecure-plaintext --insecure-dealer \
+    >"$out.server-b.log" 2>&1 &
+pids+=($!)
+for port in 7301 7302; do
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+done
+for i in $(seq "$rounds"); do
+    for side in a b; do
+        m=$ma port=7301
+        [ "$side" = b ] && m=$mb port=7302
+        echo "[ab-models] round $i, model $side ($m), load $(cut -d' ' -f1-3 /proc/loadavg)"
+        "$BIN/snl-bench" sweep --models "$m" --server "127.0.0.1:$port" --data "$data" \
+            --limit "$limit" --full-limit "$limit" --insecure-dealer \
+            --network "loopback-2proc-ab$i" --out "$out" --quiet
+    done
+done
+"$BIN/snl-bench" table "$out"

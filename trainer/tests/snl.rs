@@ -599,3 +599,74 @@ fn latency_budgets_fit_their_prediction() {
     let e = snl::linearize(&low).unwrap_err().to_string();
     assert!(e.contains("needs a cost model"), "{e}");
 }
+
+/// At 10 ms RTT a round costs as much as thousands of kept ReLUs: the latency-priced
+/// search reaches a budget close to the all-linear floor by emptying a site (one round
+/// fewer than the base model), and fills the rest of the budget with ReLUs.
+#[test]
+fn latency_pricing_at_high_rtt_empties_a_site() {
+    use models::latency::{LATENCY_SCHEMA, LatencyModel, Link, OnlineWork};
+    use models::model::Mask;
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let base = pretrained(&data, t.path(), 2000, 1);
+    let (base_model, _) = format::load(&base).unwrap();
+    let cost = LatencyModel {
+        schema: LATENCY_SCHEMA.into(),
+        per_kept_relu_ms: 0.0018,
+        per_mac_ms: 0.0,
+        per_round_ms: 0.18,
+        per_round_rtt: 1.0,
+        fitted_rows: 0,
+    };
+    let link = Link {
+        rtt_ms: 10.0,
+        mbit: None,
+    };
+    let work = |p: &models::model::PublicModel| OnlineWork::of(p).unwrap();
+    let mut none = base_model.public.clone();
+    for m in none.masks.values_mut() {
+        *m = Mask::none_kept(m.shape);
+    }
+    let (floor, full) = (
+        cost.predict(&work(&none), link).online_ms,
+        cost.predict(&work(&base_model.public), link).online_ms,
+    );
+    let budget = ((floor + 0.2 * (full - floor)) * 10.0).round() / 10.0;
+    let mut l = linearize(common(&data, &t.path().join("rtt"), 2000), &base, vec![], 0);
+    l.latency_budgets = vec![budget];
+    l.pricing = Some(snl::Pricing {
+        model: cost.clone(),
+        link,
+    });
+    // SNL's small lambda: with a large one the penalty swamps every alpha's task
+    // gradient and Adam moves all alphas alike, whatever their weights.
+    l.lambda = 1e-3;
+    l.search_lr = 5e-3;
+    let out = snl::linearize(&l).unwrap();
+    let (m, _) = format::load(&out[0].path).unwrap();
+    let w = work(&m.public);
+    assert!(cost.predict(&w, link).online_ms <= budget);
+    let empty: Vec<&String> = m
+        .public
+        .masks
+        .iter()
+        .filter(|(_, k)| k.kept_count() == 0)
+        .map(|(s, _)| s)
+        .collect();
+    assert!(
+        !empty.is_empty(),
+        "no site emptied: {:?}",
+        m.public
+            .masks
+            .values()
+            .map(|k| k.kept_count())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        w.rounds < work(&base_model.public).rounds,
+        "{} rounds, as many as the base model's",
+        w.rounds
+    );
+    assert!(w.kept > 1000, "{} ReLUs kept", w.kept);
+}

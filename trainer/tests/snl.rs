@@ -506,6 +506,36 @@ fn bad_replacement_is_a_clear_error() {
     );
 }
 
+/// A latency model of `per_kept_relu_ms`, `per_round_ms`, one RTT per round and a small
+/// MAC term.
+fn cost_model(per_kept_relu_ms: f64, per_round_ms: f64) -> models::latency::LatencyModel {
+    models::latency::LatencyModel {
+        schema: models::latency::LATENCY_SCHEMA.into(),
+        per_kept_relu_ms,
+        per_mac_ms: 1e-7,
+        per_round_ms,
+        per_round_rtt: 1.0,
+        fitted_rows: 0,
+    }
+}
+
+/// The predicted online latency of `public` with every ReLU linearized and as it is.
+fn latency_range(
+    public: &models::model::PublicModel,
+    cost: &models::latency::LatencyModel,
+    link: models::latency::Link,
+) -> (f64, f64) {
+    let predict = |p: &models::model::PublicModel| {
+        cost.predict(&models::latency::OnlineWork::of(p).unwrap(), link)
+            .online_ms
+    };
+    let mut none = public.clone();
+    for m in none.masks.values_mut() {
+        *m = models::model::Mask::none_kept(m.shape);
+    }
+    (predict(&none), predict(public))
+}
+
 /// `--latency-budget`: with a cost model and a link, each latency budget's model is
 /// predicted (recomputed here from its public part) to fit its budget, and fills it to
 /// within one ReLU's price; the penalty weighs the small dense sites (whose emptying saves
@@ -513,31 +543,19 @@ fn bad_replacement_is_a_clear_error() {
 /// errors.
 #[test]
 fn latency_budgets_fit_their_prediction() {
-    use models::latency::{LATENCY_SCHEMA, LatencyModel, Link, OnlineWork, site_prices};
-    use models::model::Mask;
+    use models::latency::{Link, OnlineWork, site_prices};
     let Some(data) = fmnist() else { return };
     let t = tempfile::tempdir().unwrap();
     let base = pretrained(&data, t.path(), 2000, 1);
     let (base_model, _) = format::load(&base).unwrap();
-    let cost = LatencyModel {
-        schema: LATENCY_SCHEMA.into(),
-        per_kept_relu_ms: 0.003,
-        per_mac_ms: 1e-7,
-        per_round_ms: 0.2,
-        per_round_rtt: 1.0,
-        fitted_rows: 0,
-    };
+    let cost = cost_model(0.003, 0.2);
     let link = Link {
         rtt_ms: 10.0,
         mbit: Some(100.0),
     };
     let predict =
         |p: &models::model::PublicModel| cost.predict(&OnlineWork::of(p).unwrap(), link).online_ms;
-    let mut none = base_model.public.clone();
-    for m in none.masks.values_mut() {
-        *m = Mask::none_kept(m.shape);
-    }
-    let (floor, full) = (predict(&none), predict(&base_model.public));
+    let (floor, full) = latency_range(&base_model.public, &cost, link);
     assert!(full > floor + 50.0, "{floor} .. {full}");
     let budgets = [floor + 0.4 * (full - floor), floor + 0.15 * (full - floor)];
     let budgets: Vec<f64> = budgets.iter().map(|b| (b * 10.0).round() / 10.0).collect();
@@ -605,33 +623,18 @@ fn latency_budgets_fit_their_prediction() {
 /// fewer than the base model), and fills the rest of the budget with ReLUs.
 #[test]
 fn latency_pricing_at_high_rtt_empties_a_site() {
-    use models::latency::{LATENCY_SCHEMA, LatencyModel, Link, OnlineWork};
-    use models::model::Mask;
+    use models::latency::{Link, OnlineWork};
     let Some(data) = fmnist() else { return };
     let t = tempfile::tempdir().unwrap();
     let base = pretrained(&data, t.path(), 2000, 1);
     let (base_model, _) = format::load(&base).unwrap();
-    let cost = LatencyModel {
-        schema: LATENCY_SCHEMA.into(),
-        per_kept_relu_ms: 0.0018,
-        per_mac_ms: 0.0,
-        per_round_ms: 0.18,
-        per_round_rtt: 1.0,
-        fitted_rows: 0,
-    };
+    let cost = cost_model(0.0018, 0.18);
     let link = Link {
         rtt_ms: 10.0,
         mbit: None,
     };
     let work = |p: &models::model::PublicModel| OnlineWork::of(p).unwrap();
-    let mut none = base_model.public.clone();
-    for m in none.masks.values_mut() {
-        *m = Mask::none_kept(m.shape);
-    }
-    let (floor, full) = (
-        cost.predict(&work(&none), link).online_ms,
-        cost.predict(&work(&base_model.public), link).online_ms,
-    );
+    let (floor, full) = latency_range(&base_model.public, &cost, link);
     let budget = ((floor + 0.2 * (full - floor)) * 10.0).round() / 10.0;
     let mut l = linearize(common(&data, &t.path().join("rtt"), 2000), &base, vec![], 0);
     l.latency_budgets = vec![budget];

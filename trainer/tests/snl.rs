@@ -673,3 +673,49 @@ fn latency_pricing_at_high_rtt_empties_a_site() {
     );
     assert!(w.kept > 1000, "{} ReLUs kept", w.kept);
 }
+
+/// With `--replacement quadratic` a latency budget is priced on the quadratic model the
+/// run exports (its squares' bytes, and its rounds: a quadratic site keeps its round even
+/// when its mask is empty), so the exported model still fits the budget.
+#[test]
+fn latency_budget_prices_the_quadratic_model_it_exports() {
+    use models::latency::{Link, OnlineWork};
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let base = pretrained(&data, t.path(), 2000, 1);
+    let (base_model, _) = format::load(&base).unwrap();
+    let cost = cost_model(0.003, 0.2);
+    let link = Link {
+        rtt_ms: 10.0,
+        mbit: Some(100.0),
+    };
+    let mut quad = base_model.public.clone();
+    let sites: Vec<String> = quad.masks.keys().cloned().collect();
+    for s in &sites {
+        quad.set_replacement(s, Replacement::Quadratic).unwrap();
+    }
+    let (floor, full) = latency_range(&quad, &cost, link);
+    let (id_floor, _) = latency_range(&base_model.public, &cost, link);
+    assert!(
+        floor > id_floor,
+        "squares cost bytes: {floor} vs {id_floor}"
+    );
+    let budget = ((floor + 0.3 * (full - floor)) * 10.0).round() / 10.0;
+    let mut l = linearize(common(&data, &t.path().join("q"), 2000), &base, vec![], 0);
+    l.latency_budgets = vec![budget];
+    l.pricing = Some(snl::Pricing {
+        model: cost.clone(),
+        link,
+    });
+    l.replacement = Replacement::Quadratic;
+    l.lambda = 0.5;
+    l.search_lr = 5e-2;
+    let out = snl::linearize(&l).unwrap();
+    let (m, _) = format::load(&out[0].path).unwrap();
+    assert!(m.public.has_quadratic());
+    let p = cost
+        .predict(&OnlineWork::of(&m.public).unwrap(), link)
+        .online_ms;
+    assert_eq!(out[0].predicted_ms, Some(p));
+    assert!(p <= budget, "predicted {p} ms for a budget of {budget} ms");
+}

@@ -3,6 +3,7 @@
 //! ([`super::finetune`]).
 
 use models::format;
+use models::model::Replacement;
 use serde_json::json;
 
 use crate::error::TrainError;
@@ -61,6 +62,16 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
             "budget {b} must be positive and below the model's {start_count} kept ReLUs"
         )));
     }
+    // Latencies are predicted for the models the run exports: with the requested
+    // replacement at every site (a quadratic site keeps its round and costs its squares'
+    // bytes even where the mask is empty).
+    let mut priced = base.public.clone();
+    if l.replacement != Replacement::Identity {
+        let sites: Vec<String> = priced.masks.keys().cloned().collect();
+        for site in &sites {
+            priced.set_replacement(site, l.replacement)?;
+        }
+    }
     let mut latencies = l.latency_budgets.clone();
     latencies.sort_unstable_by(|a, b| b.total_cmp(a));
     latencies.dedup();
@@ -76,7 +87,7 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                     link.rtt_ms, link.mbit
                 )));
             }
-            let (floor, now) = latency::range(&base.public, pricing)?;
+            let (floor, now) = latency::range(&priced, pricing)?;
             for &ms in &latencies {
                 if !(ms.is_finite() && ms > 0.0) {
                     return Err(TrainError::Invalid(format!(
@@ -105,7 +116,7 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                 link.mbit
                     .map_or("no rate limit".to_string(), |r| format!("{r} Mbit/s"))
             );
-            latency::site_weights(&base.public, pricing)?
+            latency::site_weights(&priced, pricing)?
         }
         None if !latencies.is_empty() => {
             return Err(TrainError::Invalid(
@@ -139,6 +150,7 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
         total,
         budgets,
         weights,
+        priced,
         train,
         test,
         teacher,

@@ -215,6 +215,9 @@ pub(super) struct Linearization<'a> {
     pub(super) budgets: Vec<Target>,
     /// The search penalty's per-site weights (latency pricing; empty: SNL's penalty).
     pub(super) weights: std::collections::BTreeMap<String, f64>,
+    /// The public part latencies are predicted on: the base model's, with the run's
+    /// replacement at every site.
+    pub(super) priced: models::model::PublicModel,
     /// The training split.
     pub(super) train: TensorSet,
     /// The test split.

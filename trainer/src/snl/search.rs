@@ -34,6 +34,7 @@ const BUDGET_CHECK_STEPS: usize = 10;
 /// when all snapshots exist.
 pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
     let (l, base, total, budgets) = (run.l, &run.base, run.total, &run.budgets);
+    let run_priced = &run.priced;
     let c = &l.common;
     let (train, test, teacher, log) = (&run.train, &run.test, &run.teacher, &run.log);
     let stop = &mut run.stop;
@@ -142,7 +143,9 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
                     step: Some(steps),
                     lambda: lambda_now,
                 };
-                crossed_now.extend(snapshot_reached(&net, &vs, l, base, &waiting, place)?);
+                crossed_now.extend(snapshot_reached(
+                    &net, &vs, l, base, run_priced, &waiting, place,
+                )?);
                 Ok(())
             },
         )?;
@@ -164,7 +167,7 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
         });
         let mut predicted = String::new();
         if let Some(pricing) = &l.pricing {
-            let p = latency::predict(&base.public, &masks, pricing)?;
+            let p = latency::predict(run_priced, &masks, pricing)?;
             line["predicted_online_ms"] = json!(p.online_ms);
             predicted = format!(", predicted online {:.2} ms", p.online_ms);
         }
@@ -191,7 +194,7 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
             step: None,
             lambda: st.lambda,
         };
-        for t in snapshot_reached(&net, &vs, l, base, &pending, place)? {
+        for t in snapshot_reached(&net, &vs, l, base, run_priced, &pending, place)? {
             st.mark_crossed(t);
         }
         st.seconds = before + start.elapsed().as_secs_f64();
@@ -219,6 +222,7 @@ fn snapshot_reached(
     vs: &VarStore,
     l: &Linearize,
     base: &models::Model,
+    priced: &models::model::PublicModel,
     waiting: &[Target],
     place: Place,
 ) -> Result<Vec<Target>, TrainError> {
@@ -249,7 +253,7 @@ fn snapshot_reached(
                 let now = match predicted {
                     Some(p) => p,
                     None => {
-                        let p = latency::predict(&base.public, &at_threshold, pricing)?.online_ms;
+                        let p = latency::predict(priced, &at_threshold, pricing)?.online_ms;
                         predicted = Some(p);
                         p
                     }
@@ -257,7 +261,7 @@ fn snapshot_reached(
                 if now > ms {
                     continue;
                 }
-                let (masks, p) = latency::fill(net, &base.public, pricing, ms, &at_threshold)?;
+                let (masks, p) = latency::fill(net, priced, pricing, ms, &at_threshold)?;
                 prov["latency_budget_ms"] = json!(ms);
                 prov["prediction"] = latency::describe(&p, pricing);
                 masks

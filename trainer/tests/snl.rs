@@ -606,6 +606,21 @@ fn latency_budgets_fit_their_prediction() {
     assert!((mean - 1.0).abs() < 1e-9, "{w:?}");
     assert!(weight(sites.len() - 1) > 2.0 * weight(0), "{w:?}");
 
+    // The search's checkpoint remembers its pricing: resuming it for a new budget without
+    // the cost model (or with another link) is refused rather than mixing penalties.
+    let mut again = linearize(
+        common(&data, &t.path().join("latency"), 2000),
+        &base,
+        vec![Budget::Absolute(50)],
+        0,
+    );
+    again.lambda = 0.5;
+    let e = snl::linearize(&again).unwrap_err().to_string();
+    assert!(
+        e.contains("holds a mask search with latency pricing"),
+        "{e}"
+    );
+
     // A budget below what the linear layers and rounds alone take, and one without a
     // cost model, are refused before any training.
     let mut low = linearize(common(&data, &t.path().join("low"), 2000), &base, vec![], 0);

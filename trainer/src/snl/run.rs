@@ -97,6 +97,10 @@ pub(super) struct PhaseState {
     /// other phases and in those written before replacements existed: the identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) replacement: Option<String>,
+    /// The latency pricing the search's penalty was weighted by (mask search; absent:
+    /// SNL's unweighted penalty, also in checkpoints written before pricing existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) pricing: Option<serde_json::Value>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {

@@ -75,12 +75,33 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
         named_params(&vs),
     );
     let ckpt = search_dir.join("checkpoint");
+    // What the penalty is weighted by, kept with the checkpoint: a search resumed under
+    // other pricing would mix two penalties.
+    let pricing = l
+        .pricing
+        .as_ref()
+        .map(|p| json!({"rtt_ms": p.link.rtt_ms, "mbit": p.link.mbit, "latency_model": p.model}));
     let mut st = match load_checkpoint(&ckpt, &mut vs, &mut opt)? {
         Some(s) => {
+            if s.pricing != pricing {
+                let show = |p: &Option<serde_json::Value>| {
+                    p.as_ref()
+                        .map_or("SNL's unweighted penalty".to_string(), |v| {
+                            format!("latency pricing {v}")
+                        })
+                };
+                return Err(TrainError::Invalid(format!(
+                    "{} holds a mask search with {}, this run asks for {}; use another --out",
+                    ckpt.display(),
+                    show(&s.pricing),
+                    show(&pricing)
+                )));
+            }
             eprintln!("resuming mask search after epoch {}", s.epoch);
             s
         }
         None => PhaseState {
+            pricing: pricing.clone(),
             lambda: l.lambda,
             lowest: net.relu_count(l.threshold)?,
             ..Default::default()

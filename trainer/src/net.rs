@@ -52,8 +52,6 @@ type Observer<'a> = &'a mut dyn FnMut(&str, &Tensor);
 struct Hooks<'a> {
     /// Called with each ReLU site's name and input.
     observe: Option<Observer<'a>>,
-    /// Dropped positions compute the identity even at sites with coefficients.
-    identity: bool,
     /// Accumulates (sum, count) of the squares' range penalty.
     penalty: Option<&'a mut Option<(Tensor, Tensor)>>,
 }
@@ -316,9 +314,8 @@ impl Net {
     }
 
     /// Per-site, per-channel moments of the pre-activations at the dropped positions
-    /// (mask 0) over `batches`, of every site or only of `only`. With `identity`, every
-    /// dropped position computes the identity, even at sites with coefficients;
-    /// otherwise those sites compute their quadratics. Only in mask mode.
+    /// (mask 0) over `batches`, of every site or only of `only`, with the sites that have
+    /// coefficients computing their quadratics. Only in mask mode.
     ///
     /// Batch norm normalizes with each batch's statistics, as in training: what the
     /// coefficients meet in the first fine-tuning steps. (Right after binarizing a
@@ -328,7 +325,6 @@ impl Net {
     pub fn dropped_moments(
         &self,
         batches: impl IntoIterator<Item = Tensor>,
-        identity: bool,
         only: Option<&str>,
     ) -> Result<BTreeMap<String, Vec<Moments>>, TrainError> {
         if self.mode != SiteMode::Mask {
@@ -358,7 +354,6 @@ impl Net {
                     true,
                     Hooks {
                         observe: Some(&mut observe),
-                        identity,
                         penalty: None,
                     },
                 );
@@ -418,7 +413,6 @@ impl Net {
             train,
             Hooks {
                 observe: None,
-                identity: false,
                 penalty: Some(&mut acc),
             },
         );
@@ -582,7 +576,7 @@ impl Net {
                             let a = &self.alphas[site];
                             &x + a * (x.relu() - &x)
                         }
-                        (SiteMode::Mask, Some(p)) if !hooks.identity => {
+                        (SiteMode::Mask, Some(p)) => {
                             let c = p.size()[1];
                             let coef = |k: i64| p.get(k).reshape([1, c, 1, 1]);
                             let q = (coef(0) * &x + coef(1)) * &x + coef(2);
@@ -656,7 +650,6 @@ impl ModuleT for Net {
             train,
             Hooks {
                 observe: None,
-                identity: false,
                 penalty: None,
             },
         )

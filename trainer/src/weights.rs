@@ -63,13 +63,7 @@ pub fn export(
             },
         );
     }
-    let mut public = template.clone();
-    for (name, m) in public.masks.iter_mut() {
-        let src = masks
-            .get(name)
-            .ok_or_else(|| TrainError::Invalid(format!("no mask for site {name}")))?;
-        m.kept = src.clone();
-    }
+    let public = with_masks(template, masks)?;
     let model = Model {
         public,
         weights,
@@ -77,4 +71,27 @@ pub fn export(
     };
     model.validate()?;
     Ok(model)
+}
+
+/// `public` with `masks` (one byte per position, by site name) in place of its own;
+/// errors on a site without a mask or a mask of the wrong length.
+pub fn with_masks(
+    public: &PublicModel,
+    masks: &BTreeMap<String, Vec<u8>>,
+) -> Result<PublicModel, TrainError> {
+    let mut p = public.clone();
+    for (site, m) in p.masks.iter_mut() {
+        let kept = masks
+            .get(site)
+            .ok_or_else(|| TrainError::Invalid(format!("no mask for site {site}")))?;
+        if kept.len() != m.kept.len() {
+            return Err(TrainError::Invalid(format!(
+                "mask of site {site} has {} positions, the site {}",
+                kept.len(),
+                m.kept.len()
+            )));
+        }
+        m.kept.clone_from(kept);
+    }
+    Ok(p)
 }

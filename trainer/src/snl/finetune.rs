@@ -117,11 +117,8 @@ fn fit_poly(
         if !net.poly().contains_key(&site) {
             continue;
         }
-        let moments = net.dropped_moments(
-            batches.iter().map(tch::Tensor::shallow_clone),
-            false,
-            Some(&site),
-        )?;
+        let moments =
+            net.dropped_moments(batches.iter().map(tch::Tensor::shallow_clone), Some(&site))?;
         let ms = moments
             .get(&site)
             .ok_or_else(|| TrainError::Invalid(format!("no pre-activations seen at {site}")))?;

@@ -16,33 +16,12 @@ use serde_json::{Value, json};
 
 use crate::error::TrainError;
 use crate::net::Net;
+use crate::weights::with_masks;
 
 use super::settings::Pricing;
 
 /// Masks by site name, one byte (0 or 1) per position.
 type Masks = BTreeMap<String, Vec<u8>>;
-
-/// `public` with `masks` in place of its own.
-fn with_masks(
-    public: &PublicModel,
-    masks: &BTreeMap<String, Vec<u8>>,
-) -> Result<PublicModel, TrainError> {
-    let mut p = public.clone();
-    for (site, m) in p.masks.iter_mut() {
-        let kept = masks
-            .get(site)
-            .ok_or_else(|| TrainError::Invalid(format!("no mask for site {site}")))?;
-        if kept.len() != m.kept.len() {
-            return Err(TrainError::Invalid(format!(
-                "mask of site {site} has {} positions, the site {}",
-                kept.len(),
-                m.kept.len()
-            )));
-        }
-        m.kept.clone_from(kept);
-    }
-    Ok(p)
-}
 
 /// The predicted online latency of `public` itself.
 pub(super) fn predict_public(
@@ -57,7 +36,7 @@ pub(super) fn predict_public(
 /// The predicted online latency of `public` with `masks`.
 pub(super) fn predict(
     public: &PublicModel,
-    masks: &BTreeMap<String, Vec<u8>>,
+    masks: &Masks,
     pricing: &Pricing,
 ) -> Result<Prediction, TrainError> {
     predict_public(&with_masks(public, masks)?, pricing)
@@ -105,7 +84,7 @@ pub(super) fn site_weights(
 }
 
 /// Kept positions of a set of masks.
-pub(super) fn kept_of(masks: &BTreeMap<String, Vec<u8>>) -> usize {
+pub(super) fn kept_of(masks: &Masks) -> usize {
     masks
         .values()
         .map(|m| m.iter().filter(|&&k| k != 0).count())

@@ -184,12 +184,18 @@ impl LatencyModel {
             path: path.to_path_buf(),
             source: e,
         })?;
+        Self::from_json(&bytes).map_err(|e| ModelError::malformed(path, e))
+    }
+
+    /// Parses and checks a saved model's bytes (at most 64 KiB); the error says what is
+    /// wrong.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() > 64 << 10 {
-            return Err(ModelError::malformed(path, "larger than 64 KiB"));
+            return Err("larger than 64 KiB".into());
         }
-        let m: LatencyModel = serde_json::from_slice(&bytes)
-            .map_err(|e| ModelError::malformed(path, format!("not a latency model: {e}")))?;
-        m.validate()?;
+        let m: LatencyModel =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a latency model: {e}"))?;
+        m.validate().map_err(|e| e.to_string())?;
         Ok(m)
     }
 
@@ -332,5 +338,31 @@ mod tests {
             ..model()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn saved_models_are_checked_when_read() {
+        let json = serde_json::to_vec(&model()).unwrap();
+        assert_eq!(LatencyModel::from_json(&json).unwrap(), model());
+        let e = LatencyModel::from_json(&vec![b' '; (64 << 10) + 1]).unwrap_err();
+        assert!(e.contains("64 KiB"), "{e}");
+        let other = String::from_utf8(json.clone())
+            .unwrap()
+            .replace(LATENCY_SCHEMA, "snl-latency-model/9");
+        assert!(
+            LatencyModel::from_json(other.as_bytes())
+                .unwrap_err()
+                .contains("schema")
+        );
+        let extra = String::from_utf8(json)
+            .unwrap()
+            .replacen('{', "{\"x\":1,", 1);
+        assert!(LatencyModel::from_json(extra.as_bytes()).is_err());
+        let negative = serde_json::to_vec(&LatencyModel {
+            per_kept_relu_ms: -1.0,
+            ..model()
+        })
+        .unwrap();
+        assert!(LatencyModel::from_json(&negative).is_err());
     }
 }

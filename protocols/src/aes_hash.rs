@@ -72,6 +72,13 @@ impl AesCipher {
         self
     }
 
+    /// The VAES-512 kernel's round keys, where this cipher uses that kernel (their
+    /// existence proves the CPU has AVX-512F, VAES and AES-NI).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn vaes_keys(&self) -> Option<&vaes::RoundKeys> {
+        self.wide.as_ref()
+    }
+
     /// Whether this cipher uses the VAES-512 kernel.
     pub fn uses_vaes(&self) -> bool {
         #[cfg(target_arch = "x86_64")]
@@ -150,7 +157,7 @@ impl AesCipher {
 /// unlike a table-driven expansion: keyed ciphers carry secret seeds).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod vaes {
+pub(crate) mod vaes {
     use aes::Block as AesBlock;
     use core::arch::x86_64::*;
 
@@ -158,7 +165,7 @@ mod vaes {
 
     /// The 11 round keys of AES-128; exists only on CPUs that run the kernel.
     #[derive(Clone)]
-    pub(super) struct RoundKeys([[u8; 16]; 11]);
+    pub(crate) struct RoundKeys([[u8; 16]; 11]);
 
     impl RoundKeys {
         /// Expands `key`, or `None` where the CPU lacks AVX-512F, VAES or AES-NI.
@@ -168,6 +175,29 @@ mod vaes {
                 && std::arch::is_x86_feature_detected!("aes");
             // SAFETY: `expand` needs AES-NI and SSE2 (x86-64 baseline), checked above.
             ok.then(|| unsafe { expand(key) })
+        }
+
+        /// The 11 round keys, each broadcast to the four 128-bit lanes of a register (for
+        /// kernels that fuse AES with other work, such as the half-gates kernels of
+        /// `gc::vaes`).
+        #[target_feature(enable = "avx512f")]
+        pub(crate) fn broadcast(&self) -> [__m512i; 11] {
+            core::array::from_fn(|r| {
+                // SAFETY: 16-byte unaligned load from a 16-byte array.
+                _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(self.0[r].as_ptr().cast()) })
+            })
+        }
+
+        /// The TCCR hash `π(π(x) ⊕ τ) ⊕ π(x)` of `xs[i]` under the tweak `(hi, first + i)`
+        /// (high and low 64 bits, the low half wrapping), in place, for the longest
+        /// prefix of `xs` that is a multiple of four blocks; returns its length. Both AES
+        /// passes and the tweaks stay in registers, 32 blocks in flight.
+        pub(super) fn tccr_counter(&self, xs: &mut [Block], hi: u64, first: u64) -> usize {
+            let n = xs.len() - xs.len() % 4;
+            // SAFETY: `self` exists only on a CPU with the kernel's features; `Block` is
+            // 16 bytes (see `encrypt_blocks`) and `n <= xs.len()`.
+            unsafe { tccr_counter(self, xs.as_mut_ptr().cast(), n, hi, first) };
+            n
         }
 
         /// Encrypts `buf` in place.
@@ -218,6 +248,83 @@ mod vaes {
         round!(9, 0x1b);
         round!(10, 0x36);
         RoundKeys(rk)
+    }
+
+    /// AES of every block of `N` registers (four blocks each), round-major: `N`
+    /// registers in flight. `kw` is [`RoundKeys::broadcast`].
+    #[target_feature(enable = "avx512f,vaes")]
+    #[inline]
+    pub(crate) fn aes_regs<const N: usize>(
+        kw: &[__m512i; 11],
+        mut x: [__m512i; N],
+    ) -> [__m512i; N] {
+        for v in &mut x {
+            *v = _mm512_xor_si512(*v, kw[0]);
+        }
+        for key in &kw[1..10] {
+            for v in &mut x {
+                *v = _mm512_aesenc_epi128(*v, *key);
+            }
+        }
+        for v in &mut x {
+            *v = _mm512_aesenclast_epi128(*v, kw[10]);
+        }
+        x
+    }
+
+    /// The TCCR hash of the `n` blocks at `p` (a multiple of 4) in place, block `i` under
+    /// the tweak `(hi, first + i)`: eight registers per step, then one.
+    ///
+    /// # Safety
+    /// `p` must be valid for reads and writes of `16 n` bytes; the CPU must have
+    /// AVX-512F, VAES and AES-NI.
+    #[target_feature(enable = "avx512f,vaes,aes,sse2")]
+    unsafe fn tccr_counter(rk: &RoundKeys, p: *mut u8, n: usize, hi: u64, first: u64) {
+        let kw = rk.broadcast();
+        let (h, f) = (hi as i64, first as i64);
+        // Tweaks of blocks 0..4: (hi, first + j) in lane j; each register adds 4.
+        let mut tw = _mm512_add_epi64(
+            _mm512_set_epi64(h, f, h, f, h, f, h, f),
+            _mm512_set_epi64(0, 3, 0, 2, 0, 1, 0, 0),
+        );
+        let step = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
+        let mut i = 0;
+        while i < n {
+            if i + 32 <= n {
+                let mut x = [_mm512_setzero_si512(); 8];
+                for (j, v) in x.iter_mut().enumerate() {
+                    // SAFETY: blocks i + 4j .. i + 4j + 4 are inside the buffer.
+                    *v = unsafe { _mm512_loadu_si512(p.add(16 * (i + 4 * j)).cast()) };
+                }
+                let u = aes_regs(&kw, x);
+                let mut t = [tw; 8];
+                for j in 1..8 {
+                    t[j] = _mm512_add_epi64(t[j - 1], step);
+                }
+                tw = _mm512_add_epi64(t[7], step);
+                let v: [__m512i; 8] =
+                    aes_regs(&kw, core::array::from_fn(|j| _mm512_xor_si512(u[j], t[j])));
+                for j in 0..8 {
+                    // SAFETY: as for the load.
+                    unsafe {
+                        _mm512_storeu_si512(
+                            p.add(16 * (i + 4 * j)).cast(),
+                            _mm512_xor_si512(v[j], u[j]),
+                        )
+                    };
+                }
+                i += 32;
+            } else {
+                // SAFETY: blocks i .. i + 4 are inside the buffer (n is a multiple of 4).
+                let x = unsafe { _mm512_loadu_si512(p.add(16 * i).cast()) };
+                let [u] = aes_regs(&kw, [x]);
+                let [v] = aes_regs(&kw, [_mm512_xor_si512(u, tw)]);
+                tw = _mm512_add_epi64(tw, step);
+                // SAFETY: as for the load.
+                unsafe { _mm512_storeu_si512(p.add(16 * i).cast(), _mm512_xor_si512(v, u)) };
+                i += 4;
+            }
+        }
     }
 
     /// Encrypts the `n` blocks at `p` in place: 32 at a time (eight registers), then 4,
@@ -331,6 +438,14 @@ impl TccrHash {
     /// [`CALL`] blocks per pair of cipher calls, without materialising the tweaks.
     pub fn hash_many_counter(&self, xs: &mut [Block], hi: u64, first: u64) {
         let base = (hi as u128) << 64;
+        #[cfg(target_arch = "x86_64")]
+        let (xs, first) = match self.pi.vaes_keys() {
+            Some(keys) => {
+                let done = keys.tccr_counter(xs, hi, first);
+                (&mut xs[done..], first.wrapping_add(done as u64))
+            }
+            None => (xs, first),
+        };
         let mut at = 0usize;
         for x in xs.chunks_mut(CALL) {
             self.hash_chunk(x, |i| {

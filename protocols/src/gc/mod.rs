@@ -56,6 +56,8 @@ mod backends;
 mod circuit;
 pub mod gadgets;
 pub mod relu;
+#[cfg(target_arch = "x86_64")]
+mod vaes;
 pub mod wide;
 
 pub use backends::{

@@ -47,8 +47,19 @@ fn run_on_wires<B: Backend>(
 
 /// Garbles `lanes` copies of `c` (constants replaced by XOR) with the lane-parallel
 /// backends (`W` lanes, the first `lanes` active) and checks each lane against the
-/// plaintext backend.
+/// plaintext backend, with the VAES kernels (where the CPU has them) and without.
 fn check_wide<const W: usize>(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) {
+    let pi = crate::aes_hash::AesCipher::fixed();
+    check_wide_with::<W>(&pi, c, inputs, seed);
+    check_wide_with::<W>(&pi.without_vaes(), c, inputs, seed);
+}
+
+fn check_wide_with<const W: usize>(
+    pi: &crate::aes_hash::AesCipher,
+    c: &RandCircuit,
+    inputs: &[Vec<bool>],
+    seed: u64,
+) {
     use super::wide::{WideEvaluator, WideGarbler};
     let mut c = c.clone();
     for g in &mut c.gates {
@@ -68,7 +79,6 @@ fn check_wide<const W: usize>(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) 
     let zero: Vec<[Block; W]> = (0..n_in)
         .map(|_| core::array::from_fn(|_| Block::random(&mut rng)))
         .collect();
-    let pi = crate::aes_hash::AesCipher::fixed();
     // Lane j's k-th AND gate has its tables at block 2(j + k·lanes) (the ReLU group
     // layout).
     let layout = crate::gc::wide::LaneLayout::<W> {
@@ -77,7 +87,7 @@ fn check_wide<const W: usize>(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) 
         stride: lanes as u64,
     };
     let mut tables = vec![Block::ZERO; 2 * ands * lanes];
-    let mut g = WideGarbler::new(delta, &pi, seed, layout, lanes, &mut tables);
+    let mut g = WideGarbler::new(delta, pi, seed, layout, lanes, &mut tables);
     let out0 = run_on_wires(&mut g, &c, zero.clone()).unwrap();
     let active: Vec<[Block; W]> = (0..n_in)
         .map(|k| {
@@ -90,7 +100,7 @@ fn check_wide<const W: usize>(c: &RandCircuit, inputs: &[Vec<bool>], seed: u64) 
             })
         })
         .collect();
-    let mut ev = WideEvaluator::new(&pi, seed, layout, lanes, &tables, &[]);
+    let mut ev = WideEvaluator::new(pi, seed, layout, lanes, &tables, &[]);
     let out = run_on_wires(&mut ev, &c, active).unwrap();
     for (j, inp) in inputs.iter().enumerate() {
         let mut p = PlainBackend::new(inp[..c.ng].to_vec(), inp[c.ng..].to_vec());
@@ -595,6 +605,51 @@ fn preset_labels_exhausted_is_an_error() {
     );
     let g = Garbler::with_evaluator_labels(delta, 0, vec![Block(1)], ChaCha12Rng::seed_from_u64(5));
     assert_eq!(g.finish().unwrap_err().fault(), Fault::Caller);
+}
+
+/// The VAES kernels (where this CPU has them) give the portable kernels' tables and
+/// labels, for every length around their group sizes and for active and random labels.
+#[test]
+fn vaes_and_gates_equal_the_portable_kernels() {
+    use super::wide::{evaluate_ands_with, garble_ands_with};
+    let fast = crate::aes_hash::AesCipher::fixed();
+    let portable = fast.clone().without_vaes();
+    let mut rng = ChaCha12Rng::seed_from_u64(41);
+    for n in [
+        0usize, 1, 3, 4, 5, 8, 12, 15, 16, 17, 20, 31, 32, 33, 36, 64, 100,
+    ] {
+        let delta = Delta::random(&mut rng);
+        let batch = rng.r#gen::<u64>() >> 1;
+        let first_gate = rng.r#gen::<u32>() as u64;
+        let a: Vec<Block> = (0..n).map(|_| Block::random(&mut rng)).collect();
+        let b: Vec<Block> = (0..n).map(|_| Block::random(&mut rng)).collect();
+        let garble = |pi: &crate::aes_hash::AesCipher| {
+            let mut out = vec![Block::ZERO; n];
+            let mut tables = vec![Block::ZERO; 2 * n];
+            garble_ands_with(pi, delta, batch, first_gate, &a, &b, &mut out, &mut tables).unwrap();
+            (out, tables)
+        };
+        let (out, tables) = garble(&fast);
+        assert_eq!((out.clone(), tables.clone()), garble(&portable), "n={n}");
+        let x: Vec<bool> = (0..n).map(|_| rng.r#gen()).collect();
+        let y: Vec<bool> = (0..n).map(|_| rng.r#gen()).collect();
+        let ax = encode_labels(&a, &x, delta).unwrap();
+        let by = encode_labels(&b, &y, delta).unwrap();
+        let eval = |pi: &crate::aes_hash::AesCipher| {
+            let mut o = vec![Block::ZERO; n];
+            evaluate_ands_with(pi, batch, first_gate, &ax, &by, &tables, &mut o).unwrap();
+            o
+        };
+        let got = eval(&fast);
+        assert_eq!(got, eval(&portable), "n={n}");
+        for i in 0..n {
+            assert_eq!(
+                got[i],
+                out[i] ^ delta.block().select(x[i] & y[i]),
+                "n={n} i={i}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -171,16 +171,61 @@ pub fn garble_ands(
         ));
     }
     check_ids(first_gate, n)?;
-    let pi = AesCipher::fixed();
+    garble_ands_with(
+        &AesCipher::fixed(),
+        delta,
+        batch_id,
+        first_gate,
+        a,
+        b,
+        out,
+        tables,
+    )
+}
+
+/// [`garble_ands`] after its checks, over the given permutation (tests: with and without
+/// the VAES kernels).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn garble_ands_with(
+    pi: &AesCipher,
+    delta: Delta,
+    batch_id: u64,
+    first_gate: u64,
+    a: &[Block],
+    b: &[Block],
+    out: &mut [Block],
+    tables: &mut [Block],
+) -> Result<()> {
+    let n = a.len();
     let d = delta.block();
     let hi = (batch_id as u128) << 64;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(keys) = pi.vaes_keys() {
+        let full = n - n % super::vaes::GROUP;
+        let mut pos = [0u64; VAES_CHUNK];
+        for at in (0..full).step_by(VAES_CHUNK) {
+            let m = VAES_CHUNK.min(full - at);
+            positions(first_gate, at, &mut pos[..m]);
+            super::vaes::garble(
+                keys,
+                d,
+                batch_id,
+                &pos[..m],
+                &a[at..at + m],
+                &b[at..at + m],
+                &mut out[at..at + m],
+                &mut tables[2 * at..2 * (at + m)],
+            )?;
+        }
+        return garble_tail(pi, d, hi, first_gate, full, a, b, out, tables);
+    }
     const K: usize = GARBLE_CHUNK;
     let full = n - n % K;
     for at in (0..full).step_by(K) {
         let pos: [u64; K] = core::array::from_fn(|j| 2 * (first_gate + (at + j) as u64));
         let t = &mut tables[2 * at..2 * (at + K)];
         garble_kernel::<K, { 4 * K }>(
-            &pi,
+            pi,
             d,
             hi,
             &pos,
@@ -194,12 +239,27 @@ pub fn garble_ands(
             },
         )?;
     }
-    // Tail: one gate at a time, 4 blocks per call.
-    for i in full..n {
+    garble_tail(pi, d, hi, first_gate, full, a, b, out, tables)
+}
+
+/// Garbles gates `from ..` of a [`garble_ands`] call one at a time (4 blocks per call).
+#[allow(clippy::too_many_arguments)]
+fn garble_tail(
+    pi: &AesCipher,
+    d: Block,
+    hi: u128,
+    first_gate: u64,
+    from: usize,
+    a: &[Block],
+    b: &[Block],
+    out: &mut [Block],
+    tables: &mut [Block],
+) -> Result<()> {
+    for i in from..a.len() {
         let pos = [2 * (first_gate + i as u64)];
         let t = &mut tables[2 * i..2 * i + 2];
         garble_kernel::<1, 4>(
-            &pi,
+            pi,
             d,
             hi,
             &pos,
@@ -244,25 +304,77 @@ pub fn evaluate_ands(
         )));
     }
     check_ids(first_gate, n)?;
-    let pi = AesCipher::fixed();
+    evaluate_ands_with(&AesCipher::fixed(), batch_id, first_gate, a, b, tables, out)
+}
+
+/// [`evaluate_ands`] after its checks, over the given permutation (tests: with and
+/// without the VAES kernels).
+pub(crate) fn evaluate_ands_with(
+    pi: &AesCipher,
+    batch_id: u64,
+    first_gate: u64,
+    a: &[Block],
+    b: &[Block],
+    tables: &[Block],
+    out: &mut [Block],
+) -> Result<()> {
+    let n = a.len();
     let hi = (batch_id as u128) << 64;
+    // Gates done by the VAES kernel (where the CPU has it), then by the portable kernel
+    // in chunks of K, then one at a time.
+    #[cfg(target_arch = "x86_64")]
+    let start = if let Some(keys) = pi.vaes_keys() {
+        let full = n - n % super::vaes::GROUP;
+        let mut pos = [0u64; VAES_CHUNK];
+        for at in (0..full).step_by(VAES_CHUNK) {
+            let m = VAES_CHUNK.min(full - at);
+            positions(first_gate, at, &mut pos[..m]);
+            super::vaes::evaluate(
+                keys,
+                batch_id,
+                &pos[..m],
+                &a[at..at + m],
+                &b[at..at + m],
+                &tables[2 * at..2 * (at + m)],
+                &mut out[at..at + m],
+            )?;
+        }
+        full
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let start = 0;
     const K: usize = EVAL_CHUNK;
-    let full = n - n % K;
-    for at in (0..full).step_by(K) {
+    let full = n - (n - start) % K;
+    for at in (start..full).step_by(K) {
         let pos: [u64; K] = core::array::from_fn(|j| 2 * (first_gate + (at + j) as u64));
         let t = &tables[2 * at..2 * (at + K)];
-        eval_kernel::<K, { 2 * K }>(&pi, hi, &pos, &a[at..], &b[at..], &mut out[at..], |j| {
+        eval_kernel::<K, { 2 * K }>(pi, hi, &pos, &a[at..], &b[at..], &mut out[at..], |j| {
             Ok((t[2 * j], t[2 * j + 1]))
         })?;
     }
     for i in full..n {
         let pos = [2 * (first_gate + i as u64)];
         let t = &tables[2 * i..2 * i + 2];
-        eval_kernel::<1, 2>(&pi, hi, &pos, &a[i..], &b[i..], &mut out[i..], |_| {
+        eval_kernel::<1, 2>(pi, hi, &pos, &a[i..], &b[i..], &mut out[i..], |_| {
             Ok((t[0], t[1]))
         })?;
     }
     Ok(())
+}
+
+/// Gates per call of the VAES kernels in [`garble_ands`] and [`evaluate_ands`] (their
+/// table positions are materialised this many at a time).
+#[cfg(target_arch = "x86_64")]
+const VAES_CHUNK: usize = 256;
+
+/// The table positions `2·(first_gate + at + j)` of gates `at + j` of a call.
+#[cfg(target_arch = "x86_64")]
+fn positions(first_gate: u64, at: usize, pos: &mut [u64]) {
+    for (j, p) in pos.iter_mut().enumerate() {
+        *p = 2 * (first_gate + (at + j) as u64);
+    }
 }
 
 /// Gate ids `first_gate .. first_gate + n` and the tweak `2·id + 1` must not overflow.
@@ -399,6 +511,25 @@ impl<const W: usize> Backend for WideGarbler<'_, W> {
         const { assert!(W.is_multiple_of(8) && W > 0) };
         let mut out = [Block::ZERO; W];
         let pos = self.layout.next(2);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(keys) = self.pi.vaes_keys() {
+            let mut pairs = [[Block::ZERO; 2]; W];
+            let batch = (self.batch_hi >> 64) as u64;
+            super::vaes::garble(
+                keys,
+                self.delta,
+                batch,
+                &pos,
+                a,
+                b,
+                &mut out,
+                pairs.as_flattened_mut(),
+            )?;
+            for (j, pair) in pairs.iter().enumerate().take(self.active) {
+                slot(self.tables, pos[j], 2)?.copy_from_slice(pair);
+            }
+            return Ok(out);
+        }
         // 16 gates (64 AES blocks) per cipher call when W allows, else 8 (32 blocks).
         if W.is_multiple_of(16) {
             for c in (0..W).step_by(16) {
@@ -539,6 +670,17 @@ impl<const W: usize> Backend for WideEvaluator<'_, W> {
         const { assert!(W.is_multiple_of(8) && W > 0) };
         let mut out = [Block::ZERO; W];
         let pos = self.layout.next(2);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(keys) = self.pi.vaes_keys() {
+            // Inactive lanes evaluate zero tables, as below.
+            let mut pairs = [[Block::ZERO; 2]; W];
+            for (j, pair) in pairs.iter_mut().enumerate().take(self.active) {
+                pair.copy_from_slice(slot_ref(self.tables, pos[j], 2)?);
+            }
+            let batch = (self.batch_hi >> 64) as u64;
+            super::vaes::evaluate(keys, batch, &pos, a, b, pairs.as_flattened(), &mut out)?;
+            return Ok(out);
+        }
         // 32 gates (64 AES blocks) per cipher call when W allows, else 16 or 8.
         if W.is_multiple_of(32) {
             for c in (0..W).step_by(32) {

@@ -234,6 +234,26 @@ pub struct OtSender {
     prgs: Vec<Prg>,
     hash: TccrHash,
     counter: u64,
+    /// Column buffers reused across chunks and calls (`u` received, `q` expanded): a
+    /// fresh zeroed megabyte per chunk cost more than the transpose.
+    cols: Columns,
+}
+
+/// Two column buffers of `KAPPA` columns, grown on demand and never shrunk (their old
+/// contents are always overwritten before use).
+#[derive(Default)]
+struct Columns {
+    a: Vec<u8>,
+    b: Vec<u8>,
+}
+
+impl Columns {
+    /// Both buffers at exactly `len` bytes.
+    fn sized(&mut self, len: usize) -> (&mut [u8], &mut [u8]) {
+        self.a.resize(len, 0);
+        self.b.resize(len, 0);
+        (&mut self.a[..], &mut self.b[..])
+    }
 }
 
 /// Prints sizes only: `Δ` and the base-OT seeds (inside the PRGs) are secret.
@@ -262,6 +282,7 @@ impl OtSender {
             prgs: seeds.into_iter().map(Prg::from_seed).collect(),
             hash: TccrHash::new(),
             counter: 0,
+            cols: Columns::default(),
         })
     }
 
@@ -283,9 +304,8 @@ impl OtSender {
         while done < n {
             let k = (n - done).min(CHUNK);
             let cb = k.div_ceil(128) * 16;
-            let mut u = vec![0u8; KAPPA * cb];
-            ch.recv(&mut u)?;
-            let mut q = vec![0u8; KAPPA * cb];
+            let (u, q) = self.cols.sized(KAPPA * cb);
+            ch.recv(u)?;
             for (j, prg) in self.prgs.iter_mut().enumerate() {
                 let col = &mut q[j * cb..(j + 1) * cb];
                 prg.fill_bytes(col);
@@ -296,7 +316,7 @@ impl OtSender {
                 }
             }
             let start = out.len();
-            columns_to_rows(&q, cb, &mut out);
+            columns_to_rows(q, cb, &mut out);
             out.truncate(start + k);
             done += k;
         }
@@ -343,6 +363,8 @@ pub struct OtReceiver {
     prgs: Vec<(Prg, Prg)>,
     hash: TccrHash,
     counter: u64,
+    /// Column buffers reused across chunks and calls (`t` and `u`).
+    cols: Columns,
 }
 
 /// Prints sizes only: both seeds of every base OT (inside the PRGs) are secret.
@@ -370,6 +392,7 @@ impl OtReceiver {
                 .collect(),
             hash: TccrHash::new(),
             counter: 0,
+            cols: Columns::default(),
         })
     }
 
@@ -385,8 +408,7 @@ impl OtReceiver {
             let cb = k.div_ceil(128) * 16;
             let mut r = pack_bits(chunk);
             r.resize(cb, 0);
-            let mut t = vec![0u8; KAPPA * cb];
-            let mut u = vec![0u8; KAPPA * cb];
+            let (t, u) = self.cols.sized(KAPPA * cb);
             for (j, (p0, p1)) in self.prgs.iter_mut().enumerate() {
                 let tc = &mut t[j * cb..(j + 1) * cb];
                 let uc = &mut u[j * cb..(j + 1) * cb];
@@ -396,10 +418,10 @@ impl OtReceiver {
                     *x ^= *y ^ *z;
                 }
             }
-            ch.send(&u)?;
+            ch.send(u)?;
             ch.flush()?;
             let start = out.len();
-            columns_to_rows(&t, cb, &mut out);
+            columns_to_rows(t, cb, &mut out);
             out.truncate(start + k);
         }
         Ok(out)

@@ -99,8 +99,9 @@ impl HeClient {
         ch.flush()?;
         drop(cts);
         let mut received = Vec::with_capacity(layout.output_cts());
-        for t in 0..layout.tiles {
-            for g in 0..layout.groups {
+        // Group-major: the server sends each group's tiles as soon as the group is done.
+        for g in 0..layout.groups {
+            for t in 0..layout.tiles {
                 let pos = layout.output_positions(t, g);
                 // Every bit pattern is a valid switched result: only the sizes (fixed by
                 // the layout) are checked, by reading exactly that much.

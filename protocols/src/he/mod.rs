@@ -54,6 +54,7 @@
 mod client;
 mod codec;
 pub mod layout;
+mod ordered;
 mod params;
 mod rekey;
 mod server;

@@ -10,8 +10,9 @@ use crate::error::{ProtocolError, Result};
 /// modulus-switched to powers of two (`RESULT_C0_BITS`, `RESULT_C1_BITS`). 3: layouts
 /// chosen by a cost model that counts bytes (the number and order of ciphertexts of a
 /// term follow the layout, which both sides derive from the public shapes). 4: a byte
-/// weighs 32 ns in that model instead of 16.
-pub const HE_VERSION: u8 = 4;
+/// weighs 32 ns in that model instead of 16. 5: a term's results are sent group-major
+/// (all tiles of group 0, then of group 1, ...), each group as soon as it is computed.
+pub const HE_VERSION: u8 = 5;
 
 /// Ring degree.
 pub const POLY_DEGREE: usize = 8192;

@@ -137,10 +137,15 @@ impl HeServer {
             None => (None, None),
         };
         let keep = store.is_some();
-        let outs = prgs
-            .into_par_iter()
-            .enumerate()
-            .map(|(g, prgs)| {
+        // Groups in order on worker threads; each group's results are sent (tiles in
+        // order) as soon as it and the groups before it are done, so the download
+        // overlaps the rest of the computation.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut kept: Vec<Vec<Poly>> = Vec::with_capacity(if keep { layout.groups } else { 0 });
+        super::ordered::for_each_ordered(
+            prgs,
+            threads,
+            |g, prgs: Vec<Prg>| {
                 let ctx = par.context_at_level(0).map_err(fhe_err("context"))?;
                 let mut norm = 0u128;
                 let mut kernels = Vec::new();
@@ -179,23 +184,25 @@ impl HeServer {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Ok((res, if keep { kernels } else { Vec::new() }))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (outs, kernels): (Vec<_>, Vec<_>) = outs.into_iter().unzip();
+            },
+            |_, (res, kernels)| {
+                for (c1, c0) in &res {
+                    ch.send(c1)?;
+                    ch.send_u64s(c0)?;
+                }
+                ch.flush()?;
+                if keep {
+                    kept.push(kernels);
+                }
+                Ok(())
+            },
+        )?;
         if let Some((cache, key, digest, bytes)) = store {
-            if let Some((_, old)) = cache.terms.insert(key, (digest, kernels)) {
+            if let Some((_, old)) = cache.terms.insert(key, (digest, kept)) {
                 cache.used -= old.iter().map(Vec::len).sum::<usize>() as u64 * POLY_BYTES;
             }
             cache.used += bytes;
         }
-        for t in 0..layout.tiles {
-            for group in &outs {
-                let (c1, c0) = &group[t];
-                ch.send(c1)?;
-                ch.send_u64s(c0)?;
-            }
-        }
-        ch.flush()?;
         Ok(())
     }
 

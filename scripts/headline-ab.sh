@@ -14,7 +14,8 @@
 # classifying the first LIMIT test images (default 4) privately and with the fixed-point
 # executor; rows go to OUT_PREFIX-a.csv and OUT_PREFIX-b.csv with network labels
 # veth, veth-1000mbit, veth-100mbit plus -rN for round N. The load average is printed
-# before each run. Needs root (network namespaces) like rtt-sweep.sh.
+# before each run. LINKS (default "unlimited 1000 100") picks the links, e.g.
+# LINKS=1000 for the 1 Gbit/s rows only. Needs root (network namespaces) like rtt-sweep.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { printf '[headline-ab] %s\n' "$*" >&2; exit 1; }
@@ -26,7 +27,13 @@ for d in "$bin_a" "$bin_b"; do
     for b in pi-server snl-bench delay-relay; do [ -x "$d/$b" ] || die "$d/$b not found"; done
 done
 for m in "$model_a" "$model_b"; do [ -d "$m" ] || die "model directory $m not found"; done
-for rate in "" 1000 100; do
+links=${LINKS:-unlimited 1000 100}
+for link in $links; do
+    case $link in
+        unlimited) rate= ;;
+        *[!0-9]* | "") die "LINKS: '$link' is neither 'unlimited' nor a rate in Mbit/s" ;;
+        *) rate=$link ;;
+    esac
     for i in $(seq "$rounds"); do
         for side in a b; do
             bin=$bin_a model=$model_a

@@ -200,6 +200,20 @@ pub(crate) mod vaes {
             n
         }
 
+        /// The TCCR hash of `xs[i]` under the tweak `(hi, pos[i])` in place, both AES
+        /// passes and the tweaks in registers. Returns `false` (and does nothing) unless
+        /// `pos` has `xs`'s length and that is a multiple of four.
+        pub(crate) fn tccr_positions(&self, xs: &mut [Block], hi: u64, pos: &[u64]) -> bool {
+            let n = xs.len();
+            if pos.len() != n || !n.is_multiple_of(4) {
+                return false;
+            }
+            // SAFETY: `self` exists only on a CPU with the kernel's features; `Block` is
+            // 16 bytes (see `encrypt_blocks`); `xs` and `pos` hold `n` elements.
+            unsafe { tccr_positions(self, xs.as_mut_ptr().cast(), pos.as_ptr(), n, hi) };
+            true
+        }
+
         /// Encrypts `buf` in place.
         #[inline]
         pub(super) fn encrypt_raw(&self, buf: &mut [AesBlock]) {
@@ -320,6 +334,53 @@ pub(crate) mod vaes {
                 let [u] = aes_regs(&kw, [x]);
                 let [v] = aes_regs(&kw, [_mm512_xor_si512(u, tw)]);
                 tw = _mm512_add_epi64(tw, step);
+                // SAFETY: as for the load.
+                unsafe { _mm512_storeu_si512(p.add(16 * i).cast(), _mm512_xor_si512(v, u)) };
+                i += 4;
+            }
+        }
+    }
+
+    /// The TCCR hash of the `n` blocks at `p` (a multiple of 4) in place, block `i` under
+    /// the tweak `(hi, pos[i])`: eight registers per step, then one.
+    ///
+    /// # Safety
+    /// `p` must be valid for reads and writes of `16 n` bytes and `pos` for reads of `n`
+    /// `u64`; the CPU must have AVX-512F, VAES and AES-NI.
+    #[target_feature(enable = "avx512f,vaes,aes,sse2")]
+    unsafe fn tccr_positions(rk: &RoundKeys, p: *mut u8, pos: *const u64, n: usize, hi: u64) {
+        let kw = rk.broadcast();
+        let hv = _mm512_set1_epi64(hi as i64);
+        // Positions 0..4 to the low halves of the four lanes, `hi` to the high halves.
+        let idx = _mm512_set_epi64(8, 3, 8, 2, 8, 1, 8, 0);
+        // SAFETY (both closures): blocks and positions at .. at + 4 are inside the
+        // buffers (the callers below keep at + 4 <= n).
+        let load = |at: usize| unsafe { _mm512_loadu_si512(p.add(16 * at).cast()) };
+        let tweak = |at: usize| {
+            let q = unsafe { _mm256_loadu_si256(pos.add(at).cast()) };
+            _mm512_permutex2var_epi64(_mm512_castsi256_si512(q), idx, hv)
+        };
+        let mut i = 0;
+        while i < n {
+            if i + 32 <= n {
+                let u = aes_regs(&kw, core::array::from_fn::<_, 8, _>(|j| load(i + 4 * j)));
+                let v: [__m512i; 8] = aes_regs(
+                    &kw,
+                    core::array::from_fn(|j| _mm512_xor_si512(u[j], tweak(i + 4 * j))),
+                );
+                for j in 0..8 {
+                    // SAFETY: as for the load.
+                    unsafe {
+                        _mm512_storeu_si512(
+                            p.add(16 * (i + 4 * j)).cast(),
+                            _mm512_xor_si512(v[j], u[j]),
+                        )
+                    };
+                }
+                i += 32;
+            } else {
+                let [u] = aes_regs(&kw, [load(i)]);
+                let [v] = aes_regs(&kw, [_mm512_xor_si512(u, tweak(i))]);
                 // SAFETY: as for the load.
                 unsafe { _mm512_storeu_si512(p.add(16 * i).cast(), _mm512_xor_si512(v, u)) };
                 i += 4;
@@ -625,6 +686,36 @@ mod tests {
                 assert_eq!(enc[i], aes.encrypt(arr[i]));
             }
         }
+    }
+
+    /// The in-register hash under arbitrary positions (where this CPU has VAES) equals
+    /// the scalar hash; lengths it does not take are refused untouched.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vaes_hash_under_positions_equals_scalar() {
+        let h = TccrHash::new();
+        let Some(keys) = h.pi.vaes_keys() else {
+            return;
+        };
+        for n in [0usize, 4, 8, 28, 32, 36, 64] {
+            let xs: Vec<Block> = (0..n as u128)
+                .map(|i| Block(i * 0x1234_5678_9abc + 1))
+                .collect();
+            let pos: Vec<u64> = (0..n as u64).map(|i| i.wrapping_mul(0x9e37) ^ 5).collect();
+            let mut ys = xs.clone();
+            assert!(keys.tccr_positions(&mut ys, 77, &pos));
+            for i in 0..n {
+                assert_eq!(
+                    ys[i],
+                    h.hash(xs[i], Block::from_halves(77, pos[i])),
+                    "n={n} i={i}"
+                );
+            }
+        }
+        let mut three = [Block(1); 3];
+        assert!(!keys.tccr_positions(&mut three, 0, &[0, 1, 2]));
+        assert!(!keys.tccr_positions(&mut [Block(1); 4], 0, &[0, 1, 2]));
+        assert_eq!(three, [Block(1); 3]);
     }
 
     #[test]

@@ -464,6 +464,17 @@ fn slot_ref(tables: &[Block], pos: u64, n: usize) -> Result<&[Block]> {
 /// `(batch, pos(i))`, in two cipher calls.
 #[inline(always)]
 fn tccr_many(pi: &AesCipher, batch_hi: u128, xs: &mut [Block], pos: impl Fn(usize) -> u64) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(keys) = pi.vaes_keys() {
+        let mut p = [0u64; 64];
+        let p = &mut p[..xs.len()];
+        for (i, q) in p.iter_mut().enumerate() {
+            *q = pos(i);
+        }
+        if keys.tccr_positions(xs, (batch_hi >> 64) as u64, p) {
+            return;
+        }
+    }
     let mut scratch = [Block::ZERO; 64];
     let u = &mut scratch[..xs.len()];
     u.copy_from_slice(xs);

@@ -202,21 +202,18 @@ pub(crate) fn garble_ands_with(
     #[cfg(target_arch = "x86_64")]
     if let Some(keys) = pi.vaes_keys() {
         let full = n - n % super::vaes::GROUP;
-        let mut pos = [0u64; VAES_CHUNK];
-        for at in (0..full).step_by(VAES_CHUNK) {
-            let m = VAES_CHUNK.min(full - at);
-            positions(first_gate, at, &mut pos[..m]);
+        in_vaes_chunks(first_gate, full, |at, m, pos| {
             super::vaes::garble(
                 keys,
                 d,
                 batch_id,
-                &pos[..m],
+                pos,
                 &a[at..at + m],
                 &b[at..at + m],
                 &mut out[at..at + m],
                 &mut tables[2 * at..2 * (at + m)],
-            )?;
-        }
+            )
+        })?;
         return garble_tail(pi, d, hi, first_gate, full, a, b, out, tables);
     }
     const K: usize = GARBLE_CHUNK;
@@ -325,20 +322,17 @@ pub(crate) fn evaluate_ands_with(
     #[cfg(target_arch = "x86_64")]
     let start = if let Some(keys) = pi.vaes_keys() {
         let full = n - n % super::vaes::GROUP;
-        let mut pos = [0u64; VAES_CHUNK];
-        for at in (0..full).step_by(VAES_CHUNK) {
-            let m = VAES_CHUNK.min(full - at);
-            positions(first_gate, at, &mut pos[..m]);
+        in_vaes_chunks(first_gate, full, |at, m, pos| {
             super::vaes::evaluate(
                 keys,
                 batch_id,
-                &pos[..m],
+                pos,
                 &a[at..at + m],
                 &b[at..at + m],
                 &tables[2 * at..2 * (at + m)],
                 &mut out[at..at + m],
-            )?;
-        }
+            )
+        })?;
         full
     } else {
         0
@@ -369,12 +363,23 @@ pub(crate) fn evaluate_ands_with(
 #[cfg(target_arch = "x86_64")]
 const VAES_CHUNK: usize = 256;
 
-/// The table positions `2·(first_gate + at + j)` of gates `at + j` of a call.
+/// Calls `f(at, m, pos)` for the gates `at .. at + m` of `0 .. full`, [`VAES_CHUNK`] at a
+/// time, with their table positions `pos[j] = 2·(first_gate + at + j)`.
 #[cfg(target_arch = "x86_64")]
-fn positions(first_gate: u64, at: usize, pos: &mut [u64]) {
-    for (j, p) in pos.iter_mut().enumerate() {
-        *p = 2 * (first_gate + (at + j) as u64);
+fn in_vaes_chunks(
+    first_gate: u64,
+    full: usize,
+    mut f: impl FnMut(usize, usize, &[u64]) -> Result<()>,
+) -> Result<()> {
+    let mut pos = [0u64; VAES_CHUNK];
+    for at in (0..full).step_by(VAES_CHUNK) {
+        let m = VAES_CHUNK.min(full - at);
+        for (j, p) in pos[..m].iter_mut().enumerate() {
+            *p = 2 * (first_gate + (at + j) as u64);
+        }
+        f(at, m, &pos[..m])?;
     }
+    Ok(())
 }
 
 /// Gate ids `first_gate .. first_gate + n` and the tweak `2·id + 1` must not overflow.

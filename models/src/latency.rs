@@ -120,11 +120,11 @@ impl OnlineWork {
             w.bytes_down += kept as u64 * 16 * u64::from(m - k);
             w.bytes_up += (kept as u64 * u64::from(l)).div_ceil(8);
             if quadratic {
-                // Truncation with a square: a bit and an l-bit value down, two 2·t2-bit
-                // messages and an l-bit value up (docs/protocols.md §5.2).
+                // Truncation with a square: a bit and an l-bit value down, one 2·t2-bit
+                // message and an l-bit value up (docs/protocols.md §5.2).
                 let t2 = shift + p.frac_bits - p.square_frac_bits;
                 w.bytes_down += rest.div_ceil(8) + rest * width(l);
-                w.bytes_up += rest * (2 * width(2 * t2) + width(l));
+                w.bytes_up += rest * (width(2 * t2) + width(l));
             } else {
                 // Exact truncation: a bit down, two shift-bit messages up (§5.1).
                 w.bytes_down += rest.div_ceil(8);

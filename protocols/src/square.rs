@@ -17,8 +17,9 @@
 //! **The wrap** (as in [`crate::trunc`]): with `u = −c mod L`, `p+ = [u < L/4]`,
 //! `p− = [u > 3L/4]`, `p = p+ ∨ p−` (client bits, offline) and `q` the top bit of `a`
 //! (server bit, online), `tr_s(a, s) + tr_c(c, s) − 2^(l−s)·q·p + 2^(l−s)·p−` is
-//! `⌊Y/2^s⌋ + {0, 1}` for every shift `s`. A single random OT with the client as sender
-//! shares `ρ + q·p`, and, in the same OT, the cross term that the square needs.
+//! `⌊Y/2^s⌋ + {0, 1}` for every shift `s`. A single random OT with the client as sender,
+//! derandomized into a correlated OT, shares `ρ + q·p`, and, in the same OT, the cross
+//! term that the square needs.
 //!
 //! **Offline.**
 //! 1. One random OT per position, client = [`OtSender`], server = [`OtReceiver`] (the
@@ -27,7 +28,11 @@
 //!    `x_c = tr_c(c, t) + T·(ρ + p−)`, `x~_c = tr_c(c, t2) + T2·(ρ + p−)` (one `ρ` serves
 //!    both shifts: `T·ρ mod L` depends on `ρ mod 2^t` only), and its OT messages
 //!    `X_j = (ρ + j·p mod 2^t2, ρ3 + j·p·x~_c mod 2^t2)`, `j = 0, 1` (the cross term
-//!    enters multiplied by `T2 = 2^(l−t2)`, so only its low `t2` bits matter).
+//!    enters multiplied by `T2 = 2^(l−t2)`, so only its low `t2` bits matter). Pairs are
+//!    added and subtracted componentwise mod `2^t2`; `Δ = X_1 − X_0 = (p, p·x~_c)`.
+//!    The client sends `γ = k_1 − k_0 − Δ` (`2·t2` bits); the server keeps
+//!    `K = k_e − e·γ = k_0 + e·Δ` (the derandomization of a random OT into a correlated
+//!    one, as in Beaver, "Precomputing oblivious transfer", CRYPTO 1995).
 //! 2. An oblivious linear evaluation (Gilboa, "Two party RSA key generation", CRYPTO 1999)
 //!    gives `o_s + o_c = U·x~_c mod L` for a uniform `U` of the server's: `l` random OTs
 //!    per position with the server as [`OtSender`] and the client as [`OtReceiver`]
@@ -42,9 +47,11 @@
 //! **Online.**
 //! 4. Server → client: `d = q ⊕ e` (1 bit, `e` its random-OT choice) and
 //!    `e1 = tr_s(a, t2) − U mod L` (`l` bits).
-//! 5. Client → server: `m_j = X_j ⊕ k_{j⊕d}` for `j = 0, 1` (`2·t2` bits each) and
-//!    `w = x~_c² + 2·(e1·x~_c + o_c − T2·ρ·x~_c + T2·ρ3) − σ_c mod L` (`l` bits).
-//! 6. The server opens `(x_q, x'_q) = m_q ⊕ k_e = (ρ + q·p, ρ3 + q·p·x~_c) mod 2^t2`
+//! 5. Client → server: `m = X_0 − k_0` if `d = 0`, `m = X_1 + k_0` if `d = 1` (`2·t2`
+//!    bits) and `w = x~_c² + 2·(e1·x~_c + o_c − T2·ρ·x~_c + T2·ρ3) − σ_c mod L` (`l` bits).
+//! 6. The server opens `(x_q, x'_q) = X_q = (ρ + q·p, ρ3 + q·p·x~_c) mod 2^t2` as
+//!    `m + K` if `d = 0` and `m − K` if `d = 1` (with `q = d ⊕ e`: for `d = 0`,
+//!    `X_0 − k_0 + k_0 + e·Δ = X_e`; for `d = 1`, `X_0 + Δ + k_0 − k_0 − e·Δ = X_{1−e}`),
 //!    and outputs `x_s = tr_s(a, t) − T·x_q`, `x~_s = tr_s(a, t2) − T2·x_q` and
 //!    `S_s = x~_s² + 2·(o_s − T2·x'_q) + w`.
 //!
@@ -61,15 +68,18 @@
 //! corrections masked by keys it did not choose, none of which depends on `U`); and its
 //! OLE output, a function of its own keys. The server sees `x_q` (uniform by `ρ`), `x'_q`
 //! (uniform by `ρ3`) and `w` (uniform by `σ_c`), jointly uniform since each has its own
-//! mask; `m_{1−q}` is hidden by the key it did not receive (IKNP random OT); the OLE shows
-//! it only the IKNP receiver's messages, which hide the client's choice bits. Neither view
-//! depends on whether a wrap happened, on `Y`, or on the other party's shares.
+//! mask; the correction `γ` is uniform to it, masked by the key `k_{1−e}` it did not
+//! receive (IKNP random OT), and `m = X_q − (1 − 2d)·K` follows from `X_q`, `K` and `d`;
+//! the OLE shows it only the IKNP receiver's messages, which hide the client's choice
+//! bits. So the server's view is simulated from `X_q` and `w`. Neither view depends on whether a wrap
+//! happened, on `Y`, or on the other party's shares.
 //!
 //! **Costs** (per position; [`online_bytes`], [`offline_bytes`]). Online:
-//! `⌈n/8⌉ + n·⌈l/8⌉` bytes down and `n·(2⌈2·t2/8⌉ + ⌈l/8⌉)` up (8.125 and 18 bytes at
-//! `l = 61, t2 = 20`), one round trip. Offline: one IKNP random OT down (16 bytes), `l`
-//! IKNP random OTs up (`16 l` bytes) and `l(l+1)/2` bits of corrections down, in one flight
-//! each way per batch of [`OLE_BATCH`] positions.
+//! `⌈n/8⌉ + n·⌈l/8⌉` bytes down and `n·(⌈2·t2/8⌉ + ⌈l/8⌉)` up (8.125 and 13 bytes at
+//! `l = 61, t2 = 20`), one round trip. Offline: one IKNP random OT down (16 bytes), its
+//! correction `γ` up (`⌈2·t2/8⌉` bytes), `l` IKNP random OTs up (`16 l` bytes) and
+//! `l(l+1)/2` bits of corrections down, in one flight each way per batch of
+//! [`OLE_BATCH`] positions.
 //!
 //! Requires `1 <= t <= t2 <= 40` and `t2 + 3 <= l <= 64`.
 
@@ -141,11 +151,11 @@ const fn width(bits: u32) -> usize {
 }
 
 /// Online bytes of `n` truncations with a square: `(server → client, client → server)` =
-/// `(⌈n/8⌉ + n ⌈l/8⌉, n (2 ⌈2 t2/8⌉ + ⌈l/8⌉))`.
+/// `(⌈n/8⌉ + n ⌈l/8⌉, n (⌈2 t2/8⌉ + ⌈l/8⌉))`.
 pub const fn online_bytes(n: usize, p: SquareParams) -> (u64, u64) {
     (
         (n.div_ceil(8) + n * width(p.l)) as u64,
-        (n * (2 * width(p.msg_bits()) + width(p.l))) as u64,
+        (n * (width(p.msg_bits()) + width(p.l))) as u64,
     )
 }
 
@@ -181,11 +191,31 @@ pub fn ole_bytes(n: usize, l: u32) -> (u64, u64) {
 
 /// Offline bytes of `n` truncations with a square, after the two OT setups:
 /// `(server → client, client → server)`. Down: one IKNP extension of `n` OTs and the OLE
-/// corrections; up: the OLE's IKNP extension of `n·l` OTs. Per position at `l = 61`:
-/// `16 + 1891/8 ≈ 252.4` bytes down and `976` up.
+/// corrections; up: the correlation corrections `γ` (`⌈2 t2/8⌉` bytes each) and the OLE's
+/// IKNP extension of `n·l` OTs. Per position at `l = 61, t2 = 20`: `16 + 1891/8 ≈ 252.4`
+/// bytes down and `5 + 976` up.
 pub fn offline_bytes(n: usize, p: SquareParams) -> (u64, u64) {
     let (down, up) = ole_bytes(n, p.l);
-    (iknp_bytes(n) + down, up)
+    (iknp_bytes(n) + down, (n * width(p.msg_bits())) as u64 + up)
+}
+
+/// Componentwise `x + y` of two pairs packed as `t2`-bit fields (`x` in the low field,
+/// `x'` above it), each mod `2^t2`.
+#[inline]
+fn pair_add(x: u128, y: u128, t2: u32) -> u128 {
+    let m = u128::from(bit_mask(t2));
+    let lo = (x & m).wrapping_add(y & m) & m;
+    let hi = ((x >> t2) & m).wrapping_add((y >> t2) & m) & m;
+    lo | (hi << t2)
+}
+
+/// Componentwise `x − y` of two packed pairs (see [`pair_add`]).
+#[inline]
+fn pair_sub(x: u128, y: u128, t2: u32) -> u128 {
+    let m = u128::from(bit_mask(t2));
+    let lo = (x & m).wrapping_sub(y & m) & m;
+    let hi = ((x >> t2) & m).wrapping_sub((y >> t2) & m) & m;
+    lo | (hi << t2)
 }
 
 /// `if bit { b } else { a }` without a branch on `bit`.
@@ -382,7 +412,7 @@ fn ole_receiver_batched<C: Channel + ?Sized>(
 pub struct SquareServerSecrets {
     p: SquareParams,
     choices: Vec<bool>,
-    /// `k_e`, `2·t2` bits.
+    /// `K = k_e − e·γ = k_0 + e·Δ` (two `t2`-bit fields).
     keys: Vec<u128>,
     /// `U` of the OLE.
     us: Vec<u64>,
@@ -442,8 +472,9 @@ impl SquareServerSecrets {
 /// online phase.
 pub struct SquareClientSecrets {
     p: SquareParams,
-    /// `(X_0 ⊕ k_0, X_1 ⊕ k_1, k_0 ⊕ k_1)` per value.
-    msgs: Vec<[u128; 3]>,
+    /// `(X_0 − k_0, X_1 + k_0)` per value (two `t2`-bit fields each): the answer for
+    /// `d = 0` and for `d = 1`.
+    msgs: Vec<[u128; 2]>,
     /// `(x~_c, x~_c² + 2(o_c − T2·ρ·x~_c + T2·ρ3) − σ_c)` per value.
     lin: Vec<[u64; 2]>,
 }
@@ -474,7 +505,7 @@ impl SquareClientSecrets {
     }
 
     /// Bytes held per value.
-    pub const BYTES_PER_VALUE: u64 = 64;
+    pub const BYTES_PER_VALUE: u64 = 48;
 
     /// Material of `n` values filled from `rng`, without the offline protocol (see
     /// [`SquareServerSecrets::for_fuzzing`]). Only in fuzzing builds.
@@ -483,7 +514,7 @@ impl SquareClientSecrets {
         let mask = p.mask();
         let mut msg =
             || (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) & p.msg_mask();
-        let msgs = (0..n).map(|_| [msg(), msg(), msg()]).collect();
+        let msgs = (0..n).map(|_| [msg(), msg()]).collect();
         SquareClientSecrets {
             p,
             msgs,
@@ -554,11 +585,24 @@ pub fn square_offline_server<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Size
     let keys: Vec<u128> = if n == 0 {
         Vec::new()
     } else {
-        trunc_ot
-            .receive_random(ch, &choices)?
-            .into_iter()
-            .map(|k| k.0 & p.msg_mask())
-            .collect()
+        let ks = trunc_ot.receive_random(ch, &choices)?;
+        // The client's corrections γ = k_1 − k_0 − Δ: K = k_e − e·γ = k_0 + e·Δ.
+        let wm = width(p.msg_bits());
+        let mut buf = vec![0u8; n * wm];
+        ch.recv(&mut buf)?;
+        let mut keys = Vec::with_capacity(n);
+        for ((k, &e), g) in ks.iter().zip(&choices).zip(buf.chunks_exact(wm)) {
+            let g = read_le(g);
+            if g & !p.msg_mask() != 0 {
+                return Err(ProtocolError::peer(format!(
+                    "square correlation: a correction has more than {} bits",
+                    p.msg_bits()
+                )));
+            }
+            let ke = k.0 & p.msg_mask();
+            keys.push(select(ke, pair_sub(ke, g, p.t2), e));
+        }
+        keys
     };
     let us: Vec<u64> = (0..n).map(|_| rng.next_u64() & p.mask()).collect();
     let os = ole_sender(ch, ole_ot, &us, p.l)?;
@@ -600,6 +644,7 @@ pub fn square_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Size
     let mut x_tilde = Vec::with_capacity(n);
     let mut rhos = Vec::with_capacity(n);
     let mut msgs = Vec::with_capacity(n);
+    let mut corrections = Vec::with_capacity(n * width(p.msg_bits()));
     for (&c, &(k0, k1)) in shares.iter().zip(&pairs) {
         let c = c & mask;
         let u = c.wrapping_neg() & mask;
@@ -619,10 +664,18 @@ pub fn square_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Size
         let x1 =
             u128::from((rho + pp) & t2mask) | (u128::from(rho3.wrapping_add(cross) & t2mask) << t2);
         let (k0, k1) = (k0.0 & p.msg_mask(), k1.0 & p.msg_mask());
+        // Δ = X_1 − X_0 = (p, p·x~_c) and the correction γ = k_1 − k_0 − Δ.
+        let delta = pair_sub(x1, x0, t2);
+        let gamma = pair_sub(pair_sub(k1, k0, t2), delta, t2);
+        corrections.extend_from_slice(&gamma.to_le_bytes()[..width(p.msg_bits())]);
         x.push(xc);
         x_tilde.push(xtc);
         rhos.push([rho, rho3]);
-        msgs.push([x0 ^ k0, x1 ^ k1, k0 ^ k1]);
+        msgs.push([pair_sub(x0, k0, t2), pair_add(x1, k0, t2)]);
+    }
+    if n > 0 {
+        ch.send(&corrections)?;
+        ch.flush()?;
     }
     let ocs = ole_receiver(ch, ole_ot, &x_tilde, l)?;
     let mut square = Vec::with_capacity(n);
@@ -719,8 +772,8 @@ impl SquareAnswer {
 }
 
 /// Online phase, client side: receives `d` and `e1` and computes the answer
-/// `m_j = X_j ⊕ k_{j⊕d}`, `w` (consumes the material: the keys must never be used
-/// twice). A value `e1` wider than `l` bits is the peer's error.
+/// `m = X_0 − k_0` (`d = 0`) or `X_1 + k_0` (`d = 1`) and `w` (consumes the material: the
+/// keys must never be used twice). A value `e1` wider than `l` bits is the peer's error.
 pub fn square_online_client<C: Channel + ?Sized>(
     ch: &mut C,
     sec: SquareClientSecrets,
@@ -732,8 +785,8 @@ pub fn square_online_client<C: Channel + ?Sized>(
     let d = ch.recv_bits(n)?;
     let mut buf = vec![0u8; n * wl];
     ch.recv(&mut buf)?;
-    let mut bytes = Vec::with_capacity(n * (2 * wm + wl));
-    for (((&[a, b, k], &[xtc, w0]), d), e1) in sec
+    let mut bytes = Vec::with_capacity(n * (wm + wl));
+    for (((&[a, b], &[xtc, w0]), d), e1) in sec
         .msgs
         .iter()
         .zip(&sec.lin)
@@ -747,10 +800,8 @@ pub fn square_online_client<C: Channel + ?Sized>(
                 p.l
             )));
         }
-        let kd = k & 0u128.wrapping_sub(u128::from(d));
         let w = w0.wrapping_add(e1.wrapping_mul(xtc).wrapping_mul(2)) & mask;
-        bytes.extend_from_slice(&(a ^ kd).to_le_bytes()[..wm]);
-        bytes.extend_from_slice(&(b ^ kd).to_le_bytes()[..wm]);
+        bytes.extend_from_slice(&select(a, b, d).to_le_bytes()[..wm]);
         bytes.extend_from_slice(&w.to_le_bytes()[..wl]);
     }
     Ok(SquareAnswer { bytes })
@@ -758,7 +809,7 @@ pub fn square_online_client<C: Channel + ?Sized>(
 
 /// Online phase, server side, second half: receives the client's answer and returns the
 /// server's shares for the same `shares` as the request. A message wider than its field
-/// (`2·t2` bits for `m_j`, `l` for `w`) is the peer's error.
+/// (`2·t2` bits for `m`, `l` for `w`) is the peer's error.
 pub fn square_online_server_finish<C: Channel + ?Sized>(
     ch: &mut C,
     sec: SquareServerSecrets,
@@ -770,7 +821,7 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
     let mask = p.mask();
     let (wl, wm) = (width(l), width(p.msg_bits()));
     let n = shares.len();
-    let mut buf = vec![0u8; n * (2 * wm + wl)];
+    let mut buf = vec![0u8; n * (wm + wl)];
     ch.recv(&mut buf)?;
     let t2mask = bit_mask(t2);
     let big_t = 1u64 << (l - t);
@@ -780,16 +831,16 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
         x_tilde: Vec::with_capacity(n),
         square: Vec::with_capacity(n),
     };
-    for (((chunk, &a), &k), &os) in buf
-        .chunks_exact(2 * wm + wl)
+    for ((((chunk, &a), &k), &os), &e) in buf
+        .chunks_exact(wm + wl)
         .zip(shares)
         .zip(&sec.keys)
         .zip(&sec.os)
+        .zip(&sec.choices)
     {
-        let m0 = read_le(&chunk[..wm]);
-        let m1 = read_le(&chunk[wm..2 * wm]);
-        let w = read_le(&chunk[2 * wm..]);
-        if (m0 | m1) & !p.msg_mask() != 0 {
+        let m = read_le(&chunk[..wm]);
+        let w = read_le(&chunk[wm..]);
+        if m & !p.msg_mask() != 0 {
             return Err(ProtocolError::peer(format!(
                 "square answer: a message has more than {} bits",
                 p.msg_bits()
@@ -801,8 +852,8 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
             )));
         }
         let q = top_bit(a, l);
-        // m_q ⊕ k_e = X_q, since d = q ⊕ e.
-        let m = select(m0, m1, q) ^ k;
+        // X_q = m + K if d = q ⊕ e is 0, m − K if it is 1 (K = k_0 + e·Δ).
+        let m = select(pair_add(m, k, t2), pair_sub(m, k, t2), q ^ e);
         let xq = (m as u64) & t2mask;
         let xq2 = ((m >> t2) as u64) & t2mask;
         let xs = truncate_share(Role::Server, a, t, l).wrapping_sub(xq.wrapping_mul(big_t)) & mask;
@@ -1062,10 +1113,13 @@ mod tests {
             assert_eq!(out.offline, offline_bytes(n, p), "n={n} l={l}");
         }
         let p = SquareParams::new(61, 14, 20).unwrap();
-        // 1 bit + 8 bytes down, 2 · 5 + 8 bytes up per position.
-        assert_eq!(online_bytes(8, p), (1 + 64, 144));
-        // 128 OTs: 2 KiB per IKNP extension of up to 128 OTs.
-        assert_eq!(offline_bytes(128, p), (2048 + 128 * 1891 / 8, 61 * 2048));
+        // 1 bit + 8 bytes down, 5 + 8 bytes up per position.
+        assert_eq!(online_bytes(8, p), (1 + 64, 104));
+        // 128 OTs: 2 KiB per IKNP extension of up to 128 OTs; 5 bytes of correction each.
+        assert_eq!(
+            offline_bytes(128, p),
+            (2048 + 128 * 1891 / 8, 128 * 5 + 61 * 2048)
+        );
     }
 
     #[test]
@@ -1152,11 +1206,10 @@ mod tests {
         let p = SquareParams::new(61, 14, 21).unwrap();
         let (wl, wm) = (width(p.l), width(p.msg_bits()));
         let a = [1u64, 2];
-        // (byte to spoil, what the error says): bit 47 of m0, bit 47 of m1, bit 63 of w.
+        // (byte to spoil, what the error says): bit 47 of m, bit 63 of w.
         for (at, says) in [
             (wm - 1, "more than 42 bits"),
-            (2 * wm - 1, "more than 42 bits"),
-            (2 * wm + wl - 1, "more than 61 bits"),
+            (wm + wl - 1, "more than 61 bits"),
         ] {
             let (mut s_ch, sec, mut c_ch, csec) = prepared(p);
             square_online_server_request(&mut s_ch, &sec, &a).unwrap();
@@ -1165,7 +1218,7 @@ mod tests {
                 let ans = square_online_client(&mut c_ch, csec).unwrap();
                 let mut bytes = ans.bytes;
                 // The second position's field gets a bit above its width.
-                bytes[2 * wm + wl + at] |= 0x80;
+                bytes[wm + wl + at] |= 0x80;
                 c_ch.send(&bytes).unwrap();
                 c_ch.flush().unwrap();
                 c_ch
@@ -1185,6 +1238,34 @@ mod tests {
         let e = square_online_client(&mut c_ch, csec).unwrap_err();
         assert_eq!(e.fault(), Fault::Peer);
         assert!(e.to_string().contains("more than 61 bits"), "{e}");
+    }
+
+    /// The offline correlation corrections γ are `2·t2` bits: a wider one is the client's
+    /// fault, seen by the server before the OLE.
+    #[test]
+    fn oversized_correction_is_a_peer_error() {
+        let p = SquareParams::new(61, 14, 21).unwrap();
+        let wm = width(p.msg_bits());
+        let (mut s_ch, c_ch) = MemoryChannel::pair();
+        let (mut tr, mut ole, h) = setup(&mut s_ch, c_ch, 8);
+        let (c_ch, ctr, _cole) = h.join().unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut ch, mut ctr) = (c_ch, ctr);
+            ctr.send_random(&mut ch, 2).unwrap();
+            let mut gamma = vec![0u8; 2 * wm];
+            gamma[2 * wm - 1] = 0x80; // bit 47 of the second correction
+            ch.send(&gamma).unwrap();
+            ch.flush().unwrap();
+            ch
+        });
+        let mut rng = ChaCha12Rng::seed_from_u64(9);
+        let e = square_offline_server(&mut s_ch, &mut tr, &mut ole, 2, p, &mut rng).unwrap_err();
+        assert_eq!(e.fault(), Fault::Peer);
+        assert!(
+            e.to_string().contains("correction has more than 42 bits"),
+            "{e}"
+        );
+        drop(h.join().unwrap());
     }
 
     /// Runs the OLE alone on `(U, x)` pairs with a given batch size; returns the outputs and
@@ -1310,17 +1391,11 @@ mod tests {
         assert!(s.contains("values: 3"), "{s}");
         let sec = SquareClientSecrets {
             p,
-            msgs: vec![[111_111_111, 222_222_222, 333_333_333]; 2],
+            msgs: vec![[111_111_111, 222_222_222]; 2],
             lin: vec![[444_444_444, 666_666_666]; 2],
         };
         let s = format!("{sec:?}");
-        for n in [
-            "111111111",
-            "222222222",
-            "333333333",
-            "444444444",
-            "666666666",
-        ] {
+        for n in ["111111111", "222222222", "444444444", "666666666"] {
             assert!(!s.contains(n), "{s}");
         }
         let sh = SquareClientShares {

@@ -1,7 +1,7 @@
 #![no_main]
 //! The online decoders of the truncation with a square, fed arbitrary peer messages,
-//! must never panic: the client's (`d` and `e1` from the server) and the server's (`m0`,
-//! `m1` and `w` from the client), for any valid parameters and count.
+//! must never panic: the client's (`d` and `e1` from the server) and the server's (`m`
+//! and `w` from the client), for any valid parameters and count.
 
 use libfuzzer_sys::fuzz_target;
 use protocols::square::{

@@ -126,9 +126,9 @@ impl OnlineWork {
                 w.bytes_down += rest.div_ceil(8) + rest * width(l);
                 w.bytes_up += rest * (width(2 * t2) + width(l));
             } else {
-                // Exact truncation: a bit down, two shift-bit messages up (§5.1).
+                // Exact truncation: a bit down, one shift-bit message up (§5.1).
                 w.bytes_down += rest.div_ceil(8);
-                w.bytes_up += rest * 2 * width(shift);
+                w.bytes_up += rest * width(shift);
             }
             w.kept += kept;
             if len > 0 {
@@ -326,8 +326,9 @@ mod tests {
         let prices = site_prices(&m.public, &model(), link).unwrap();
         let first = &prices[m.public.graph.sites().unwrap()[0].name.as_str()];
         assert!(first.empty_saves_ms < 1.0, "{first:?}");
-        // 22 labels of 16 bytes and 61 colour bits, less a 4-byte truncation and its bit.
-        let bytes = 16.0 * 22.0 + 61.0 / 8.0 - 4.0 - 1.0 / 8.0;
+        // 22 labels of 16 bytes and 61 colour bits, less a 2-byte truncation answer and
+        // its bit.
+        let bytes = 16.0 * 22.0 + 61.0 / 8.0 - 2.0 - 1.0 / 8.0;
         let want = 0.003 + bytes * 8.0 / 1e6;
         assert!(
             (first.per_relu_ms - want).abs() < 2e-5,

@@ -219,6 +219,7 @@ impl<'p> ServerEngine<'p> {
         ch: &mut CountingChannel<C>,
         pre: &mut dyn Preprocessing,
     ) -> Result<(ServerPrepared, PhaseMetrics)> {
+        ch.begin_phase();
         let mut meter = Meter::new(ch);
         let mut rng = self.rng.prg();
         let mut prep = ServerPrepared {
@@ -276,6 +277,12 @@ impl<'p> ServerEngine<'p> {
             prep.squares.push(square);
             meter.end(ch, i, layer);
         }
+        // The client sends every layer's truncation corrections after its last layer, in
+        // the flight before its first online message, so they cost no round of their own.
+        for t in prep.truncs.iter_mut().flatten() {
+            t.receive_corrections(ch)
+                .map_err(|e| RuntimeError::from(e).context("offline truncation corrections"))?;
+        }
         Ok((prep, meter.finish(ch)))
     }
 
@@ -300,6 +307,7 @@ impl<'p> ServerEngine<'p> {
         let plan = &self.plan;
         let p = plan.fixed;
         let lmask = plan.ring.mask();
+        ch.begin_phase();
         let mut meter = Meter::new(ch);
         let input = plan
             .recv_ring(ch, plan.value_lens[0], "masked input")
@@ -527,12 +535,14 @@ impl ClientEngine {
         let plan = &self.plan;
         let l = plan.fixed.ring_bits;
         let lmask = plan.ring.mask();
+        ch.begin_phase();
         let mut meter = Meter::new(ch);
         let mut rng = self.rng.prg();
         let mut masks: Vec<Option<Vec<u64>>> = vec![None; plan.value_lens.len()];
         masks[0] = Some(plan.ring.random(&mut rng, plan.value_lens[0]));
         let mut relus = Vec::with_capacity(plan.layers.len());
         let mut truncs = Vec::with_capacity(plan.layers.len());
+        let mut corrections = Vec::new();
         let mut squares = Vec::with_capacity(plan.layers.len());
         let mut logit_share = Vec::new();
         pre.begin_inference();
@@ -589,9 +599,11 @@ impl ClientEngine {
                 relus.push(None);
             }
             let lin_r = if layer.trunc_count > 0 {
-                let (t, sec) = trunc_offline_client(ch, trunc_ot, &lin, layer.shift, l, &mut rng)
-                    .map_err(|e| RuntimeError::from(e).context(&what))?;
+                let (t, sec, corr) =
+                    trunc_offline_client(ch, trunc_ot, &lin, layer.shift, l, &mut rng)
+                        .map_err(|e| RuntimeError::from(e).context(&what))?;
                 truncs.push(Some(sec));
+                corrections.push(corr);
                 t
             } else {
                 truncs.push(None);
@@ -619,6 +631,16 @@ impl ClientEngine {
                 }
             }
             meter.end(ch, i, layer);
+        }
+        // Every layer's truncation corrections in one flight (the server reads them at the
+        // end of its offline phase). Flushed: the next offline phase may start with a
+        // message from the server.
+        if !corrections.is_empty() {
+            for c in corrections {
+                c.send(ch)
+                    .map_err(|e| RuntimeError::from(e).context("offline truncation corrections"))?;
+            }
+            ch.flush()?;
         }
         Ok((
             ClientPrepared {
@@ -650,6 +672,7 @@ impl ClientEngine {
                 plan.value_lens[0]
             )));
         }
+        ch.begin_phase();
         let mut meter = Meter::new(ch);
         let masked: Vec<u64> = encoded_input
             .iter()

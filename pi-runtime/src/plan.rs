@@ -199,8 +199,8 @@ impl Plan {
     }
 
     /// Online bytes client to server and server to client predicted by the protocol:
-    /// up `8 n_in + Σ_layers (⌈kept × l / 8⌉ + truncated × 2 ⌈t/8⌉ + squared × (2 ⌈(t2 +
-    /// l)/8⌉ + ⌈l/8⌉))` (input, packed colour bits, truncation answers, square answers),
+    /// up `8 n_in + Σ_layers (⌈kept × l / 8⌉ + truncated × ⌈t/8⌉ + squared × (⌈2 t2/8⌉ +
+    /// ⌈l/8⌉))` (input, packed colour bits, truncation answers, square answers),
     /// down `Σ_layers (kept × 16 (m_i - k) + ⌈truncated / 8⌉ + ⌈squared / 8⌉ + squared ×
     /// ⌈l/8⌉) + 8 classes` (labels of the bits each gadget reads, truncation and square
     /// requests, logits); `t` is each layer's shift.

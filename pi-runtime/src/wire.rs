@@ -29,8 +29,10 @@ pub const MAGIC: [u8; 6] = *b"SNLPI\0";
 /// 6: a layer without a ReLU to evaluate whose inputs are at 2^f is kept without a round
 /// and its readers truncate by 2f, and quadratic sites' linearized positions go through
 /// the exact truncation with a square, so a version 5 peer would follow another plan;
-/// 7: the square's OT is derandomized into a correlated OT, one correction up offline and
-/// one message instead of two in the client's online answer).
+/// 7: the exact truncation's and the square's OTs are derandomized into correlated OTs,
+/// one correction per position up offline and one message instead of two in the client's
+/// online answer; the truncation's corrections of all layers follow the client's last
+/// offline layer).
 pub const PROTOCOL_VERSION: u16 = 7;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;

@@ -53,17 +53,17 @@ fn online_bytes_per_kept_and_linearized_relu() {
         let plan = pi_runtime::engine::Plan::new(&prog).unwrap();
         if keep == 0.0 {
             // Every site is empty: a layer whose inputs are at 2^f keeps its output at
-            // 2^(2f) without a round (its readers truncate it by 2f, answering with two
-            // 28-bit messages of 4 bytes), so only every other layer has a round. Input
-            // out, logits back, and per truncated position one request bit down and two
-            // answers of ⌈shift/8⌉ bytes up, the bits packed per layer.
+            // 2^(2f) without a round (its readers truncate it by 2f, answering with one
+            // 28-bit message of 4 bytes), so only every other layer has a round. Input
+            // out, logits back, and per truncated position one request bit down and one
+            // answer of ⌈shift/8⌉ bytes up, the bits packed per layer.
             let n_in: u64 = model.public.graph.input.iter().product::<usize>() as u64;
             let trunc: u64 = plan
                 .layers
                 .iter()
                 .map(|l| {
                     let n = l.trunc_count as u64;
-                    2 * u64::from(l.shift.div_ceil(8)) * n + n.div_ceil(8)
+                    u64::from(l.shift.div_ceil(8)) * n + n.div_ceil(8)
                 })
                 .sum();
             assert_eq!(kept, 0);
@@ -90,12 +90,12 @@ fn online_bytes_per_kept_and_linearized_relu() {
     let ((k0, b0), (k1, b1)) = (bytes[0], bytes[1]);
     assert!(k0 > 1000 && k1 > k0 + 1000);
     // Per kept ReLU: m - k = 36 - 14 = 22 labels of 16 bytes down, 61 colour bits up
-    // (packed per layer), less the 4 bytes and 1 bit of the truncation it no longer needs.
+    // (packed per layer), less the 2 bytes and 1 bit of the truncation it no longer needs.
     let p = models::fixed::FixedPointParams::default();
     assert_eq!((p.relu_bits, p.relu_dropped_bits), (36, 14));
     let per = (b1 - b0) as f64 / (k1 - k0) as f64;
     assert!(
-        (per - (16.0 * 22.0 + 61.0 / 8.0 - 4.0 - 1.0 / 8.0)).abs() < 0.01,
+        (per - (16.0 * 22.0 + 61.0 / 8.0 - 2.0 - 1.0 / 8.0)).abs() < 0.01,
         "online bytes per kept ReLU {per}"
     );
 }

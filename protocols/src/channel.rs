@@ -462,6 +462,13 @@ impl<C: Channel> CountingChannel<C> {
         self.stats
     }
 
+    /// Starts a phase: its first `recv`, if it comes before any flush, counts as a round,
+    /// whatever the previous phase ended with (a phase that opens by waiting on the peer
+    /// waits one flight, even after a phase that ended by receiving).
+    pub fn begin_phase(&mut self) {
+        self.flushed_since_recv = true;
+    }
+
     /// Resets the counters to zero.
     pub fn reset(&mut self) {
         self.stats = ChannelStats::default();
@@ -586,6 +593,21 @@ mod tests {
         assert_eq!(sb.bytes_received, total);
         assert_eq!((sa.messages, sa.rounds), (1, 1));
         assert_eq!((sb.messages, sb.rounds), (1, 0));
+    }
+
+    #[test]
+    fn a_phase_that_opens_by_waiting_counts_a_round() {
+        let (mut a, b) = MemoryChannel::pair();
+        a.send(&[1, 2, 3]).unwrap();
+        a.flush().unwrap();
+        let mut b = CountingChannel::new(b);
+        let mut buf = [0u8; 1];
+        b.recv(&mut buf).unwrap();
+        b.recv(&mut buf).unwrap();
+        assert_eq!(b.stats().rounds, 0);
+        b.begin_phase();
+        b.recv(&mut buf).unwrap();
+        assert_eq!(b.stats().rounds, 1);
     }
 
     #[test]

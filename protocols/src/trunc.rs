@@ -19,20 +19,28 @@
 //!   the roles the other way round from the garbled circuits' ([`OtSender`] on the client).
 //!   The client draws `ρ` uniform in `[0, 2^f)` and sets its messages `x0 = ρ`,
 //!   `x1 = ρ + p (mod 2^f)`; its truncated share is fixed now:
-//!   `trunc_client(c) + T·(ρ + p−)`.
-//! * **Online** (Beaver's derandomisation of a precomputed OT): the server sends
-//!   `d = q ⊕ e` (one bit), the client answers `m_j = x_j ⊕ k_{j⊕d}` for `j = 0, 1`
-//!   (`f` bits each, sent as `⌈f/8⌉` bytes), and the server takes
-//!   `x_q = m_q ⊕ k_e = ρ + q·p` and outputs `(a >> f) − T·x_q`.
+//!   `trunc_client(c) + T·(ρ + p−)`. It derandomizes the random OT into a correlated one
+//!   (Beaver, CRYPTO 1995): it sends the corrections `γ = k1 − k0 − p mod 2^f`
+//!   ([`TruncCorrections`], whenever the caller likes before the online phase; the
+//!   runtime sends all layers' at the end of the offline phase) and the server keeps
+//!   `K = k_e − e·γ = k0 + e·p` ([`TruncServerSecrets::receive_corrections`]).
+//! * **Online**: the server sends `d = q ⊕ e` (one bit), the client answers one message
+//!   `m = x0 − k0` if `d = 0` or `m = x1 + k0` if `d = 1` (`f` bits, sent as `⌈f/8⌉`
+//!   bytes), and the server takes `x_q = m + K` (`d = 0`: `x0 + e·p = x_e`) or `m − K`
+//!   (`d = 1`: `x1 − e·p = x_{1−e}`), `ρ + q·p` either way, and outputs
+//!   `(a >> f) − T·x_q`.
 //!
 //! The two outputs add up to `floor(Y/2^f) + {0, 1} − k·T + k·T`. The server sees `d`
-//! (its own bit under its own pad) and `x_q`, which `ρ` makes uniform; the other message
-//! is hidden by the OT. The client sees `d`, uniform because `e` is. So neither party
-//! learns anything, and no result depends on whether a wrap happened.
+//! (its own bit under its own pad), `γ`, uniform because the key `k_{1−e}` it does not
+//! hold masks it, and `m = x_q ∓ K`, a function of `x_q` (which `ρ` makes uniform), of
+//! `K` and of `d`. The client sees `d`, uniform because `e` is. So neither party learns
+//! anything, and no result depends on whether a wrap happened.
 //!
-//! Online cost per value: 1 bit server → client, `2 ⌈f/8⌉` bytes client → server (4 for
-//! `f = 14`), and the round trip, which the runtime shares with the layer's garbled-circuit
-//! round where there is one. Offline: one IKNP random OT (16 bytes server → client).
+//! Online cost per value: 1 bit server → client, `⌈f/8⌉` bytes client → server (2 for
+//! `f = 14`; two messages, 4 bytes, before session protocol 7), and the round trip, which
+//! the runtime shares with the layer's garbled-circuit round where there is one. Offline:
+//! one IKNP random OT (16 bytes server → client) and the correction (`⌈f/8⌉` bytes client
+//! → server).
 //!
 //! Requires `1 <= f <= 32` and `f + 3 <= l <= 64`.
 
@@ -60,9 +68,15 @@ const fn width(f: u32) -> usize {
 }
 
 /// Online bytes of `n` exact truncations: `(server → client, client → server)` =
-/// `(⌈n/8⌉, 2 n ⌈f/8⌉)`.
+/// `(⌈n/8⌉, n ⌈f/8⌉)`.
 pub const fn online_bytes(n: usize, f: u32) -> (u64, u64) {
-    (n.div_ceil(8) as u64, 2 * n as u64 * width(f) as u64)
+    (n.div_ceil(8) as u64, n as u64 * width(f) as u64)
+}
+
+/// Bytes the client sends offline for `n` exact truncations (the corrections `γ`, the
+/// IKNP extension excluded): `n ⌈f/8⌉`.
+pub const fn correction_bytes(n: usize, f: u32) -> u64 {
+    n as u64 * width(f) as u64
 }
 
 /// The low `f` bits of a random-OT key.
@@ -77,12 +91,15 @@ fn select(a: u32, b: u32, bit: bool) -> u32 {
 }
 
 /// The server's offline material for `n` exact truncations: the random choices and keys of
-/// its random OTs. Consumed by the online phase.
+/// its random OTs. Consumed by the online phase, after
+/// [`TruncServerSecrets::receive_corrections`].
 pub struct TruncServerSecrets {
     f: u32,
     l: u32,
     choices: Vec<bool>,
+    /// `k_e` until the corrections arrive, then `K = k_e − e·γ = k0 + e·p` (`f` bits).
     keys: Vec<u32>,
+    corrected: bool,
 }
 
 /// Prints sizes only.
@@ -107,14 +124,61 @@ impl TruncServerSecrets {
 
     /// Bytes held per value (choice and key).
     pub const BYTES_PER_VALUE: u64 = 5;
+
+    /// Receives the client's corrections ([`TruncCorrections::send`]) and turns the random
+    /// OTs' keys into the correlated OTs' `K = k_e − e·γ`. Must come before the online
+    /// phase, at the point of the stream where the client sent them. A correction with
+    /// bits above `f` is a peer error; a second call is the caller's.
+    pub fn receive_corrections<C: Channel + ?Sized>(&mut self, ch: &mut C) -> Result<()> {
+        if self.corrected {
+            return Err(ProtocolError::arg(
+                "truncation corrections received twice".to_string(),
+            ));
+        }
+        let (f, w) = (self.f, width(self.f));
+        let mut buf = vec![0u8; w * self.keys.len()];
+        ch.recv(&mut buf)?;
+        let fmask = ((1u64 << f) - 1) as u32;
+        for ((k, &e), g) in self
+            .keys
+            .iter_mut()
+            .zip(&self.choices)
+            .zip(buf.chunks_exact(w))
+        {
+            let g = read_le(g);
+            if u64::from(g) >> f != 0 {
+                return Err(ProtocolError::peer(format!(
+                    "truncation correction: more than {f} bits"
+                )));
+            }
+            *k = select(*k, k.wrapping_sub(g) & fmask, e);
+        }
+        self.corrected = true;
+        Ok(())
+    }
+
+    fn check_ready(&self, shares: usize) -> Result<()> {
+        if !self.corrected {
+            return Err(ProtocolError::arg(
+                "truncation online phase before its corrections were received".to_string(),
+            ));
+        }
+        if shares != self.len() {
+            return Err(ProtocolError::arg(format!(
+                "{shares} shares to truncate, {} prepared",
+                self.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
-/// The client's offline material for `n` exact truncations: its two messages and two
-/// random-OT keys per value. Consumed by the online phase.
+/// The client's offline material for `n` exact truncations: its answer for `d = 0` and
+/// for `d = 1` per value. Consumed by the online phase.
 pub struct TruncClientSecrets {
     f: u32,
-    /// `(x0, x1, k0, k1)` per value.
-    values: Vec<[u32; 4]>,
+    /// `(x0 − k0, x1 + k0) mod 2^f` per value.
+    values: Vec<[u32; 2]>,
 }
 
 /// Prints sizes only.
@@ -138,7 +202,32 @@ impl TruncClientSecrets {
     }
 
     /// Bytes held per value.
-    pub const BYTES_PER_VALUE: u64 = 16;
+    pub const BYTES_PER_VALUE: u64 = 8;
+}
+
+/// The client's corrections `γ = k1 − k0 − p mod 2^f` of `n` exact truncations, to be sent
+/// offline with [`TruncCorrections::send`] and received with
+/// [`TruncServerSecrets::receive_corrections`]. Uniform to the server (each is masked by
+/// the OT key it does not hold).
+pub struct TruncCorrections {
+    bytes: Vec<u8>,
+}
+
+/// Prints sizes only.
+impl core::fmt::Debug for TruncCorrections {
+    fn fmt(&self, fm: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fm.debug_struct("TruncCorrections")
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TruncCorrections {
+    /// Sends the corrections (does not flush).
+    pub fn send<C: Channel + ?Sized>(self, ch: &mut C) -> Result<()> {
+        ch.send(&self.bytes)?;
+        Ok(())
+    }
 }
 
 /// Offline phase, server side: `n` random OTs as receiver with random choices (one IKNP
@@ -171,12 +260,14 @@ pub fn trunc_offline_server<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Sized
         l,
         choices,
         keys,
+        corrected: n == 0,
     })
 }
 
 /// Offline phase, client side, for the client's shares `shares` (reduced mod `2^l` here):
 /// `n` random OTs as sender, then its messages. Returns the client's truncated shares,
-/// final already, and the material for the online phase.
+/// final already, the material for the online phase, and the corrections the server must
+/// receive before it (sends nothing itself).
 pub fn trunc_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Sized>(
     ch: &mut C,
     ot: &mut OtSender,
@@ -184,7 +275,7 @@ pub fn trunc_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Sized
     f: u32,
     l: u32,
     rng: &mut R,
-) -> Result<(Vec<u64>, TruncClientSecrets)> {
+) -> Result<(Vec<u64>, TruncClientSecrets, TruncCorrections)> {
     check(f, l)?;
     let pairs = if shares.is_empty() {
         Vec::new()
@@ -196,18 +287,31 @@ pub fn trunc_offline_client<C: Channel + ?Sized, R: RngCore + CryptoRng + ?Sized
     let quarter = 1u64 << (l - 2);
     let mut out = Vec::with_capacity(shares.len());
     let mut values = Vec::with_capacity(shares.len());
+    let w = width(f);
+    let mut corrections = Vec::with_capacity(shares.len() * w);
     for (&c, &(k0, k1)) in shares.iter().zip(&pairs) {
         let c = c & mask;
         let u = c.wrapping_neg() & mask;
         let p_plus = u64::from(u < quarter);
         let p_minus = u64::from(u > 3 * quarter);
+        let p = p_plus | p_minus;
         let rho = rng.next_u64() & fmask;
-        let x1 = (rho + (p_plus | p_minus)) & fmask;
+        let x1 = (rho + p) & fmask;
         let t = truncate_share(Role::Client, c, f, l);
         out.push(t.wrapping_add((rho + p_minus) << (l - f)) & mask);
-        values.push([rho as u32, x1 as u32, key_bits(k0, f), key_bits(k1, f)]);
+        let (k0, k1) = (u64::from(key_bits(k0, f)), u64::from(key_bits(k1, f)));
+        let gamma = k1.wrapping_sub(k0).wrapping_sub(p) & fmask;
+        corrections.extend_from_slice(&gamma.to_le_bytes()[..w]);
+        values.push([
+            (rho.wrapping_sub(k0) & fmask) as u32,
+            ((x1 + k0) & fmask) as u32,
+        ]);
     }
-    Ok((out, TruncClientSecrets { f, values }))
+    Ok((
+        out,
+        TruncClientSecrets { f, values },
+        TruncCorrections { bytes: corrections },
+    ))
 }
 
 /// The server's top bit `q = [a ≥ 2^(l-1)]` of each share.
@@ -225,13 +329,7 @@ pub fn trunc_online_server_request<C: Channel + ?Sized>(
     sec: &TruncServerSecrets,
     shares: &[u64],
 ) -> Result<()> {
-    if shares.len() != sec.len() {
-        return Err(ProtocolError::arg(format!(
-            "{} shares to truncate, {} prepared",
-            shares.len(),
-            sec.len()
-        )));
-    }
+    sec.check_ready(shares.len())?;
     let d: Vec<bool> = top_bits(shares, sec.l)
         .zip(&sec.choices)
         .map(|(q, &e)| q ^ e)
@@ -247,33 +345,29 @@ pub fn trunc_online_server_finish<C: Channel + ?Sized>(
     sec: TruncServerSecrets,
     shares: &[u64],
 ) -> Result<Vec<u64>> {
-    if shares.len() != sec.len() {
-        return Err(ProtocolError::arg(format!(
-            "{} shares to truncate, {} prepared",
-            shares.len(),
-            sec.len()
-        )));
-    }
+    sec.check_ready(shares.len())?;
     let (f, l) = (sec.f, sec.l);
     let w = width(f);
-    let mut buf = vec![0u8; 2 * w * shares.len()];
+    let mut buf = vec![0u8; w * shares.len()];
     ch.recv(&mut buf)?;
     let mask = bit_mask(l);
+    let fmask = ((1u64 << f) - 1) as u32;
     let mut out = Vec::with_capacity(shares.len());
-    for (((chunk, q), &k), &a) in buf
-        .chunks_exact(2 * w)
+    for ((((chunk, q), &e), &k), &a) in buf
+        .chunks_exact(w)
         .zip(top_bits(shares, l))
+        .zip(&sec.choices)
         .zip(&sec.keys)
         .zip(shares)
     {
-        let m0 = read_le(&chunk[..w]);
-        let m1 = read_le(&chunk[w..]);
-        if u64::from(m0 | m1) >> f != 0 {
+        let m = read_le(chunk);
+        if u64::from(m) >> f != 0 {
             return Err(ProtocolError::peer(format!(
                 "truncation answer: a message has more than {f} bits"
             )));
         }
-        let x = select(m0, m1, q) ^ k;
+        // d = q ⊕ e: x_q = m + K when d = 0, m − K when d = 1.
+        let x = select(m.wrapping_add(k), m.wrapping_sub(k), q ^ e) & fmask;
         let t = truncate_share(Role::Server, a, f, l);
         out.push(t.wrapping_sub(u64::from(x) << (l - f)) & mask);
     }
@@ -300,20 +394,17 @@ impl TruncAnswer {
     }
 }
 
-/// Online phase, client side: receives `d` and computes the answer
-/// `m_j = x_j ⊕ k_{j⊕d}` (consumes the material: the keys must never be used twice).
+/// Online phase, client side: receives `d` and computes the answer, `x0 − k0` or
+/// `x1 + k0` by `d` (consumes the material: the keys must never be used twice).
 pub fn trunc_online_client<C: Channel + ?Sized>(
     ch: &mut C,
     sec: TruncClientSecrets,
 ) -> Result<TruncAnswer> {
     let d = ch.recv_bits(sec.len())?;
     let w = width(sec.f);
-    let mut bytes = Vec::with_capacity(2 * w * sec.len());
-    for ([x0, x1, k0, k1], d) in sec.values.into_iter().zip(d) {
-        let m0 = x0 ^ select(k0, k1, d);
-        let m1 = x1 ^ select(k1, k0, d);
-        bytes.extend_from_slice(&m0.to_le_bytes()[..w]);
-        bytes.extend_from_slice(&m1.to_le_bytes()[..w]);
+    let mut bytes = Vec::with_capacity(w * sec.len());
+    for ([m0, m1], d) in sec.values.into_iter().zip(d) {
+        bytes.extend_from_slice(&select(m0, m1, d).to_le_bytes()[..w]);
     }
     Ok(TruncAnswer { bytes })
 }
@@ -349,7 +440,12 @@ mod tests {
             let mut rng = ChaCha12Rng::seed_from_u64(seed + 1);
             let delta = Delta::random(&mut rng);
             let mut ot = OtSender::setup(&mut ch, delta, &mut rng).unwrap();
-            let (t, sec) = trunc_offline_client(&mut ch, &mut ot, &c, f, l, &mut rng).unwrap();
+            let (t, sec, corr) =
+                trunc_offline_client(&mut ch, &mut ot, &c, f, l, &mut rng).unwrap();
+            let sent = ch.stats().bytes_sent;
+            corr.send(&mut ch).unwrap();
+            ch.flush().unwrap();
+            assert_eq!(ch.stats().bytes_sent - sent, correction_bytes(c.len(), f));
             let before = ch.stats();
             let ans = trunc_online_client(&mut ch, sec).unwrap();
             ans.send(&mut ch).unwrap();
@@ -365,7 +461,10 @@ mod tests {
         });
         let mut rng = ChaCha12Rng::seed_from_u64(seed);
         let mut ot = OtReceiver::setup(&mut s_ch, &mut rng).unwrap();
-        let sec = trunc_offline_server(&mut s_ch, &mut ot, a.len(), f, l, &mut rng).unwrap();
+        let mut sec = trunc_offline_server(&mut s_ch, &mut ot, a.len(), f, l, &mut rng).unwrap();
+        if !a.is_empty() {
+            sec.receive_corrections(&mut s_ch).unwrap();
+        }
         trunc_online_server_request(&mut s_ch, &sec, &a).unwrap();
         s_ch.flush().unwrap();
         let ts = trunc_online_server_finish(&mut s_ch, sec, &a).unwrap();
@@ -494,7 +593,8 @@ mod tests {
             let (_, (recv, sent)) = run(&cs, f, 61, 9);
             assert_eq!((recv, sent), online_bytes(n, f), "n={n} f={f}");
         }
-        assert_eq!(online_bytes(9, 14), (2, 36));
+        assert_eq!(online_bytes(9, 14), (2, 18));
+        assert_eq!(correction_bytes(9, 14), 18);
     }
 
     #[test]
@@ -516,15 +616,19 @@ mod tests {
         let h = std::thread::spawn(move || {
             let mut rng = ChaCha12Rng::seed_from_u64(2);
             let mut ot = OtSender::setup(&mut c_ch, Delta::random(&mut rng), &mut rng).unwrap();
-            let _ = trunc_offline_client(&mut c_ch, &mut ot, &[5, 6], f, l, &mut rng).unwrap();
+            let (_, _, corr) =
+                trunc_offline_client(&mut c_ch, &mut ot, &[5, 6], f, l, &mut rng).unwrap();
+            corr.send(&mut c_ch).unwrap();
+            c_ch.flush().unwrap();
             let _ = c_ch.recv_bits(2).unwrap();
             // A malicious answer: 16-bit messages where 14 bits are allowed.
-            c_ch.send(&[0xff; 8]).unwrap();
+            c_ch.send(&[0xff; 4]).unwrap();
             c_ch.flush().unwrap();
         });
         let mut rng = ChaCha12Rng::seed_from_u64(1);
         let mut ot = OtReceiver::setup(&mut s_ch, &mut rng).unwrap();
-        let sec = trunc_offline_server(&mut s_ch, &mut ot, 2, f, l, &mut rng).unwrap();
+        let mut sec = trunc_offline_server(&mut s_ch, &mut ot, 2, f, l, &mut rng).unwrap();
+        sec.receive_corrections(&mut s_ch).unwrap();
         let a = [1u64, 2];
         trunc_online_server_request(&mut s_ch, &sec, &a).unwrap();
         s_ch.flush().unwrap();
@@ -538,10 +642,58 @@ mod tests {
             l,
             choices: vec![false],
             keys: vec![0],
+            corrected: true,
         };
         let (mut x, _y) = MemoryChannel::pair();
         let e = trunc_online_server_request(&mut x, &sec, &[1, 2]).unwrap_err();
         assert_eq!(e.fault(), Fault::Caller);
+    }
+
+    #[test]
+    fn oversized_correction_is_a_peer_error() {
+        let (f, l) = (14, 61);
+        let (mut s_ch, mut c_ch) = MemoryChannel::pair();
+        let h = std::thread::spawn(move || {
+            let mut rng = ChaCha12Rng::seed_from_u64(2);
+            let mut ot = OtSender::setup(&mut c_ch, Delta::random(&mut rng), &mut rng).unwrap();
+            let _ = trunc_offline_client(&mut c_ch, &mut ot, &[5, 6], f, l, &mut rng).unwrap();
+            // A correction with bit 14 set.
+            c_ch.send(&[0, 0, 0, 0x40]).unwrap();
+            c_ch.flush().unwrap();
+        });
+        let mut rng = ChaCha12Rng::seed_from_u64(1);
+        let mut ot = OtReceiver::setup(&mut s_ch, &mut rng).unwrap();
+        let mut sec = trunc_offline_server(&mut s_ch, &mut ot, 2, f, l, &mut rng).unwrap();
+        let e = sec.receive_corrections(&mut s_ch).unwrap_err();
+        assert_eq!(e.fault(), Fault::Peer);
+        assert!(
+            e.to_string().contains("correction: more than 14 bits"),
+            "{e}"
+        );
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn corrections_are_required_once() {
+        let mut sec = TruncServerSecrets {
+            f: 14,
+            l: 61,
+            choices: vec![false, true],
+            keys: vec![0, 0],
+            corrected: false,
+        };
+        let (mut x, mut y) = MemoryChannel::pair();
+        let e = trunc_online_server_request(&mut x, &sec, &[1, 2]).unwrap_err();
+        assert_eq!(e.fault(), Fault::Caller);
+        assert!(e.to_string().contains("before its corrections"), "{e}");
+        y.send(&[1, 0, 2, 0]).unwrap();
+        y.flush().unwrap();
+        sec.receive_corrections(&mut x).unwrap();
+        // K = k_e − e·γ: unchanged for e = 0, −2 mod 2^14 for e = 1.
+        assert_eq!(sec.keys, vec![0, (1 << 14) - 2]);
+        let e = sec.receive_corrections(&mut x).unwrap_err();
+        assert_eq!(e.fault(), Fault::Caller);
+        trunc_online_server_request(&mut x, &sec, &[1, 2]).unwrap();
     }
 
     #[test]
@@ -551,14 +703,20 @@ mod tests {
             l: 61,
             choices: vec![true; 3],
             keys: vec![12345; 3],
+            corrected: true,
         };
         let s = format!("{sec:?}");
         assert!(!s.contains("12345") && s.contains("values: 3"), "{s}");
         let sec = TruncClientSecrets {
             f: 14,
-            values: vec![[11111, 22222, 33333, 4444]; 2],
+            values: vec![[11111, 4444]; 2],
         };
         let s = format!("{sec:?}");
         assert!(!s.contains("11111") && !s.contains("4444"), "{s}");
+        let corr = TruncCorrections {
+            bytes: vec![0xab; 3],
+        };
+        let s = format!("{corr:?}");
+        assert!(!s.contains("171") && s.contains("bytes: 3"), "{s}");
     }
 }

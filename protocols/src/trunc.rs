@@ -125,6 +125,23 @@ impl TruncServerSecrets {
     /// Bytes held per value (choice and key).
     pub const BYTES_PER_VALUE: u64 = 5;
 
+    /// Material of `n` values filled from `rng` (choices and `f`-bit keys, corrections
+    /// not yet received), without the offline protocol: for the fuzz target of the
+    /// decoders, whose peer data cannot depend on it. Only in fuzzing builds. `f` and `l`
+    /// are checked as the offline phase checks them.
+    #[cfg(fuzzing)]
+    pub fn for_fuzzing(n: usize, f: u32, l: u32, rng: &mut impl RngCore) -> Result<Self> {
+        check(f, l)?;
+        let fmask = (1u64 << f) - 1;
+        Ok(TruncServerSecrets {
+            f,
+            l,
+            choices: (0..n).map(|_| rng.next_u32() & 1 == 1).collect(),
+            keys: (0..n).map(|_| (rng.next_u64() & fmask) as u32).collect(),
+            corrected: n == 0,
+        })
+    }
+
     /// Receives the client's corrections ([`TruncCorrections::send`]) and turns the random
     /// OTs' keys into the correlated OTs' `K = k_e − e·γ`. Must come before the online
     /// phase, at the point of the stream where the client sent them. A correction with
@@ -203,6 +220,25 @@ impl TruncClientSecrets {
 
     /// Bytes held per value.
     pub const BYTES_PER_VALUE: u64 = 8;
+
+    /// Material of `n` values filled from `rng`, without the offline protocol (see
+    /// [`TruncServerSecrets::for_fuzzing`]). Only in fuzzing builds.
+    #[cfg(fuzzing)]
+    pub fn for_fuzzing(n: usize, f: u32, l: u32, rng: &mut impl RngCore) -> Result<Self> {
+        check(f, l)?;
+        let fmask = (1u64 << f) - 1;
+        Ok(TruncClientSecrets {
+            f,
+            values: (0..n)
+                .map(|_| {
+                    [
+                        (rng.next_u64() & fmask) as u32,
+                        (rng.next_u64() & fmask) as u32,
+                    ]
+                })
+                .collect(),
+        })
+    }
 }
 
 /// The client's corrections `γ = k1 − k0 − p mod 2^f` of `n` exact truncations, to be sent

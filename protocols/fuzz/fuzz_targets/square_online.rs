@@ -4,11 +4,11 @@
 //! and `w` from the client), for any valid parameters and count.
 
 use libfuzzer_sys::fuzz_target;
+use protocols::prg::Prg;
 use protocols::square::{
     SquareClientSecrets, SquareParams, SquareServerSecrets, square_online_client,
     square_online_server_finish,
 };
-use protocols::prg::Prg;
 use rand_core::RngCore;
 
 mod replay;

@@ -9,27 +9,32 @@
 # Starts one `pi-server --insecure-plaintext --insecure-dealer` per model on
 # 127.0.0.1:7301 and :7302, then per round runs `snl-bench sweep --server` against A, then
 # B, on the first LIMIT test images (fixed-point accuracy on the same images only),
-# appending rows labelled loopback-2proc-abN to OUT.csv and printing the load average
+# appending rows labelled loopback-2proc-abN (-b appended for model B when BIN_B differs from BIN)
+# to OUT.csv and printing the load average
 # before each run. `snl-bench sweep` without --server runs both parties in one process,
 # where they share its allocator and thread pool; this script does not. Binaries from
-# $BIN (default target/release: cargo build --release -p pi-runtime -p bench).
+# $BIN (default target/release: cargo build --release -p pi-runtime -p bench); model B's
+# server and client from $BIN_B if set (two builds on one model: MODEL_A = MODEL_B).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { printf '[ab-models] %s\n' "$*" >&2; exit 1; }
 [ $# -eq 6 ] || die "usage: $0 OUT.csv DATA LIMIT ROUNDS MODEL_A MODEL_B"
 out=$1 data=$2 limit=$3 rounds=$4 ma=$5 mb=$6
 BIN=${BIN:-target/release}
+BIN_B=${BIN_B:-$BIN}
 [[ "$limit" =~ ^[1-9][0-9]*$ ]] || die "LIMIT must be a positive integer"
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
-for b in pi-server snl-bench; do
-    [ -x "$BIN/$b" ] || die "$BIN/$b not found: cargo build --release -p pi-runtime -p bench"
+for d in "$BIN" "$BIN_B"; do
+    for b in pi-server snl-bench; do
+        [ -x "$d/$b" ] || die "$d/$b not found: cargo build --release -p pi-runtime -p bench"
+    done
 done
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 "$BIN/pi-server" --model "$ma" --listen 127.0.0.1:7301 --insecure-plaintext --insecure-dealer \
     >"$out.server-a.log" 2>&1 &
 pids+=($!)
-"$BIN/pi-server" --model "$mb" --listen 127.0.0.1:7302 --insecure-plaintext --insecure-dealer \
+"$BIN_B/pi-server" --model "$mb" --listen 127.0.0.1:7302 --insecure-plaintext --insecure-dealer \
     >"$out.server-b.log" 2>&1 &
 pids+=($!)
 for port in 7301 7302; do
@@ -40,12 +45,15 @@ for port in 7301 7302; do
 done
 for i in $(seq "$rounds"); do
     for side in a b; do
-        m=$ma port=7301
-        [ "$side" = b ] && m=$mb port=7302
+        m=$ma port=7301 bin=$BIN tag=
+        [ "$side" = b ] && m=$mb port=7302 bin=$BIN_B
+        # One model under two builds: B's rows need their own label (a sweep skips the
+        # points its CSV already holds).
+        [ "$side" = b ] && [ "$BIN_B" != "$BIN" ] && tag=-b
         echo "[ab-models] round $i, model $side ($m), load $(cut -d' ' -f1-3 /proc/loadavg)"
-        "$BIN/snl-bench" sweep --models "$m" --server "127.0.0.1:$port" --data "$data" \
+        "$bin/snl-bench" sweep --models "$m" --server "127.0.0.1:$port" --data "$data" \
             --limit "$limit" --full-limit "$limit" --insecure-dealer \
-            --network "loopback-2proc-ab$i" --out "$out" --quiet
+            --network "loopback-2proc-ab$i$tag" --out "$out" --quiet
     done
 done
 "$BIN/snl-bench" table "$out"

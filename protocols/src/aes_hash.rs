@@ -286,80 +286,20 @@ pub(crate) mod vaes {
         x
     }
 
-    /// The TCCR hash of the `n` blocks at `p` (a multiple of 4) in place, block `i` under
-    /// the tweak `(hi, first + i)`: eight registers per step, then one.
+    /// The TCCR hash of the `n` blocks at `p` (a multiple of 4) in place, blocks
+    /// `at .. at + 4` under the tweaks in `tweak(at)`: eight registers per step, then one.
     ///
     /// # Safety
-    /// `p` must be valid for reads and writes of `16 n` bytes; the CPU must have
-    /// AVX-512F, VAES and AES-NI.
+    /// `p` must be valid for reads and writes of `16 n` bytes, `tweak` for every `at < n`
+    /// that is a multiple of 4; the CPU must have AVX-512F, VAES and AES-NI.
     #[target_feature(enable = "avx512f,vaes,aes,sse2")]
-    unsafe fn tccr_counter(rk: &RoundKeys, p: *mut u8, n: usize, hi: u64, first: u64) {
+    #[inline]
+    unsafe fn tccr_tweaked(rk: &RoundKeys, p: *mut u8, n: usize, tweak: impl Fn(usize) -> __m512i) {
         let kw = rk.broadcast();
-        let (h, f) = (hi as i64, first as i64);
-        // Tweaks of blocks 0..4: (hi, first + j) in lane j; each register adds 4.
-        let mut tw = _mm512_add_epi64(
-            _mm512_set_epi64(h, f, h, f, h, f, h, f),
-            _mm512_set_epi64(0, 3, 0, 2, 0, 1, 0, 0),
-        );
-        let step = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
-        let mut i = 0;
-        while i < n {
-            if i + 32 <= n {
-                let mut x = [_mm512_setzero_si512(); 8];
-                for (j, v) in x.iter_mut().enumerate() {
-                    // SAFETY: blocks i + 4j .. i + 4j + 4 are inside the buffer.
-                    *v = unsafe { _mm512_loadu_si512(p.add(16 * (i + 4 * j)).cast()) };
-                }
-                let u = aes_regs(&kw, x);
-                let mut t = [tw; 8];
-                for j in 1..8 {
-                    t[j] = _mm512_add_epi64(t[j - 1], step);
-                }
-                tw = _mm512_add_epi64(t[7], step);
-                let v: [__m512i; 8] =
-                    aes_regs(&kw, core::array::from_fn(|j| _mm512_xor_si512(u[j], t[j])));
-                for j in 0..8 {
-                    // SAFETY: as for the load.
-                    unsafe {
-                        _mm512_storeu_si512(
-                            p.add(16 * (i + 4 * j)).cast(),
-                            _mm512_xor_si512(v[j], u[j]),
-                        )
-                    };
-                }
-                i += 32;
-            } else {
-                // SAFETY: blocks i .. i + 4 are inside the buffer (n is a multiple of 4).
-                let x = unsafe { _mm512_loadu_si512(p.add(16 * i).cast()) };
-                let [u] = aes_regs(&kw, [x]);
-                let [v] = aes_regs(&kw, [_mm512_xor_si512(u, tw)]);
-                tw = _mm512_add_epi64(tw, step);
-                // SAFETY: as for the load.
-                unsafe { _mm512_storeu_si512(p.add(16 * i).cast(), _mm512_xor_si512(v, u)) };
-                i += 4;
-            }
-        }
-    }
-
-    /// The TCCR hash of the `n` blocks at `p` (a multiple of 4) in place, block `i` under
-    /// the tweak `(hi, pos[i])`: eight registers per step, then one.
-    ///
-    /// # Safety
-    /// `p` must be valid for reads and writes of `16 n` bytes and `pos` for reads of `n`
-    /// `u64`; the CPU must have AVX-512F, VAES and AES-NI.
-    #[target_feature(enable = "avx512f,vaes,aes,sse2")]
-    unsafe fn tccr_positions(rk: &RoundKeys, p: *mut u8, pos: *const u64, n: usize, hi: u64) {
-        let kw = rk.broadcast();
-        let hv = _mm512_set1_epi64(hi as i64);
-        // Positions 0..4 to the low halves of the four lanes, `hi` to the high halves.
-        let idx = _mm512_set_epi64(8, 3, 8, 2, 8, 1, 8, 0);
-        // SAFETY (both closures): blocks and positions at .. at + 4 are inside the
-        // buffers (the callers below keep at + 4 <= n).
+        // SAFETY (load and store): blocks at .. at + 4 are inside the buffer (the loop
+        // keeps at + 4 <= n).
         let load = |at: usize| unsafe { _mm512_loadu_si512(p.add(16 * at).cast()) };
-        let tweak = |at: usize| {
-            let q = unsafe { _mm256_loadu_si256(pos.add(at).cast()) };
-            _mm512_permutex2var_epi64(_mm512_castsi256_si512(q), idx, hv)
-        };
+        let store = |at: usize, v| unsafe { _mm512_storeu_si512(p.add(16 * at).cast(), v) };
         let mut i = 0;
         while i < n {
             if i + 32 <= n {
@@ -369,23 +309,58 @@ pub(crate) mod vaes {
                     core::array::from_fn(|j| _mm512_xor_si512(u[j], tweak(i + 4 * j))),
                 );
                 for j in 0..8 {
-                    // SAFETY: as for the load.
-                    unsafe {
-                        _mm512_storeu_si512(
-                            p.add(16 * (i + 4 * j)).cast(),
-                            _mm512_xor_si512(v[j], u[j]),
-                        )
-                    };
+                    store(i + 4 * j, _mm512_xor_si512(v[j], u[j]));
                 }
                 i += 32;
             } else {
                 let [u] = aes_regs(&kw, [load(i)]);
                 let [v] = aes_regs(&kw, [_mm512_xor_si512(u, tweak(i))]);
-                // SAFETY: as for the load.
-                unsafe { _mm512_storeu_si512(p.add(16 * i).cast(), _mm512_xor_si512(v, u)) };
+                store(i, _mm512_xor_si512(v, u));
                 i += 4;
             }
         }
+    }
+
+    /// The TCCR hash of the `n` blocks at `p` (a multiple of 4) in place, block `i` under
+    /// the tweak `(hi, first + i)`.
+    ///
+    /// # Safety
+    /// `p` must be valid for reads and writes of `16 n` bytes; the CPU must have
+    /// AVX-512F, VAES and AES-NI.
+    #[target_feature(enable = "avx512f,vaes,aes,sse2")]
+    unsafe fn tccr_counter(rk: &RoundKeys, p: *mut u8, n: usize, hi: u64, first: u64) {
+        let (h, f) = (hi as i64, first as i64);
+        // Tweaks of blocks 0..4: (hi, first + j) in lane j; blocks at.. add at.
+        let tw = _mm512_add_epi64(
+            _mm512_set_epi64(h, f, h, f, h, f, h, f),
+            _mm512_set_epi64(0, 3, 0, 2, 0, 1, 0, 0),
+        );
+        let tweak = |at: usize| {
+            let a = at as i64;
+            _mm512_add_epi64(tw, _mm512_set_epi64(0, a, 0, a, 0, a, 0, a))
+        };
+        // SAFETY: the caller's guarantees.
+        unsafe { tccr_tweaked(rk, p, n, tweak) }
+    }
+
+    /// The TCCR hash of the `n` blocks at `p` (a multiple of 4) in place, block `i` under
+    /// the tweak `(hi, pos[i])`.
+    ///
+    /// # Safety
+    /// `p` must be valid for reads and writes of `16 n` bytes and `pos` for reads of `n`
+    /// `u64`; the CPU must have AVX-512F, VAES and AES-NI.
+    #[target_feature(enable = "avx512f,vaes,aes,sse2")]
+    unsafe fn tccr_positions(rk: &RoundKeys, p: *mut u8, pos: *const u64, n: usize, hi: u64) {
+        let hv = _mm512_set1_epi64(hi as i64);
+        // Positions at..at + 4 to the low halves of the four lanes, `hi` to the high halves.
+        let idx = _mm512_set_epi64(8, 3, 8, 2, 8, 1, 8, 0);
+        let tweak = |at: usize| {
+            // SAFETY: tccr_tweaked asks only for at + 4 <= n.
+            let q = unsafe { _mm256_loadu_si256(pos.add(at).cast()) };
+            _mm512_permutex2var_epi64(_mm512_castsi256_si512(q), idx, hv)
+        };
+        // SAFETY: the caller's guarantees.
+        unsafe { tccr_tweaked(rk, p, n, tweak) }
     }
 
     /// Encrypts the `n` blocks at `p` in place: 32 at a time (eight registers), then 4,

@@ -57,7 +57,7 @@ use protocols::trunc::{
     trunc_online_client, trunc_online_server_finish, trunc_online_server_request,
 };
 use protocols::twopc::{
-    relu_offline_client, relu_offline_server, relu_online_client, relu_online_server,
+    relu_offline_client, relu_offline_server, relu_online_client_with, relu_online_server_send,
 };
 use rand_core::RngCore;
 use serde::Serialize;
@@ -349,8 +349,9 @@ impl<'p> ServerEngine<'p> {
                         .filter(|(_, k)| !**k)
                         .map(|(&x, _)| x.wrapping_add(off) & lmask)
                         .collect();
-                    // One round: truncation requests and gadget labels go out together,
-                    // colour bits and truncation answers come back.
+                    // One round: truncation requests and gadget labels go out together;
+                    // the truncation answers come back first (the client sends them once
+                    // it holds every label, and evaluates meanwhile), then colour bits.
                     if let Some(t) = &trunc {
                         trunc_online_server_request(ch, t, &lin)
                             .map_err(|e| RuntimeError::from(e).context(&what()))?;
@@ -359,7 +360,7 @@ impl<'p> ServerEngine<'p> {
                         square_online_server_request(ch, q, &lin)
                             .map_err(|e| RuntimeError::from(e).context(&what()))?;
                     }
-                    let relu_out = match secrets {
+                    let relu_pending = match secrets {
                         Some(sec) => {
                             let gadget_in: Vec<u64> = a
                                 .iter()
@@ -367,12 +368,14 @@ impl<'p> ServerEngine<'p> {
                                 .filter(|(_, k)| **k)
                                 .map(|(&x, _)| server_gadget_input(x, layer.relu))
                                 .collect();
-                            relu_online_server(ch, sec, &gadget_in)
-                                .map_err(|e| RuntimeError::from(e).context(&what()))?
+                            Some(
+                                relu_online_server_send(ch, sec, &gadget_in)
+                                    .map_err(|e| RuntimeError::from(e).context(&what()))?,
+                            )
                         }
                         None => {
                             ch.flush()?;
-                            Vec::new()
+                            None
                         }
                     };
                     let trunc_out = match trunc {
@@ -386,6 +389,12 @@ impl<'p> ServerEngine<'p> {
                                 .map_err(|e| RuntimeError::from(e).context(&what()))?,
                         ),
                         None => None,
+                    };
+                    let relu_out = match relu_pending {
+                        Some(pending) => pending
+                            .finish(ch)
+                            .map_err(|e| RuntimeError::from(e).context(&what()))?,
+                        None => Vec::new(),
                     };
                     let squared = square_out.as_ref().map_or(0, |q| q.len());
                     if relu_out.len() != layer.kept_count
@@ -693,7 +702,10 @@ impl ClientEngine {
             meter.begin(ch);
             let what = || format!("online layer {i}");
             // The server's order: truncation (or square) requests, then labels; the
-            // client answers with colour bits, then truncation (or square) answers.
+            // client answers the truncations as soon as it holds every label (the server
+            // has then sent all it will, so the two writes cannot block each other) and
+            // evaluates the last labels while the answers travel and the server finishes
+            // them; the colour bits follow.
             let answer = match trunc {
                 Some(t) => Some(
                     trunc_online_client(ch, t)
@@ -708,18 +720,21 @@ impl ClientEngine {
                 ),
                 None => None,
             };
-            if let Some(r) = relu {
-                relu_online_client(ch, &r.garbled, &r.labels, &r.qs)
-                    .map_err(|e| RuntimeError::from(e).context(&what()))?;
+            let send_answers = |ch: &mut CountingChannel<C>| -> protocols::error::Result<()> {
+                if let Some(ans) = answer {
+                    ans.send(ch)?;
+                }
+                if let Some(ans) = square_answer {
+                    ans.send(ch)?;
+                }
+                ch.flush()?;
+                Ok(())
+            };
+            match relu {
+                Some(r) => relu_online_client_with(ch, &r.garbled, &r.labels, &r.qs, send_answers),
+                None => send_answers(ch),
             }
-            if let Some(ans) = answer {
-                ans.send(ch)
-                    .map_err(|e| RuntimeError::from(e).context(&what()))?;
-            }
-            if let Some(ans) = square_answer {
-                ans.send(ch)
-                    .map_err(|e| RuntimeError::from(e).context(&what()))?;
-            }
+            .map_err(|e| RuntimeError::from(e).context(&what()))?;
             ch.flush()?;
             if layer.output.is_none() {
                 let a = plan

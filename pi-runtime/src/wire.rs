@@ -32,8 +32,11 @@ pub const MAGIC: [u8; 6] = *b"SNLPI\0";
 /// 7: the exact truncation's and the square's OTs are derandomized into correlated OTs,
 /// one correction per position up offline and one message instead of two in the client's
 /// online answer; the truncation's corrections of all layers follow the client's last
-/// offline layer).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// offline layer; 8: in a layer's online round the client sends its truncation (and
+/// square) answers once it holds every label, before it evaluates the last of them, and
+/// its colour bits after them, so a version 7 peer would read the messages in another
+/// order).
+pub const PROTOCOL_VERSION: u16 = 8;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;
 /// Statistical security parameter (bits).

@@ -47,6 +47,27 @@ fn relu_online_server_chunked<C: Channel + ?Sized>(
     a: &[u64],
     chunk: usize,
 ) -> Result<Vec<u64>> {
+    send_labels_chunked(ch, secrets, a, chunk)?.finish(ch)
+}
+
+/// Online phase, server side, first half: sends the labels of its inputs `a` (flushed)
+/// and returns what decodes the client's colour bits, for [`ReluOnlinePending::finish`].
+/// In between, the server may read other messages that the client sends after it has
+/// received every label (see [`relu_online_client_with`]).
+pub fn relu_online_server_send<C: Channel + ?Sized>(
+    ch: &mut C,
+    secrets: impl Into<ReluOnlineSecrets>,
+    a: &[u64],
+) -> Result<ReluOnlinePending> {
+    send_labels_chunked(ch, secrets.into(), a, ONLINE_CHUNK)
+}
+
+fn send_labels_chunked<C: Channel + ?Sized>(
+    ch: &mut C,
+    secrets: ReluOnlineSecrets,
+    a: &[u64],
+    chunk: usize,
+) -> Result<ReluOnlinePending> {
     if a.len() != secrets.count() {
         return Err(ProtocolError::arg(format!(
             "expected {} server inputs, got {}",
@@ -64,13 +85,36 @@ fn relu_online_server_chunked<C: Channel + ?Sized>(
     if a.is_empty() {
         ch.flush()?;
     }
-    let n = secrets.count() * secrets.params().output_bits();
-    let mut colours = vec![0u8; n.div_ceil(8)];
-    ch.recv(&mut colours)?;
-    if !n.is_multiple_of(8) && colours.last().is_some_and(|&last| last >> (n % 8) != 0) {
-        return Err(ProtocolError::peer("nonzero padding bits in bit vector"));
+    Ok(ReluOnlinePending { secrets })
+}
+
+/// A batch whose server labels are sent: decodes the client's colour bits.
+pub struct ReluOnlinePending {
+    secrets: ReluOnlineSecrets,
+}
+
+/// Prints the count only.
+impl core::fmt::Debug for ReluOnlinePending {
+    fn fmt(&self, fm: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fm.debug_struct("ReluOnlinePending")
+            .field("count", &self.secrets.count())
+            .finish_non_exhaustive()
     }
-    secrets.decode_packed(&colours)
+}
+
+impl ReluOnlinePending {
+    /// Online phase, server side, second half: receives the client's colour bits and
+    /// decodes them into one `l`-bit output per gadget.
+    pub fn finish<C: Channel + ?Sized>(self, ch: &mut C) -> Result<Vec<u64>> {
+        let secrets = self.secrets;
+        let n = secrets.count() * secrets.params().output_bits();
+        let mut colours = vec![0u8; n.div_ceil(8)];
+        ch.recv(&mut colours)?;
+        if !n.is_multiple_of(8) && colours.last().is_some_and(|&last| last >> (n % 8) != 0) {
+            return Err(ProtocolError::peer("nonzero padding bits in bit vector"));
+        }
+        secrets.decode_packed(&colours)
+    }
 }
 
 /// Online phase, client side: receives the server's input labels, evaluates and sends the
@@ -82,7 +126,22 @@ pub fn relu_online_client<C: Channel + ?Sized>(
     client_labels: &[Block],
     qs: &[u64],
 ) -> Result<()> {
-    relu_online_client_chunked(ch, garbled, client_labels, qs, ONLINE_CHUNK)
+    relu_online_client_chunked(ch, garbled, client_labels, qs, ONLINE_CHUNK, |_| Ok(()))
+}
+
+/// [`relu_online_client`], calling `all_received` once every server label has arrived,
+/// before the last chunk is evaluated: what it sends (and flushes) travels while the
+/// client evaluates, and the server reads it between [`relu_online_server_send`] and
+/// [`ReluOnlinePending::finish`]. The server has sent everything by then, so neither
+/// party can block the other's writes. With no gadgets it is called at once.
+pub fn relu_online_client_with<C: Channel + ?Sized>(
+    ch: &mut C,
+    garbled: &GarbledRelus,
+    client_labels: &[Block],
+    qs: &[u64],
+    all_received: impl FnOnce(&mut C) -> Result<()>,
+) -> Result<()> {
+    relu_online_client_chunked(ch, garbled, client_labels, qs, ONLINE_CHUNK, all_received)
 }
 
 /// The client's online phase, evaluating each chunk of `chunk` gadgets (a multiple of
@@ -94,14 +153,21 @@ fn relu_online_client_chunked<C: Channel + ?Sized>(
     client_labels: &[Block],
     qs: &[u64],
     chunk: usize,
+    all_received: impl FnOnce(&mut C) -> Result<()>,
 ) -> Result<()> {
     let (n, w) = (garbled.count, garbled.params.garbler_input_bits());
     let mut server_labels = Vec::with_capacity(n * w);
     let mut colours = vec![false; n * garbled.params.output_bits()];
+    let mut all_received = Some(all_received);
     let mut start = 0;
     while start < n {
         let end = n.min(start + chunk.max(1));
         server_labels.extend(ch.recv_blocks((end - start) * w)?);
+        if end == n
+            && let Some(f) = all_received.take()
+        {
+            f(ch)?;
+        }
         evaluate_relus_range(
             garbled,
             start..end,
@@ -111,6 +177,9 @@ fn relu_online_client_chunked<C: Channel + ?Sized>(
             &mut colours,
         )?;
         start = end;
+    }
+    if let Some(f) = all_received.take() {
+        f(ch)?;
     }
     ch.send_bits(&colours)?;
     ch.flush()?;
@@ -263,7 +332,9 @@ mod tests {
     }
 
     /// Labels sent and evaluated in chunks (several, the last one partial, and none at
-    /// all) give the same outputs and the same bytes as one message.
+    /// all) give the same outputs and the same bytes as one message; the client's
+    /// `all_received` hook runs once, after the last label, and what it sends reaches the
+    /// server between its two halves.
     #[test]
     fn chunked_online_phase_equals_one_message() {
         let p = ReluParams::DEFAULT;
@@ -281,15 +352,43 @@ mod tests {
             let qs = inp.qs.clone();
             let h = std::thread::spawn(move || {
                 let mut cch = CountingChannel::new(cch);
-                relu_online_client_chunked(&mut cch, &garbled, &client_labels, &qs, chunk).unwrap();
-                cch.stats()
+                let mut seen = Vec::new();
+                relu_online_client_chunked(
+                    &mut cch,
+                    &garbled,
+                    &client_labels,
+                    &qs,
+                    chunk,
+                    |ch: &mut CountingChannel<MemoryChannel>| {
+                        seen.push(ch.stats().bytes_received);
+                        ch.send(b"answers")?;
+                        ch.flush()?;
+                        Ok(())
+                    },
+                )
+                .unwrap();
+                (cch.stats(), seen)
             });
             let mut sch = CountingChannel::new(sch);
-            let out = relu_online_server_chunked(&mut sch, secrets.into(), &inp.a, chunk).unwrap();
-            let c = h.join().unwrap();
+            let pending = send_labels_chunked(&mut sch, secrets.into(), &inp.a, chunk).unwrap();
+            let mut extra = [0u8; 7];
+            sch.recv(&mut extra).unwrap();
+            assert_eq!(&extra, b"answers");
+            let out = pending.finish(&mut sch).unwrap();
+            let (c, seen) = h.join().unwrap();
             check_outputs(&ys, &out, &inp.rs, p);
-            assert_eq!(sch.stats().bytes_sent as usize, n * p.width() as usize * 16);
-            assert_eq!(c.bytes_sent as usize, (n * p.l as usize).div_ceil(8));
+            let label_bytes = n * p.width() as usize * 16;
+            assert_eq!(seen, [label_bytes as u64], "n = {n}, chunk = {chunk}");
+            assert_eq!(sch.stats().bytes_sent as usize, label_bytes);
+            assert_eq!(c.bytes_sent as usize, 7 + (n * p.l as usize).div_ceil(8));
+            // One turn of the server's (the client's ends sending): the hook's message
+            // and the colour bits need no reply in between.
+            // (None without labels: the server only waits.)
+            assert_eq!(
+                (sch.stats().rounds, c.rounds),
+                (u64::from(n > 0), 0),
+                "n = {n}"
+            );
         }
     }
 

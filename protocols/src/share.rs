@@ -221,6 +221,69 @@ pub fn truncate_share(role: Role, share: u64, f: u32, l: u32) -> u64 {
     }
 }
 
+/// Little-endian fields of `w` bytes packed back to back (the online messages of the exact
+/// truncations), written and read with whole 8- or 16-byte stores and loads into buffers
+/// padded at the end ([`fields::PAD`] bytes), instead of a copy of `w` bytes per field.
+pub(crate) mod fields {
+    /// Padding after the last field, so a 16-byte access at any field stays in bounds.
+    pub(crate) const PAD: usize = 16;
+
+    /// A zeroed buffer for `n` fields of `w` bytes, padding included.
+    pub(crate) fn buffer(n: usize, w: usize) -> Vec<u8> {
+        vec![0u8; n * w + PAD]
+    }
+
+    /// `2^(8 w) − 1` for `w <= 16` bytes.
+    #[inline]
+    pub(crate) const fn mask128(w: usize) -> u128 {
+        if w >= 16 {
+            u128::MAX
+        } else {
+            (1u128 << (8 * w)) - 1
+        }
+    }
+
+    /// `2^(8 w) − 1` for `w <= 8` bytes.
+    #[inline]
+    pub(crate) const fn mask64(w: usize) -> u64 {
+        if w >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * w)) - 1
+        }
+    }
+
+    /// Stores `v` at byte `off` as 16 little-endian bytes. With `v < 2^(8 w)` the bytes past
+    /// the field are zeros, which the next field's store overwrites; fields must be put in
+    /// order.
+    #[inline]
+    pub(crate) fn put128(buf: &mut [u8], off: usize, v: u128) {
+        buf[off..off + 16].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// [`put128`] with 8 bytes.
+    #[inline]
+    pub(crate) fn put64(buf: &mut [u8], off: usize, v: u64) {
+        buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// The `w`-byte field at byte `off` (16 bytes loaded, the rest masked off).
+    #[inline]
+    pub(crate) fn get128(buf: &[u8], off: usize, w: usize) -> u128 {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&buf[off..off + 16]);
+        u128::from_le_bytes(b) & mask128(w)
+    }
+
+    /// The `w <= 8`-byte field at byte `off`.
+    #[inline]
+    pub(crate) fn get64(buf: &[u8], off: usize, w: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&buf[off..off + 8]);
+        u64::from_le_bytes(b) & mask64(w)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

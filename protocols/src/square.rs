@@ -89,7 +89,7 @@ use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
 use crate::ot::iknp::{CHUNK, KAPPA};
 use crate::ot::{OtReceiver, OtSender};
-use crate::share::{Role, bit_mask, truncate_share};
+use crate::share::{Role, bit_mask, fields, truncate_share};
 
 /// Positions per OLE batch: one IKNP extension of `OLE_BATCH · l` OTs (client → server)
 /// and one flight of corrections (server → client) each. Bounds the memory of the OT
@@ -733,17 +733,15 @@ pub fn square_online_server_request<C: Channel + ?Sized>(
     check_len(shares, sec.len())?;
     let SquareParams { l, t2, .. } = sec.p;
     let mask = sec.p.mask();
-    let wl = width(l);
-    let d: Vec<bool> = shares
-        .iter()
-        .zip(&sec.choices)
-        .map(|(&a, &e)| top_bit(a, l) ^ e)
-        .collect();
-    let mut e1 = Vec::with_capacity(wl * shares.len());
-    for (&a, &u) in shares.iter().zip(&sec.us) {
+    let (n, wl) = (shares.len(), width(l));
+    let mut d = Vec::with_capacity(n);
+    let mut e1 = fields::buffer(n, wl);
+    for (i, ((&a, &u), &e)) in shares.iter().zip(&sec.us).zip(&sec.choices).enumerate() {
+        d.push(top_bit(a, l) ^ e);
         let v = truncate_share(Role::Server, a, t2, l).wrapping_sub(u) & mask;
-        e1.extend_from_slice(&v.to_le_bytes()[..wl]);
+        fields::put64(&mut e1, i * wl, v);
     }
+    e1.truncate(n * wl);
     ch.send_bits(&d)?;
     ch.send(&e1)?;
     Ok(())
@@ -783,27 +781,26 @@ pub fn square_online_client<C: Channel + ?Sized>(
     let mask = p.mask();
     let (wl, wm) = (width(p.l), width(p.msg_bits()));
     let d = ch.recv_bits(n)?;
-    let mut buf = vec![0u8; n * wl];
-    ch.recv(&mut buf)?;
-    let mut bytes = Vec::with_capacity(n * (wm + wl));
-    for (((&[a, b], &[xtc, w0]), d), e1) in sec
-        .msgs
-        .iter()
-        .zip(&sec.lin)
-        .zip(d)
-        .zip(buf.chunks_exact(wl))
-    {
-        let e1 = read_le(e1) as u64;
-        if e1 & !mask != 0 {
-            return Err(ProtocolError::peer(format!(
-                "square request: a value has more than {} bits",
-                p.l
-            )));
-        }
+    let mut buf = fields::buffer(n, wl);
+    ch.recv(&mut buf[..n * wl])?;
+    let mut bytes = fields::buffer(n, wm + wl);
+    // Any bit of any e1 above l (checked once, after the loop: no branch per position).
+    let mut wide = 0u64;
+    for (i, ((&[a, b], &[xtc, w0]), d)) in sec.msgs.iter().zip(&sec.lin).zip(d).enumerate() {
+        let e1 = fields::get64(&buf, i * wl, wl);
+        wide |= e1 & !mask;
         let w = w0.wrapping_add(e1.wrapping_mul(xtc).wrapping_mul(2)) & mask;
-        bytes.extend_from_slice(&select(a, b, d).to_le_bytes()[..wm]);
-        bytes.extend_from_slice(&w.to_le_bytes()[..wl]);
+        let off = i * (wm + wl);
+        fields::put128(&mut bytes, off, select(a, b, d));
+        fields::put64(&mut bytes, off + wm, w);
     }
+    if wide != 0 {
+        return Err(ProtocolError::peer(format!(
+            "square request: a value has more than {} bits",
+            p.l
+        )));
+    }
+    bytes.truncate(n * (wm + wl));
     Ok(SquareAnswer { bytes })
 }
 
@@ -821,8 +818,8 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
     let mask = p.mask();
     let (wl, wm) = (width(l), width(p.msg_bits()));
     let n = shares.len();
-    let mut buf = vec![0u8; n * (wm + wl)];
-    ch.recv(&mut buf)?;
+    let mut buf = fields::buffer(n, wm + wl);
+    ch.recv(&mut buf[..n * (wm + wl)])?;
     let t2mask = bit_mask(t2);
     let big_t = 1u64 << (l - t);
     let big_t2 = 1u64 << (l - t2);
@@ -831,26 +828,20 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
         x_tilde: Vec::with_capacity(n),
         square: Vec::with_capacity(n),
     };
-    for ((((chunk, &a), &k), &os), &e) in buf
-        .chunks_exact(wm + wl)
-        .zip(shares)
+    // Bits above the fields' widths, checked after the loop (no branch per position).
+    let (mut wide_m, mut wide_w) = (0u128, 0u64);
+    for (i, (((&a, &k), &os), &e)) in shares
+        .iter()
         .zip(&sec.keys)
         .zip(&sec.os)
         .zip(&sec.choices)
+        .enumerate()
     {
-        let m = read_le(&chunk[..wm]);
-        let w = read_le(&chunk[wm..]);
-        if m & !p.msg_mask() != 0 {
-            return Err(ProtocolError::peer(format!(
-                "square answer: a message has more than {} bits",
-                p.msg_bits()
-            )));
-        }
-        if w & !u128::from(mask) != 0 {
-            return Err(ProtocolError::peer(format!(
-                "square answer: a value has more than {l} bits"
-            )));
-        }
+        let off = i * (wm + wl);
+        let m = fields::get128(&buf, off, wm);
+        let w = fields::get64(&buf, off + wm, wl);
+        wide_m |= m & !p.msg_mask();
+        wide_w |= w & !mask;
         let q = top_bit(a, l);
         // X_q = m + K if d = q ⊕ e is 0, m − K if it is 1 (K = k_0 + e·Δ).
         let m = select(pair_add(m, k, t2), pair_sub(m, k, t2), q ^ e);
@@ -862,11 +853,22 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
         let ss = xts
             .wrapping_mul(xts)
             .wrapping_add(os.wrapping_sub(big_t2.wrapping_mul(xq2)).wrapping_mul(2))
-            .wrapping_add(w as u64)
+            .wrapping_add(w)
             & mask;
         out.x.push(xs);
         out.x_tilde.push(xts);
         out.square.push(ss);
+    }
+    if wide_m != 0 {
+        return Err(ProtocolError::peer(format!(
+            "square answer: a message has more than {} bits",
+            p.msg_bits()
+        )));
+    }
+    if wide_w != 0 {
+        return Err(ProtocolError::peer(format!(
+            "square answer: a value has more than {l} bits"
+        )));
     }
     Ok(out)
 }

@@ -50,7 +50,7 @@ use crate::block::Block;
 use crate::channel::{Channel, ChannelExt};
 use crate::error::{ProtocolError, Result};
 use crate::ot::{OtReceiver, OtSender};
-use crate::share::{Role, bit_mask, truncate_share};
+use crate::share::{Role, bit_mask, fields, truncate_share};
 
 fn check(f: u32, l: u32) -> Result<()> {
     if (1..=32).contains(&f) && f + 3 <= l && l <= 64 {
@@ -383,29 +383,31 @@ pub fn trunc_online_server_finish<C: Channel + ?Sized>(
 ) -> Result<Vec<u64>> {
     sec.check_ready(shares.len())?;
     let (f, l) = (sec.f, sec.l);
-    let w = width(f);
-    let mut buf = vec![0u8; w * shares.len()];
-    ch.recv(&mut buf)?;
+    let (n, w) = (shares.len(), width(f));
+    let mut buf = fields::buffer(n, w);
+    ch.recv(&mut buf[..n * w])?;
     let mask = bit_mask(l);
     let fmask = ((1u64 << f) - 1) as u32;
-    let mut out = Vec::with_capacity(shares.len());
-    for ((((chunk, q), &e), &k), &a) in buf
-        .chunks_exact(w)
-        .zip(top_bits(shares, l))
+    let mut out = Vec::with_capacity(n);
+    // Any bit above f in any answer (checked once, after the loop).
+    let mut wide = 0u32;
+    for (i, (((q, &e), &k), &a)) in top_bits(shares, l)
         .zip(&sec.choices)
         .zip(&sec.keys)
         .zip(shares)
+        .enumerate()
     {
-        let m = read_le(chunk);
-        if u64::from(m) >> f != 0 {
-            return Err(ProtocolError::peer(format!(
-                "truncation answer: a message has more than {f} bits"
-            )));
-        }
+        let m = fields::get64(&buf, i * w, w) as u32;
+        wide |= m & !fmask;
         // d = q ⊕ e: x_q = m + K when d = 0, m − K when d = 1.
         let x = select(m.wrapping_add(k), m.wrapping_sub(k), q ^ e) & fmask;
         let t = truncate_share(Role::Server, a, f, l);
         out.push(t.wrapping_sub(u64::from(x) << (l - f)) & mask);
+    }
+    if wide != 0 {
+        return Err(ProtocolError::peer(format!(
+            "truncation answer: a message has more than {f} bits"
+        )));
     }
     Ok(out)
 }
@@ -436,12 +438,13 @@ pub fn trunc_online_client<C: Channel + ?Sized>(
     ch: &mut C,
     sec: TruncClientSecrets,
 ) -> Result<TruncAnswer> {
-    let d = ch.recv_bits(sec.len())?;
-    let w = width(sec.f);
-    let mut bytes = Vec::with_capacity(w * sec.len());
-    for ([m0, m1], d) in sec.values.into_iter().zip(d) {
-        bytes.extend_from_slice(&select(m0, m1, d).to_le_bytes()[..w]);
+    let (n, w) = (sec.len(), width(sec.f));
+    let d = ch.recv_bits(n)?;
+    let mut bytes = fields::buffer(n, w);
+    for (i, ([m0, m1], d)) in sec.values.into_iter().zip(d).enumerate() {
+        fields::put64(&mut bytes, i * w, u64::from(select(m0, m1, d)));
     }
+    bytes.truncate(n * w);
     Ok(TruncAnswer { bytes })
 }
 

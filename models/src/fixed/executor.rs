@@ -73,9 +73,12 @@ impl Term {
                 gemm_i64(weight, x, acc, *out_features, x.len(), 1);
             }
             TermOp::ChannelScale { coef } => {
-                let plane = src[1] * src[2];
-                for (j, (a, &v)) in acc.iter_mut().zip(x).enumerate() {
-                    *a = a.wrapping_add(coef[j / plane].wrapping_mul(v));
+                // Channel by channel (no division per position).
+                let plane = (src[1] * src[2]).max(1);
+                for ((accs, xs), &k) in acc.chunks_mut(plane).zip(x.chunks(plane)).zip(coef) {
+                    for (a, &v) in accs.iter_mut().zip(xs) {
+                        *a = a.wrapping_add(k.wrapping_mul(v));
+                    }
                 }
             }
             TermOp::AvgPool {

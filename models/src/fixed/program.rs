@@ -219,16 +219,21 @@ impl FixedProgram {
     pub fn bias(&self, i: usize) -> Vec<i64> {
         let layer = &self.layers[i];
         let n: usize = layer.out_shape.iter().product();
-        let plane = layer.out_shape[1] * layer.out_shape[2];
-        (0..n)
-            .map(|j| {
-                let b = layer.bias[j / plane];
-                match &layer.position_bias {
-                    Some(pb) => self.params.reduce(b.wrapping_add(pb[j])),
-                    None => b,
-                }
-            })
-            .collect()
+        let plane = (layer.out_shape[1] * layer.out_shape[2]).max(1);
+        // Channel by channel (no division per position).
+        let mut out: Vec<i64> = layer
+            .bias
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b, plane))
+            .take(n)
+            .collect();
+        debug_assert_eq!(out.len(), n, "one bias per output channel");
+        if let Some(pb) = &layer.position_bias {
+            for (o, &p) in out.iter_mut().zip(pb) {
+                *o = self.params.reduce(o.wrapping_add(p));
+            }
+        }
+        out
     }
 
     /// The values layer `i` reads, in term order (a value may appear more than once).

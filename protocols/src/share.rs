@@ -261,26 +261,32 @@ pub(crate) mod fields {
         buf[off..off + 16].copy_from_slice(&v.to_le_bytes());
     }
 
+    /// The 16 little-endian bytes at byte `off` (the caller masks off the next fields).
+    #[inline]
+    pub(crate) fn load128(buf: &[u8], off: usize) -> u128 {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&buf[off..off + 16]);
+        u128::from_le_bytes(b)
+    }
+
+    /// [`load128`] with 8 bytes.
+    #[inline]
+    pub(crate) fn load64(buf: &[u8], off: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&buf[off..off + 8]);
+        u64::from_le_bytes(b)
+    }
+
     /// [`put128`] with 8 bytes.
     #[inline]
     pub(crate) fn put64(buf: &mut [u8], off: usize, v: u64) {
         buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
     }
 
-    /// The `w`-byte field at byte `off` (16 bytes loaded, the rest masked off).
-    #[inline]
-    pub(crate) fn get128(buf: &[u8], off: usize, w: usize) -> u128 {
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&buf[off..off + 16]);
-        u128::from_le_bytes(b) & mask128(w)
-    }
-
-    /// The `w <= 8`-byte field at byte `off`.
+    /// The `w <= 8`-byte field at byte `off` (8 bytes loaded, the rest masked off).
     #[inline]
     pub(crate) fn get64(buf: &[u8], off: usize, w: usize) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&buf[off..off + 8]);
-        u64::from_le_bytes(b) & mask64(w)
+        load64(buf, off) & mask64(w)
     }
 }
 

@@ -821,15 +821,15 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
     let mut buf = fields::buffer(n, wm + wl);
     ch.recv(&mut buf[..n * (wm + wl)])?;
     let t2mask = bit_mask(t2);
+    let (m_mask, w_mask) = (fields::mask128(wm), fields::mask64(wl));
+    let (msg_over, top) = (!p.msg_mask(), l - 1);
     let big_t = 1u64 << (l - t);
     let big_t2 = 1u64 << (l - t2);
-    let mut out = SquareServerShares {
-        x: Vec::with_capacity(n),
-        x_tilde: Vec::with_capacity(n),
-        square: Vec::with_capacity(n),
-    };
+    let (mut x, mut x_tilde, mut square) = (vec![0; n], vec![0; n], vec![0; n]);
     // Bits above the fields' widths, checked after the loop (no branch per position).
     let (mut wide_m, mut wide_w) = (0u128, 0u64);
+    // The pair arithmetic in two 64-bit lanes (t2 <= 40), the choice between `m + K` and
+    // `m − K` as a conditional negation of `K` (no branch on `q`).
     for (i, (((&a, &k), &os), &e)) in shares
         .iter()
         .zip(&sec.keys)
@@ -838,27 +838,29 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
         .enumerate()
     {
         let off = i * (wm + wl);
-        let m = fields::get128(&buf, off, wm);
-        let w = fields::get64(&buf, off + wm, wl);
-        wide_m |= m & !p.msg_mask();
+        let m = fields::load128(&buf, off) & m_mask;
+        let w = fields::load64(&buf, off + wm) & w_mask;
+        wide_m |= m & msg_over;
         wide_w |= w & !mask;
-        let q = top_bit(a, l);
+        let a = a & mask;
         // X_q = m + K if d = q ⊕ e is 0, m − K if it is 1 (K = k_0 + e·Δ).
-        let m = select(pair_add(m, k, t2), pair_sub(m, k, t2), q ^ e);
-        let xq = (m as u64) & t2mask;
-        let xq2 = ((m >> t2) as u64) & t2mask;
-        let xs = truncate_share(Role::Server, a, t, l).wrapping_sub(xq.wrapping_mul(big_t)) & mask;
-        let xts =
-            truncate_share(Role::Server, a, t2, l).wrapping_sub(xq.wrapping_mul(big_t2)) & mask;
+        let neg = 0u64.wrapping_sub((a >> top) ^ u64::from(e));
+        let (k_lo, k_hi) = ((k as u64 & t2mask), ((k >> t2) as u64 & t2mask));
+        let xq = (m as u64).wrapping_add((k_lo ^ neg).wrapping_sub(neg)) & t2mask;
+        let xq2 = ((m >> t2) as u64).wrapping_add((k_hi ^ neg).wrapping_sub(neg)) & t2mask;
+        // tr_s(a, s) = a >> s for the server.
+        let xs = (a >> t).wrapping_sub(xq.wrapping_mul(big_t)) & mask;
+        let xts = (a >> t2).wrapping_sub(xq.wrapping_mul(big_t2)) & mask;
         let ss = xts
             .wrapping_mul(xts)
             .wrapping_add(os.wrapping_sub(big_t2.wrapping_mul(xq2)).wrapping_mul(2))
             .wrapping_add(w)
             & mask;
-        out.x.push(xs);
-        out.x_tilde.push(xts);
-        out.square.push(ss);
+        x[i] = xs;
+        x_tilde[i] = xts;
+        square[i] = ss;
     }
+    let out = SquareServerShares { x, x_tilde, square };
     if wide_m != 0 {
         return Err(ProtocolError::peer(format!(
             "square answer: a message has more than {} bits",

@@ -319,27 +319,26 @@ impl<'p> ServerEngine<'p> {
         let mut squares = prep.squares.into_iter();
         for ((i, layer), s) in plan.layers.iter().enumerate().zip(prep.s) {
             meter.begin(ch);
-            let lin = self.prog.apply_linear(i, &vals);
-            let bias = self.prog.bias(i);
-            let a: Vec<u64> = lin
-                .iter()
-                .zip(&bias)
-                .zip(&s)
-                .map(|((&x, &b), &s)| (x.wrapping_add(b) as u64).wrapping_add(s) & lmask)
-                .collect();
+            let y = self.prog.layer_output(i, &vals);
             let secrets = relus.next().flatten();
             let trunc = truncs.next().flatten();
             let square = squares.next().flatten();
             match layer.output {
+                // A polynomial: local, stored as it is (`y + s` in y's buffer).
+                Some(v) if layer.keep => {
+                    let mut y = y;
+                    for (y, &s) in y.iter_mut().zip(&s) {
+                        *y = p.reduce(y.wrapping_add(s as i64));
+                    }
+                    vals[v] = y;
+                }
                 None => {
-                    ch.send_u64s(&a)?;
+                    ch.send_u64s(&add_into(s, &y, lmask))?;
                     ch.flush()?;
                 }
-                // A polynomial: local, stored as it is.
-                Some(v) if layer.keep => {
-                    vals[v] = a.iter().map(|&x| p.reduce(x as i64)).collect();
-                }
                 Some(v) => {
+                    let a = add_into(s, &y, lmask);
+                    drop(y);
                     let what = || format!("online layer {i}");
                     let off = round_offset(layer.shift);
                     // The values to truncate exactly (rounding offset added), in order.
@@ -408,9 +407,11 @@ impl<'p> ServerEngine<'p> {
                     }
                     match (layer.quadratic, square_out) {
                         (Some(q), Some(sq)) => {
-                            vals[v] = spread(&layer.kept, relu_out, Vec::new(), p);
-                            vals[q.linear] = spread(&layer.kept, Vec::new(), sq.x, p);
-                            vals[q.square] = spread(&layer.kept, Vec::new(), sq.square, p);
+                            let [relu, x, square] =
+                                spread_quadratic(&layer.kept, &relu_out, &sq.x, &sq.square, p);
+                            vals[v] = relu;
+                            vals[q.linear] = x;
+                            vals[q.square] = square;
                         }
                         (Some(q), None) => {
                             // Every position kept: the polynomial's inputs are all zero.
@@ -428,6 +429,14 @@ impl<'p> ServerEngine<'p> {
     }
 }
 
+/// `s + y` in the ring (bit patterns masked to `lmask`), in `s`'s buffer.
+fn add_into(mut s: Vec<u64>, y: &[i64], lmask: u64) -> Vec<u64> {
+    for (s, &y) in s.iter_mut().zip(y) {
+        *s = (y as u64).wrapping_add(*s) & lmask;
+    }
+    s
+}
+
 /// Places `kept` values at the kept positions and `lin` values at the others, in order;
 /// an empty list leaves its positions 0 (signed ring representation).
 fn spread(
@@ -443,6 +452,32 @@ fn spread(
             p.reduce(u.unwrap_or(0) as i64)
         })
         .collect()
+}
+
+/// [`spread`] at a quadratic site: the ReLUs at kept positions (0 elsewhere), and the
+/// square protocol's `x` and `x̃²` at linearized ones (0 at kept ones), in one pass.
+fn spread_quadratic(
+    kept: &[bool],
+    relu: &[u64],
+    x: &[u64],
+    square: &[u64],
+    p: models::fixed::FixedPointParams,
+) -> [Vec<i64>; 3] {
+    let n = kept.len();
+    let (mut out_r, mut out_x, mut out_s) = (vec![0; n], vec![0; n], vec![0; n]);
+    let (mut ki, mut li) = (0, 0);
+    for (j, &k) in kept.iter().enumerate() {
+        // Missing entries (an empty list) stay 0, as in `spread`.
+        if k {
+            out_r[j] = p.reduce(relu.get(ki).copied().unwrap_or(0) as i64);
+            ki += 1;
+        } else {
+            out_x[j] = p.reduce(x.get(li).copied().unwrap_or(0) as i64);
+            out_s[j] = p.reduce(square.get(li).copied().unwrap_or(0) as i64);
+            li += 1;
+        }
+    }
+    [out_r, out_x, out_s]
 }
 
 /// [`spread`] for the client's masks (ring elements as they are).

@@ -106,6 +106,23 @@ impl FixedProgram {
     /// since the arithmetic is exact mod 2^l. This is the server's online computation of a
     /// secure linear layer and the function the offline correlations are computed for.
     pub fn apply_linear(&self, i: usize, values: &[Vec<i64>]) -> Vec<i64> {
+        let mut acc = self.accumulate(i, values);
+        acc.iter_mut().for_each(|v| *v = self.params.reduce(*v));
+        acc
+    }
+
+    /// Layer `i`'s output before its activation, `sum_t T_t(x_t) + bias`, in the ring
+    /// (signed representation): [`FixedProgram::apply_linear`] plus
+    /// [`FixedProgram::bias`], in one buffer and one reduction.
+    pub fn layer_output(&self, i: usize, values: &[Vec<i64>]) -> Vec<i64> {
+        let mut acc = self.accumulate(i, values);
+        self.add_bias(i, &mut acc);
+        acc.iter_mut().for_each(|v| *v = self.params.reduce(*v));
+        acc
+    }
+
+    /// `sum_t T_t(x_t)`, wrapping in 64 bits (not reduced).
+    fn accumulate(&self, i: usize, values: &[Vec<i64>]) -> Vec<i64> {
         let layer = &self.layers[i];
         let n: usize = layer.out_shape.iter().product();
         let mut acc = vec![0i64; n];
@@ -117,7 +134,6 @@ impl FixedProgram {
                 &mut acc,
             );
         }
-        acc.iter_mut().for_each(|v| *v = self.params.reduce(*v));
         acc
     }
 
@@ -155,10 +171,7 @@ impl FixedProgram {
         let mut out = None;
         for (li, layer) in self.layers.iter().enumerate() {
             let n: usize = layer.out_shape.iter().product();
-            let mut acc = self.apply_linear(li, &vals);
-            for (a, b) in acc.iter_mut().zip(self.bias(li)) {
-                *a = p.reduce(a.wrapping_add(b));
-            }
+            let acc = self.layer_output(li, &vals);
             let err = errors.as_ref().map(|e| e.layer(self, layer, &vals));
             let scale = (1u64 << layer.scale_bits) as f64;
             let extra = self.layer_extra_bits(li);

@@ -217,23 +217,32 @@ impl FixedProgram {
     /// Layer `i`'s bias broadcast over its output positions, plus its position bias
     /// (ring, at the layer's scale).
     pub fn bias(&self, i: usize) -> Vec<i64> {
+        let n: usize = self.layers[i].out_shape.iter().product();
+        let mut out = vec![0; n];
+        self.add_bias(i, &mut out);
+        out.iter_mut().for_each(|o| *o = self.params.reduce(*o));
+        out
+    }
+
+    /// Adds layer `i`'s [`FixedProgram::bias`] to `acc` in place, wrapping in 64 bits
+    /// (the caller reduces into the ring).
+    pub fn add_bias(&self, i: usize, acc: &mut [i64]) {
         let layer = &self.layers[i];
-        let n: usize = layer.out_shape.iter().product();
         let plane = (layer.out_shape[1] * layer.out_shape[2]).max(1);
+        debug_assert_eq!(
+            acc.len(),
+            layer.bias.len() * plane,
+            "one bias per output channel"
+        );
         // Channel by channel (no division per position).
-        let mut out: Vec<i64> = layer
-            .bias
-            .iter()
-            .flat_map(|&b| std::iter::repeat_n(b, plane))
-            .take(n)
-            .collect();
-        debug_assert_eq!(out.len(), n, "one bias per output channel");
+        for (a, &b) in acc.chunks_mut(plane).zip(&layer.bias) {
+            a.iter_mut().for_each(|a| *a = a.wrapping_add(b));
+        }
         if let Some(pb) = &layer.position_bias {
-            for (o, &p) in out.iter_mut().zip(pb) {
-                *o = self.params.reduce(o.wrapping_add(p));
+            for (a, &p) in acc.iter_mut().zip(pb) {
+                *a = a.wrapping_add(p);
             }
         }
-        out
     }
 
     /// The values layer `i` reads, in term order (a value may appear more than once).

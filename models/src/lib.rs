@@ -21,6 +21,7 @@
 //!   reproduces the secure protocol's arithmetic (batch norm folded, round-half-up
 //!   truncation), with its lowering into linear layers and ReLU layers. Both run on the
 //!   shared kernels of a private `kernels` module (im2col, convolution, pooling).
+//! - [`malloc`]: glibc malloc tuning for the long-running binaries.
 //!
 //! `docs/fixed-point.md` and `docs/model-format.md` in the repository describe the choices.
 
@@ -34,6 +35,7 @@ pub mod graph;
 pub mod import;
 mod kernels;
 pub mod latency;
+pub mod malloc;
 pub mod model;
 pub mod report;
 pub mod ring;

@@ -25,5 +25,6 @@ pub mod snl;
 mod weights;
 
 pub use error::TrainError;
-pub use libtorch::{device, keep_freed_memory};
+pub use libtorch::device;
+pub use models::malloc::keep_freed_memory;
 pub use weights::{export, load_weights};

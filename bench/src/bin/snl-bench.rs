@@ -177,6 +177,7 @@ struct CostArgs {
 }
 
 fn main() -> Result<()> {
+    models::malloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Sweep(a) => cmd_sweep(a),

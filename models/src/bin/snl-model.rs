@@ -641,6 +641,7 @@ fn cmd_windows(a: WindowsArgs) -> Result<()> {
 }
 
 fn main() {
+    models::malloc::keep_freed_memory();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::New(a) => cmd_new(a),

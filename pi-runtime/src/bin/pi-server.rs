@@ -106,6 +106,7 @@ struct ServeArgs {
 }
 
 fn main() -> Result<()> {
+    models::malloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Small ResNet-20 / CIFAR-10 stand-ins for online-latency A/B checks (about 7 minutes on 2
+# cores): a 2-epoch pretrain on 5,000 images, one SNL search to 5% of the ReLUs, that mask
+# fine-tuned (1 epoch) with the identity and with the quadratic replacement, and per-site
+# windows for both (--dropped-bits 14, as in scripts/quadratic-front.sh). Their accuracy
+# means nothing; their structure (kept ReLUs per site, quadratic sites) is that of the
+# real fronts, so their online cost is.
+#
+#   bash scripts/standin-models.sh [DATA] [OUT_DIR]
+#
+# DATA defaults to ../shared/data/cifar10-q75, OUT_DIR to runs/standin; writes
+# OUT_DIR/w-id and OUT_DIR/w-q (pi-server models), e.g. for
+#   bash scripts/ab-models.sh runs/ab.csv DATA 50 3 runs/standin/w-id runs/standin/w-q
+# Steps already done are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data/cifar10-q75}
+OUT=${2:-runs/standin}
+B=target/release
+cargo build --release --quiet -p trainer -p models
+mkdir -p "$OUT"
+common=(--data "$DATA" --train-limit 5000 --test-limit 500 --threads 2 --quiet)
+# A quick search: the penalty starts high and doubles each epoch.
+search=(--budget 5% --lambda 2e-3 --warmup 1 --lambda-growth 2 --finetune-epochs 1)
+[ -d "$OUT/pre/model" ] || $B/snl-train pretrain "${common[@]}" --arch resnet20 \
+    --epochs 2 --out "$OUT/pre"
+[ -d "$OUT/id" ] && ls -d "$OUT"/id/budget-* >/dev/null 2>&1 ||
+    $B/snl-train linearize "${common[@]}" --model "$OUT/pre/model" "${search[@]}" \
+        --out "$OUT/id"
+if ! ls -d "$OUT"/q/budget-* >/dev/null 2>&1; then
+    # The same search (copied), fine-tuned with the quadratic replacement.
+    rm -rf "$OUT/q"
+    cp -a "$OUT/id" "$OUT/q"
+    rm -rf "$OUT"/q/budget-* "$OUT"/q/finetune-*
+    $B/snl-train linearize "${common[@]}" --model "$OUT/pre/model" "${search[@]}" \
+        --replacement quadratic --out "$OUT/q"
+fi
+for kind in id q; do
+    src=$(ls -d "$OUT/$kind"/budget-* | head -1)
+    [ -f "$OUT/w-$kind/model.json" ] || $B/snl-model windows "$src" --data "$DATA" \
+        --dropped-bits 14 --out "$OUT/w-$kind" >/dev/null
+done
+echo "stand-ins: $OUT/w-id $OUT/w-q"

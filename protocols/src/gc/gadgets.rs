@@ -39,9 +39,22 @@ pub fn add_core<B: Backend>(
     carry_in: CarryIn<B::Wire>,
     want_carry: bool,
 ) -> Result<SumAndCarry<B::Wire>> {
+    add_core_in(b, x, y, carry_in, want_carry, x.len())
+}
+
+/// [`add_core`] with room for `capacity` sum bits, so a caller that appends more does not
+/// reallocate (a wide backend's wire is hundreds of bytes).
+fn add_core_in<B: Backend>(
+    b: &mut B,
+    x: &[B::Wire],
+    y: &[B::Wire],
+    carry_in: CarryIn<B::Wire>,
+    want_carry: bool,
+    capacity: usize,
+) -> Result<SumAndCarry<B::Wire>> {
     check_len(x, y)?;
     let n = x.len();
-    let mut sum = Vec::with_capacity(n);
+    let mut sum = Vec::with_capacity(capacity.max(n));
     // Bit 0.
     let xy = b.xor(&x[0], &y[0]);
     let need_c1 = n > 1 || want_carry;
@@ -209,7 +222,7 @@ fn add_zero_extended<B: Backend>(
             "bad operand lengths {k} and {n}"
         )));
     }
-    let (mut out, mut carry) = add_core(b, short, &long[..k], CarryIn::Zero, k < n)?;
+    let (mut out, mut carry) = add_core_in(b, short, &long[..k], CarryIn::Zero, k < n, n)?;
     for (i, li) in long.iter().enumerate().skip(k) {
         let c = carry
             .take()

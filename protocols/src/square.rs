@@ -822,7 +822,7 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
     ch.recv(&mut buf[..n * (wm + wl)])?;
     let t2mask = bit_mask(t2);
     let (m_mask, w_mask) = (fields::mask128(wm), fields::mask64(wl));
-    let (msg_over, top) = (!p.msg_mask(), l - 1);
+    let msg_over = !p.msg_mask();
     let big_t = 1u64 << (l - t);
     let big_t2 = 1u64 << (l - t2);
     let (mut x, mut x_tilde, mut square) = (vec![0; n], vec![0; n], vec![0; n]);
@@ -842,15 +842,14 @@ pub fn square_online_server_finish<C: Channel + ?Sized>(
         let w = fields::load64(&buf, off + wm) & w_mask;
         wide_m |= m & msg_over;
         wide_w |= w & !mask;
-        let a = a & mask;
         // X_q = m + K if d = q ⊕ e is 0, m − K if it is 1 (K = k_0 + e·Δ).
-        let neg = 0u64.wrapping_sub((a >> top) ^ u64::from(e));
+        let neg = 0u64.wrapping_sub(u64::from(top_bit(a, l) ^ e));
         let (k_lo, k_hi) = ((k as u64 & t2mask), ((k >> t2) as u64 & t2mask));
         let xq = (m as u64).wrapping_add((k_lo ^ neg).wrapping_sub(neg)) & t2mask;
         let xq2 = ((m >> t2) as u64).wrapping_add((k_hi ^ neg).wrapping_sub(neg)) & t2mask;
-        // tr_s(a, s) = a >> s for the server.
-        let xs = (a >> t).wrapping_sub(xq.wrapping_mul(big_t)) & mask;
-        let xts = (a >> t2).wrapping_sub(xq.wrapping_mul(big_t2)) & mask;
+        let xs = truncate_share(Role::Server, a, t, l).wrapping_sub(xq.wrapping_mul(big_t)) & mask;
+        let xts =
+            truncate_share(Role::Server, a, t2, l).wrapping_sub(xq.wrapping_mul(big_t2)) & mask;
         let ss = xts
             .wrapping_mul(xts)
             .wrapping_add(os.wrapping_sub(big_t2.wrapping_mul(xq2)).wrapping_mul(2))

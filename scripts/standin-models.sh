@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Small ResNet-20 / CIFAR-10 stand-ins for online-latency A/B checks (about 7 minutes on 2
+# Small ResNet-20 / CIFAR-10 stand-ins for online-latency A/B checks (about 8 minutes on 2
 # cores): a 2-epoch pretrain on 5,000 images, one SNL search to 5% of the ReLUs, that mask
 # fine-tuned (1 epoch) with the identity and with the quadratic replacement, and per-site
 # windows for both (--dropped-bits 14, as in scripts/quadratic-front.sh). Their accuracy

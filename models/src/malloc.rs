@@ -3,10 +3,11 @@
 /// Keeps the memory a process frees for its next allocations instead of handing it back to
 /// the kernel and taking it again, page fault by page fault.
 ///
-/// With glibc's defaults a buffer of 128 KiB or more is mapped afresh on every allocation
-/// (its pages zeroed by the kernel on first touch) and the top of the heap is trimmed with
-/// `brk` when enough is free. Two of the project's processes allocate such buffers in a
-/// loop:
+/// With glibc's defaults a buffer of 128 KiB or more is mapped afresh (its pages zeroed by
+/// the kernel on first touch) until freed mappings have raised the dynamic mmap threshold,
+/// and the top of the heap is handed back with `brk` whenever more than the (dynamic)
+/// trim threshold is free, to be faulted in again by the next allocations. The project's
+/// processes allocate such buffers in a loop:
 ///
 /// - `snl-train`: libtorch allocates CPU tensors with glibc's malloc; in ResNet-20's step
 ///   (batch 128) the defaults cost about 26 `brk` calls and 42,000 page faults (165 MB
@@ -18,8 +19,7 @@
 ///   fixed-point executor of `snl-model eval` likewise, per image.
 ///
 /// This raises the trim threshold to 1 GiB and fixes the mmap threshold at glibc's
-/// largest, 32 MiB (setting either turns glibc's dynamic adjustment off, which would
-/// otherwise leave the mmap threshold at 128 KiB). Buffers of 32 MiB and more are still
+/// largest, 32 MiB (setting either turns glibc's dynamic adjustment off). Buffers of 32 MiB and more are still
 /// mapped and unmapped each time. The cost is that up to 1 GiB of freed memory stays in
 /// the process, which its next step or inference reuses. If `MALLOC_TRIM_THRESHOLD_` or
 /// `MALLOC_MMAP_THRESHOLD_` is set, the environment's choice is kept. Call it once, first

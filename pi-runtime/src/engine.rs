@@ -319,14 +319,13 @@ impl<'p> ServerEngine<'p> {
         let mut squares = prep.squares.into_iter();
         for ((i, layer), s) in plan.layers.iter().enumerate().zip(prep.s) {
             meter.begin(ch);
-            let y = self.prog.layer_output(i, &vals);
+            let mut y = self.prog.layer_output(i, &vals);
             let secrets = relus.next().flatten();
             let trunc = truncs.next().flatten();
             let square = squares.next().flatten();
             match layer.output {
                 // A polynomial: local, stored as it is (`y + s` in y's buffer).
                 Some(v) if layer.keep => {
-                    let mut y = y;
                     for (y, &s) in y.iter_mut().zip(&s) {
                         *y = p.reduce(y.wrapping_add(s as i64));
                     }

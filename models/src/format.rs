@@ -40,8 +40,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The format version this build writes. Version 2 added the per-site ReLU windows
 /// (`relu_windows` in `public.json`) and `fixed_point.relu_dropped_bits`; version 3 the
 /// per-site replacements (`replacements` in `public.json`, with the `<site>.poly`
-/// coefficient tensors in the weights) and `fixed_point.square_frac_bits`.
-pub const FORMAT_VERSION: u32 = 3;
+/// coefficient tensors in the weights) and `fixed_point.square_frac_bits`; version 4 the
+/// quadratic sites' affine channels (`affine_channels` in `public.json`).
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build reads (version 1 reads as version 2 without
 /// windows and with `relu_dropped_bits = 0`, the exact ReLU circuit it was written for).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -113,6 +114,11 @@ pub struct PublicDoc {
     /// omitted when empty, i.e. every site linearizes to the identity).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub replacements: BTreeMap<String, Replacement>,
+    /// Channels of quadratic sites that compute `b x + c` without a square, by site name
+    /// (format version 4; omitted when empty, i.e. every quadratic site squares every
+    /// channel).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub affine_channels: BTreeMap<String, Vec<usize>>,
     /// ReLU counts.
     pub relus: ReluSummary,
     /// The masks file.
@@ -228,6 +234,7 @@ pub fn encode_public(public: &PublicModel) -> Result<(Vec<u8>, Vec<u8>), ModelEr
         fixed_point: public.fixed_point,
         relu_windows: public.relu_windows.clone(),
         replacements: public.replacements.clone(),
+        affine_channels: public.affine_channels.clone(),
         relus: ReluSummary {
             total: sites.iter().map(|s| s.total).sum(),
             kept: sites.iter().map(|s| s.kept).sum(),
@@ -620,6 +627,12 @@ fn public_from_doc(
             "replacements need format version 3",
         ));
     }
+    if doc.format_version < 4 && !doc.affine_channels.is_empty() {
+        return Err(ModelError::malformed(
+            path,
+            "affine_channels need format version 4",
+        ));
+    }
     let public = PublicModel {
         arch: doc.arch.clone(),
         graph: doc.graph.clone(),
@@ -628,6 +641,7 @@ fn public_from_doc(
         masks,
         relu_windows: doc.relu_windows.clone(),
         replacements: doc.replacements.clone(),
+        affine_channels: doc.affine_channels.clone(),
     };
     public.validate()?;
     let counts = public.site_counts()?;

@@ -119,16 +119,26 @@ impl OnlineWork {
             // Kept ReLUs: labels of the server's m - k bits down, packed colour bits up.
             w.bytes_down += kept as u64 * 16 * u64::from(m - k);
             w.bytes_up += (kept as u64 * u64::from(l)).div_ceil(8);
-            if quadratic {
-                // Truncation with a square: a bit and an l-bit value down, one 2·t2-bit
-                // message and an l-bit value up (docs/protocols.md §5.2).
-                let t2 = shift + p.frac_bits - p.square_frac_bits;
-                w.bytes_down += rest.div_ceil(8) + rest * width(l);
-                w.bytes_up += rest * (width(2 * t2) + width(l));
+            // Squared positions (a quadratic site's linearized ones outside its affine
+            // channels): truncation with a square, a bit and an l-bit value down, one
+            // 2·t2-bit message and an l-bit value up (docs/protocols.md §5.2).
+            let squared = if quadratic {
+                prog.squared(i)
+                    .map_or(0, |s| s.iter().filter(|&&s| s).count()) as u64
             } else {
-                // Exact truncation: a bit down, one shift-bit message up (§5.1).
-                w.bytes_down += rest.div_ceil(8);
-                w.bytes_up += rest * width(shift);
+                0
+            };
+            if squared > 0 {
+                let t2 = shift + p.frac_bits - p.square_frac_bits;
+                w.bytes_down += squared.div_ceil(8) + squared * width(l);
+                w.bytes_up += squared * (width(2 * t2) + width(l));
+            }
+            // The other positions: exact truncation, a bit down, one shift-bit message up
+            // (§5.1).
+            let plain = rest - squared;
+            if plain > 0 {
+                w.bytes_down += plain.div_ceil(8);
+                w.bytes_up += plain * width(shift);
             }
             w.kept += kept;
             if len > 0 {

@@ -147,6 +147,11 @@ pub struct PublicModel {
     /// site name (absent sites: [`Replacement::Identity`]; never stores `Identity`).
     /// Empty in models of format version below 3.
     pub replacements: BTreeMap<String, Replacement>,
+    /// Channels of quadratic sites whose linearized positions compute only `b x + c`
+    /// (their `a` is 0 in `<site>.poly`), by site name, ascending: no square is computed
+    /// there, so the secure runtime truncates those positions without the square protocol.
+    /// Absent sites square every channel. Empty in models of format version below 4.
+    pub affine_channels: BTreeMap<String, Vec<usize>>,
 }
 
 /// Per-site ReLU counts.
@@ -183,6 +188,7 @@ impl PublicModel {
             masks,
             relu_windows: BTreeMap::new(),
             replacements: BTreeMap::new(),
+            affine_channels: BTreeMap::new(),
         };
         m.validate()?;
         Ok(m)
@@ -212,6 +218,37 @@ impl PublicModel {
             _ => self.replacements.insert(site.to_string(), r),
         };
         Ok(())
+    }
+
+    /// Per channel of site `site`: whether its linearized positions compute a square
+    /// (a quadratic site's channels not in [`PublicModel::affine_channels`]); all false at
+    /// other sites, empty for an unknown site.
+    pub fn squared_channels(&self, site: &str) -> Vec<bool> {
+        let Some(m) = self.masks.get(site) else {
+            return Vec::new();
+        };
+        let mut out = vec![self.replacement(site) == Replacement::Quadratic; m.shape[0]];
+        for &c in self.affine_channels.get(site).into_iter().flatten() {
+            if let Some(o) = out.get_mut(c) {
+                *o = false;
+            }
+        }
+        out
+    }
+
+    /// Positions of site `site` whose linearized value is squared: linearized (mask 0)
+    /// in a squared channel ([`PublicModel::squared_channels`]).
+    pub fn squared_positions(&self, site: &str) -> usize {
+        let Some(m) = self.masks.get(site) else {
+            return 0;
+        };
+        let plane = m.kept.len() / m.shape[0].max(1);
+        self.squared_channels(site)
+            .iter()
+            .zip(m.kept.chunks(plane.max(1)))
+            .filter(|(s, _)| **s)
+            .map(|(_, k)| k.iter().filter(|&&v| v == 0).count())
+            .sum()
     }
 
     /// The private parameter tensors the model needs: the graph's, then `<site>.poly`
@@ -293,6 +330,38 @@ impl PublicModel {
                 return Err(ModelError::BadValue {
                     name: name.clone(),
                     reason: "an identity replacement is recorded by leaving the site out".into(),
+                });
+            }
+        }
+        for (name, chans) in &self.affine_channels {
+            let Some(s) = sites.iter().find(|s| &s.name == name) else {
+                return Err(ModelError::InvalidArgument(format!(
+                    "affine channels given for {name:?}, which is not a ReLU site of the graph"
+                )));
+            };
+            if self.replacement(name) != Replacement::Quadratic {
+                return Err(ModelError::BadValue {
+                    name: name.clone(),
+                    reason: "affine channels are given, but the site is not quadratic".into(),
+                });
+            }
+            if chans.is_empty() {
+                return Err(ModelError::BadValue {
+                    name: name.clone(),
+                    reason: "an empty list of affine channels is recorded by leaving the site out"
+                        .into(),
+                });
+            }
+            if let Some(&c) = chans.iter().find(|&&c| c >= s.shape[0]) {
+                return Err(ModelError::BadValue {
+                    name: name.clone(),
+                    reason: format!("affine channel {c}; the site has {} channels", s.shape[0]),
+                });
+            }
+            if chans.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(ModelError::BadValue {
+                    name: name.clone(),
+                    reason: "affine channels must be listed once each, ascending".into(),
                 });
             }
         }
@@ -478,6 +547,21 @@ impl Model {
             return Err(ModelError::UnexpectedTensor {
                 name: extra.clone(),
             });
+        }
+        // An affine channel computes no square, so its `a` must be 0: otherwise the
+        // executors and the secure runtime (which skips the square) would disagree.
+        for (site, chans) in &self.public.affine_channels {
+            let name = poly_param(site);
+            let t = self.weight(&name)?;
+            if let Some(&c) = chans.iter().find(|&&c| t.data[c] != 0.0) {
+                return Err(ModelError::BadValue {
+                    name,
+                    reason: format!(
+                        "channel {c} is affine in the public part, but its a is {}",
+                        t.data[c]
+                    ),
+                });
+            }
         }
         Ok(())
     }

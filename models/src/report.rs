@@ -46,6 +46,10 @@ pub struct Inspect {
     /// Sites whose linearized positions compute a replacement other than the identity
     /// (format version 3; empty when none).
     pub replacements: std::collections::BTreeMap<String, crate::model::Replacement>,
+    /// Channels of quadratic sites computing `b x + c` without a square (format version
+    /// 4; empty when none).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub affine_channels: std::collections::BTreeMap<String, Vec<usize>>,
     /// Which parts the directory holds.
     pub parts: Parts,
     /// The public hash, and the weights' and content hashes of a full model.
@@ -120,6 +124,7 @@ impl Inspect {
             fixed_point: public.fixed_point,
             relu_windows: public.relu_windows.clone(),
             replacements: public.replacements.clone(),
+            affine_channels: public.affine_channels.clone(),
             parts: Parts {
                 public: true,
                 private: mdoc.is_some(),

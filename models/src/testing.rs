@@ -62,6 +62,36 @@ pub fn make_quadratic(m: &mut Model, seed: u64) -> Result<(), ModelError> {
     m.validate()
 }
 
+/// Makes every third channel of each quadratic site of `m` affine (from channel
+/// `offset % 3`): `a = 0` in its coefficients and the channel listed in
+/// [`crate::model::PublicModel::affine_channels`], so those channels' linearized
+/// positions compute `b x + c` without a square.
+pub fn make_affine_channels(m: &mut Model, offset: usize) -> Result<(), ModelError> {
+    let sites: Vec<(String, usize)> = m
+        .public
+        .masks
+        .iter()
+        .filter(|(k, _)| m.public.replacement(k) == Replacement::Quadratic)
+        .map(|(k, v)| (k.clone(), v.shape[0]))
+        .collect();
+    for (site, ch) in sites {
+        let chans: Vec<usize> = (0..ch).filter(|c| (c + offset).is_multiple_of(3)).collect();
+        if chans.is_empty() {
+            continue;
+        }
+        let w = m
+            .weights
+            .get_mut(&poly_param(&site))
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: poly_param(&site),
+                expected: vec![3, ch],
+            })?;
+        chans.iter().for_each(|&c| w.data[c] = 0.0);
+        m.public.affine_channels.insert(site, chans);
+    }
+    m.validate()
+}
+
 /// `dir` if it holds `probe`. Otherwise, with `SNL_REQUIRE_DATA=1` (CI) this panics —
 /// the data must be there — and without it it prints why the caller skips and returns
 /// `None`. For tests only.

@@ -71,7 +71,7 @@ fn new_inspect_eval_and_public() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j = ok_json(&["inspect", ms, "--json"]);
     assert_eq!(j["schema"], "snl-model-inspect/1");
-    assert_eq!(j["format_version"], 3);
+    assert_eq!(j["format_version"], 4);
     assert_eq!(j["arch"], "resnet20");
     assert_eq!(j["input"], serde_json::json!([3, 32, 32]));
     assert_eq!(j["relus"]["total"], 188_416);

@@ -297,9 +297,18 @@ fn public_structure_matches_the_lowering_of_any_weights() {
 fn quadratic_sites_match_their_polynomial_and_f32() {
     use models::fixed::Activation;
     use rand::{Rng, SeedableRng};
-    for (name, keep) in [("lenet5", 0.2), ("resnet20", 0.1)] {
+    for (name, keep, affine) in [
+        ("lenet5", 0.2, false),
+        ("resnet20", 0.1, false),
+        ("lenet5", 0.2, true),
+        ("resnet20", 0.1, true),
+    ] {
         let mut m = common::model(name, keep, 21);
         models::testing::make_quadratic(&mut m, 5).unwrap();
+        if affine {
+            // Every third channel computes b x + c: no square there.
+            models::testing::make_affine_channels(&mut m, 2).unwrap();
+        }
         let n: usize = m.public.graph.input.iter().product();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let xs: Vec<Vec<f32>> = (0..8)
@@ -383,6 +392,16 @@ fn quadratic_sites_match_their_polynomial_and_f32() {
                     }
                     let xr = vals[q.linear][j] as f64 / (1u64 << fb) as f64;
                     let c = j / plane;
+                    let is_affine = m
+                        .public
+                        .affine_channels
+                        .get(site)
+                        .is_some_and(|a| a.contains(&c));
+                    assert_eq!(is_affine, !p.squared(i).unwrap()[j], "{name} layer {i}");
+                    if is_affine {
+                        assert_eq!(vals[q.square][j], 0, "no square in an affine channel");
+                        assert_eq!(poly[c], 0.0);
+                    }
                     let (pa, pb, pc) = (
                         f64::from(poly[c]),
                         f64::from(poly[ch + c]),

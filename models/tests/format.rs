@@ -144,15 +144,15 @@ fn wrong_magic_and_future_version_are_named() {
         "{e}"
     );
     p["magic"] = "snl-model-public".into();
-    p["format_version"] = 4.into();
+    p["format_version"] = 5.into();
     write_json(&dir.join(PUBLIC_FILE), &p);
     let e = format::load_public(&dir).unwrap_err();
     assert!(
         matches!(
             e,
             ModelError::UnsupportedVersion {
-                found: 4,
-                supported: 3,
+                found: 5,
+                supported: 4,
                 ..
             }
         ),
@@ -361,4 +361,76 @@ fn quadratic_sites_round_trip_and_need_their_coefficients() {
     rehash(&dir);
     let e = format::load(&dir).unwrap_err().to_string();
     assert!(e.contains(".poly"), "{e}");
+}
+
+/// Affine channels of a quadratic site survive a save and are public; a reader rejects
+/// them in an older format, at a site that is not quadratic, out of range, unordered,
+/// empty, and where the weights' `a` of such a channel is not 0.
+#[test]
+fn affine_channels_round_trip_and_are_checked() {
+    use models::model::{Replacement, poly_param};
+    let mut m = common::model("lenet5", 0.3, 6);
+    models::testing::make_quadratic(&mut m, 1).unwrap();
+    models::testing::make_affine_channels(&mut m, 0).unwrap();
+    let sites: Vec<String> = m.public.masks.keys().cloned().collect();
+    let chans = m.public.affine_channels[&sites[0]].clone();
+    assert_eq!(chans[0], 0);
+    // Channel 0 is affine: no squared position in it, every other linearized one is.
+    let mask = &m.public.masks[&sites[0]];
+    let plane = mask.kept.len() / mask.shape[0];
+    let squared_expected = (0..mask.shape[0])
+        .filter(|c| chans.binary_search(c).is_err())
+        .map(|c| {
+            mask.kept[c * plane..(c + 1) * plane]
+                .iter()
+                .filter(|&&k| k == 0)
+                .count()
+        })
+        .sum::<usize>();
+    assert_eq!(m.public.squared_positions(&sites[0]), squared_expected);
+    assert!(m.public.squared_positions(&sites[0]) < mask.len() - mask.kept_count());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    format::save(&m, &dir, false).unwrap();
+    let (back, _) = format::load(&dir).unwrap();
+    assert_eq!(back, m);
+    let p = read_json(&dir.join(PUBLIC_FILE));
+    assert_eq!(p["format_version"], 4);
+    assert_eq!(p["affine_channels"][&sites[0]][0], 0);
+    // The public part alone carries them.
+    let (public, _) = format::load_public(&dir).unwrap();
+    assert_eq!(public.affine_channels, m.public.affine_channels);
+    // Format 3 cannot carry them.
+    let mut p3 = p.clone();
+    p3["format_version"] = 3.into();
+    write_json(&dir.join(PUBLIC_FILE), &p3);
+    rehash(&dir);
+    let e = format::load(&dir).unwrap_err().to_string();
+    assert!(e.contains("affine_channels need format version 4"), "{e}");
+    // Bad lists.
+    let c = mask.shape[0];
+    for (list, want) in [
+        (vec![c], "affine channel"),
+        (vec![2, 1], "ascending"),
+        (vec![1, 1], "ascending"),
+        (vec![], "empty list"),
+    ] {
+        let mut bad = m.public.clone();
+        bad.affine_channels.insert(sites[0].clone(), list);
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    let mut bad = m.public.clone();
+    bad.set_replacement(&sites[0], Replacement::Identity)
+        .unwrap();
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("not quadratic"), "{e}");
+    let mut bad = m.public.clone();
+    bad.affine_channels.insert("no.such.site".into(), vec![0]);
+    assert!(bad.validate().is_err());
+    // An affine channel's a must be 0 in the weights.
+    let mut bad = m.clone();
+    bad.weights.get_mut(&poly_param(&sites[0])).unwrap().data[chans[0]] = 0.25;
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("affine") && e.contains("0.25"), "{e}");
 }

@@ -404,12 +404,16 @@ fn cmd_inspect(path: &Path, as_json: bool) -> Result<()> {
             .relu_windows
             .get(&s.name)
             .map_or_else(|| "-".to_string(), |m| m.to_string());
-        let repl = r
+        let mut repl = r
             .replacements
             .get(&s.name)
             .copied()
             .unwrap_or_default()
-            .name();
+            .name()
+            .to_string();
+        if let Some(a) = r.affine_channels.get(&s.name) {
+            repl = format!("{repl} ({}/{} affine)", a.len(), s.shape[0]);
+        }
         println!(
             "  {:<28} {:>14} {:>9} {:>9} {:>7} {:>10}",
             s.name, shape, s.kept, s.total, window, repl

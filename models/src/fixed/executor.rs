@@ -212,6 +212,7 @@ impl FixedProgram {
                     let mut y = Vec::with_capacity(n);
                     let mut quad =
                         quadratic.map(|_| (Vec::with_capacity(n), Vec::with_capacity(n)));
+                    let squared = self.squared(li).unwrap_or_default();
                     for (j, &v) in acc.iter().enumerate() {
                         let a = (v as f64 / scale).abs();
                         st.max_abs = st.max_abs.max(a);
@@ -231,9 +232,15 @@ impl FixedProgram {
                                 sq.push(0);
                             } else {
                                 lin.push(p.rescale_at(v, extra));
-                                let xt = p.square_operand_at(v, extra);
-                                st.range_overflows += usize::from(p.square_beyond_range(xt));
-                                sq.push(p.reduce(xt.wrapping_mul(xt)));
+                                if squared[j] {
+                                    let xt = p.square_operand_at(v, extra);
+                                    st.range_overflows += usize::from(p.square_beyond_range(xt));
+                                    sq.push(p.reduce(xt.wrapping_mul(xt)));
+                                } else {
+                                    // An affine channel: a = 0, no square (as in the
+                                    // secure runtime).
+                                    sq.push(0);
+                                }
                             }
                         }
                     }

@@ -646,6 +646,7 @@ impl FixedProgram {
                 .map(|(k, m)| (k.clone(), m.kept.clone()))
                 .collect(),
             relu_windows: model.public.relu_windows.clone(),
+            affine_channels: model.public.affine_channels.clone(),
         })
     }
 }

@@ -152,6 +152,9 @@ pub struct FixedProgram {
     pub masks: BTreeMap<String, Vec<u8>>,
     /// Per-site ReLU windows `m` (see [`crate::model::PublicModel::relu_windows`]).
     pub relu_windows: BTreeMap<String, u32>,
+    /// Quadratic sites' channels without a square (see
+    /// [`crate::model::PublicModel::affine_channels`]).
+    pub affine_channels: BTreeMap<String, Vec<usize>>,
 }
 
 impl FixedProgram {
@@ -180,6 +183,33 @@ impl FixedProgram {
     pub fn term_scale_bits(&self, i: usize, t: usize) -> u32 {
         let layer = &self.layers[i];
         layer.scale_bits - self.value_scales[layer.terms[t].input]
+    }
+
+    /// Per output position of layer `i`, a quadratic site's layer: whether the position
+    /// is squared (linearized, in a channel not listed in
+    /// [`FixedProgram::affine_channels`]). `None` for other layers.
+    pub fn squared(&self, i: usize) -> Option<Vec<bool>> {
+        let layer = &self.layers[i];
+        let Activation::Rescale {
+            site,
+            quadratic: Some(_),
+            ..
+        } = &layer.activation
+        else {
+            return None;
+        };
+        let n: usize = layer.out_shape.iter().product();
+        let plane = (layer.out_shape[1] * layer.out_shape[2]).max(1);
+        let mask = site.as_ref().and_then(|s| self.masks.get(s));
+        let affine = site.as_ref().and_then(|s| self.affine_channels.get(s));
+        Some(
+            (0..n)
+                .map(|j| {
+                    let kept = mask.is_some_and(|m| m.get(j).is_some_and(|&k| k != 0));
+                    !kept && affine.is_none_or(|a| a.binary_search(&(j / plane)).is_err())
+                })
+                .collect(),
+        )
     }
 
     /// True if some layer computes a quadratic site.

@@ -340,13 +340,9 @@ impl<'p> ServerEngine<'p> {
                     drop(y);
                     let what = || format!("online layer {i}");
                     let off = round_offset(layer.shift);
-                    // The values to truncate exactly (rounding offset added), in order.
-                    let lin: Vec<u64> = a
-                        .iter()
-                        .zip(&layer.kept)
-                        .filter(|(_, k)| !**k)
-                        .map(|(&x, _)| x.wrapping_add(off) & lmask)
-                        .collect();
+                    // The values to truncate exactly (rounding offset added), in order: the
+                    // plain truncation's and, at a quadratic site, the square protocol's.
+                    let (lin, lin_sq) = split_linearized(&a, layer, off, lmask);
                     // One round: truncation requests and gadget labels go out together;
                     // the truncation answers come back first (the client sends them once
                     // it holds every label, and evaluates meanwhile), then colour bits.
@@ -355,7 +351,7 @@ impl<'p> ServerEngine<'p> {
                             .map_err(|e| RuntimeError::from(e).context(&what()))?;
                     }
                     if let Some(q) = &square {
-                        square_online_server_request(ch, q, &lin)
+                        square_online_server_request(ch, q, &lin_sq)
                             .map_err(|e| RuntimeError::from(e).context(&what()))?;
                     }
                     let relu_pending = match secrets {
@@ -383,7 +379,7 @@ impl<'p> ServerEngine<'p> {
                     };
                     let square_out = match square {
                         Some(q) => Some(
-                            square_online_server_finish(ch, q, &lin)
+                            square_online_server_finish(ch, q, &lin_sq)
                                 .map_err(|e| RuntimeError::from(e).context(&what()))?,
                         ),
                         None => None,
@@ -404,21 +400,17 @@ impl<'p> ServerEngine<'p> {
                             what()
                         )));
                     }
-                    match (layer.quadratic, square_out) {
-                        (Some(q), Some(sq)) => {
+                    match layer.quadratic {
+                        Some(q) => {
+                            let (sq_x, sq_s) =
+                                square_out.map_or((Vec::new(), Vec::new()), |s| (s.x, s.square));
                             let [relu, x, square] =
-                                spread_quadratic(&layer.kept, &relu_out, &sq.x, &sq.square, p);
+                                spread_quadratic(layer, &relu_out, &trunc_out, &sq_x, &sq_s, p);
                             vals[v] = relu;
                             vals[q.linear] = x;
                             vals[q.square] = square;
                         }
-                        (Some(q), None) => {
-                            // Every position kept: the polynomial's inputs are all zero.
-                            vals[v] = spread(&layer.kept, relu_out, Vec::new(), p);
-                            vals[q.linear] = vec![0; layer.len];
-                            vals[q.square] = vec![0; layer.len];
-                        }
-                        _ => vals[v] = spread(&layer.kept, relu_out, trunc_out, p),
+                        None => vals[v] = spread(&layer.kept, relu_out, trunc_out, p),
                     }
                 }
             }
@@ -453,27 +445,53 @@ fn spread(
         .collect()
 }
 
-/// [`spread`] at a quadratic site: the ReLUs at kept positions (0 elsewhere), and the
-/// square protocol's `x` and `x̃²` at linearized ones (0 at kept ones), in one pass.
+/// The server's shares at the positions that are truncated, `a + off` in plan order: those
+/// of the plain truncation (linearized positions, except a quadratic site's squared ones)
+/// and those of the square protocol (the squared ones).
+fn split_linearized(a: &[u64], layer: &PlanLayer, off: u64, lmask: u64) -> (Vec<u64>, Vec<u64>) {
+    let squared = layer.quadratic.map_or(0, |q| q.count);
+    let (mut lin, mut lin_sq) = (
+        Vec::with_capacity(layer.trunc_count),
+        Vec::with_capacity(squared),
+    );
+    for (j, (&x, &k)) in a.iter().zip(&layer.kept).enumerate() {
+        let v = x.wrapping_add(off) & lmask;
+        if layer.squared.get(j).copied().unwrap_or(false) {
+            lin_sq.push(v);
+        } else if !k {
+            lin.push(v);
+        }
+    }
+    (lin, lin_sq)
+}
+
+/// [`spread`] at a quadratic site: the ReLUs at kept positions (0 elsewhere); `x` at
+/// linearized ones, from the square protocol at squared positions and from the plain
+/// truncation at the others (0 at kept ones); `x̃²` at squared positions (0 elsewhere). In
+/// one pass.
 fn spread_quadratic(
-    kept: &[bool],
+    layer: &PlanLayer,
     relu: &[u64],
+    trunc: &[u64],
     x: &[u64],
     square: &[u64],
     p: models::fixed::FixedPointParams,
 ) -> [Vec<i64>; 3] {
-    let n = kept.len();
+    let n = layer.kept.len();
     let (mut out_r, mut out_x, mut out_s) = (vec![0; n], vec![0; n], vec![0; n]);
-    let (mut ki, mut li) = (0, 0);
-    for (j, &k) in kept.iter().enumerate() {
+    let (mut ki, mut ti, mut si) = (0, 0, 0);
+    for (j, &k) in layer.kept.iter().enumerate() {
         // Missing entries (an empty list) stay 0, as in `spread`.
         if k {
             out_r[j] = p.reduce(relu.get(ki).copied().unwrap_or(0) as i64);
             ki += 1;
+        } else if layer.squared.get(j).copied().unwrap_or(false) {
+            out_x[j] = p.reduce(x.get(si).copied().unwrap_or(0) as i64);
+            out_s[j] = p.reduce(square.get(si).copied().unwrap_or(0) as i64);
+            si += 1;
         } else {
-            out_x[j] = p.reduce(x.get(li).copied().unwrap_or(0) as i64);
-            out_s[j] = p.reduce(square.get(li).copied().unwrap_or(0) as i64);
-            li += 1;
+            out_x[j] = p.reduce(trunc.get(ti).copied().unwrap_or(0) as i64);
+            ti += 1;
         }
     }
     [out_r, out_x, out_s]
@@ -485,6 +503,34 @@ fn spread_masks(kept: &[bool], kept_vals: Vec<u64>, lin_vals: Vec<u64>) -> Vec<u
     kept.iter()
         .map(|&k| if k { kept_it.next() } else { lin_it.next() }.unwrap_or(0))
         .collect()
+}
+
+/// The client's masks of a quadratic site's three values, placed as
+/// [`spread_quadratic`] places the server's shares: its ReLU outputs' masks at kept
+/// positions, `x`'s from the square protocol at squared positions and from the plain
+/// truncation at the other linearized ones, `x̃²`'s at squared positions; 0 elsewhere.
+fn quadratic_masks(
+    layer: &PlanLayer,
+    kept_r: Vec<u64>,
+    trunc_x: Vec<u64>,
+    sq_x: Vec<u64>,
+    sq: Vec<u64>,
+) -> [Vec<u64>; 3] {
+    let n = layer.kept.len();
+    let (mut out_r, mut out_x, mut out_s) = (vec![0; n], vec![0; n], vec![0; n]);
+    let (mut kept_it, mut t_it) = (kept_r.into_iter(), trunc_x.into_iter());
+    let (mut sx_it, mut s_it) = (sq_x.into_iter(), sq.into_iter());
+    for (j, &k) in layer.kept.iter().enumerate() {
+        if k {
+            out_r[j] = kept_it.next().unwrap_or(0);
+        } else if layer.squared.get(j).copied().unwrap_or(false) {
+            out_x[j] = sx_it.next().unwrap_or(0);
+            out_s[j] = s_it.next().unwrap_or(0);
+        } else {
+            out_x[j] = t_it.next().unwrap_or(0);
+        }
+    }
+    [out_r, out_x, out_s]
 }
 
 // ------------------------------------------------------------------------------ client
@@ -619,13 +665,16 @@ impl ClientEngine {
             let mut kept_r = Vec::with_capacity(layer.kept_count);
             let (mut bs, mut qs) = (Vec::new(), Vec::new());
             let mut lin = Vec::with_capacity(layer.trunc_count);
-            for (&cj, &kept) in c.iter().zip(&layer.kept) {
+            let mut lin_sq = Vec::with_capacity(layer.quadratic.map_or(0, |q| q.count));
+            for (j, (&cj, &kept)) in c.iter().zip(&layer.kept).enumerate() {
                 if kept {
                     let rj = rng.next_u64() & lmask;
                     let (b, q) = client_gadget_inputs(cj, rj, layer.relu);
                     bs.push(b);
                     qs.push(q);
                     kept_r.push(rj);
+                } else if layer.squared.get(j).copied().unwrap_or(false) {
+                    lin_sq.push(cj);
                 } else {
                     lin.push(cj);
                 }
@@ -656,7 +705,7 @@ impl ClientEngine {
                 Some(q) => {
                     let (x, sq) = if q.count > 0 {
                         let (shares, sec) =
-                            square_offline_client(ch, trunc_ot, ot, &lin, q.params, &mut rng)
+                            square_offline_client(ch, trunc_ot, ot, &lin_sq, q.params, &mut rng)
                                 .map_err(|e| RuntimeError::from(e).context(&what))?;
                         squares.push(Some(sec));
                         (shares.x, shares.square)
@@ -664,9 +713,10 @@ impl ClientEngine {
                         squares.push(None);
                         (Vec::new(), Vec::new())
                     };
-                    masks[v] = Some(spread_masks(&layer.kept, kept_r, Vec::new()));
-                    masks[q.linear] = Some(spread_masks(&layer.kept, Vec::new(), x));
-                    masks[q.square] = Some(spread_masks(&layer.kept, Vec::new(), sq));
+                    let [relu_m, x_m, sq_m] = quadratic_masks(layer, kept_r, lin_r, x, sq);
+                    masks[v] = Some(relu_m);
+                    masks[q.linear] = Some(x_m);
+                    masks[q.square] = Some(sq_m);
                 }
                 None => {
                     squares.push(None);

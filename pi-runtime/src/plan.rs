@@ -26,8 +26,12 @@ pub struct PlanLayer {
     pub kept: Vec<bool>,
     /// Number of kept positions.
     pub kept_count: usize,
+    /// At a quadratic site's layer, per output position: squared (linearized in a
+    /// channel that computes a square; [`FixedProgram::squared`]). Empty elsewhere.
+    pub squared: Vec<bool>,
     /// Positions truncated by the exact truncation protocol: linearized or ReLU-free
-    /// positions of a layer with an output (0 for the logits).
+    /// positions of a layer with an output (0 for the logits), except the squared ones of
+    /// a quadratic site (its affine channels' linearized positions are truncated here).
     pub trunc_count: usize,
     /// Parameters of the layer's ReLU gadget: the ring's `l`, `f` and `k`, and the
     /// window `m` of its site (the model's default where the site has none), each shifted
@@ -53,9 +57,9 @@ pub struct PlanLayer {
 pub struct PlanQuad {
     /// The value of `x` at linearized positions (0 at kept ones).
     pub linear: ValueId,
-    /// The value of `x̃²` at linearized positions (0 at kept ones).
+    /// The value of `x̃²` at squared positions (0 at the others).
     pub square: ValueId,
-    /// Positions (the linearized ones).
+    /// Squared positions (the linearized ones of the channels that compute a square).
     pub count: usize,
     /// The protocol's ring and shifts: `t` = the layer's shift, `t2 = t + f - h`.
     pub params: SquareParams,
@@ -115,8 +119,15 @@ impl Plan {
                 None => vec![false; len],
             };
             let kept_count = kept.iter().filter(|&&k| k).count();
-            let trunc_count = if output.is_some() && quad.is_none() && !keep {
-                len - kept_count
+            let squared = prog.squared(i).unwrap_or_default();
+            let squared_count = squared.iter().filter(|&&s| s).count();
+            if squared.iter().zip(&kept).any(|(&s, &k)| s && k) {
+                return Err(RuntimeError::config(format!(
+                    "layer {i}: a position is both kept and squared"
+                )));
+            }
+            let trunc_count = if output.is_some() && !keep {
+                len - kept_count - squared_count
             } else {
                 0
             };
@@ -144,7 +155,7 @@ impl Plan {
                 Some(q) => Some(PlanQuad {
                     linear: q.linear,
                     square: q.square,
-                    count: len - kept_count,
+                    count: squared_count,
                     params: SquareParams::new(
                         fixed.ring_bits,
                         shift,
@@ -160,6 +171,7 @@ impl Plan {
                 site,
                 kept,
                 kept_count,
+                squared,
                 trunc_count,
                 relu,
                 scale_bits: l.scale_bits,

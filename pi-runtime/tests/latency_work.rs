@@ -31,6 +31,11 @@ fn online_work_is_the_plans() {
             check(&m, &format!("{name} keep {keep}"));
             models::testing::make_quadratic(&mut m, 2).unwrap();
             check(&m, &format!("{name} keep {keep}, quadratic"));
+            models::testing::make_affine_channels(&mut m, 0).unwrap();
+            check(
+                &m,
+                &format!("{name} keep {keep}, quadratic, affine channels"),
+            );
         }
         // One site emptied in an otherwise random mask, and windows of 33 bits.
         let mut m = common::model(name, 0.1, 8);

@@ -173,3 +173,17 @@ fn quadratic_sites_lenet5_and_resnet20() {
     check_network_with(Method::HeBfv, "lenet5", &[0.1, 0.0, 1.0], 2, quad);
     check_network_with(Method::HeBfv, "resnet20", &[0.1], 1, quad);
 }
+
+/// Quadratic sites with affine channels (every third channel computes `b x + c`): those
+/// channels' linearized positions go through the plain exact truncation in the same
+/// round as the squares, their `x̃²` is 0, and values, bytes and rounds still follow the
+/// fixed-point rules and the formula.
+#[test]
+fn quadratic_sites_with_affine_channels() {
+    let quad = |m: &mut models::Model| {
+        models::testing::make_quadratic(m, 4).unwrap();
+        models::testing::make_affine_channels(m, 1).unwrap();
+    };
+    check_network_with(Method::InsecureDealer, "lenet5", &[0.1, 0.0, 1.0], 2, quad);
+    check_network_with(Method::HeBfv, "resnet20", &[0.1], 1, quad);
+}

@@ -150,6 +150,9 @@ pub struct LayerCheck {
     /// Positions off by about 2^(l-f): a truncation wrap, which the exact truncation
     /// protocol rules out (local truncation had it with probability ~|y|/2^l).
     pub wraps: usize,
+    /// Linearized positions of a quadratic site's affine channels (no square computed;
+    /// counted besides `exact` or `plus_one`).
+    pub affine: usize,
 }
 
 /// Checks, layer by layer, that the values the protocol computed follow the fixed-point
@@ -183,6 +186,7 @@ pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck
                 quadratic,
             } => {
                 let mask = site.as_ref().map(|s| &prog.masks[s]);
+                let squared = prog.squared(i).unwrap_or_default();
                 for (j, &yj) in y.iter().enumerate() {
                     let got = run.values[*output][j];
                     if mask.is_some_and(|m| m[j] != 0) {
@@ -204,6 +208,13 @@ pub fn check_layers(prog: &FixedProgram, input: &[f32], run: &Run) -> LayerCheck
                         continue;
                     }
                     let got = match quadratic {
+                        Some(q) if !squared[j] => {
+                            // An affine channel: truncated without a square.
+                            assert_eq!(got, 0, "layer {i} position {j}: the ReLU part");
+                            assert_eq!(run.values[q.square][j], 0, "layer {i} affine {j}");
+                            c.affine += 1;
+                            run.values[q.linear][j]
+                        }
                         Some(q) => {
                             assert_eq!(got, 0, "layer {i} position {j}: the ReLU part");
                             // The square of the protocol's own x~, which is the fixed-point
@@ -283,6 +294,7 @@ pub fn check_network_with(
             total.kept_minus_one += c.kept_minus_one;
             total.plus_one += c.plus_one;
             total.wraps += c.wraps;
+            total.affine += c.affine;
             let fixed = prog.forward(x, false).unwrap();
             if c.wraps == 0 {
                 for (a, b) in run.out.logits.iter().zip(&fixed.logits) {
@@ -322,6 +334,9 @@ pub fn check_network_with(
              / wraps {}; max |secure - fixed| logit {max_diff:.2e}, same class {same_class}/{n}",
             total.exact, total.kept_minus_one, total.plus_one, total.wraps
         );
+        if !model.public.affine_channels.is_empty() && keep < 1.0 {
+            assert!(total.affine > 0, "{name}: no affine position was checked");
+        }
         // Truncation is exact (protocols::trunc): no position may be off by 2^(l-f).
         assert_eq!(total.wraps, 0, "{name}: {} truncation wraps", total.wraps);
         assert!(

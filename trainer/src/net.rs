@@ -73,6 +73,10 @@ pub struct Net {
     kept: BTreeMap<String, Tensor>,
     /// Trainable quadratic coefficients by site name, shape [3, C] (rows a, b, c).
     poly: BTreeMap<String, Tensor>,
+    /// Per quadratic site with affine channels, float 0/1 of shape [1, C, 1, 1] (0 = the
+    /// channel computes no square): multiplies `a` in the forward pass, so those channels'
+    /// `a` gets no gradient and stays 0 ([`Net::set_affine_channels`]).
+    square_masks: BTreeMap<String, Tensor>,
     /// Per-site weights of the alphas' L1 penalty ([`Net::set_alpha_weights`]; a site
     /// absent here weighs 1).
     alpha_weights: BTreeMap<String, f64>,
@@ -184,6 +188,7 @@ impl Net {
             masks: BTreeMap::new(),
             kept: BTreeMap::new(),
             poly: BTreeMap::new(),
+            square_masks: BTreeMap::new(),
             alpha_weights: BTreeMap::new(),
             mode: if alphas.is_some() {
                 SiteMode::Alpha
@@ -310,6 +315,42 @@ impl Net {
             .reshape([3, c as i64])
             .to_device(p.device());
         tch::no_grad(|| p.shallow_clone().f_copy_(&t))?;
+        Ok(())
+    }
+
+    /// Makes `channels` of quadratic site `site` affine: their `a` is set to 0 and masked
+    /// out of the forward pass (no gradient reaches it); an empty list squares every
+    /// channel again.
+    pub fn set_affine_channels(
+        &mut self,
+        site: &str,
+        channels: &[usize],
+    ) -> Result<(), TrainError> {
+        let p = self
+            .poly
+            .get(site)
+            .ok_or_else(|| TrainError::Invalid(format!("site {site} has no coefficients")))?;
+        let c = p.size()[1];
+        if let Some(&bad) = channels.iter().find(|&&ch| ch as i64 >= c) {
+            return Err(TrainError::Invalid(format!(
+                "affine channel {bad} of {site}, which has {c} channels"
+            )));
+        }
+        if channels.is_empty() {
+            self.square_masks.remove(site);
+            return Ok(());
+        }
+        let mut m = vec![1f32; c as usize];
+        channels.iter().for_each(|&ch| m[ch] = 0.0);
+        let mask = Tensor::from_slice(&m).to_device(p.device());
+        tch::no_grad(|| -> Result<(), TrainError> {
+            let a = p.get(0);
+            let zeroed = &a * &mask;
+            a.shallow_clone().f_copy_(&zeroed)?;
+            Ok(())
+        })?;
+        self.square_masks
+            .insert(site.to_string(), mask.reshape([1, c, 1, 1]));
         Ok(())
     }
 
@@ -579,7 +620,11 @@ impl Net {
                         (SiteMode::Mask, Some(p)) => {
                             let c = p.size()[1];
                             let coef = |k: i64| p.get(k).reshape([1, c, 1, 1]);
-                            let q = (coef(0) * &x + coef(1)) * &x + coef(2);
+                            let a = match self.square_masks.get(site) {
+                                Some(m) => coef(0) * m,
+                                None => coef(0),
+                            };
+                            let q = (a * &x + coef(1)) * &x + coef(2);
                             if let Some(acc) = hooks.penalty.as_mut() {
                                 let d = 1.0 - &self.masks[site];
                                 let sum = (range_penalty(&x) * &d).sum(Kind::Float);

@@ -173,6 +173,50 @@ pub fn fit_relu(m: &Moments) -> Option<[f64; 3]> {
     out.iter().all(|v| v.is_finite()).then_some(out)
 }
 
+/// The least-squares fit `(0, b, c)` of `relu(x)` by the affine `b x + c` from the
+/// moments (a channel without its square), or `None` when there are no samples or the
+/// 2 x 2 normal equations `[[s2, s1], [s1, s0]] (b, c)^T = (r1, r0)^T` are singular
+/// (determinant below 1e-12 of `s2 s0`: fewer than two distinct values).
+pub fn fit_relu_affine(m: &Moments) -> Option<[f64; 3]> {
+    let s = &m.s;
+    if !(s[0] > 0.0 && s[2] > 0.0) {
+        return None;
+    }
+    let det = s[2] * s[0] - s[1] * s[1];
+    if det.partial_cmp(&(1e-12 * s[2] * s[0])) != Some(std::cmp::Ordering::Greater) {
+        return None;
+    }
+    let b = (m.r[1] * s[0] - m.r[0] * s[1]) / det;
+    let c = (s[2] * m.r[0] - s[1] * m.r[1]) / det;
+    (b.is_finite() && c.is_finite()).then_some([0.0, b, c])
+}
+
+/// Which channels of one site keep their square when only a `fraction` of the site's
+/// dropped positions may be squared (`--square-channels`): per channel the dropped
+/// positions `count[c]` and the fit's gain `gain[c]`, the mean squared error against relu
+/// of the best affine fit minus that of the best quadratic one over its samples. Channels
+/// are taken by gain, largest first, while the squared positions stay within
+/// `round(fraction · Σ count)`; a channel that does not fit is skipped for smaller ones
+/// after it. Channels without dropped positions cost nothing and are always taken.
+/// Returns the channels left without a square (affine), ascending.
+pub fn affine_channels(count: &[usize], gain: &[f64], fraction: f64) -> Vec<usize> {
+    let total: usize = count.iter().sum();
+    let allowed = (fraction.clamp(0.0, 1.0) * total as f64).round() as usize;
+    let mut order: Vec<usize> = (0..count.len()).collect();
+    order.sort_by(|&x, &y| gain[y].total_cmp(&gain[x]).then(x.cmp(&y)));
+    let mut used = 0;
+    let mut affine = Vec::new();
+    for c in order {
+        if used + count[c] <= allowed {
+            used += count[c];
+        } else {
+            affine.push(c);
+        }
+    }
+    affine.sort_unstable();
+    affine
+}
+
 /// The range penalty's per-element term: `relu(|x| - R)^2` with `R` = [`PENALTY_RADIUS`].
 pub fn range_penalty(x: &Tensor) -> Tensor {
     (x.abs() - PENALTY_RADIUS).relu().square()

@@ -77,6 +77,7 @@ fn linearize(c: Common, model: &Path, budgets: Vec<Budget>, finetune: usize) -> 
         replacement: Replacement::Identity,
         poly_penalty: 1.0,
         poly_clip_grad: 5.0,
+        square_channels: 1.0,
     }
 }
 
@@ -418,6 +419,97 @@ fn quadratic_replacement_exports_what_the_executor_reproduces_and_resumes() {
     assert_eq!(out[0].test_accuracy, resumed[0].test_accuracy);
     assert_eq!(m.weights, b.weights);
     assert_eq!(m.public, b.public);
+}
+
+/// `--square-channels 50%`: at most half of each site's dropped positions keep their
+/// square; the other channels are affine in the public part with `a` exactly 0 after the
+/// fine-tuning, the model loads (the format checks it), and the log records the choice.
+/// A run with another fraction cannot continue the fine-tuning.
+#[test]
+fn square_channels_leave_affine_channels_with_a_zero() {
+    let Some(data) = fmnist() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let base = pretrained(&data, t.path(), 2000, 1);
+    let mut l = linearize(
+        common(&data, &t.path().join("h"), 2000),
+        &base,
+        vec![Budget::Relative(0.2)],
+        1,
+    );
+    l.replacement = Replacement::Quadratic;
+    l.square_channels = 0.5;
+    let out = snl::linearize(&l).unwrap();
+    let (m, _) = format::load(&out[0].path).unwrap();
+    assert!(!m.public.affine_channels.is_empty());
+    let (mut squared, mut dropped) = (0, 0);
+    for (site, mask) in &m.public.masks {
+        let d = mask.len() - mask.kept_count();
+        let sq = m.public.squared_positions(site);
+        assert!(
+            sq as f64 <= 0.5 * d as f64 + 0.5,
+            "{site}: {sq} of {d} squared"
+        );
+        squared += sq;
+        dropped += d;
+        let poly = m.weight(&models::model::poly_param(site)).unwrap();
+        for &c in m.public.affine_channels.get(site).into_iter().flatten() {
+            assert_eq!(poly.data[c], 0.0, "{site} channel {c}");
+        }
+    }
+    assert!(squared > 0 && squared < dropped, "{squared} of {dropped}");
+    assert_eq!(m.provenance["hyperparameters"]["square_channels"], 0.5);
+    let log = std::fs::read_to_string(t.path().join("h/log.jsonl")).unwrap();
+    assert!(log.contains("\"squared_positions\""), "{log}");
+    // Another fraction on the same run directory is refused once a checkpoint exists.
+    std::fs::remove_dir_all(&out[0].path).unwrap();
+    l.square_channels = 0.25;
+    let e = snl::linearize(&l).unwrap_err().to_string();
+    assert!(e.contains("squared"), "{e}");
+    // And the fraction is checked.
+    l.square_channels = 0.0;
+    assert!(snl::linearize(&l).is_err());
+    l.square_channels = 0.5;
+    l.replacement = Replacement::Identity;
+    let e = snl::linearize(&l).unwrap_err().to_string();
+    assert!(e.contains("--square-channels"), "{e}");
+}
+
+/// The affine fit of relu on U[-1, 1] is b = 1/2, c = 1/4; the choice of squared
+/// channels follows the gains within the share of positions.
+#[test]
+fn affine_fit_and_the_choice_of_squared_channels() {
+    use trainer::poly::{Moments, affine_channels, fit_relu_affine};
+    let exact = Moments {
+        s: [1.0, 0.0, 1.0 / 3.0, 0.0, 1.0 / 5.0],
+        r: [1.0 / 4.0, 1.0 / 6.0, 1.0 / 8.0],
+        ..Default::default()
+    };
+    let f = fit_relu_affine(&exact).unwrap();
+    assert!(
+        f[0] == 0.0 && (f[1] - 0.5).abs() < 1e-12 && (f[2] - 0.25).abs() < 1e-12,
+        "{f:?}"
+    );
+    // The quadratic fit never does worse than the affine one.
+    let q = trainer::poly::fit_relu(&exact).unwrap();
+    assert!(exact.sse(q) <= exact.sse(f));
+    assert!(fit_relu_affine(&Moments::default()).is_none());
+    assert!(fit_relu_affine(&Moments::of(&[0.5; 10])).is_none());
+    // Gains 3, 1, 2, 0 over 10 positions each: half the positions square channels 0 and 2.
+    assert_eq!(
+        affine_channels(&[10; 4], &[3.0, 1.0, 2.0, 0.0], 0.5),
+        vec![1, 3]
+    );
+    assert_eq!(
+        affine_channels(&[10; 4], &[3.0, 1.0, 2.0, 0.0], 1.0),
+        Vec::<usize>::new()
+    );
+    // A large channel that does not fit is passed over for a smaller one.
+    assert_eq!(
+        affine_channels(&[10, 30, 10], &[1.0, 5.0, 0.5], 0.5),
+        vec![1]
+    );
+    // A channel without dropped positions costs nothing and stays squared.
+    assert_eq!(affine_channels(&[0, 10], &[0.0, 1.0], 0.25), vec![1]);
 }
 
 /// The normal equations of the least-squares fit of relu by a x^2 + b x + c: for x

@@ -139,6 +139,14 @@ enum Cmd {
         /// blown-up variances made the evaluation network useless: 10% test accuracy).
         #[arg(long, default_value_t = 5.0)]
         poly_clip_grad: f64,
+        /// With --replacement quadratic: the share of each site's dropped positions that
+        /// compute a square, as a fraction or a percentage ("25%"; default all). At the
+        /// initial fit, the channels whose quadratic fit gains least over an affine fit of
+        /// relu compute b x + c instead (a = 0, recorded in the model's public part): the
+        /// secure runtime truncates them without the square protocol, 2 bytes online per
+        /// position instead of 21.
+        #[arg(long, default_value = "100%")]
+        square_channels: String,
     },
     /// Compare training-step throughput with the same network in Python PyTorch (same
     /// torch wheel, same threads, same batch) and print the ratio. Both processes stay up
@@ -266,6 +274,7 @@ fn run(cli: Cli) -> Result<()> {
             replacement,
             poly_penalty,
             poly_clip_grad,
+            square_channels,
             latency_budget,
             cost_model,
             rtt_ms,
@@ -279,6 +288,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !(poly_clip_grad >= 0.0 && poly_clip_grad.is_finite()) {
                 bail!("--poly-clip-grad must be a finite number >= 0");
+            }
+            let square_channels = parse_fraction(&square_channels)
+                .filter(|f| *f > 0.0 && *f <= 1.0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--square-channels {square_channels:?}: expected a fraction in (0, 1] \
+                         or a percentage in (0%, 100%]"
+                    )
+                })?;
+            if square_channels < 1.0 && replacement != Replacement::Quadratic {
+                bail!("--square-channels applies to --replacement quadratic");
             }
             let budgets = budget
                 .iter()
@@ -334,6 +354,7 @@ fn run(cli: Cli) -> Result<()> {
                 replacement,
                 poly_penalty,
                 poly_clip_grad,
+                square_channels,
             };
             let priced = l.pricing.is_some();
             let out = snl::linearize(&l)?;
@@ -437,4 +458,13 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// A fraction written as `0.25` or `25%`.
+fn parse_fraction(s: &str) -> Option<f64> {
+    let v = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().ok()? / 100.0,
+        None => s.trim().parse::<f64>().ok()?,
+    };
+    v.is_finite().then_some(v)
 }

@@ -92,14 +92,24 @@ fn check_replacements(
 
 /// Fits every quadratic site's coefficients to relu (see the module's description) and
 /// logs the fit.
+///
+/// With `square_fraction < 1` each site keeps the square only in the channels chosen by
+/// [`poly::affine_channels`] (fit gain over an affine fit, largest first, within that
+/// share of the site's dropped positions); the others get the affine fit, `a = 0` held
+/// by the net. Returns the affine channels by site (sites without any left out).
+#[allow(clippy::too_many_arguments)]
 fn fit_poly(
-    net: &Net,
+    net: &mut Net,
+    public: &PublicModel,
+    square_fraction: f64,
     run_train: &crate::data::TensorSet,
     batch: usize,
     device: tch::Device,
     log: &RunLog,
     b: Target,
-) -> Result<(), TrainError> {
+) -> Result<BTreeMap<String, Vec<usize>>, TrainError> {
+    let mut affine_by_site = BTreeMap::new();
+    let (mut squared_total, mut dropped_total) = (0usize, 0usize);
     let batches: Vec<tch::Tensor> = run_train
         .first_batches(batch, FIT_BATCHES, device)
         .into_iter()
@@ -123,8 +133,44 @@ fn fit_poly(
             .get(&site)
             .ok_or_else(|| TrainError::Invalid(format!("no pre-activations seen at {site}")))?;
         let coeffs: Vec<Option<[f64; 3]>> = ms.iter().map(fit_relu).collect();
-        let used: Vec<[f64; 3]> = coeffs.iter().map(|c| c.unwrap_or(IDENTITY)).collect();
+        let mut used: Vec<[f64; 3]> = coeffs.iter().map(|c| c.unwrap_or(IDENTITY)).collect();
+        // Dropped positions per channel, from the mask.
+        let counts: Vec<usize> = public.masks.get(&site).map_or_else(Vec::new, |m| {
+            let plane = m.kept.len() / m.shape[0].max(1);
+            m.kept
+                .chunks(plane.max(1))
+                .map(|k| k.iter().filter(|&&v| v == 0).count())
+                .collect()
+        });
+        let affine = if square_fraction < 1.0 {
+            let fits: Vec<[f64; 3]> = ms
+                .iter()
+                .map(|m| poly::fit_relu_affine(m).unwrap_or(IDENTITY))
+                .collect();
+            let gain: Vec<f64> = ms
+                .iter()
+                .zip(&used)
+                .zip(&fits)
+                .map(|((m, &q), &a)| (m.sse(a) - m.sse(q)) / m.s[0].max(1.0))
+                .collect();
+            let affine = poly::affine_channels(&counts, &gain, square_fraction);
+            for &c in &affine {
+                used[c] = fits[c];
+            }
+            affine
+        } else {
+            Vec::new()
+        };
         net.set_poly(&site, &used)?;
+        net.set_affine_channels(&site, &affine)?;
+        let squared: usize = counts
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| affine.binary_search(c).is_err())
+            .map(|(_, &n)| n)
+            .sum();
+        squared_total += squared;
+        dropped_total += counts.iter().sum::<usize>();
         let mut total = Moments::default();
         ms.iter().for_each(|m| total.add(m));
         let site_sse_id: f64 = ms.iter().map(|m| m.sse(IDENTITY)).sum();
@@ -137,12 +183,21 @@ fn fit_poly(
         };
         let (rms_id, rms_q) = ((site_sse_id / n).sqrt(), (site_sse_q / n).sqrt());
         eprintln!(
-            "  {site}: {ok}/{} fitted, a {:.4}, b {:.4}, c {:.4}, rms {rms_id:.4} -> {rms_q:.4}, max |x| {:.2}",
+            "  {site}: {ok}/{} fitted, a {:.4}, b {:.4}, c {:.4}, rms {rms_id:.4} -> {rms_q:.4}, max |x| {:.2}{}",
             ms.len(),
             mean(0),
             mean(1),
             mean(2),
-            total.max_abs
+            total.max_abs,
+            if affine.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} affine channels ({squared} of {} dropped positions squared)",
+                    affine.len(),
+                    counts.iter().sum::<usize>()
+                )
+            }
         );
         sites.insert(
             site.clone(),
@@ -150,9 +205,13 @@ fn fit_poly(
                 "channels": ms.len(), "fitted": ok, "samples": total.s[0],
                 "mean_a": mean(0), "mean_b": mean(1), "mean_c": mean(2),
                 "rms_identity": rms_id, "rms_fit": rms_q, "max_abs_x": total.max_abs,
-                "beyond_radius": total.beyond_radius,
+                "beyond_radius": total.beyond_radius, "affine_channels": affine.len(),
+                "squared_positions": squared,
             }),
         );
+        if !affine.is_empty() {
+            affine_by_site.insert(site.clone(), affine);
+        }
         fitted += ok;
         fallback += ms.len() - ok;
         sse_id += site_sse_id;
@@ -167,18 +226,21 @@ fn fit_poly(
         "channels_identity": fallback, "samples": samples,
         "rms_identity": (sse_id / n).sqrt(), "rms_fit": (sse_q / n).sqrt(),
         "max_abs_x": max_abs, "fraction_beyond_radius": beyond / n,
-        "radius": poly::PENALTY_RADIUS, "sites": sites,
+        "radius": poly::PENALTY_RADIUS, "square_channels": square_fraction,
+        "squared_positions": squared_total, "dropped_positions": dropped_total, "sites": sites,
     });
     eprintln!(
         "quadratic init of budget {b}: {fitted} channels fitted, {fallback} left at the identity; \
          rms error against relu {:.4} (identity) -> {:.4} (fit); max |x| {max_abs:.2}, \
-         {:.4}% of the dropped positions beyond |x| = {}",
+         {:.4}% of the dropped positions beyond |x| = {}; squares at {squared_total} of \
+         {dropped_total} dropped positions",
         (sse_id / n).sqrt(),
         (sse_q / n).sqrt(),
         100.0 * beyond / n,
         poly::PENALTY_RADIUS
     );
-    log.write(summary)
+    log.write(summary)?;
+    Ok(affine_by_site)
 }
 
 /// Fine-tunes the snapshot of target `b` (or resumes, or finds it done).
@@ -252,6 +314,22 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
                     l.replacement.name()
                 )));
             }
+            let had_sq = st.square_channels.unwrap_or(1.0);
+            if had_sq != l.square_channels {
+                return Err(TrainError::Invalid(format!(
+                    "{} holds a fine-tuning with {had_sq} of the positions squared, this run asks for {}; use another --out",
+                    ckpt.display(),
+                    l.square_channels
+                )));
+            }
+            // The channels chosen at the fit are in the model saved before the first epoch.
+            if quadratic && best_dir.join(format::MODEL_FILE).exists() {
+                let (m, _) = format::load(&best_dir)?;
+                for (site, chans) in &m.public.affine_channels {
+                    net.set_affine_channels(site, chans)?;
+                }
+                public.affine_channels = m.public.affine_channels.clone();
+            }
             st
         }
         None => {
@@ -270,7 +348,16 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
                 // The coefficients start at the identity: this is the identity network.
                 net.recalibrate_bn(calib());
                 let acc_identity = accuracy(&net, test, c.batch, c.device);
-                fit_poly(&net, train, c.batch, c.device, log, b)?;
+                public.affine_channels = fit_poly(
+                    &mut net,
+                    &snap.public,
+                    l.square_channels,
+                    train,
+                    c.batch,
+                    c.device,
+                    log,
+                    b,
+                )?;
                 net.recalibrate_bn(calib());
                 let acc = accuracy(&net, test, c.batch, c.device);
                 log.write(json!({"phase": "poly_init", "budget": b.log_value(), "bn_batches": BN_BATCHES, "test_acc_identity": acc_identity, "test_acc": acc}))?;
@@ -285,6 +372,7 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
         }
     };
     st.replacement = Some(l.replacement.name().to_string());
+    st.square_channels = (l.square_channels < 1.0).then_some(l.square_channels);
     // Wall clock of this phase: earlier invocations' (from the checkpoint) plus this one's.
     let (start, before) = (Instant::now(), st.seconds);
     if best_dir.join(format::MODEL_FILE).exists() {
@@ -386,6 +474,7 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
             "finetune_lr": l.finetune_lr, "kd_temperature": 4.0,
             "granularity": format!("{:?}", l.granularity),
             "replacement": l.replacement.name(),
+            "square_channels": if quadratic { json!(l.square_channels) } else { json!(null) },
             "poly_penalty": poly_training.penalty, "poly_penalty_radius": poly::PENALTY_RADIUS,
             "poly_clip_grad": poly_training.clip_grad,
             "poly_fit_batches": if quadratic { json!(FIT_BATCHES) } else { json!(null) },

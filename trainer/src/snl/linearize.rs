@@ -47,6 +47,17 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
             )));
         }
     }
+    if !(l.square_channels > 0.0 && l.square_channels <= 1.0) {
+        return Err(TrainError::Invalid(format!(
+            "the fraction of squared positions must be in (0, 1], not {}",
+            l.square_channels
+        )));
+    }
+    if l.square_channels < 1.0 && l.replacement != Replacement::Quadratic {
+        return Err(TrainError::Invalid(
+            "--square-channels applies to --replacement quadratic".into(),
+        ));
+    }
     if l.budgets.is_empty() && l.latency_budgets.is_empty() {
         return Err(TrainError::Invalid(
             "give at least one --budget or --latency-budget".into(),

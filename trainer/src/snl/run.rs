@@ -97,6 +97,10 @@ pub(super) struct PhaseState {
     /// other phases and in those written before replacements existed: the identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) replacement: Option<String>,
+    /// The fraction of squared positions of a quadratic fine-tuning (absent: 1, every
+    /// channel squared; also in checkpoints written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) square_channels: Option<f64>,
     /// The latency pricing the search's penalty was weighted by (mask search; absent:
     /// SNL's unweighted penalty, also in checkpoints written before pricing existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -221,6 +221,11 @@ pub struct Linearize {
     pub poly_penalty: f64,
     /// Quadratic fine-tuning clips the gradients' global L2 norm to this (0: off).
     pub poly_clip_grad: f64,
+    /// Fraction of each quadratic site's dropped positions that may compute a square
+    /// (1: all): the channels whose fit gains least over an affine fit compute `b x + c`
+    /// instead ([`crate::poly::affine_channels`]) and cost the secure runtime a plain
+    /// truncation instead of a square.
+    pub square_channels: f64,
 }
 
 /// The shared settings as recorded in a model's provenance.

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Small ResNet-20 / CIFAR-10 stand-ins for online-latency A/B checks (about 8 minutes on 2
 # cores): a 2-epoch pretrain on 5,000 images, one SNL search to 5% of the ReLUs, that mask
-# fine-tuned (1 epoch) with the identity and with the quadratic replacement, and per-site
-# windows for both (--dropped-bits 14, as in scripts/quadratic-front.sh). Their accuracy
+# fine-tuned (1 epoch) with the identity, with the quadratic replacement and with squares in
+# at most 25% of the dropped positions (--square-channels 25%), and per-site
+# windows for each (--dropped-bits 14, as in scripts/quadratic-front.sh). Their accuracy
 # means nothing; their structure (kept ReLUs per site, quadratic sites) is that of the
 # real fronts, so their online cost is.
 #
 #   bash scripts/standin-models.sh [DATA] [OUT_DIR]
 #
 # DATA defaults to ../shared/data/cifar10-q75, OUT_DIR to runs/standin; writes
-# OUT_DIR/w-id and OUT_DIR/w-q (pi-server models), e.g. for
+# OUT_DIR/w-id, OUT_DIR/w-q and OUT_DIR/w-q25 (pi-server models), e.g. for
 #   bash scripts/ab-models.sh runs/ab.csv DATA 50 3 runs/standin/w-id runs/standin/w-q
 # Steps already done are skipped.
 set -euo pipefail
@@ -35,9 +36,17 @@ if ! ls -d "$OUT"/q/budget-* >/dev/null 2>&1; then
     $B/snl-train linearize "${common[@]}" --model "$OUT/pre/model" "${search[@]}" \
         --replacement quadratic --out "$OUT/q"
 fi
-for kind in id q; do
+if ! ls -d "$OUT"/q25/budget-* >/dev/null 2>&1; then
+    # The same again with a square in at most 25% of each site's dropped positions.
+    rm -rf "$OUT/q25"
+    cp -a "$OUT/id" "$OUT/q25"
+    rm -rf "$OUT"/q25/budget-* "$OUT"/q25/finetune-*
+    $B/snl-train linearize "${common[@]}" --model "$OUT/pre/model" "${search[@]}" \
+        --replacement quadratic --square-channels 25% --out "$OUT/q25"
+fi
+for kind in id q q25; do
     src=$(ls -d "$OUT/$kind"/budget-* | head -1)
     [ -f "$OUT/w-$kind/model.json" ] || $B/snl-model windows "$src" --data "$DATA" \
         --dropped-bits 14 --out "$OUT/w-$kind" >/dev/null
 done
-echo "stand-ins: $OUT/w-id $OUT/w-q"
+echo "stand-ins: $OUT/w-id $OUT/w-q $OUT/w-q25"

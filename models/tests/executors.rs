@@ -374,6 +374,22 @@ fn quadratic_sites_match_their_polynomial_and_f32() {
                 let Activation::Keep { output: z, .. } = p.layers[i + 1].activation else {
                     panic!("the polynomial follows its site");
                 };
+                // The one-pass form the secure runtime evaluates gives the same layer.
+                let f = p.fused_polynomial(i).expect("a fusable polynomial");
+                assert_eq!((f.layer, f.output), (i + 1, z));
+                let Activation::Rescale { output: r, .. } = l.activation else {
+                    unreachable!()
+                };
+                let plane = (l.out_shape[1] * l.out_shape[2]).max(1);
+                for (j, &zj) in vals[z].iter().enumerate() {
+                    let c = j / plane;
+                    let v = f.coef[0][c]
+                        .wrapping_mul(vals[r][j])
+                        .wrapping_add(f.coef[1][c].wrapping_mul(vals[q.linear][j]))
+                        .wrapping_add(f.coef[2][c].wrapping_mul(vals[q.square][j]))
+                        .wrapping_add(f.bias[j]);
+                    assert_eq!(fp.reduce(v), zj, "{name} layer {i} fused {j}");
+                }
                 let poly = &m.weights[&models::model::poly_param(site)].data;
                 let ch = l.out_shape[0];
                 let plane = l.out_shape[1] * l.out_shape[2];

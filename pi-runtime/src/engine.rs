@@ -39,7 +39,7 @@
 
 use std::time::Instant;
 
-use models::fixed::FixedProgram;
+use models::fixed::{FixedProgram, FusedPolynomial};
 use protocols::Block;
 use protocols::channel::{Channel, ChannelExt, ChannelStats, CountingChannel};
 use protocols::gc::relu::{
@@ -172,6 +172,9 @@ pub struct ServerPrepared {
 pub struct ServerEngine<'p> {
     prog: &'p FixedProgram,
     plan: Plan,
+    /// Per layer: a quadratic site's polynomial, evaluated in the site's pass (its layer
+    /// `i + 1` then does nothing online).
+    fused: Vec<Option<FusedPolynomial>>,
     ot: Option<(OtSender, OtReceiver)>,
     batch: u64,
     rng: RngSource,
@@ -188,6 +191,9 @@ impl<'p> ServerEngine<'p> {
     pub fn with_rng(prog: &'p FixedProgram, rng: RngSource) -> Result<Self> {
         Ok(ServerEngine {
             plan: Plan::new(prog)?,
+            fused: (0..prog.layers.len())
+                .map(|i| prog.fused_polynomial(i))
+                .collect(),
             prog,
             ot: None,
             batch: 0,
@@ -293,7 +299,7 @@ impl<'p> ServerEngine<'p> {
         ch: &mut CountingChannel<C>,
         prep: ServerPrepared,
     ) -> Result<PhaseMetrics> {
-        self.online_traced(ch, prep).map(|(m, _)| m)
+        self.online_run(ch, prep, false).map(|(m, _)| m)
     }
 
     /// [`Self::online`], also returning the server's view of every stored value
@@ -303,6 +309,17 @@ impl<'p> ServerEngine<'p> {
         &self,
         ch: &mut CountingChannel<C>,
         prep: ServerPrepared,
+    ) -> Result<(PhaseMetrics, Vec<Vec<i64>>)> {
+        self.online_run(ch, prep, true)
+    }
+
+    /// The online phase; with `trace`, every stored value is kept (a quadratic site's
+    /// ReLU part, `x` and `x̃²`, which its fused polynomial does not need, included).
+    fn online_run<C: Channel>(
+        &self,
+        ch: &mut CountingChannel<C>,
+        prep: ServerPrepared,
+        trace: bool,
     ) -> Result<(PhaseMetrics, Vec<Vec<i64>>)> {
         let plan = &self.plan;
         let p = plan.fixed;
@@ -317,8 +334,19 @@ impl<'p> ServerEngine<'p> {
         let mut relus = prep.relus.into_iter();
         let mut truncs = prep.truncs.into_iter();
         let mut squares = prep.squares.into_iter();
-        for ((i, layer), s) in plan.layers.iter().enumerate().zip(prep.s) {
+        let mut ss = prep.s;
+        // Layers whose output a fused polynomial has already produced.
+        let mut done = vec![false; plan.layers.len()];
+        for (i, layer) in plan.layers.iter().enumerate() {
             meter.begin(ch);
+            let s = std::mem::take(&mut ss[i]);
+            if done[i] {
+                relus.next();
+                truncs.next();
+                squares.next();
+                meter.end(ch, i, layer);
+                continue;
+            }
             let mut y = self.prog.layer_output(i, &vals);
             let secrets = relus.next().flatten();
             let trunc = truncs.next().flatten();
@@ -404,11 +432,25 @@ impl<'p> ServerEngine<'p> {
                         Some(q) => {
                             let (sq_x, sq_s) =
                                 square_out.map_or((Vec::new(), Vec::new()), |s| (s.x, s.square));
-                            let [relu, x, square] =
-                                spread_quadratic(layer, &relu_out, &trunc_out, &sq_x, &sq_s, p);
-                            vals[v] = relu;
-                            vals[q.linear] = x;
-                            vals[q.square] = square;
+                            let fused = self.fused[i]
+                                .as_ref()
+                                .filter(|f| ss.get(f.layer).is_some_and(|s| s.len() == layer.len));
+                            if let Some(f) = fused {
+                                // The polynomial layer from the three lists in one pass,
+                                // its mask s added.
+                                let s_next = std::mem::take(&mut ss[f.layer]);
+                                vals[f.output] = fused_polynomial(
+                                    layer, f, &relu_out, &trunc_out, &sq_x, &sq_s, &s_next, p,
+                                );
+                                done[f.layer] = true;
+                            }
+                            if trace || fused.is_none() {
+                                let [relu, x, square] =
+                                    spread_quadratic(layer, &relu_out, &trunc_out, &sq_x, &sq_s, p);
+                                vals[v] = relu;
+                                vals[q.linear] = x;
+                                vals[q.square] = square;
+                            }
                         }
                         None => vals[v] = spread(&layer.kept, relu_out, trunc_out, p),
                     }
@@ -503,6 +545,60 @@ fn spread_masks(kept: &[bool], kept_vals: Vec<u64>, lin_vals: Vec<u64>) -> Vec<u
     kept.iter()
         .map(|&k| if k { kept_it.next() } else { lin_it.next() }.unwrap_or(0))
         .collect()
+}
+
+/// A quadratic site's polynomial layer ([`FusedPolynomial`]) on the server's shares in
+/// one pass over the site's lists (ReLU outputs at kept positions, the plain truncation's
+/// `x` at the affine channels' linearized ones, the square protocol's `x` and `x̃²` at the
+/// squared ones), plus the layer's mask `s`: what [`FixedProgram::layer_output`] and the
+/// `y + s` of a kept layer give from the spread values, without spreading them. Ring
+/// elements are used as they are: the products and sums wrap mod 2^64, a multiple of the
+/// ring's modulus, and are reduced once.
+#[allow(clippy::too_many_arguments)]
+fn fused_polynomial(
+    layer: &PlanLayer,
+    f: &FusedPolynomial,
+    relu: &[u64],
+    trunc: &[u64],
+    x: &[u64],
+    square: &[u64],
+    s: &[u64],
+    p: models::fixed::FixedPointParams,
+) -> Vec<i64> {
+    let n = layer.kept.len();
+    let channels = f.coef[0].len().max(1);
+    let plane = (n / channels).max(1);
+    let (mut ri, mut ti) = (relu.iter(), trunc.iter());
+    let (mut xi, mut si) = (x.iter(), square.iter());
+    let mut out = Vec::with_capacity(n);
+    // Channel by channel: the coefficients change once per plane (no division per
+    // position).
+    for c in 0..channels {
+        let (kr, kx, ks) = (
+            f.coef[0][c] as u64,
+            f.coef[1][c] as u64,
+            f.coef[2][c] as u64,
+        );
+        let range = (c * plane).min(n)..((c + 1) * plane).min(n);
+        let squared = layer.squared.get(range.clone()).unwrap_or(&[]);
+        let cells = layer.kept[range.clone()]
+            .iter()
+            .zip(&f.bias[range.clone()])
+            .zip(&s[range]);
+        for (j, ((&kept, &b), &sj)) in cells.enumerate() {
+            let v = if kept {
+                kr.wrapping_mul(ri.next().copied().unwrap_or(0))
+            } else if squared.get(j).copied().unwrap_or(false) {
+                kx.wrapping_mul(xi.next().copied().unwrap_or(0))
+                    .wrapping_add(ks.wrapping_mul(si.next().copied().unwrap_or(0)))
+            } else {
+                kx.wrapping_mul(ti.next().copied().unwrap_or(0))
+            };
+            let z = v.wrapping_add(b as u64).wrapping_add(sj);
+            out.push(p.reduce(z as i64));
+        }
+    }
+    out
 }
 
 /// The client's masks of a quadratic site's three values, placed as

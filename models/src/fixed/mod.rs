@@ -55,7 +55,7 @@ pub use self::error_model::{ErrorEstimate, K_SIGMA};
 pub use self::executor::{FixedOutput, LayerStats};
 pub use self::gemm::{GemmKernel, gemm_kernel};
 pub use self::program::{
-    Activation, FixedProgram, LinearLayer, Term, TermOp, ValueId, layer_shapes,
+    Activation, FixedProgram, FusedPolynomial, LinearLayer, Term, TermOp, ValueId, layer_shapes,
 };
 pub use self::windows::{
     DEFAULT_WINDOW_MARGIN, SiteWindow, WindowCalibration, calibrate_windows, window_map,

@@ -80,6 +80,22 @@ pub struct QuadValues {
     pub square: ValueId,
 }
 
+/// A quadratic site's polynomial layer as one pass over the site's positions
+/// ([`FixedProgram::fused_polynomial`]): at position `j` of channel `c`, the layer's output
+/// is `coef[0][c]·relu_j + coef[1][c]·x_j + coef[2][c]·x̃²_j + bias[j]` in the ring, as
+/// [`FixedProgram::layer_output`] computes it from the three stored values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FusedPolynomial {
+    /// The polynomial layer (the site's layer + 1).
+    pub layer: usize,
+    /// The value it produces.
+    pub output: ValueId,
+    /// Per channel, the quantized coefficients of the ReLU part, of `x` and of `x̃²`.
+    pub coef: [Vec<i64>; 3],
+    /// The layer's bias per position, reduced ([`FixedProgram::bias`]).
+    pub bias: Vec<i64>,
+}
+
 /// What happens to a linear layer's output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -210,6 +226,51 @@ impl FixedProgram {
                 })
                 .collect(),
         )
+    }
+
+    /// For a quadratic site's layer `i` followed by its polynomial layer (`i + 1`, kept
+    /// without rescaling, one [`TermOp::ChannelScale`] on each of the site's three values,
+    /// as lowering makes it): the polynomial in a form one pass over the site's positions
+    /// evaluates ([`FusedPolynomial`]). `None` for any other layer or shape.
+    pub fn fused_polynomial(&self, i: usize) -> Option<FusedPolynomial> {
+        let Activation::Rescale {
+            output,
+            quadratic: Some(q),
+            ..
+        } = &self.layers[i].activation
+        else {
+            return None;
+        };
+        let next = self.layers.get(i + 1)?;
+        let Activation::Keep {
+            site: None,
+            output: z,
+        } = next.activation
+        else {
+            return None;
+        };
+        if next.terms.len() != 3 || next.out_shape != self.layers[i].out_shape {
+            return None;
+        }
+        let mut coef: [Vec<i64>; 3] = Default::default();
+        for t in &next.terms {
+            let TermOp::ChannelScale { coef: c } = &t.op else {
+                return None;
+            };
+            let k = [*output, q.linear, q.square]
+                .iter()
+                .position(|&v| v == t.input)?;
+            if !coef[k].is_empty() || c.len() != next.out_shape[0] {
+                return None;
+            }
+            coef[k] = c.clone();
+        }
+        Some(FusedPolynomial {
+            layer: i + 1,
+            output: z,
+            coef,
+            bias: self.bias(i + 1),
+        })
     }
 
     /// True if some layer computes a quadratic site.

@@ -12,12 +12,17 @@
 # from `snl-train linearize ... --replacement quadratic` on a copy of the identity run's
 # search/ directory). DATA (default ../shared/data/cifar10-q75), LIMIT (private
 # inferences per model, default 200) and HE_LIMIT (inferences with HE preprocessing for
-# the offline costs, default 10) may be set in the environment.
+# the offline costs, default 10) may be set in the environment. SERIES (default
+# "identity=IDENTITY_RUN quadratic=QUADRATIC_RUN") names each series and its run
+# directory, so more series can be measured in the same run, e.g. with
+# `--square-channels` models: SERIES="identity=runs/r20-snl quadratic=runs/r20-quad
+# quadratic-25=runs/r20-quad25".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ID=${1:-runs/r20-snl}
 QD=${2:-runs/r20-quad}
 OUT=${3:-runs/results/r20-quadratic}
+SERIES=${SERIES:-"identity=$ID quadratic=$QD"}
 DATA=${DATA:-../shared/data/cifar10-q75}
 LIMIT=${LIMIT:-200}
 HE_LIMIT=${HE_LIMIT:-10}
@@ -30,9 +35,9 @@ LP=$!
 trap 'kill $LP' EXIT
 date
 for b in $BUDGETS; do
-    for kind in identity quadratic; do
-        src=$ID
-        [ "$kind" = quadratic ] && src=$QD
+    for entry in $SERIES; do
+        kind=${entry%%=*} src=${entry#*=}
+        [ "$kind" != "$entry" ] && [ -n "$kind" ] || { echo "bad SERIES entry $entry (NAME=DIR)" >&2; exit 1; }
         m="$OUT/$kind-$b"
         # Per-site windows from 1,000 training images (margin 2), then the fixed-point
         # accuracy on the whole test set and its window overflows.

@@ -30,8 +30,11 @@
 //!
 //! A layer kept as it is (`Activation::Keep`: a quadratic site's polynomial, or a layer
 //! without ReLUs whose truncation its readers do) is local: the server stores its `a`, the
-//! client its `c` as the mask. At a quadratic site the linearized positions go through
-//! [`protocols::square`] instead of the plain truncation, in the same round.
+//! client its `c` as the mask. At a quadratic site the squared positions go through
+//! [`protocols::square`] and the rest of the linearized ones (its affine channels)
+//! through the plain truncation, in the same round; the server then evaluates the site's
+//! polynomial layer in the same pass ([`FixedProgram::fused_polynomial`]), without
+//! storing the site's three values unless the run is traced.
 //!
 //! Online bytes and rounds: [`Plan::online_bytes`], [`Plan::online_rounds`] (one round trip
 //! per layer with kept, truncated or squared positions, plus the input and logits round);

@@ -460,9 +460,12 @@ fn square_channels_leave_affine_channels_with_a_zero() {
     assert_eq!(m.provenance["hyperparameters"]["square_channels"], 0.5);
     let log = std::fs::read_to_string(t.path().join("h/log.jsonl")).unwrap();
     assert!(log.contains("\"squared_positions\""), "{log}");
-    // Another fraction on the same run directory is refused once a checkpoint exists.
-    std::fs::remove_dir_all(&out[0].path).unwrap();
+    // Another fraction on the same run directory is refused, for the finished model and
+    // for the checkpoint of an unfinished fine-tuning.
     l.square_channels = 0.25;
+    let e = snl::linearize(&l).unwrap_err().to_string();
+    assert!(e.contains("squared"), "{e}");
+    std::fs::remove_dir_all(&out[0].path).unwrap();
     let e = snl::linearize(&l).unwrap_err().to_string();
     assert!(e.contains("squared"), "{e}");
     // And the fraction is checked.

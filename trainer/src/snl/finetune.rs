@@ -281,6 +281,16 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
     if out_dir.join(format::MODEL_FILE).exists() {
         let (m, _) = format::load(&out_dir)?;
         check_replacements(&m.public, &public, &out_dir.display().to_string())?;
+        let had = m.provenance["hyperparameters"]["square_channels"]
+            .as_f64()
+            .unwrap_or(1.0);
+        if quadratic && had != l.square_channels {
+            return Err(TrainError::Invalid(format!(
+                "{} was fine-tuned with {had} of the positions squared, this run asks for {}; use another --out",
+                out_dir.display(),
+                l.square_channels
+            )));
+        }
         let acc = m.provenance["test_accuracy"].as_f64().unwrap_or(0.0);
         return outcome(&m, acc, out_dir);
     }

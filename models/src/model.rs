@@ -84,6 +84,15 @@ impl Mask {
     pub fn kept_count(&self) -> usize {
         self.kept.iter().filter(|&&k| k != 0).count()
     }
+
+    /// Linearized (mask 0) positions per channel.
+    pub fn dropped_per_channel(&self) -> Vec<usize> {
+        let plane = (self.kept.len() / self.shape[0].max(1)).max(1);
+        self.kept
+            .chunks(plane)
+            .map(|k| k.iter().filter(|&&v| v == 0).count())
+            .collect()
+    }
 }
 
 /// What a linearized (mask 0) position of a ReLU site computes instead of the ReLU.
@@ -220,34 +229,22 @@ impl PublicModel {
         Ok(())
     }
 
-    /// Per channel of site `site`: whether its linearized positions compute a square
-    /// (a quadratic site's channels not in [`PublicModel::affine_channels`]); all false at
-    /// other sites, empty for an unknown site.
-    pub fn squared_channels(&self, site: &str) -> Vec<bool> {
-        let Some(m) = self.masks.get(site) else {
-            return Vec::new();
-        };
-        let mut out = vec![self.replacement(site) == Replacement::Quadratic; m.shape[0]];
-        for &c in self.affine_channels.get(site).into_iter().flatten() {
-            if let Some(o) = out.get_mut(c) {
-                *o = false;
-            }
-        }
-        out
-    }
-
-    /// Positions of site `site` whose linearized value is squared: linearized (mask 0)
-    /// in a squared channel ([`PublicModel::squared_channels`]).
+    /// Positions of site `site` whose linearized value is squared: at a quadratic site,
+    /// the linearized (mask 0) positions of the channels not in
+    /// [`PublicModel::affine_channels`]; 0 elsewhere.
     pub fn squared_positions(&self, site: &str) -> usize {
         let Some(m) = self.masks.get(site) else {
             return 0;
         };
-        let plane = m.kept.len() / m.shape[0].max(1);
-        self.squared_channels(site)
+        if self.replacement(site) != Replacement::Quadratic {
+            return 0;
+        }
+        let affine = self.affine_channels.get(site);
+        m.dropped_per_channel()
             .iter()
-            .zip(m.kept.chunks(plane.max(1)))
-            .filter(|(s, _)| **s)
-            .map(|(_, k)| k.iter().filter(|&&v| v == 0).count())
+            .enumerate()
+            .filter(|(c, _)| affine.is_none_or(|a| a.binary_search(c).is_err()))
+            .map(|(_, &n)| n)
             .sum()
     }
 

@@ -304,6 +304,17 @@ fn a_format_1_public_part_is_copied_as_stored() {
     assert_ne!(format::public_hash(&public).unwrap(), stored);
 }
 
+/// Writes `public` into `dir` as format `version` (hashes updated) and checks that loading
+/// it fails with `want`.
+fn refused_as_version(dir: &Path, public: &serde_json::Value, version: u32, want: &str) {
+    let mut old = public.clone();
+    old["format_version"] = version.into();
+    write_json(&dir.join(PUBLIC_FILE), &old);
+    rehash(dir);
+    let e = format::load(dir).unwrap_err().to_string();
+    assert!(e.contains(want), "{e}");
+}
+
 /// A model with quadratic sites keeps its replacements and coefficients through a save;
 /// a file that claims an older format cannot carry replacements, and a quadratic site
 /// without its coefficients is named.
@@ -347,12 +358,7 @@ fn quadratic_sites_round_trip_and_need_their_coefficients() {
             .is_err()
     );
     // Format 2 cannot carry replacements.
-    let mut p2 = p.clone();
-    p2["format_version"] = 2.into();
-    write_json(&dir.join(PUBLIC_FILE), &p2);
-    rehash(&dir);
-    let e = format::load(&dir).unwrap_err().to_string();
-    assert!(e.contains("replacements need format version 3"), "{e}");
+    refused_as_version(&dir, &p, 2, "replacements need format version 3");
     // Without the coefficient tensor the weights file is incomplete.
     write_json(&dir.join(PUBLIC_FILE), &p);
     rewrite_tensors(&dir.join(WEIGHTS_FILE), "snl-model weights", |list| {
@@ -401,12 +407,7 @@ fn affine_channels_round_trip_and_are_checked() {
     let (public, _) = format::load_public(&dir).unwrap();
     assert_eq!(public.affine_channels, m.public.affine_channels);
     // Format 3 cannot carry them.
-    let mut p3 = p.clone();
-    p3["format_version"] = 3.into();
-    write_json(&dir.join(PUBLIC_FILE), &p3);
-    rehash(&dir);
-    let e = format::load(&dir).unwrap_err().to_string();
-    assert!(e.contains("affine_channels need format version 4"), "{e}");
+    refused_as_version(&dir, &p, 3, "affine_channels need format version 4");
     // Bad lists.
     let c = mask.shape[0];
     for (list, want) in [

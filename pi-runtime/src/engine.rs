@@ -448,8 +448,11 @@ impl<'p> ServerEngine<'p> {
                                 done[f.layer] = true;
                             }
                             if trace || fused.is_none() {
-                                let [relu, x, square] =
-                                    spread_quadratic(layer, &relu_out, &trunc_out, &sq_x, &sq_s, p);
+                                let [relu, x, square] = spread_quadratic(
+                                    layer,
+                                    [&relu_out, &trunc_out, &sq_x, &sq_s],
+                                    |u| p.reduce(u as i64),
+                                );
                                 vals[v] = relu;
                                 vals[q.linear] = x;
                                 vals[q.square] = square;
@@ -510,33 +513,33 @@ fn split_linearized(a: &[u64], layer: &PlanLayer, off: u64, lmask: u64) -> (Vec<
     (lin, lin_sq)
 }
 
-/// [`spread`] at a quadratic site: the ReLUs at kept positions (0 elsewhere); `x` at
-/// linearized ones, from the square protocol at squared positions and from the plain
-/// truncation at the others (0 at kept ones); `x̃²` at squared positions (0 elsewhere). In
-/// one pass.
-fn spread_quadratic(
+/// [`spread`] at a quadratic site, in one pass: the ReLUs at kept positions (0
+/// elsewhere); `x` at linearized ones, from the square protocol at squared positions and
+/// from the plain truncation at the others (0 at kept ones); `x̃²` at squared positions (0
+/// elsewhere). Each element goes through `f` (the server's signed reduction, or nothing
+/// for the client's masks); a missing entry (an empty list) stays 0, as in `spread`.
+fn spread_quadratic<T: Copy + Default>(
     layer: &PlanLayer,
-    relu: &[u64],
-    trunc: &[u64],
-    x: &[u64],
-    square: &[u64],
-    p: models::fixed::FixedPointParams,
-) -> [Vec<i64>; 3] {
+    [relu, trunc, x, square]: [&[u64]; 4],
+    f: impl Fn(u64) -> T,
+) -> [Vec<T>; 3] {
     let n = layer.kept.len();
-    let (mut out_r, mut out_x, mut out_s) = (vec![0; n], vec![0; n], vec![0; n]);
-    let (mut ki, mut ti, mut si) = (0, 0, 0);
+    let (mut out_r, mut out_x, mut out_s) = (
+        vec![T::default(); n],
+        vec![T::default(); n],
+        vec![T::default(); n],
+    );
+    let (mut ri, mut ti) = (relu.iter(), trunc.iter());
+    let (mut xi, mut si) = (x.iter(), square.iter());
+    let next = |it: &mut std::slice::Iter<'_, u64>| f(it.next().copied().unwrap_or(0));
     for (j, &k) in layer.kept.iter().enumerate() {
-        // Missing entries (an empty list) stay 0, as in `spread`.
         if k {
-            out_r[j] = p.reduce(relu.get(ki).copied().unwrap_or(0) as i64);
-            ki += 1;
+            out_r[j] = next(&mut ri);
         } else if layer.squared.get(j).copied().unwrap_or(false) {
-            out_x[j] = p.reduce(x.get(si).copied().unwrap_or(0) as i64);
-            out_s[j] = p.reduce(square.get(si).copied().unwrap_or(0) as i64);
-            si += 1;
+            out_x[j] = next(&mut xi);
+            out_s[j] = next(&mut si);
         } else {
-            out_x[j] = p.reduce(trunc.get(ti).copied().unwrap_or(0) as i64);
-            ti += 1;
+            out_x[j] = next(&mut ti);
         }
     }
     [out_r, out_x, out_s]
@@ -602,34 +605,6 @@ fn fused_polynomial(
         }
     }
     out
-}
-
-/// The client's masks of a quadratic site's three values, placed as
-/// [`spread_quadratic`] places the server's shares: its ReLU outputs' masks at kept
-/// positions, `x`'s from the square protocol at squared positions and from the plain
-/// truncation at the other linearized ones, `x̃²`'s at squared positions; 0 elsewhere.
-fn quadratic_masks(
-    layer: &PlanLayer,
-    kept_r: Vec<u64>,
-    trunc_x: Vec<u64>,
-    sq_x: Vec<u64>,
-    sq: Vec<u64>,
-) -> [Vec<u64>; 3] {
-    let n = layer.kept.len();
-    let (mut out_r, mut out_x, mut out_s) = (vec![0; n], vec![0; n], vec![0; n]);
-    let (mut kept_it, mut t_it) = (kept_r.into_iter(), trunc_x.into_iter());
-    let (mut sx_it, mut s_it) = (sq_x.into_iter(), sq.into_iter());
-    for (j, &k) in layer.kept.iter().enumerate() {
-        if k {
-            out_r[j] = kept_it.next().unwrap_or(0);
-        } else if layer.squared.get(j).copied().unwrap_or(false) {
-            out_x[j] = sx_it.next().unwrap_or(0);
-            out_s[j] = s_it.next().unwrap_or(0);
-        } else {
-            out_x[j] = t_it.next().unwrap_or(0);
-        }
-    }
-    [out_r, out_x, out_s]
 }
 
 // ------------------------------------------------------------------------------ client
@@ -812,7 +787,8 @@ impl ClientEngine {
                         squares.push(None);
                         (Vec::new(), Vec::new())
                     };
-                    let [relu_m, x_m, sq_m] = quadratic_masks(layer, kept_r, lin_r, x, sq);
+                    let [relu_m, x_m, sq_m] =
+                        spread_quadratic(layer, [&kept_r, &lin_r, &x, &sq], |u| u);
                     masks[v] = Some(relu_m);
                     masks[q.linear] = Some(x_m);
                     masks[q.square] = Some(sq_m);

@@ -120,12 +120,8 @@ impl Plan {
             };
             let kept_count = kept.iter().filter(|&&k| k).count();
             let squared = prog.squared(i).unwrap_or_default();
+            // Never kept: `squared` reads the same mask.
             let squared_count = squared.iter().filter(|&&s| s).count();
-            if squared.iter().zip(&kept).any(|(&s, &k)| s && k) {
-                return Err(RuntimeError::config(format!(
-                    "layer {i}: a position is both kept and squared"
-                )));
-            }
             let trunc_count = if output.is_some() && !keep {
                 len - kept_count - squared_count
             } else {

@@ -135,13 +135,10 @@ fn fit_poly(
         let coeffs: Vec<Option<[f64; 3]>> = ms.iter().map(fit_relu).collect();
         let mut used: Vec<[f64; 3]> = coeffs.iter().map(|c| c.unwrap_or(IDENTITY)).collect();
         // Dropped positions per channel, from the mask.
-        let counts: Vec<usize> = public.masks.get(&site).map_or_else(Vec::new, |m| {
-            let plane = m.kept.len() / m.shape[0].max(1);
-            m.kept
-                .chunks(plane.max(1))
-                .map(|k| k.iter().filter(|&&v| v == 0).count())
-                .collect()
-        });
+        let counts: Vec<usize> = public
+            .masks
+            .get(&site)
+            .map_or_else(Vec::new, |m| m.dropped_per_channel());
         let affine = if square_fraction < 1.0 {
             let fits: Vec<[f64; 3]> = ms
                 .iter()

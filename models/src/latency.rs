@@ -77,6 +77,21 @@ fn width(bits: u32) -> u64 {
 impl OnlineWork {
     /// The online work of `public` (its lowering's structure; no weights needed).
     pub fn of(public: &PublicModel) -> Result<Self, ModelError> {
+        Self::with_square_share(public, 1.0)
+    }
+
+    /// [`Self::of`] for a model whose quadratic sites may not have chosen their affine
+    /// channels yet (the masks of a search, before the fine-tune chooses them): a quadratic
+    /// site without an affine-channel list is priced with `round(share × its linearized
+    /// positions)` squared, the most that `snl-train linearize --square-channels share`
+    /// squares there (whole channels, the rest affine); a site with a list has its exact
+    /// count. `share` 1 is [`Self::of`]; it must lie in `[0, 1]`.
+    pub fn with_square_share(public: &PublicModel, share: f64) -> Result<Self, ModelError> {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(ModelError::InvalidArgument(format!(
+                "square share {share} must lie in [0, 1]"
+            )));
+        }
         let prog = FixedProgram::structure(public)?;
         let p = prog.params;
         let l = p.ring_bits;
@@ -122,11 +137,16 @@ impl OnlineWork {
             // Squared positions (a quadratic site's linearized ones outside its affine
             // channels): truncation with a square, a bit and an l-bit value down, one
             // 2·t2-bit message and an l-bit value up (docs/protocols.md §5.2).
-            let squared = if quadratic {
+            let listed = site
+                .as_ref()
+                .is_some_and(|s| prog.affine_channels.contains_key(s));
+            let squared = if !quadratic {
+                0
+            } else if listed || share == 1.0 {
                 prog.squared(i)
                     .map_or(0, |s| s.iter().filter(|&&s| s).count()) as u64
             } else {
-                0
+                (share * rest as f64).round() as u64
             };
             if squared > 0 {
                 let t2 = shift + p.frac_bits - p.square_frac_bits;
@@ -242,11 +262,13 @@ pub struct SitePrice {
 /// Per site, what a kept ReLU costs and what emptying the site saves, measured as the
 /// difference of predicted latencies: one ReLU more or less at the site (the price per
 /// ReLU is linear in the count within a layer), and the site emptied against one ReLU
-/// kept (the round).
+/// kept (the round). Quadratic sites without an affine-channel list are priced with
+/// `square_share` of their linearized positions squared ([`OnlineWork::with_square_share`]).
 pub fn site_prices(
     public: &PublicModel,
     model: &LatencyModel,
     link: Link,
+    square_share: f64,
 ) -> Result<BTreeMap<String, SitePrice>, ModelError> {
     let mut out = BTreeMap::new();
     for s in public.graph.sites()? {
@@ -262,7 +284,9 @@ pub fn site_prices(
         let mut none = public.clone();
         none.masks.insert(s.name.clone(), Mask::none_kept(s.shape));
         let ms = |p: &PublicModel| -> Result<f64, ModelError> {
-            Ok(model.predict(&OnlineWork::of(p)?, link).online_ms)
+            Ok(model
+                .predict(&OnlineWork::with_square_share(p, square_share)?, link)
+                .online_ms)
         };
         let (m0, m1, m2) = (ms(&none)?, ms(&one)?, ms(&two)?);
         // Emptying saves the round, minus the one ReLU's own price.
@@ -326,14 +350,14 @@ mod tests {
         };
         let r = random_model("resnet20", 0.2, 1).unwrap();
         let stem = r.public.graph.sites().unwrap()[0].name.clone();
-        let prices = site_prices(&r.public, &model(), link).unwrap();
+        let prices = site_prices(&r.public, &model(), link, 1.0).unwrap();
         assert_eq!(prices.len(), r.public.masks.len());
         // The round (10.2 ms), less the wider truncation answers of the layers that now
         // read a value at 2^(2f) (4 bytes instead of 2 per position).
         let saves = prices[&stem].empty_saves_ms;
         assert!((9.0..10.2).contains(&saves), "{:?}", prices[&stem]);
         let m = random_model("lenet5", 0.2, 1).unwrap();
-        let prices = site_prices(&m.public, &model(), link).unwrap();
+        let prices = site_prices(&m.public, &model(), link, 1.0).unwrap();
         let first = &prices[m.public.graph.sites().unwrap()[0].name.as_str()];
         assert!(first.empty_saves_ms < 1.0, "{first:?}");
         // 22 labels of 16 bytes and 61 colour bits, less a 2-byte truncation answer and
@@ -349,6 +373,52 @@ mod tests {
             ..model()
         };
         assert!(bad.validate().is_err());
+    }
+
+    /// A square share prices round(share × linearized) squares at each quadratic site
+    /// without an affine-channel list (a square answer and value instead of a truncation
+    /// answer; the bytes are linear in the share up to that rounding), and leaves sites
+    /// with a list, and share 1, exact.
+    #[test]
+    fn square_share_prices_the_squares_a_search_will_keep() {
+        use crate::testing::{make_affine_channels, make_quadratic};
+        let mut m = random_model("resnet20", 0.1, 3).unwrap();
+        make_quadratic(&mut m, 1).unwrap();
+        let full = OnlineWork::of(&m.public).unwrap();
+        assert_eq!(OnlineWork::with_square_share(&m.public, 1.0).unwrap(), full);
+        let prog = FixedProgram::structure(&m.public).unwrap();
+        let sq_bytes = |share: f64| -> u64 {
+            let w = OnlineWork::with_square_share(&m.public, share).unwrap();
+            assert_eq!(
+                (w.kept, w.macs, w.rounds),
+                (full.kept, full.macs, full.rounds)
+            );
+            w.bytes_up + w.bytes_down
+        };
+        // Quadratic layers (one rounding each).
+        let sites = (0..prog.layers.len())
+            .filter(|&i| prog.squared(i).is_some())
+            .count();
+        assert!(sites > 0);
+        let (b0, b25, b1) = (sq_bytes(0.0), sq_bytes(0.25), sq_bytes(1.0));
+        assert_eq!(b1, full.bytes_up + full.bytes_down);
+        assert!(b0 < b25 && b25 < b1, "{b0} {b25} {b1}");
+        // Linear in the share up to rounding: a quarter of the squares' excess, within one
+        // square's bytes per site.
+        let quarter = b0 as f64 + 0.25 * (b1 - b0) as f64;
+        assert!(
+            (b25 as f64 - quarter).abs() <= 40.0 * sites as f64,
+            "{b25} vs {quarter}"
+        );
+        // With listed affine channels the share changes nothing.
+        make_affine_channels(&mut m, 0).unwrap();
+        let listed = OnlineWork::of(&m.public).unwrap();
+        assert_eq!(
+            OnlineWork::with_square_share(&m.public, 0.25).unwrap(),
+            listed
+        );
+        assert!(OnlineWork::with_square_share(&m.public, 1.5).is_err());
+        assert!(OnlineWork::with_square_share(&m.public, f64::NAN).is_err());
     }
 
     #[test]

@@ -670,7 +670,7 @@ fn latency_budgets_fit_their_prediction() {
     l.search_lr = 5e-2;
     let out = snl::linearize(&l).unwrap();
     assert_eq!(out.len(), 2);
-    let prices = site_prices(&base_model.public, &cost, link).unwrap();
+    let prices = site_prices(&base_model.public, &cost, link, 1.0).unwrap();
     let dearest = prices.values().map(|p| p.per_relu_ms).fold(0.0, f64::max);
     for (o, &b) in out.iter().zip(&budgets) {
         assert_eq!(o.latency_budget_ms, Some(b));
@@ -828,4 +828,37 @@ fn latency_budget_prices_the_quadratic_model_it_exports() {
         .online_ms;
     assert_eq!(out[0].predicted_ms, Some(p));
     assert!(p <= budget, "predicted {p} ms for a budget of {budget} ms");
+
+    // With squares in a quarter of the linearized positions the search prices a quarter
+    // of them (the most the fine-tune's choice keeps): the same budget buys more ReLUs,
+    // and the exported model, priced exactly with its affine channels, still fits.
+    let mut q25 = linearize(common(&data, &t.path().join("q25"), 2000), &base, vec![], 0);
+    q25.latency_budgets = vec![budget];
+    q25.pricing = l.pricing.clone();
+    q25.replacement = Replacement::Quadratic;
+    q25.square_channels = 0.25;
+    q25.lambda = 0.5;
+    q25.search_lr = 5e-2;
+    let out25 = snl::linearize(&q25).unwrap();
+    let (m25, _) = format::load(&out25[0].path).unwrap();
+    assert!(!m25.public.affine_channels.is_empty());
+    let work25 = OnlineWork::of(&m25.public).unwrap();
+    let p25 = cost.predict(&work25, link).online_ms;
+    assert_eq!(out25[0].predicted_ms, Some(p25));
+    assert!(
+        p25 <= budget,
+        "predicted {p25} ms for a budget of {budget} ms"
+    );
+    // Its search priced at most what the model now costs: the snapshot's prediction,
+    // from the masks alone, bounds the exact one.
+    let mut bare = m25.public.clone();
+    bare.affine_channels.clear();
+    let bound = OnlineWork::with_square_share(&bare, 0.25).unwrap();
+    assert!(bound.bytes_up >= work25.bytes_up, "{bound:?} vs {work25:?}");
+    assert!(
+        out25[0].kept > out[0].kept,
+        "{} ReLUs with a quarter of the squares, {} with all",
+        out25[0].kept,
+        out[0].kept
+    );
 }

@@ -144,7 +144,8 @@ enum Cmd {
         /// initial fit, the channels whose quadratic fit gains least over an affine fit of
         /// relu compute b x + c instead (a = 0, recorded in the model's public part): the
         /// secure runtime truncates them without the square protocol, 2 bytes online per
-        /// position instead of 21.
+        /// position instead of 21. A latency budget prices this share of the linearized
+        /// positions as squares.
         #[arg(long, default_value = "100%")]
         square_channels: String,
     },

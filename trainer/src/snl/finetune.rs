@@ -266,7 +266,7 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
                 Target::Relus(_) => None,
             },
             predicted_ms: match &l.pricing {
-                Some(p) => Some(latency::predict_public(&m.public, p)?.online_ms),
+                Some(p) => Some(latency::predict_public(&m.public, p, 1.0)?.online_ms),
                 None => None,
             },
             kept: m.public.relu_kept(),
@@ -492,7 +492,7 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
         best.provenance["latency_budget_ms"] = json!(ms);
     }
     if let Some(pricing) = &l.pricing {
-        let p = latency::predict_public(&best.public, pricing)?;
+        let p = latency::predict_public(&best.public, pricing, 1.0)?;
         best.provenance["latency"] = latency::describe(&p, pricing);
         best.provenance["hyperparameters"]["penalty_weights"] = json!(run.weights);
     }

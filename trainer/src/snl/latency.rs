@@ -6,7 +6,10 @@
 //! part (kept ReLUs, MACs, rounds, bytes) priced by the fitted cost model on the link.
 //! They are for the model as the trainer exports it (the base model's fixed-point
 //! parameters); windows calibrated afterwards (`snl-model windows`) only shorten the
-//! labels, and so the transfer time.
+//! labels, and so the transfer time. The search's masks come before the fine-tune chooses
+//! a quadratic site's affine channels (`--square-channels`), so they are priced with
+//! that share of each site's linearized positions squared, the most the choice squares
+//! ([`OnlineWork::with_square_share`]); the exported model's own prediction is exact.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,28 +26,38 @@ use super::settings::Pricing;
 /// Masks by site name, one byte (0 or 1) per position.
 type Masks = BTreeMap<String, Vec<u8>>;
 
-/// The predicted online latency of `public` itself.
+/// The predicted online latency of `public` itself, with `square_share` of the
+/// linearized positions squared at quadratic sites that list no affine channels (1 for a
+/// finished model: exact).
 pub(super) fn predict_public(
     public: &PublicModel,
     pricing: &Pricing,
+    square_share: f64,
 ) -> Result<Prediction, TrainError> {
-    Ok(pricing
-        .model
-        .predict(&OnlineWork::of(public)?, pricing.link))
+    Ok(pricing.model.predict(
+        &OnlineWork::with_square_share(public, square_share)?,
+        pricing.link,
+    ))
 }
 
-/// The predicted online latency of `public` with `masks`.
+/// The predicted online latency of `public` with `masks` (squares as in
+/// [`predict_public`]).
 pub(super) fn predict(
     public: &PublicModel,
     masks: &Masks,
     pricing: &Pricing,
+    square_share: f64,
 ) -> Result<Prediction, TrainError> {
-    predict_public(&with_masks(public, masks)?, pricing)
+    predict_public(&with_masks(public, masks)?, pricing, square_share)
 }
 
 /// The predicted latency with every ReLU kept and with none kept: the range a latency
 /// budget must fall in.
-pub(super) fn range(public: &PublicModel, pricing: &Pricing) -> Result<(f64, f64), TrainError> {
+pub(super) fn range(
+    public: &PublicModel,
+    pricing: &Pricing,
+    square_share: f64,
+) -> Result<(f64, f64), TrainError> {
     let mut none = public.clone();
     for m in none.masks.values_mut() {
         *m = Mask::none_kept(m.shape);
@@ -54,8 +67,8 @@ pub(super) fn range(public: &PublicModel, pricing: &Pricing) -> Result<(f64, f64
         *m = Mask::all_kept(m.shape);
     }
     Ok((
-        predict_public(&none, pricing)?.online_ms,
-        predict_public(&all, pricing)?.online_ms,
+        predict_public(&none, pricing, square_share)?.online_ms,
+        predict_public(&all, pricing, square_share)?.online_ms,
     ))
 }
 
@@ -65,8 +78,9 @@ pub(super) fn range(public: &PublicModel, pricing: &Pricing) -> Result<(f64, f64
 pub(super) fn site_weights(
     public: &PublicModel,
     pricing: &Pricing,
+    square_share: f64,
 ) -> Result<BTreeMap<String, f64>, TrainError> {
-    let prices = site_prices(public, &pricing.model, pricing.link)?;
+    let prices = site_prices(public, &pricing.model, pricing.link, square_share)?;
     let mut raw = BTreeMap::new();
     let (mut sum, mut n) = (0.0, 0.0);
     for (site, price) in prices {
@@ -95,11 +109,11 @@ pub(super) fn kept_of(masks: &Masks) -> usize {
 /// (`at_threshold`) fits it: the top-k masks, sites empty at the threshold left empty
 /// (refilling one would cost its round back), with the largest k whose predicted
 /// latency fits (binary search: the prediction grows with k); the mask at the threshold
-/// itself if no top-k mask fits (ties).
+/// itself if no top-k mask fits (ties). Squares as in [`predict_public`].
 pub(super) fn fill(
     net: &Net,
     public: &PublicModel,
-    pricing: &Pricing,
+    (pricing, square_share): (&Pricing, f64),
     budget_ms: f64,
     at_threshold: &Masks,
 ) -> Result<(Masks, Prediction), TrainError> {
@@ -110,7 +124,7 @@ pub(super) fn fill(
         .collect();
     let fits = |k: usize| -> Result<Option<(Masks, Prediction)>, TrainError> {
         let masks = net.top_k_masks_except(k, &empty)?;
-        let p = predict(public, &masks, pricing)?;
+        let p = predict(public, &masks, pricing, square_share)?;
         Ok((p.online_ms <= budget_ms).then_some((masks, p)))
     };
     let lo = kept_of(at_threshold);
@@ -118,7 +132,7 @@ pub(super) fn fill(
         Some(b) => b,
         None => (
             at_threshold.clone(),
-            predict(public, at_threshold, pricing)?,
+            predict(public, at_threshold, pricing, square_share)?,
         ),
     };
     let available: usize = at_threshold

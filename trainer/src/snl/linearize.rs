@@ -75,7 +75,8 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
     }
     // Latencies are predicted for the models the run exports: with the requested
     // replacement at every site (a quadratic site keeps its round and costs its squares'
-    // bytes even where the mask is empty).
+    // bytes even where the mask is empty), and with --square-channels of each quadratic
+    // site's linearized positions squared (the most the fine-tune's choice squares).
     let mut priced = base.public.clone();
     if l.replacement != Replacement::Identity {
         let sites: Vec<String> = priced.masks.keys().cloned().collect();
@@ -98,7 +99,7 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                     link.rtt_ms, link.mbit
                 )));
             }
-            let (floor, now) = latency::range(&priced, pricing)?;
+            let (floor, now) = latency::range(&priced, pricing, l.square_channels)?;
             for &ms in &latencies {
                 if !(ms.is_finite() && ms > 0.0) {
                     return Err(TrainError::Invalid(format!(
@@ -127,7 +128,7 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
                 link.mbit
                     .map_or("no rate limit".to_string(), |r| format!("{r} Mbit/s"))
             );
-            latency::site_weights(&priced, pricing)?
+            latency::site_weights(&priced, pricing, l.square_channels)?
         }
         None if !latencies.is_empty() => {
             return Err(TrainError::Invalid(

@@ -77,10 +77,14 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
     let ckpt = search_dir.join("checkpoint");
     // What the penalty is weighted by, kept with the checkpoint: a search resumed under
     // other pricing would mix two penalties.
-    let pricing = l
-        .pricing
-        .as_ref()
-        .map(|p| json!({"rtt_ms": p.link.rtt_ms, "mbit": p.link.mbit, "latency_model": p.model}));
+    let pricing = l.pricing.as_ref().map(|p| {
+        let mut v = json!({"rtt_ms": p.link.rtt_ms, "mbit": p.link.mbit, "latency_model": p.model});
+        // Only where it prices fewer squares: checkpoints of before keep resuming.
+        if l.square_channels < 1.0 {
+            v["square_share"] = json!(l.square_channels);
+        }
+        v
+    });
     let mut st = match load_checkpoint(&ckpt, &mut vs, &mut opt)? {
         Some(s) => {
             if s.pricing != pricing {
@@ -188,7 +192,7 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
         });
         let mut predicted = String::new();
         if let Some(pricing) = &l.pricing {
-            let p = latency::predict(run_priced, &masks, pricing)?;
+            let p = latency::predict(run_priced, &masks, pricing, l.square_channels)?;
             line["predicted_online_ms"] = json!(p.online_ms);
             predicted = format!(", predicted online {:.2} ms", p.online_ms);
         }
@@ -274,7 +278,9 @@ fn snapshot_reached(
                 let now = match predicted {
                     Some(p) => p,
                     None => {
-                        let p = latency::predict(priced, &at_threshold, pricing)?.online_ms;
+                        let p =
+                            latency::predict(priced, &at_threshold, pricing, l.square_channels)?
+                                .online_ms;
                         predicted = Some(p);
                         p
                     }
@@ -282,9 +288,14 @@ fn snapshot_reached(
                 if now > ms {
                     continue;
                 }
-                let (masks, p) = latency::fill(net, priced, pricing, ms, &at_threshold)?;
+                let (masks, p) =
+                    latency::fill(net, priced, (pricing, l.square_channels), ms, &at_threshold)?;
                 prov["latency_budget_ms"] = json!(ms);
                 prov["prediction"] = latency::describe(&p, pricing);
+                if l.square_channels < 1.0 {
+                    // An upper bound until the fine-tune chooses the affine channels.
+                    prov["prediction"]["square_share"] = json!(l.square_channels);
+                }
                 masks
             }
         };

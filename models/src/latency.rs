@@ -259,11 +259,13 @@ pub struct SitePrice {
     pub empty_saves_ms: f64,
 }
 
-/// Per site, what a kept ReLU costs and what emptying the site saves, measured as the
-/// difference of predicted latencies: one ReLU more or less at the site (the price per
-/// ReLU is linear in the count within a layer), and the site emptied against one ReLU
-/// kept (the round). Quadratic sites without an affine-channel list are priced with
-/// `square_share` of their linearized positions squared ([`OnlineWork::with_square_share`]).
+/// Per site, what a kept ReLU costs and what emptying the site saves, measured as
+/// differences of predicted latencies: the site with every ReLU kept against one kept,
+/// per ReLU (the price is linear in the count within a layer; over the whole site, the
+/// rounding of a square share averages out), and the site emptied against one ReLU kept
+/// (the round). Quadratic sites without an affine-channel list are priced with
+/// `square_share` of their linearized positions squared
+/// ([`OnlineWork::with_square_share`]).
 pub fn site_prices(
     public: &PublicModel,
     model: &LatencyModel,
@@ -272,29 +274,32 @@ pub fn site_prices(
 ) -> Result<BTreeMap<String, SitePrice>, ModelError> {
     let mut out = BTreeMap::new();
     for s in public.graph.sites()? {
-        let mut one = public.clone();
-        let mut mask = Mask::none_kept(s.shape);
-        mask.kept[0] = 1;
-        one.masks.insert(s.name.clone(), mask.clone());
-        let mut two = one.clone();
-        if mask.kept.len() > 1 {
-            mask.kept[1] = 1;
-        }
-        two.masks.insert(s.name.clone(), mask);
-        let mut none = public.clone();
-        none.masks.insert(s.name.clone(), Mask::none_kept(s.shape));
+        let with = |mask: Mask| {
+            let mut p = public.clone();
+            p.masks.insert(s.name.clone(), mask);
+            p
+        };
+        let mut one = Mask::none_kept(s.shape);
+        one.kept[0] = 1;
+        let len = one.kept.len();
         let ms = |p: &PublicModel| -> Result<f64, ModelError> {
             Ok(model
                 .predict(&OnlineWork::with_square_share(p, square_share)?, link)
                 .online_ms)
         };
-        let (m0, m1, m2) = (ms(&none)?, ms(&one)?, ms(&two)?);
+        let m0 = ms(&with(Mask::none_kept(s.shape)))?;
+        let m1 = ms(&with(one))?;
+        let per_relu_ms = if len > 1 {
+            (ms(&with(Mask::all_kept(s.shape)))? - m1) / (len - 1) as f64
+        } else {
+            0.0
+        };
         // Emptying saves the round, minus the one ReLU's own price.
         out.insert(
             s.name,
             SitePrice {
-                per_relu_ms: m2 - m1,
-                empty_saves_ms: (m1 - m0 - (m2 - m1)).max(0.0),
+                per_relu_ms,
+                empty_saves_ms: (m1 - m0 - per_relu_ms).max(0.0),
             },
         );
     }
@@ -410,6 +415,27 @@ mod tests {
             (b25 as f64 - quarter).abs() <= 40.0 * sites as f64,
             "{b25} vs {quarter}"
         );
+        // Per site, a kept ReLU replaces a linearized position: the fewer squares there,
+        // the dearer the ReLU, and linearly in the share (averaged over the site).
+        let link = Link {
+            rtt_ms: 1.0,
+            mbit: Some(1000.0),
+        };
+        let price = |share| site_prices(&m.public, &model(), link, share).unwrap();
+        let (p0, p25, p1) = (price(0.0), price(0.25), price(1.0));
+        for (site, q) in &p25 {
+            let (a, b) = (p0[site].per_relu_ms, p1[site].per_relu_ms);
+            assert!(
+                a > q.per_relu_ms && q.per_relu_ms > b,
+                "{site}: {a} {q:?} {b}"
+            );
+            let mix = 0.75 * a + 0.25 * b;
+            // Up to the rounding of one square over the site's positions.
+            assert!(
+                (q.per_relu_ms - mix).abs() < 1e-3 * (a - b),
+                "{site}: {q:?} vs {mix}"
+            );
+        }
         // With listed affine channels the share changes nothing.
         make_affine_channels(&mut m, 0).unwrap();
         let listed = OnlineWork::of(&m.public).unwrap();

@@ -3,7 +3,7 @@
 //! server (`public.json` and `masks.safetensors`). Must never panic.
 //!
 //! First byte even: the rest is `json length (u16 LE) ‖ json ‖ masks`. Odd: a valid pair
-//! (LeNet-5's, 50 % of ReLUs kept) with the bytes after it applied as `replay::patch`
+//! (LeNet-5's, 50 % of ReLUs kept, quadratic sites with affine channels) with the bytes after it applied as `replay::patch`
 //! edits, to `json` (second bit clear) or to the masks (set); the manifest's masks hash is
 //! then set to the changed masks' hash, so that the checks behind it are reached.
 
@@ -24,7 +24,10 @@ struct Valid {
 fn valid() -> &'static Valid {
     static V: OnceLock<Valid> = OnceLock::new();
     V.get_or_init(|| {
-        let model = models::testing::random_model("lenet5", 0.5, 1).expect("model");
+        // Quadratic sites with affine channels: the edits reach their checks too.
+        let mut model = models::testing::random_model("lenet5", 0.5, 1).expect("model");
+        models::testing::make_quadratic(&mut model, 1).expect("quadratic");
+        models::testing::make_affine_channels(&mut model, 0).expect("affine channels");
         let (json, masks) = encode_public(&model.public).expect("encode");
         let sha = hex::encode(Sha256::digest(&masks));
         assert!(decode_public("valid", &json, &masks).is_ok());

@@ -16,7 +16,7 @@
 # "identity=IDENTITY_RUN quadratic=QUADRATIC_RUN") names each series and its run
 # directory, so more series can be measured in the same run, e.g. with
 # `--square-channels` models: SERIES="identity=runs/r20-snl quadratic=runs/r20-quad
-# quadratic-25=runs/r20-quad25".
+# quadratic-25=runs/r20-quad25". A series without a budget's model skips that budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ID=${1:-runs/r20-snl}
@@ -39,6 +39,10 @@ for b in $BUDGETS; do
         kind=${entry%%=*} src=${entry#*=}
         [ "$kind" != "$entry" ] && [ -n "$kind" ] || { echo "bad SERIES entry $entry (NAME=DIR)" >&2; exit 1; }
         m="$OUT/$kind-$b"
+        if [ ! -f "$m/model.json" ] && [ ! -d "$src/budget-$b" ]; then
+            echo "series $kind has no budget-$b in $src: skipped" >&2
+            continue
+        fi
         # Per-site windows from 1,000 training images (margin 2), then the fixed-point
         # accuracy on the whole test set and its window overflows.
         # --dropped-bits 14: the fused-truncation circuit for both series (models exported

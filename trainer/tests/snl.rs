@@ -715,6 +715,18 @@ fn latency_budgets_fit_their_prediction() {
         e.contains("holds a mask search with latency pricing"),
         "{e}"
     );
+    // Nor is it resumed for the quadratic replacement under the same link: its sites keep
+    // their rounds and pay for squares, so the identity-priced masks are not its own.
+    // (A ReLU budget: the search's latency budgets are below the quadratic floor, since
+    // its sites keep their rounds, and are refused before the checkpoint is read.)
+    again.pricing = Some(pricing.clone());
+    again.replacement = Replacement::Quadratic;
+    let e = snl::linearize(&again).unwrap_err().to_string();
+    assert!(
+        e.contains("holds a mask search with latency pricing")
+            && e.contains("\"replacement\":\"quadratic\""),
+        "{e}"
+    );
 
     // A budget below what the linear layers and rounds alone take, and one without a
     // cost model, are refused before any training.

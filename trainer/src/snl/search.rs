@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use models::format;
+use models::model::Replacement;
 use serde_json::json;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
@@ -82,6 +83,13 @@ pub(super) fn search(run: &mut Linearization) -> Result<(), TrainError> {
         // Only where it prices fewer squares: checkpoints of before keep resuming.
         if l.square_channels < 1.0 {
             v["square_share"] = json!(l.square_channels);
+        }
+        // A quadratic site keeps its round and pays for its squares even where its mask
+        // empties, so its ReLUs are priced otherwise than an identity site's: the masks
+        // of an identity-priced search are not a quadratic run's (and the other way).
+        // Recorded only for a replacement other than SNL's, so checkpoints of before resume.
+        if l.replacement != Replacement::Identity {
+            v["replacement"] = json!(l.replacement.name());
         }
         v
     });

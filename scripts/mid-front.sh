@@ -12,8 +12,11 @@
 #
 #   bash scripts/mid-front.sh [RUN_DIR] [OUT_DIR]      (defaults runs/mid, runs/results/mid-front)
 #
-# DATA (default ../shared/data/cifar10-q75), FT, LIMIT (private inferences per model,
-# default 200) and HE_LIMIT (default 3) may be set in the environment. The fast search
+# DATA (default ../shared/data/cifar10-q75), FT, PRE_EPOCHS (default 15), TRAIN_ARGS (more
+# snl-train arguments, e.g. "--train-limit 1000 --test-limit 500" for a quick check of the
+# script), LIMIT (private inferences per model, default 200), HE_LIMIT (default 3),
+# AB_LIMIT (images per interleaved run, default 30) and AB_ROUNDS (default 3) may be set
+# in the environment. The fast search
 # leaves the identity far from SNL's optimum: this measures the replacements at a short
 # schedule, not SNL's (docs/results.md says what that means).
 set -euo pipefail
@@ -22,13 +25,17 @@ R=${1:-runs/mid}
 OUT=${2:-runs/results/mid-front}
 DATA=${DATA:-../shared/data/cifar10-q75}
 FT=${FT:-4}
+PRE_EPOCHS=${PRE_EPOCHS:-15}
+AB_LIMIT=${AB_LIMIT:-30}
+AB_ROUNDS=${AB_ROUNDS:-3}
+read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
 cargo build --release --quiet -p trainer -p models -p pi-runtime -p bench
 T=target/release/snl-train
-S=(--lambda 1e-2 --warmup 1 --lambda-growth 2 --finetune-epochs "$FT" --threads 2 --data "$DATA")
+S=(--lambda 1e-2 --warmup 1 --lambda-growth 2 --finetune-epochs "$FT" --threads 2 --data "$DATA" "${EXTRA[@]}")
 mkdir -p "$R"
 st() { echo "$(date +%T) $* (load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$R/chain.log" >&2; }
 st start
-$T pretrain --arch resnet20 --data "$DATA" --epochs 15 --threads 2 --out "$R/pre" >>"$R/pre.log" 2>&1
+$T pretrain --arch resnet20 --data "$DATA" --epochs "$PRE_EPOCHS" --threads 2 "${EXTRA[@]}" --out "$R/pre" >>"$R/pre.log" 2>&1
 st pretrained
 $T linearize --model "$R/pre/model" --budget 5%,10% "${S[@]}" --out "$R/id" >>"$R/id.log" 2>&1
 st "identity fine-tuned"
@@ -44,8 +51,8 @@ st "quadratic (every position) fine-tuned"
 SERIES="identity=$R/id quadratic-25=$R/q25 quadratic=$R/q" LIMIT=${LIMIT:-200} \
     HE_LIMIT=${HE_LIMIT:-3} DATA="$DATA" bash scripts/quadratic-front.sh x x "$OUT" >>"$R/front.log" 2>&1
 st "front measured"
-bash scripts/ab-models.sh "$OUT/ab-5.csv" "$DATA" 30 3 \
+bash scripts/ab-models.sh "$OUT/ab-5.csv" "$DATA" "$AB_LIMIT" "$AB_ROUNDS" \
     "$OUT/identity-9420" "$OUT/quadratic-25-9420" "$OUT/quadratic-9420" >>"$R/ab5.log" 2>&1
-bash scripts/ab-models.sh "$OUT/ab-10.csv" "$DATA" 30 3 \
+bash scripts/ab-models.sh "$OUT/ab-10.csv" "$DATA" "$AB_LIMIT" "$AB_ROUNDS" \
     "$OUT/identity-18841" "$OUT/quadratic-25-18841" >>"$R/ab10.log" 2>&1
 st "interleaved latencies measured"

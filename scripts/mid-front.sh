@@ -16,9 +16,9 @@
 # snl-train arguments, e.g. "--train-limit 1000 --test-limit 500" for a quick check of the
 # script), LIMIT (private inferences per model, default 200), HE_LIMIT (default 3),
 # AB_LIMIT (images per interleaved run, default 30) and AB_ROUNDS (default 3) may be set
-# in the environment. The fast search
-# leaves the identity far from SNL's optimum: this measures the replacements at a short
-# schedule, not SNL's (docs/results.md says what that means).
+# in the environment. The fast search leaves the identity far from SNL's optimum: this
+# measures the replacements at a short schedule, not SNL's (docs/results.md says what
+# that means).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-runs/mid}

@@ -2,12 +2,17 @@
 //!
 //! ```text
 //! online_ms = a × kept ReLUs + b × linear MACs + rounds × (c + d × RTT_ms)
+//!           + e × squared positions
 //! ```
 //!
 //! `a` is the cost of one garbled ReLU online (labels, evaluation, colour bits,
 //! decoding), `b` the server's linear layers on shares per multiply-accumulate, `c` the
-//! fixed cost of a round (system calls, wake-ups, the layer's bookkeeping) and `d` how much
-//! of the added round-trip time each round pays (1 when every round waits one full RTT).
+//! fixed cost of a round (system calls, wake-ups, the layer's bookkeeping), `d` how much
+//! of the added round-trip time each round pays (1 when every round waits one full RTT)
+//! and `e` what a secure square (quadratic sites) costs beyond the exact truncation it
+//! replaces. Rows of results schema 1 and 2 do not say how many positions their model
+//! squares: [`fill_squares`] counts them from the model directory where it is still the
+//! measured one.
 //! The fit is least squares on relative error (each row weighted by 1 / its measured
 //! latency), so small and large models count alike. Terms the measurements cannot
 //! separate (e.g. `d` without any row at a non-zero RTT) are left out and said so.
@@ -22,11 +27,12 @@ use crate::error::Error;
 use crate::results::Row;
 
 /// The latency model's terms.
-pub const TERMS: [&str; 4] = [
+pub const TERMS: [&str; 5] = [
     "per kept ReLU",
     "per linear MAC",
     "per round",
     "per round per ms of RTT",
+    "per squared position",
 ];
 
 /// What a prediction needs to know about a model and a network.
@@ -40,6 +46,8 @@ pub struct Features {
     pub rounds: f64,
     /// Added round-trip time, ms.
     pub rtt_ms: f64,
+    /// Positions squared on shares.
+    pub squares: f64,
 }
 
 impl Features {
@@ -50,6 +58,7 @@ impl Features {
             macs: r.linear_macs as f64,
             rounds: r.rounds as f64,
             rtt_ms: r.rtt_ms,
+            squares: r.squares.unwrap_or(0) as f64,
         }
     }
 
@@ -61,6 +70,9 @@ impl Features {
         };
         let (public, _) = models::format::load_public(dir).map_err(merr)?;
         let macs = public.graph.macs().map_err(merr)?;
+        let squares = models::latency::OnlineWork::of(&public)
+            .map_err(merr)?
+            .squares;
         let prog = FixedProgram::structure(&public).map_err(merr)?;
         let plan = Plan::new(&prog).map_err(|source| Error::Runtime {
             context: format!("planning {}", dir.display()),
@@ -74,11 +86,18 @@ impl Features {
             macs: macs as f64,
             rounds: rounds as f64,
             rtt_ms,
+            squares: squares as f64,
         })
     }
 
-    fn vector(&self) -> [f64; 4] {
-        [self.kept, self.macs, self.rounds, self.rounds * self.rtt_ms]
+    fn vector(&self) -> [f64; 5] {
+        [
+            self.kept,
+            self.macs,
+            self.rounds,
+            self.rounds * self.rtt_ms,
+            self.squares,
+        ]
     }
 }
 
@@ -87,7 +106,7 @@ impl Features {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CostModel {
     /// Coefficients in ms per unit.
-    pub coef: [Option<f64>; 4],
+    pub coef: [Option<f64>; 5],
     /// Rows it was fitted to.
     pub rows: usize,
 }
@@ -115,6 +134,7 @@ impl CostModel {
             per_mac_ms: c(1),
             per_round_ms: c(2),
             per_round_rtt: self.coef[3].unwrap_or(1.0),
+            per_square_ms: c(4),
             fitted_rows: self.rows,
         }
     }
@@ -138,6 +158,10 @@ impl CostModel {
             (
                 1.0,
                 "x RTT per round (1 = each round waits one full round trip)",
+            ),
+            (
+                1e3,
+                "us per squared position (beyond the truncation it replaces)",
             ),
         ];
         for (i, (scale, unit)) in units.iter().enumerate() {
@@ -169,7 +193,8 @@ fn why_missing(term: usize) -> &'static str {
         0 => "no row keeps any ReLU",
         1 => "no linear layers measured, or MACs not separable from rounds",
         2 => "rounds do not vary independently of the other terms",
-        _ => "measure at a non-zero --rtt-ms too",
+        3 => "measure at a non-zero --rtt-ms too",
+        _ => "no row squares any position (quadratic sites), or too few rows",
     }
 }
 
@@ -186,12 +211,12 @@ pub fn fit(data: &[(Features, f64)]) -> Result<CostModel, Error> {
         }
     }
     // Columns that vary at all.
-    let present: Vec<usize> = (0..4)
+    let present: Vec<usize> = (0..TERMS.len())
         .filter(|&j| data.iter().any(|(f, _)| f.vector()[j] != 0.0))
         .collect();
     // The largest subset of them the data determines; among subsets of one size, the one
-    // that keeps the more important terms (kept ReLUs, then RTT, rounds, MACs).
-    let importance = |j: usize| [8u32, 1, 2, 4][j];
+    // that keeps the more important terms (kept ReLUs, then RTT, squares, rounds, MACs).
+    let importance = |j: usize| [16u32, 1, 2, 8, 4][j];
     let mut subsets: Vec<Vec<usize>> = (1u32..(1 << present.len()))
         .map(|m| {
             present
@@ -207,7 +232,7 @@ pub fn fit(data: &[(Features, f64)]) -> Result<CostModel, Error> {
     });
     for active in subsets {
         if let Some(beta) = solve_weighted(data, &active) {
-            let mut coef = [None; 4];
+            let mut coef = [None; 5];
             for (k, &j) in active.iter().enumerate() {
                 coef[j] = Some(beta[k]);
             }
@@ -272,6 +297,25 @@ fn solve_weighted(data: &[(Features, f64)], active: &[usize]) -> Option<Vec<f64>
     Some((0..n).map(|i| a[i][n] / a[i][i] / scale[i]).collect())
 }
 
+/// Counts the squared positions of rows that do not record them (results schema 1 and 2)
+/// from their model directory, where it still holds the measured model (the same
+/// `public.json` SHA-256). Returns how many rows stay without a count: they are fitted and
+/// predicted with none, which is right for models without quadratic sites.
+pub fn fill_squares(rows: &mut [Row]) -> usize {
+    let mut unknown = 0;
+    for r in rows.iter_mut().filter(|r| r.squares.is_none()) {
+        let found = models::format::load_public(Path::new(&r.model))
+            .ok()
+            .filter(|(_, hash)| *hash == r.model_sha256)
+            .and_then(|(public, _)| models::latency::OnlineWork::of(&public).ok());
+        match found {
+            Some(w) => r.squares = Some(w.squares),
+            None => unknown += 1,
+        }
+    }
+    unknown
+}
+
 /// A model path in at most 36 characters: its last 33 after `...` when longer (on
 /// character boundaries: paths need not be ASCII).
 fn short_name(model: &str) -> String {
@@ -286,12 +330,13 @@ fn short_name(model: &str) -> String {
 /// fitted without that row) beside the in-sample one.
 pub fn comparison(model: &CostModel, rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<36} {:<10} {:>8} {:>8} {:>6} {:>11} {:>11} {:>7} {:>11}\n",
+        "{:<36} {:<10} {:>8} {:>8} {:>6} {:>8} {:>11} {:>11} {:>7} {:>11}\n",
         "model",
         "network",
         "kept",
         "GMAC",
         "rounds",
+        "squares",
         "measured",
         "predicted",
         "error",
@@ -318,12 +363,13 @@ pub fn comparison(model: &CostModel, rows: &[Row]) -> String {
         let name = short_name(&r.model);
         let _ = writeln!(
             s,
-            "{:<36} {:<10} {:>8} {:>8.3} {:>6} {:>8.1} ms {:>8.1} ms {:>+6.1}% {:>11}",
+            "{:<36} {:<10} {:>8} {:>8.3} {:>6} {:>8} {:>8.1} ms {:>8.1} ms {:>+6.1}% {:>11}",
             name,
             r.network,
             r.relus_kept,
             r.linear_macs as f64 / 1e9,
             r.rounds,
+            r.squares.map_or("-".to_string(), |s| s.to_string()),
             r.online_ms_median,
             p,
             100.0 * (p - r.online_ms_median) / r.online_ms_median,
@@ -367,24 +413,31 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn synth(a: f64, b: f64, c: f64, d: f64) -> Vec<(Features, f64)> {
+    /// Synthetic measurements; `e` (per square) 0 leaves the squares out of the data.
+    fn synth(a: f64, b: f64, c: f64, d: f64, e: f64) -> Vec<(Features, f64)> {
         let mut v = vec![];
-        for (kept, macs, rounds) in [
-            (0.0, 4e7, 1.0),
-            (9_000.0, 4e7, 20.0),
-            (18_000.0, 4e7, 20.0),
-            (180_000.0, 4e7, 20.0),
-            (1_000.0, 5e5, 5.0),
-            (300.0, 5e5, 4.0),
+        for (kept, macs, rounds, squares) in [
+            (0.0, 4e7, 1.0, 0.0),
+            (9_000.0, 4e7, 20.0, 0.0),
+            (18_000.0, 4e7, 20.0, 0.0),
+            (180_000.0, 4e7, 20.0, 0.0),
+            (1_000.0, 5e5, 5.0, 0.0),
+            (300.0, 5e5, 4.0, 0.0),
+            (9_000.0, 4e7, 20.0, 170_000.0),
+            (18_000.0, 4e7, 20.0, 40_000.0),
         ] {
+            if e == 0.0 && squares > 0.0 {
+                continue;
+            }
             for rtt in [0.0, 1.0, 10.0] {
                 let f = Features {
                     kept,
                     macs,
                     rounds,
                     rtt_ms: rtt,
+                    squares,
                 };
-                let t = a * kept + b * macs + rounds * (c + d * rtt);
+                let t = a * kept + b * macs + rounds * (c + d * rtt) + e * squares;
                 v.push((f, t));
             }
         }
@@ -393,9 +446,9 @@ mod tests {
 
     #[test]
     fn recovers_known_coefficients() {
-        let (a, b, c, d) = (2.7e-3, 8e-7, 0.4, 1.05);
-        let m = fit(&synth(a, b, c, d)).unwrap();
-        for (got, want) in m.coef.iter().zip([a, b, c, d]) {
+        let (a, b, c, d, e) = (2.7e-3, 8e-7, 0.4, 1.05, 1.6e-4);
+        let m = fit(&synth(a, b, c, d, e)).unwrap();
+        for (got, want) in m.coef.iter().zip([a, b, c, d, e]) {
             let got = got.unwrap();
             assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
         }
@@ -404,15 +457,22 @@ mod tests {
             macs: 1e8,
             rounds: 10.0,
             rtt_ms: 2.0,
+            squares: 1e5,
         };
-        let want = a * 5e4 + b * 1e8 + 10.0 * (c + 2.0 * d);
+        let want = a * 5e4 + b * 1e8 + 10.0 * (c + 2.0 * d) + e * 1e5;
         assert!((m.predict(&f) - want).abs() < 1e-6 * want);
+        assert_eq!(m.latency_model().per_square_ms, m.coef[4].unwrap());
+        // Without squared positions in the data the term is left out, and saved as 0.
+        let m = fit(&synth(a, b, c, d, 0.0)).unwrap();
+        assert!(m.coef[4].is_none());
+        assert!(m.describe().contains("no row squares any position"));
+        assert_eq!(m.latency_model().per_square_ms, 0.0);
     }
 
     #[test]
     fn leaves_out_what_the_data_cannot_tell() {
         // Loopback only: the RTT term is undetermined, the others still fit.
-        let data: Vec<_> = synth(2.7e-3, 8e-7, 0.4, 1.0)
+        let data: Vec<_> = synth(2.7e-3, 8e-7, 0.4, 1.0, 0.0)
             .into_iter()
             .filter(|(f, _)| f.rtt_ms == 0.0)
             .collect();
@@ -457,11 +517,45 @@ mod tests {
         // A fit without an RTT term (loopback rows only) saves one round trip per round;
         // other undetermined terms save as 0.
         let loopback = CostModel {
-            coef: [Some(0.003), None, Some(0.2), None],
+            coef: [Some(0.003), None, Some(0.2), None, None],
             rows: 3,
         };
         let lm = loopback.latency_model();
         assert_eq!((lm.per_round_rtt, lm.per_mac_ms), (1.0, 0.0));
         assert_eq!(m.latency_model().per_round_rtt, m.coef[3].unwrap());
+    }
+
+    /// Old rows get their squares from the model directory only while it holds the
+    /// measured model.
+    #[test]
+    fn squares_of_old_rows_come_from_their_model() {
+        use models::testing::{make_quadratic, random_model};
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = random_model("lenet5", 0.2, 1).unwrap();
+        make_quadratic(&mut m, 1).unwrap();
+        let at = dir.path().join("q");
+        models::format::save(&m, &at, false).unwrap();
+        let (_, hash) = models::format::load_public(&at).unwrap();
+        let want = models::latency::OnlineWork::of(&m.public).unwrap().squares;
+        assert!(want > 0);
+        let row = |model: &Path, sha: &str| {
+            let mut r = crate::results::tests::sample(10, "loopback", 5.0);
+            (r.schema_version, r.squares) = (2, None);
+            r.model = model.display().to_string();
+            r.model_sha256 = sha.to_string();
+            r
+        };
+        let mut rows = vec![
+            row(&at, &hash),
+            row(&at, "00"),
+            row(&dir.path().join("gone"), &hash),
+        ];
+        assert_eq!(fill_squares(&mut rows), 2);
+        assert_eq!(
+            rows.iter().map(|r| r.squares).collect::<Vec<_>>(),
+            [Some(want), None, None]
+        );
+        assert_eq!(Features::of_row(&rows[0]).squares, want as f64);
+        assert_eq!(Features::of_row(&rows[1]).squares, 0.0);
     }
 }

@@ -2,20 +2,23 @@
 //! method, network and transport), as CSV or JSON by the file's extension.
 //!
 //! CSV: a header line naming exactly [`COLUMNS`] in that order, then one line per row.
-//! JSON: `{"schema": "snl-bench-results", "schema_version": 2, "rows": [...]}` with one
+//! JSON: `{"schema": "snl-bench-results", "schema_version": 3, "rows": [...]}` with one
 //! object per row, keys as the CSV columns. Every row also carries `schema_version`, so
 //! a CSV row copied elsewhere still says what it is. Reading checks the header (or keys)
 //! and the version and names the file, line and column of anything wrong.
 //!
-//! Versions. 2 (written now) adds the fixed-point accuracy on the full test split
-//! (`fixed_accuracy_full` over `full_images` images) and the size and per-image agreement
-//! of the secure measurement (`secure_images`, `secure_agreement`). Version 1 files (the
-//! columns [`COLUMNS_V1`]) are still read: their rows keep `schema_version` 1,
-//! `secure_images` is their `images` (what their secure accuracy was measured on), and the
-//! values version 1 never measured (`fixed_accuracy_full`, `full_images`,
-//! `secure_agreement`) are `None`. Nothing writes version 1 rows, and a file holds one
-//! version: [`encode`] refuses to mix them, and a sweep refuses to append to a version 1
-//! file.
+//! Versions. 3 (written now) adds the positions squared online (`squares`, quadratic
+//! sites), which the latency model prices. 2 added the fixed-point accuracy on the full
+//! test split (`fixed_accuracy_full` over `full_images` images) and the size and
+//! per-image agreement of the secure measurement (`secure_images`, `secure_agreement`).
+//! Older files are still read, and their rows keep their `schema_version`: version 2 files
+//! (the columns [`COLUMNS_V2`]) have `squares` `None` (`snl-bench model-cost` counts them
+//! from the model directory when it is still there); version 1 files (the columns
+//! [`COLUMNS_V1`]) have `secure_images` their `images` (what their secure accuracy was
+//! measured on), and the values version 1 never measured (`fixed_accuracy_full`,
+//! `full_images`, `secure_agreement`, `squares`) `None`. Nothing writes old rows, and a
+//! file holds one version: [`encode`] refuses to mix them, and a sweep refuses to append
+//! to an older file.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +28,7 @@ use crate::error::Error;
 
 /// Version of the row layout written now; bump it when a column is added, removed or
 /// changes meaning.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The oldest version still read (see the module documentation).
 pub const OLDEST_READ: u32 = 1;
@@ -81,6 +84,10 @@ pub struct Row {
     pub linear_macs: u64,
     /// Online rounds per inference.
     pub rounds: u64,
+    /// Positions squared on shares per inference (quadratic sites' linearized positions
+    /// outside their affine channels). `None` only in rows of versions 1 and 2.
+    #[serde(default)]
+    pub squares: Option<u64>,
     /// Plaintext accuracy of the f32 executor on the sampled images.
     pub f32_accuracy: f64,
     /// Plaintext accuracy of the fixed-point executor on the sampled images.
@@ -131,7 +138,7 @@ pub struct Row {
 }
 
 /// The CSV columns, in order (the fields of [`Row`]).
-pub const COLUMNS: [&str; 35] = [
+pub const COLUMNS: [&str; 36] = [
     "schema_version",
     "series",
     "model",
@@ -148,6 +155,7 @@ pub const COLUMNS: [&str; 35] = [
     "relus_kept",
     "linear_macs",
     "rounds",
+    "squares",
     "f32_accuracy",
     "fixed_accuracy",
     "secure_accuracy",
@@ -182,10 +190,22 @@ const ADDED_IN_V2: [&str; 4] = [
     "full_images",
 ];
 
-/// The columns of schema version 1, in order: [`COLUMNS`] without `secure_images`,
+/// The column schema version 3 added to version 2.
+const ADDED_IN_V3: [&str; 1] = ["squares"];
+
+/// The columns of schema version 2, in order: [`COLUMNS`] without `squares`.
+pub static COLUMNS_V2: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !ADDED_IN_V3.contains(c))
+        .collect()
+});
+
+/// The columns of schema version 1, in order: [`COLUMNS_V2`] without `secure_images`,
 /// `secure_agreement`, `fixed_accuracy_full` and `full_images`.
 pub static COLUMNS_V1: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-    COLUMNS
+    COLUMNS_V2
         .iter()
         .copied()
         .filter(|c| !ADDED_IN_V2.contains(c))
@@ -196,6 +216,7 @@ pub static COLUMNS_V1: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyL
 fn columns_of(version: u32) -> Option<&'static [&'static str]> {
     match version {
         1 => Some(COLUMNS_V1.as_slice()),
+        2 => Some(COLUMNS_V2.as_slice()),
         SCHEMA_VERSION => Some(&COLUMNS),
         _ => None,
     }
@@ -277,8 +298,8 @@ struct JsonDocIn {
 }
 
 /// Encodes rows in the given format. Every row must be of the current [`SCHEMA_VERSION`]:
-/// a file holds one version, and version 1 rows (read from an old file) cannot be written
-/// as version 2 ones, which they lack the measurements of.
+/// a file holds one version, and older rows (read from an old file) cannot be written as
+/// current ones, which they lack the measurements of.
 pub fn encode(rows: &[Row], format: Format) -> Result<Vec<u8>, Error> {
     if let Some((i, r)) = rows
         .iter()
@@ -321,8 +342,8 @@ pub fn encode(rows: &[Row], format: Format) -> Result<Vec<u8>, Error> {
     }
 }
 
-/// Decodes rows of schema version 2, or of version 1 (see the module documentation for
-/// what their rows hold); `path` only names the source in errors.
+/// Decodes rows of schema version 3, or of versions 2 and 1 (see the module documentation
+/// for what their rows hold); `path` only names the source in errors.
 pub fn decode(bytes: &[u8], format: Format, path: &Path) -> Result<Vec<Row>, Error> {
     let bad = |msg: String| Error::Format {
         path: path.to_path_buf(),
@@ -365,10 +386,13 @@ pub fn decode(bytes: &[u8], format: Format, path: &Path) -> Result<Vec<Row>, Err
                 .iter()
                 .map(str::to_string)
                 .collect();
-            // Only version 1's columns: checked against version 1 (an old file); anything
-            // else against the current version.
-            let version = if header.iter().all(|h| COLUMNS_V1.contains(&h.as_str())) {
+            // Only version 1's columns: checked against version 1 (an old file); only
+            // version 2's, against version 2; anything else against the current version.
+            let within = |cols: &[&str]| header.iter().all(|h| cols.contains(&h.as_str()));
+            let version = if within(&COLUMNS_V1) {
                 1
+            } else if within(&COLUMNS_V2) {
+                2
             } else {
                 SCHEMA_VERSION
             };
@@ -401,15 +425,16 @@ pub fn decode(bytes: &[u8], format: Format, path: &Path) -> Result<Vec<Row>, Err
         if version == 1 {
             row.secure_images = row.images;
         } else {
-            complete(row).map_err(|m| bad(format!("{what}: {m}")))?;
+            complete(row, version).map_err(|m| bad(format!("{what}: {m}")))?;
         }
     }
     Ok(rows)
 }
 
-/// A version 2 row carries every measurement.
-fn complete(row: &Row) -> Result<(), String> {
+/// A row of version 2 or later carries every measurement of its version.
+fn complete(row: &Row, version: u32) -> Result<(), String> {
     let missing: Vec<&str> = [
+        ("squares", version >= 3 && row.squares.is_none()),
         ("secure_agreement", row.secure_agreement.is_none()),
         ("fixed_accuracy_full", row.fixed_accuracy_full.is_none()),
         ("full_images", row.full_images.is_none()),
@@ -419,7 +444,7 @@ fn complete(row: &Row) -> Result<(), String> {
     .collect();
     if !missing.is_empty() {
         return Err(format!(
-            "{} empty; schema version {SCHEMA_VERSION} rows carry them",
+            "{} empty; schema version {version} rows carry them",
             missing.join(", ")
         ));
     }

@@ -121,6 +121,8 @@ struct Candidate {
     dir: PathBuf,
     public: PublicModel,
     hash: String,
+    /// Positions squared online per inference (from the lowering's structure).
+    squares: u64,
 }
 
 /// Runs the sweep. Every input is checked before the first measurement: the results file
@@ -151,13 +153,18 @@ pub fn run(opts: &SweepOptions) -> Result<SweepSummary, Error> {
     results::Format::of(&opts.out)?;
     if let Some(old) = rows.iter().find(|r| r.schema_version != SCHEMA_VERSION) {
         return Err(Error::Config(format!(
-            "{} holds rows of results schema version {} (accuracy on the sampled images \
-             only, no full-test accuracy or per-image agreement); this sweep writes version \
+            "{} holds rows of results schema version {} ({}); this sweep writes version \
              {SCHEMA_VERSION} rows and does not mix versions in one file. Give a new --out \
-             file: `snl-bench table` and `plot` read several files (`plot` draws old rows \
-             only with --accuracy secure).",
+             file: `snl-bench table`, `plot` and `model-cost` read several files.",
             opts.out.display(),
-            old.schema_version
+            old.schema_version,
+            if old.schema_version == 1 {
+                "accuracy on the sampled images only, no full-test accuracy or per-image \
+                 agreement, no count of squared positions; `plot` draws them only with \
+                 --accuracy secure"
+            } else {
+                "no count of squared positions"
+            }
         )));
     }
     let kind = DatasetKind::detect(&opts.data)
@@ -178,10 +185,17 @@ pub fn run(opts: &SweepOptions) -> Result<SweepSummary, Error> {
                 kind.shape()
             )));
         }
+        let squares = models::latency::OnlineWork::of(&public)
+            .map_err(|e| Error::Model {
+                context: format!("model {}", dir.display()),
+                source: e,
+            })?
+            .squares;
         candidates.push(Candidate {
             dir: dir.clone(),
             public,
             hash,
+            squares,
         });
     }
     // Enough of the test split for both the sample and the full-test run.
@@ -519,6 +533,7 @@ fn row_of(
         relus_kept: r0.relus_kept,
         linear_macs: macs,
         rounds: i0.online.rounds,
+        squares: Some(c.squares),
         f32_accuracy: plain.f32_sample,
         fixed_accuracy: accuracy_on(&plain.fixed, ds, sizes.sample),
         secure_accuracy: correct as f64 / labelled.max(1) as f64,

@@ -129,6 +129,11 @@ fn sweep_records_rows_and_resumes_without_redoing_points() {
         assert_eq!(r.method, "insecure-dealer");
         assert_eq!((r.images, r.repeats, r.tls), (IMAGES, 1, false));
         assert_eq!(r.linear_macs, public.graph.macs().unwrap());
+        // The squared positions the latency model prices (none here: identity sites).
+        assert_eq!(
+            r.squares,
+            Some(models::latency::OnlineWork::of(&public).unwrap().squares)
+        );
         // Online bytes are exactly the protocol's formula (docs/runtime.md, "Costs").
         let plan = pi_runtime::engine::Plan::new(
             &models::fixed::FixedProgram::structure(&public).unwrap(),

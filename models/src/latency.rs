@@ -1,15 +1,19 @@
 //! Online latency of private inference predicted from a model's public part: the work the
 //! two-party protocol does online ([`OnlineWork`]: kept ReLUs, linear multiply-accumulates,
-//! rounds, bytes each way) priced by a fitted [`LatencyModel`] on a given [`Link`].
+//! rounds, squared positions, bytes each way) priced by a fitted [`LatencyModel`] on a
+//! given [`Link`].
 //!
 //! ```text
 //! online_ms = a × kept ReLUs + b × linear MACs + rounds × (c + d × RTT_ms)
-//!           + 8 × (bytes up + bytes down) / link rate
+//!           + e × squared positions + 8 × (bytes up + bytes down) / link rate
 //! ```
 //!
-//! `a`..`d` are what `snl-bench model-cost` fits to measured rows (it writes them with
+//! `a`..`e` are what `snl-bench model-cost` fits to measured rows (it writes them with
 //! `--save`, schema [`LATENCY_SCHEMA`]); the byte term is the transfer time at the link's
-//! rate, which loopback measurements cannot see. The work comes from the lowering alone
+//! rate, which loopback measurements cannot see. `e` is the work of a secure square
+//! beyond the exact truncation it replaces (docs/protocols.md §5.2): without it, models
+//! that square every linearized position are predicted about 17% fast on loopback. Models
+//! saved in schema [`LATENCY_SCHEMA_V1`] (no `e`) are still read, with `e` = 0. The work comes from the lowering alone
 //! ([`FixedProgram::structure`]), with the byte formulas of `docs/runtime.md` ("Costs");
 //! `pi-runtime`'s tests check them against its plan. [`site_prices`] gives what one kept
 //! ReLU of each site costs and what emptying a site saves, for a training penalty that
@@ -23,14 +27,24 @@ use crate::error::ModelError;
 use crate::fixed::{Activation, FixedProgram};
 use crate::model::{Mask, PublicModel};
 
-/// Schema of a saved [`LatencyModel`].
-pub const LATENCY_SCHEMA: &str = "snl-latency-model/1";
+/// Schema of a saved [`LatencyModel`], as written now (with the square term).
+pub const LATENCY_SCHEMA: &str = "snl-latency-model/2";
+
+/// The schema before the square term: still read, as a model whose squares cost nothing
+/// beyond the truncation they replace (`per_square_ms` 0, which it must not set).
+pub const LATENCY_SCHEMA_V1: &str = "snl-latency-model/1";
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
 
 /// Coefficients of the latency model, ms per unit (see the module documentation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyModel {
-    /// Always [`LATENCY_SCHEMA`].
+    /// [`LATENCY_SCHEMA`], or [`LATENCY_SCHEMA_V1`] for a model read from an old file
+    /// (kept as read, so that the latency pricing recorded in a mask search's checkpoint
+    /// stays the same and the search resumes).
     pub schema: String,
     /// `a`: ms per kept ReLU (labels, evaluation, colour bits, decoding).
     pub per_kept_relu_ms: f64,
@@ -40,6 +54,10 @@ pub struct LatencyModel {
     pub per_round_ms: f64,
     /// `d`: the fraction of the added round-trip time each round pays.
     pub per_round_rtt: f64,
+    /// `e`: ms per squared position (a quadratic site's secure square) beyond the exact
+    /// truncation it replaces. Absent in schema 1 files and when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub per_square_ms: f64,
     /// Measured rows the coefficients were fitted to.
     pub fitted_rows: usize,
 }
@@ -63,6 +81,9 @@ pub struct OnlineWork {
     /// Online rounds (input and logits, plus one per layer with kept, truncated or
     /// squared positions).
     pub rounds: usize,
+    /// Positions squared on shares (quadratic sites' linearized positions outside their
+    /// affine channels).
+    pub squares: u64,
     /// Bytes client to server.
     pub bytes_up: u64,
     /// Bytes server to client.
@@ -100,6 +121,7 @@ impl OnlineWork {
             kept: 0,
             macs: public.graph.macs()?,
             rounds: 1,
+            squares: 0,
             bytes_up: 8 * n_in,
             bytes_down: 0,
         };
@@ -148,6 +170,7 @@ impl OnlineWork {
             } else {
                 (share * rest as f64).round() as u64
             };
+            w.squares += squared;
             if squared > 0 {
                 let t2 = shift + p.frac_bits - p.square_frac_bits;
                 w.bytes_down += squared.div_ceil(8) + squared * width(l);
@@ -180,6 +203,8 @@ pub struct Prediction {
     pub linear_ms: f64,
     /// Rounds' share (fixed cost and round-trip time).
     pub rounds_ms: f64,
+    /// Squared positions' share.
+    pub squares_ms: f64,
     /// Transfer time at the link's rate (0 without one).
     pub transfer_ms: f64,
 }
@@ -187,9 +212,17 @@ pub struct Prediction {
 impl LatencyModel {
     /// Checks the schema and that every coefficient is finite and not negative.
     pub fn validate(&self) -> Result<(), ModelError> {
-        if self.schema != LATENCY_SCHEMA {
+        if self.schema == LATENCY_SCHEMA_V1 {
+            if self.per_square_ms != 0.0 {
+                return Err(ModelError::InvalidArgument(format!(
+                    "latency model schema {LATENCY_SCHEMA_V1:?} has no per_square_ms \
+                     (that is {LATENCY_SCHEMA:?})"
+                )));
+            }
+        } else if self.schema != LATENCY_SCHEMA {
             return Err(ModelError::InvalidArgument(format!(
-                "latency model schema {:?}, expected {LATENCY_SCHEMA:?}",
+                "latency model schema {:?}, expected {LATENCY_SCHEMA:?} (or the older \
+                 {LATENCY_SCHEMA_V1:?})",
                 self.schema
             )));
         }
@@ -198,6 +231,7 @@ impl LatencyModel {
             ("per_mac_ms", self.per_mac_ms),
             ("per_round_ms", self.per_round_ms),
             ("per_round_rtt", self.per_round_rtt),
+            ("per_square_ms", self.per_square_ms),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(ModelError::InvalidArgument(format!(
@@ -234,14 +268,16 @@ impl LatencyModel {
         let relus_ms = self.per_kept_relu_ms * work.kept as f64;
         let linear_ms = self.per_mac_ms * work.macs as f64;
         let rounds_ms = work.rounds as f64 * (self.per_round_ms + self.per_round_rtt * link.rtt_ms);
+        let squares_ms = self.per_square_ms * work.squares as f64;
         let transfer_ms = link.mbit.map_or(0.0, |r| {
             8.0 * (work.bytes_up + work.bytes_down) as f64 / (r * 1e3)
         });
         Prediction {
-            online_ms: relus_ms + linear_ms + rounds_ms + transfer_ms,
+            online_ms: relus_ms + linear_ms + rounds_ms + squares_ms + transfer_ms,
             relus_ms,
             linear_ms,
             rounds_ms,
+            squares_ms,
             transfer_ms,
         }
     }
@@ -320,6 +356,7 @@ mod tests {
             per_mac_ms: 1e-8,
             per_round_ms: 0.2,
             per_round_rtt: 1.0,
+            per_square_ms: 0.0,
             fitted_rows: 4,
         }
     }
@@ -341,6 +378,47 @@ mod tests {
         assert!((p.rounds_ms - w.rounds as f64 * 10.2).abs() < 1e-9);
         let sum = p.relus_ms + p.linear_ms + p.rounds_ms + p.transfer_ms;
         assert!((p.online_ms - sum).abs() < 1e-9);
+        assert_eq!((w.squares, p.squares_ms), (0, 0.0), "no quadratic site");
+    }
+
+    /// The square term prices each squared position, and only those.
+    #[test]
+    fn squares_are_counted_and_priced() {
+        use crate::testing::make_quadratic;
+        let mut m = random_model("resnet20", 0.1, 3).unwrap();
+        let plain = OnlineWork::of(&m.public).unwrap();
+        make_quadratic(&mut m, 1).unwrap();
+        let w = OnlineWork::of(&m.public).unwrap();
+        let prog = FixedProgram::structure(&m.public).unwrap();
+        let want: usize = (0..prog.layers.len())
+            .filter_map(|i| prog.squared(i))
+            .map(|s| s.iter().filter(|&&s| s).count())
+            .sum();
+        assert!(want > 0);
+        assert_eq!(w.squares, want as u64);
+        assert_eq!((w.kept, w.rounds), (plain.kept, plain.rounds));
+        let link = Link {
+            rtt_ms: 0.0,
+            mbit: None,
+        };
+        let priced = LatencyModel {
+            per_square_ms: 2e-4,
+            ..model()
+        };
+        let (a, b) = (model().predict(&w, link), priced.predict(&w, link));
+        assert!((b.squares_ms - 2e-4 * want as f64).abs() < 1e-9);
+        assert!((b.online_ms - a.online_ms - b.squares_ms).abs() < 1e-9);
+        assert_eq!(
+            priced.predict(&plain, link).online_ms,
+            model().predict(&plain, link).online_ms
+        );
+        // Per site, a kept ReLU now also saves a square's work.
+        let p = |lm: &LatencyModel| site_prices(&m.public, lm, link, 1.0).unwrap();
+        let (pa, pb) = (p(&model()), p(&priced));
+        for (site, q) in &pb {
+            let d = pa[site].per_relu_ms - q.per_relu_ms;
+            assert!((-1e-12..=2e-4 + 1e-12).contains(&d), "{site}: {d}");
+        }
     }
 
     /// A kept ReLU's price includes its labels at the link's rate; emptying ResNet-20's
@@ -471,5 +549,49 @@ mod tests {
         })
         .unwrap();
         assert!(LatencyModel::from_json(&negative).is_err());
+        // Written now: schema 2, the square term present only when not 0.
+        let sq = LatencyModel {
+            per_square_ms: 1.5e-4,
+            ..model()
+        };
+        let text = String::from_utf8(serde_json::to_vec(&sq).unwrap()).unwrap();
+        assert!(text.contains("\"per_square_ms\":0.00015"), "{text}");
+        assert_eq!(LatencyModel::from_json(text.as_bytes()).unwrap(), sq);
+        assert!(
+            !std::str::from_utf8(&serde_json::to_vec(&model()).unwrap())
+                .unwrap()
+                .contains("per_square_ms")
+        );
+    }
+
+    /// A model saved before the square term (schema 1, as `snl-bench model-cost --save`
+    /// wrote it) reads with the term 0 and keeps its schema, so it serializes as it was
+    /// read (a priced search's checkpoint records it); schema 1 with a square term is
+    /// malformed.
+    #[test]
+    fn schema_1_models_are_still_read() {
+        let v1 = r#"{
+  "schema": "snl-latency-model/1",
+  "per_kept_relu_ms": 0.0027,
+  "per_mac_ms": 1.2e-9,
+  "per_round_ms": 0.31,
+  "per_round_rtt": 1.0,
+  "fitted_rows": 6
+}"#;
+        let m = LatencyModel::from_json(v1.as_bytes()).unwrap();
+        assert_eq!(
+            (m.schema.as_str(), m.per_square_ms),
+            (LATENCY_SCHEMA_V1, 0.0)
+        );
+        let back: serde_json::Value = serde_json::to_value(&m).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(v1).unwrap();
+        assert_eq!(back, orig);
+        let bad = v1.replacen(
+            "\"fitted_rows\"",
+            "\"per_square_ms\": 0.001, \"fitted_rows\"",
+            1,
+        );
+        let e = LatencyModel::from_json(bad.as_bytes()).unwrap_err();
+        assert!(e.contains("has no per_square_ms"), "{e}");
     }
 }

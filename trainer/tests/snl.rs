@@ -610,6 +610,7 @@ fn cost_model(per_kept_relu_ms: f64, per_round_ms: f64) -> models::latency::Late
         per_mac_ms: 1e-7,
         per_round_ms,
         per_round_rtt: 1.0,
+        per_square_ms: 0.0,
         fitted_rows: 0,
     }
 }

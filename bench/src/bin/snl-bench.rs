@@ -29,8 +29,8 @@ use pi_runtime::net::{ClientTls, parse_pin};
 /// sweep resumes where it stopped. Tables and plots show the full-test accuracy with the
 /// secure sample's size and per-image agreement beside it. `plot` draws the
 /// Pareto fronts as SVG, `model-cost` fits a latency model (per kept ReLU, per linear MAC,
-/// per round at a given RTT) and prints predicted vs measured, `table` prints a results
-/// file. See docs/results.md.
+/// per round at a given RTT, per squared position) and prints predicted vs measured,
+/// `table` prints a results file. See docs/results.md.
 #[derive(Parser, Debug)]
 #[command(name = "snl-bench", version)]
 struct Cli {
@@ -133,8 +133,8 @@ struct PlotArgs {
     #[arg(long)]
     network: Vec<String>,
     /// Which accuracy the y axes show: `full`, the fixed-point executor's on the full test
-    /// set (needs rows of results schema 2), or `secure`, private inference's on the sampled
-    /// images.
+    /// set (needs rows of results schema 2 or later), or `secure`, private inference's on
+    /// the sampled images.
     #[arg(long, value_enum, default_value_t = AccuracyArg::Full)]
     accuracy: AccuracyArg,
     /// Figure title.
@@ -169,7 +169,7 @@ struct CostArgs {
     #[arg(long, requires = "held_out")]
     max_error: Option<f64>,
     /// Save the fitted coefficients as a latency model (JSON, schema
-    /// `snl-latency-model/1`) for `snl-train linearize --latency-budget`; terms the
+    /// `snl-latency-model/2`) for `snl-train linearize --latency-budget`; terms the
     /// measurements did not determine are saved as 0, except the RTT term: 1 (each round
     /// waits one round trip).
     #[arg(long)]
@@ -308,7 +308,15 @@ fn cmd_plot(a: PlotArgs) -> Result<()> {
 }
 
 fn cmd_cost(a: CostArgs) -> Result<()> {
-    let rows = read_all(&a.results)?;
+    let mut rows = read_all(&a.results)?;
+    let unknown = cost::fill_squares(&mut rows);
+    if unknown > 0 {
+        eprintln!(
+            "note: {unknown} rows (results schema before 3) do not record their squared \
+             positions and their model directory no longer holds the measured model: \
+             counted with none (right for models without quadratic sites)"
+        );
+    }
     let m = CostModel::fit(&rows)?;
     print!("{}", m.describe());
     if let Some(path) = &a.save {
@@ -329,7 +337,8 @@ fn cmd_cost(a: CostArgs) -> Result<()> {
     println!();
     print!("{}", cost::comparison(&m, &rows));
     if !a.held_out.is_empty() {
-        let held = read_all(&a.held_out)?;
+        let mut held = read_all(&a.held_out)?;
+        cost::fill_squares(&mut held);
         let (table, worst) = cost::held_out(&m, &held);
         println!();
         print!("{table}");
@@ -352,11 +361,12 @@ fn cmd_cost(a: CostArgs) -> Result<()> {
         for d in &a.predict {
             let f = Features::of_model(d, a.rtt_ms)?;
             println!(
-                "  {}: {:.0} kept ReLUs, {:.3} GMAC, {:.0} rounds -> {:.1} ms",
+                "  {}: {:.0} kept ReLUs, {:.3} GMAC, {:.0} rounds, {:.0} squares -> {:.1} ms",
                 d.display(),
                 f.kept,
                 f.macs / 1e9,
                 f.rounds,
+                f.squares,
                 m.predict(&f)
             );
         }

@@ -22,6 +22,7 @@ pub(crate) fn sample(kept: usize, network: &str, latency_ms: f64) -> Row {
         relus_kept: kept,
         linear_macs: 40_551_424,
         rounds: 20,
+        squares: Some(kept as u64 / 2),
         f32_accuracy: 0.78,
         fixed_accuracy: 0.775,
         secure_accuracy: 0.77 + kept as f64 * 1e-7,
@@ -101,13 +102,14 @@ fn malformed_files_are_clear_errors() {
         ),
         (good.replace(",200,3,", ",many,3,"), "row 1 (line 2)"),
         (
-            good.replacen("\n2,", "\n3,", 1),
-            "schema version 3; this snl-bench reads versions 1 to 2",
+            good.replacen("\n3,", "\n4,", 1),
+            "schema version 4; this snl-bench reads versions 1 to 3",
         ),
         (
-            good.replacen("\n2,", "\n1,", 1),
-            "row 1 has schema version 1, the file's header is version 2",
+            good.replacen("\n3,", "\n1,", 1),
+            "row 1 has schema version 1, the file's header is version 3",
         ),
+        (good.replace(",20,2,", ",20,,"), "row 1: squares empty"),
         (
             good.replace(",0.995,", ",,"),
             "row 1: secure_agreement empty",
@@ -190,6 +192,7 @@ fn version_1_files_are_read_with_what_they_measured() {
             (None, None, None)
         );
     }
+    assert!(rows.iter().all(|r| r.squares.is_none()));
     // A version 1 row never matches a point measured now.
     let mut now = rows[0].clone();
     now.schema_version = SCHEMA_VERSION;
@@ -202,6 +205,7 @@ fn version_1_files_are_read_with_what_they_measured() {
             let mut v = serde_json::to_value(r).unwrap();
             let o = v.as_object_mut().unwrap();
             for k in [
+                "squares",
                 "secure_images",
                 "secure_agreement",
                 "fixed_accuracy_full",
@@ -239,6 +243,77 @@ fn version_1_files_are_read_with_what_they_measured() {
         let e = encode(&mixed, f).unwrap_err().to_string();
         assert!(e.contains("row 2 (runs/r20/model, rtt-10ms)"), "{e}");
     }
+}
+
+/// A version 2 file (no `squares` column, as snl-bench wrote it until 2026-12-03) reads
+/// with `squares` unknown; a version 2 document or header with the column is malformed.
+#[test]
+fn version_2_files_are_read_without_squares() {
+    let now = vec![sample(9338, "loopback", 44.25), sample(50, "rtt-10ms", 9.5)];
+    let mut v2 = now.clone();
+    for r in &mut v2 {
+        r.schema_version = 2;
+        r.squares = None;
+    }
+    // The CSV as version 2 wrote it: the current one without the column.
+    let csv = String::from_utf8(encode(&now, Format::Csv).unwrap()).unwrap();
+    let at = COLUMNS.iter().position(|&c| c == "squares").unwrap();
+    let old: String = csv
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let mut rec = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(line.as_bytes());
+            let mut f: Vec<String> = rec
+                .records()
+                .next()
+                .unwrap()
+                .unwrap()
+                .iter()
+                .map(str::to_string)
+                .collect();
+            f.remove(at);
+            if i > 0 {
+                f[0] = "2".into();
+            }
+            let mut w = csv::Writer::from_writer(vec![]);
+            w.write_record(&f).unwrap();
+            String::from_utf8(w.into_inner().unwrap()).unwrap()
+        })
+        .collect();
+    assert!(old.starts_with(&COLUMNS_V2.join(",")));
+    let back = decode(old.as_bytes(), Format::Csv, Path::new("v2.csv")).unwrap();
+    assert_eq!(back, v2);
+    // As JSON.
+    let objs: Vec<serde_json::Value> = v2
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap();
+            v.as_object_mut().unwrap().remove("squares").unwrap();
+            v
+        })
+        .collect();
+    let doc = serde_json::json!({"schema": JSON_SCHEMA, "schema_version": 2, "rows": objs});
+    let back = decode(
+        doc.to_string().as_bytes(),
+        Format::Json,
+        Path::new("v2.json"),
+    );
+    assert_eq!(back.unwrap(), v2);
+    let mut with = doc.clone();
+    with["rows"][0]["squares"] = 3.into();
+    let e = decode(
+        with.to_string().as_bytes(),
+        Format::Json,
+        Path::new("v2.json"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown keys [squares]"), "{e}");
+    // Never written back, nor mixed with current rows.
+    let e = encode(&v2, Format::Csv).unwrap_err().to_string();
+    assert!(e.contains("schema version 2"), "{e}");
 }
 
 #[test]

@@ -158,7 +158,7 @@ pub(super) fn fill(
 pub(super) fn describe(p: &Prediction, pricing: &Pricing) -> Value {
     json!({
         "predicted_online_ms": p.online_ms,
-        "predicted_parts_ms": {"relus": p.relus_ms, "linear": p.linear_ms, "rounds": p.rounds_ms, "transfer": p.transfer_ms},
+        "predicted_parts_ms": {"relus": p.relus_ms, "linear": p.linear_ms, "rounds": p.rounds_ms, "squares": p.squares_ms, "transfer": p.transfer_ms},
         "link": {"rtt_ms": pricing.link.rtt_ms, "mbit": pricing.link.mbit},
         "latency_model": pricing.model,
     })

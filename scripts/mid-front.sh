@@ -15,8 +15,9 @@
 # DATA (default ../shared/data/cifar10-q75), FT, PRE_EPOCHS (default 15), TRAIN_ARGS (more
 # snl-train arguments, e.g. "--train-limit 1000 --test-limit 500" for a quick check of the
 # script), LIMIT (private inferences per model, default 200), HE_LIMIT (default 3),
-# AB_LIMIT (images per interleaved run, default 30) and AB_ROUNDS (default 3) may be set
-# in the environment. The fast search leaves the identity far from SNL's optimum: this
+# AB_LIMIT (images per interleaved run, default 30), AB_ROUNDS (default 3) and EVERY (0:
+# skip the every-position series, about 20 minutes of training) may be set in the
+# environment. The fast search leaves the identity far from SNL's optimum: this
 # measures the replacements at a short schedule, not SNL's (docs/results.md says what
 # that means).
 set -euo pipefail
@@ -28,6 +29,7 @@ FT=${FT:-4}
 PRE_EPOCHS=${PRE_EPOCHS:-15}
 AB_LIMIT=${AB_LIMIT:-30}
 AB_ROUNDS=${AB_ROUNDS:-3}
+EVERY=${EVERY:-1}
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
 cargo build --release --quiet -p trainer -p models -p pi-runtime -p bench
 T=target/release/snl-train
@@ -45,14 +47,23 @@ done
 $T linearize --model "$R/pre/model" --budget 5%,10% "${S[@]}" --replacement quadratic \
     --square-channels 25% --out "$R/q25" >>"$R/q25.log" 2>&1
 st "quadratic 25% fine-tuned"
-$T linearize --model "$R/pre/model" --budget 5% "${S[@]}" --replacement quadratic \
-    --out "$R/q" >>"$R/q.log" 2>&1
-st "quadratic (every position) fine-tuned"
-SERIES="identity=$R/id quadratic-25=$R/q25 quadratic=$R/q" LIMIT=${LIMIT:-200} \
+AB5=("$OUT/identity-9420" "$OUT/quadratic-25-9420")
+SERIES="identity=$R/id quadratic-25=$R/q25"
+if [ "$EVERY" = 1 ]; then
+    $T linearize --model "$R/pre/model" --budget 5% "${S[@]}" --replacement quadratic \
+        --out "$R/q" >>"$R/q.log" 2>&1
+    st "quadratic (every position) fine-tuned"
+    AB5+=("$OUT/quadratic-9420")
+    SERIES+=" quadratic=$R/q"
+fi
+SERIES="$SERIES" LIMIT=${LIMIT:-200} \
     HE_LIMIT=${HE_LIMIT:-3} DATA="$DATA" bash scripts/quadratic-front.sh x x "$OUT" >>"$R/front.log" 2>&1
 st "front measured"
-bash scripts/ab-models.sh "$OUT/ab-5.csv" "$DATA" "$AB_LIMIT" "$AB_ROUNDS" \
-    "$OUT/identity-9420" "$OUT/quadratic-25-9420" "$OUT/quadratic-9420" >>"$R/ab5.log" 2>&1
+bash scripts/ab-models.sh "$OUT/ab-5.csv" "$DATA" "$AB_LIMIT" "$AB_ROUNDS" "${AB5[@]}" \
+    >>"$R/ab5.log" 2>&1
 bash scripts/ab-models.sh "$OUT/ab-10.csv" "$DATA" "$AB_LIMIT" "$AB_ROUNDS" \
     "$OUT/identity-18841" "$OUT/quadratic-25-18841" >>"$R/ab10.log" 2>&1
 st "interleaved latencies measured"
+# The latency model (with its square term) fitted to the interleaved rows.
+target/release/snl-bench model-cost "$OUT/ab-5.csv" "$OUT/ab-10.csv" >"$OUT/model-cost.txt" 2>&1
+st "latency model fitted: $OUT/model-cost.txt"

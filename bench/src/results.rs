@@ -193,24 +193,22 @@ const ADDED_IN_V2: [&str; 4] = [
 /// The column schema version 3 added to version 2.
 const ADDED_IN_V3: [&str; 1] = ["squares"];
 
-/// The columns of schema version 2, in order: [`COLUMNS`] without `squares`.
-pub static COLUMNS_V2: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-    COLUMNS
-        .iter()
+/// `cols` without `added`, in order: the columns of the version before `added`.
+fn without(cols: &[&'static str], added: &[&str]) -> Vec<&'static str> {
+    cols.iter()
         .copied()
-        .filter(|c| !ADDED_IN_V3.contains(c))
+        .filter(|c| !added.contains(c))
         .collect()
-});
+}
+
+/// The columns of schema version 2, in order: [`COLUMNS`] without `squares`.
+pub static COLUMNS_V2: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| without(&COLUMNS, &ADDED_IN_V3));
 
 /// The columns of schema version 1, in order: [`COLUMNS_V2`] without `secure_images`,
 /// `secure_agreement`, `fixed_accuracy_full` and `full_images`.
-pub static COLUMNS_V1: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-    COLUMNS_V2
-        .iter()
-        .copied()
-        .filter(|c| !ADDED_IN_V2.contains(c))
-        .collect()
-});
+pub static COLUMNS_V1: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| without(&COLUMNS_V2, &ADDED_IN_V2));
 
 /// The columns of a schema version this crate reads.
 fn columns_of(version: u32) -> Option<&'static [&'static str]> {

@@ -309,7 +309,8 @@ fn cmd_plot(a: PlotArgs) -> Result<()> {
 
 fn cmd_cost(a: CostArgs) -> Result<()> {
     let mut rows = read_all(&a.results)?;
-    let unknown = cost::fill_squares(&mut rows);
+    let mut held = read_all(&a.held_out)?;
+    let unknown = cost::fill_squares(&mut rows) + cost::fill_squares(&mut held);
     if unknown > 0 {
         eprintln!(
             "note: {unknown} rows (results schema before 3) do not record their squared \
@@ -337,8 +338,6 @@ fn cmd_cost(a: CostArgs) -> Result<()> {
     println!();
     print!("{}", cost::comparison(&m, &rows));
     if !a.held_out.is_empty() {
-        let mut held = read_all(&a.held_out)?;
-        cost::fill_squares(&mut held);
         let (table, worst) = cost::held_out(&m, &held);
         println!();
         print!("{table}");

@@ -1,39 +1,53 @@
 #!/usr/bin/env bash
-# Issue 15's replacements at a mid schedule on 2 CPU cores (about 2 hours; after a kill,
-# run it again: the training steps resume where they stopped, the measurements run again
-# and append to their CSVs):
-# ResNet-20 / CIFAR-10 (JPEG copy) pretrained 15 epochs, one fast SNL search to 5% and
-# 10% (--lambda 1e-2 --warmup 1 --lambda-growth 2, both reached in about 3 epochs), the
-# same snapshots fine-tuned FT epochs (default 4) with the identity, with the quadratic
-# replacement squaring a quarter of the positions (--square-channels 25%) and, at 5% only,
-# squaring every position; then `scripts/quadratic-front.sh` (windows, fixed point on
-# 10,000 test images, secure accuracy, online latency and bytes, HE offline costs) and
-# `scripts/ab-models.sh` (two processes, interleaved) at 5% and 10%.
+# Issue 15's replacements on 2 CPU cores (after a kill, run it again: the training steps
+# resume where they stopped, the measurements run again and append to their CSVs):
+# ResNet-20 / CIFAR-10 (JPEG copy) pretrained PRE_EPOCHS epochs, one SNL search to 5% and
+# 10%, the same snapshots fine-tuned FT epochs with the identity, with the quadratic
+# replacement squaring some of the positions (--square-channels, QUAD) and, at 5% only,
+# squaring every position (EVERY); then `scripts/quadratic-front.sh` (windows, fixed
+# point on 10,000 test images, secure accuracy, online latency and bytes, HE offline
+# costs) and `scripts/ab-models.sh` (two processes, interleaved) at 5% and 10%.
 #
 #   bash scripts/mid-front.sh [RUN_DIR] [OUT_DIR]      (defaults runs/mid, runs/results/mid-front)
 #
-# DATA (default ../shared/data/cifar10-q75), FT, PRE_EPOCHS (default 15), TRAIN_ARGS (more
-# snl-train arguments, e.g. "--train-limit 1000 --test-limit 500" for a quick check of the
-# script), LIMIT (private inferences per model, default 200), HE_LIMIT (default 3),
-# AB_LIMIT (images per interleaved run, default 30), AB_ROUNDS (default 3) and EVERY (0:
-# skip the every-position series, about 20 minutes of training) may be set in the
-# environment. The fast search leaves the identity far from SNL's optimum: this
-# measures the replacements at a short schedule, not SNL's (docs/results.md says what
-# that means).
+# SEARCH picks the schedule:
+# - `fast` (default; about 2 hours): pretrain 15 epochs, a fast search (--lambda 1e-2
+#   --warmup 1 --lambda-growth 2, 5% and 10% reached in about 3 epochs), FT 4. The fast
+#   search leaves the identity far from SNL's optimum: this measures the replacements at
+#   a short schedule, not SNL's (docs/results.md says what that means).
+# - `snl` (about 3 hours with QUAD="15%=5% 25%=5%"): the CPU-scale SNL settings of
+#   `scripts/results-cifar-cpu.sh` (docs/training.md): pretrain 10 epochs, lambda 1e-4,
+#   warm-up 5, x1.5 after an epoch that lowers the count by less than 10%, FT 5.
+# QUAD (default "25%=5%,10%") lists the --square-channels series, each SHARE=BUDGETS
+# (e.g. "15%=5% 25%=5% 25%=10%": trained in that order, run directories RUN_DIR/q15,
+# q25, series quadratic-15, quadratic-25). DATA (default ../shared/data/cifar10-q75), FT,
+# PRE_EPOCHS, TRAIN_ARGS (more snl-train arguments, e.g. "--train-limit 1000 --test-limit
+# 500" for a quick check of the script), LIMIT (private inferences per model, default
+# 200), HE_LIMIT (default 3), AB_LIMIT (images per interleaved run, default 30),
+# AB_ROUNDS (default 3) and EVERY (0: skip the every-position series, about 20 minutes of
+# training at FT 4) may be set in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-runs/mid}
 OUT=${2:-runs/results/mid-front}
 DATA=${DATA:-../shared/data/cifar10-q75}
-FT=${FT:-4}
-PRE_EPOCHS=${PRE_EPOCHS:-15}
+SEARCH=${SEARCH:-fast}
+QUAD=${QUAD:-"25%=5%,10%"}
+case "$SEARCH" in
+    fast) FT=${FT:-4} PRE_EPOCHS=${PRE_EPOCHS:-15}
+        SEARCH_ARGS=(--lambda 1e-2 --warmup 1 --lambda-growth 2) ;;
+    snl) FT=${FT:-5} PRE_EPOCHS=${PRE_EPOCHS:-10}
+        SEARCH_ARGS=(--lambda 1e-4 --lambda-growth 1.5 --min-drop 0.1 --warmup 5 --threshold 1e-2
+            --search-lr 1e-3 --max-search-epochs 60 --finetune-lr 1e-3) ;;
+    *) echo "SEARCH must be fast or snl, not $SEARCH" >&2; exit 1 ;;
+esac
 AB_LIMIT=${AB_LIMIT:-30}
 AB_ROUNDS=${AB_ROUNDS:-3}
 EVERY=${EVERY:-1}
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
 cargo build --release --quiet -p trainer -p models -p pi-runtime -p bench
 T=target/release/snl-train
-S=(--lambda 1e-2 --warmup 1 --lambda-growth 2 --finetune-epochs "$FT" --threads 2 --data "$DATA" "${EXTRA[@]}")
+S=("${SEARCH_ARGS[@]}" --finetune-epochs "$FT" --threads 2 --data "$DATA" "${EXTRA[@]}")
 mkdir -p "$R"
 st() { echo "$(date +%T) $* (load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$R/chain.log" >&2; }
 st start
@@ -41,15 +55,27 @@ $T pretrain --arch resnet20 --data "$DATA" --epochs "$PRE_EPOCHS" --threads 2 "$
 st pretrained
 $T linearize --model "$R/pre/model" --budget 5%,10% "${S[@]}" --out "$R/id" >>"$R/id.log" 2>&1
 st "identity fine-tuned"
-for q in q25 q; do
-    [ -d "$R/$q/search" ] || { mkdir -p "$R/$q"; cp -r "$R/id/search" "$R/$q/search"; }
+copy_search() {
+    [ -d "$R/$1/search" ] || { mkdir -p "$R/$1"; cp -r "$R/id/search" "$R/$1/search"; }
+}
+SERIES="identity=$R/id"
+AB5=("$OUT/identity-9420")
+AB10=("$OUT/identity-18841")
+for entry in $QUAD; do
+    share=${entry%%=*} budgets=${entry#*=}
+    [[ "$entry" == *=* && "$share" =~ ^[0-9]+%$ && -n "$budgets" ]] ||
+        { echo "bad QUAD entry $entry (SHARE%=BUDGETS)" >&2; exit 1; }
+    q=q${share%\%}
+    copy_search "$q"
+    $T linearize --model "$R/pre/model" --budget "$budgets" "${S[@]}" --replacement quadratic \
+        --square-channels "$share" --out "$R/$q" >>"$R/$q.log" 2>&1
+    st "quadratic $share fine-tuned at $budgets"
+    [[ " $SERIES " == *" quadratic-${share%\%}=$R/$q "* ]] || SERIES+=" quadratic-${share%\%}=$R/$q"
+    if [[ ",$budgets," == *,5%,* ]]; then AB5+=("$OUT/quadratic-${share%\%}-9420"); fi
+    if [[ ",$budgets," == *,10%,* ]]; then AB10+=("$OUT/quadratic-${share%\%}-18841"); fi
 done
-$T linearize --model "$R/pre/model" --budget 5%,10% "${S[@]}" --replacement quadratic \
-    --square-channels 25% --out "$R/q25" >>"$R/q25.log" 2>&1
-st "quadratic 25% fine-tuned"
-AB5=("$OUT/identity-9420" "$OUT/quadratic-25-9420")
-SERIES="identity=$R/id quadratic-25=$R/q25"
 if [ "$EVERY" = 1 ]; then
+    copy_search q
     $T linearize --model "$R/pre/model" --budget 5% "${S[@]}" --replacement quadratic \
         --out "$R/q" >>"$R/q.log" 2>&1
     st "quadratic (every position) fine-tuned"
@@ -59,11 +85,16 @@ fi
 SERIES="$SERIES" LIMIT=${LIMIT:-200} \
     HE_LIMIT=${HE_LIMIT:-3} DATA="$DATA" bash scripts/quadratic-front.sh x x "$OUT" >>"$R/front.log" 2>&1
 st "front measured"
-bash scripts/ab-models.sh "$OUT/ab-5.csv" "$DATA" "$AB_LIMIT" "$AB_ROUNDS" "${AB5[@]}" \
-    >>"$R/ab5.log" 2>&1
-bash scripts/ab-models.sh "$OUT/ab-10.csv" "$DATA" "$AB_LIMIT" "$AB_ROUNDS" \
-    "$OUT/identity-18841" "$OUT/quadratic-25-18841" >>"$R/ab10.log" 2>&1
+ab() {
+    local b=$1
+    shift
+    if [ $# -ge 2 ]; then
+        bash scripts/ab-models.sh "$OUT/ab-$b.csv" "$DATA" "$AB_LIMIT" "$AB_ROUNDS" "$@" >>"$R/ab$b.log" 2>&1
+    fi
+}
+ab 5 "${AB5[@]}"
+ab 10 "${AB10[@]}"
 st "interleaved latencies measured"
 # The latency model (with its square term) fitted to the interleaved rows.
-target/release/snl-bench model-cost "$OUT/ab-5.csv" "$OUT/ab-10.csv" >"$OUT/model-cost.txt" 2>&1
+target/release/snl-bench model-cost "$OUT"/ab-*.csv >"$OUT/model-cost.txt" 2>&1
 st "latency model fitted: $OUT/model-cost.txt"

@@ -36,6 +36,9 @@ pub struct RefSeries {
     pub points: Vec<RefPoint>,
 }
 
+/// The largest reference CSV read (published points: a few hundred bytes each).
+pub const MAX_REFERENCE_BYTES: u64 = 16 << 20;
+
 /// Reads a reference CSV with a header holding `relus` and `top1` (percent) columns, like
 /// `bench/data/snl_resnet18_cifar10.csv`. The label is `label` if given, else
 /// "NETWORK, published" from a `network` column, else the file's stem.
@@ -44,7 +47,7 @@ pub fn read_reference(path: &Path, label: Option<&str>) -> Result<RefSeries, Err
         path: path.to_path_buf(),
         msg,
     };
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::results::read_bounded(path, MAX_REFERENCE_BYTES, "a reference CSV")?;
     let mut r = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
     let header = r
         .headers()

@@ -494,11 +494,34 @@ fn check_names(names: &[String], want: &[&str], what: &str, ordered: bool) -> Re
     ))
 }
 
-/// Reads a results file (format by extension).
+/// The largest results file read: 256 MiB, about 350,000 rows (a row of CSV takes about
+/// 700 bytes).
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Reads a results file (format by extension, at most [`MAX_FILE_BYTES`]).
 pub fn read(path: &Path) -> Result<Vec<Row>, Error> {
     let format = Format::of(path)?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_bounded(path, MAX_FILE_BYTES, "a results file")?;
     decode(&bytes, format, path)
+}
+
+/// The bytes of `path` if it holds at most `max`; `what` names the kind of file in the
+/// error (never reads more than `max + 1` bytes, so a huge file or a device such as
+/// `/dev/zero` is an error, not an exhausted memory).
+pub(crate) fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            msg: format!("larger than the limit of {what} ({max} bytes); split it"),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Reads a results file if it exists; an absent file is no rows.

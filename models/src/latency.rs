@@ -34,6 +34,9 @@ pub const LATENCY_SCHEMA: &str = "snl-latency-model/2";
 /// beyond the truncation they replace (`per_square_ms` 0, which it must not set).
 pub const LATENCY_SCHEMA_V1: &str = "snl-latency-model/1";
 
+/// The largest latency model file read (a saved model is a few hundred bytes).
+pub const MAX_JSON_BYTES: u64 = 64 << 10;
+
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }
@@ -244,17 +247,26 @@ impl LatencyModel {
 
     /// Reads and checks a saved model (JSON, at most 64 KiB).
     pub fn load(path: &std::path::Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|e| ModelError::Io {
+        use std::io::Read;
+        let io = |e| ModelError::Io {
             path: path.to_path_buf(),
             source: e,
-        })?;
+        };
+        // One byte more than the limit, so that from_json names an oversized file without
+        // the whole of it (or of a device such as /dev/zero) being read.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .map_err(io)?
+            .take(MAX_JSON_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
         Self::from_json(&bytes).map_err(|e| ModelError::malformed(path, e))
     }
 
     /// Parses and checks a saved model's bytes (at most 64 KiB); the error says what is
     /// wrong.
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() > 64 << 10 {
+        if bytes.len() as u64 > MAX_JSON_BYTES {
             return Err("larger than 64 KiB".into());
         }
         let m: LatencyModel =
@@ -539,6 +551,11 @@ mod tests {
         assert_eq!(LatencyModel::from_json(&json).unwrap(), model());
         let e = LatencyModel::from_json(&vec![b' '; (64 << 10) + 1]).unwrap_err();
         assert!(e.contains("64 KiB"), "{e}");
+        // An endless file is cut at the limit (one byte over it), not read to the end.
+        let e = LatencyModel::load(std::path::Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/dev/zero") && e.contains("64 KiB"), "{e}");
         let other = String::from_utf8(json.clone())
             .unwrap()
             .replace(LATENCY_SCHEMA, "snl-latency-model/9");

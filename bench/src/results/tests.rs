@@ -321,3 +321,29 @@ fn key_tells_points_apart() {
     c.full_images = Some(100);
     assert_ne!(a.key(), c.key(), "a shorter full-test run is another point");
 }
+
+#[test]
+fn oversized_files_are_refused_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    let rows = [sample(5, "loopback", 2.0)];
+    write(&path, &rows).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(
+        read_bounded(&path, len, "a results file").unwrap().len() as u64,
+        len
+    );
+    let e = read_bounded(&path, len - 1, "a results file")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("r.csv") && e.contains(&format!("limit of a results file ({} bytes)", len - 1)),
+        "{e}"
+    );
+    // An endless file is cut at the limit, not read to the end.
+    let e = read_bounded(Path::new("/dev/zero"), 1 << 20, "a results file")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/dev/zero") && e.contains("limit"), "{e}");
+    assert_eq!(read(&path).unwrap(), rows);
+}

@@ -15,9 +15,12 @@
 #   --warmup 1 --lambda-growth 2, 5% and 10% reached in about 3 epochs), FT 4. The fast
 #   search leaves the identity far from SNL's optimum: this measures the replacements at
 #   a short schedule, not SNL's (docs/results.md says what that means).
-# - `snl` (about 3 hours with QUAD="15%=5% 25%=5%"): the CPU-scale SNL settings of
-#   `scripts/results-cifar-cpu.sh` (docs/training.md): pretrain 10 epochs, lambda 1e-4,
-#   warm-up 5, x1.5 after an epoch that lowers the count by less than 10%, FT 5.
+# - `snl`: the CPU-scale SNL settings of `scripts/results-cifar-cpu.sh` (docs/training.md):
+#   pretrain 10 epochs, lambda 1e-4, warm-up 5, x1.5 after an epoch that lowers the count
+#   by less than 10%, FT 5. About 4.5 hours with QUAD="15%=5% 25%=5%" on 2 idle cores
+#   (2026-12-03: pretrain 1-2 minutes an epoch, the search about 4.5 minutes an epoch for
+#   about 25 epochs, a quadratic fine-tune epoch 3-4 minutes); on a GPU machine,
+#   `PRESET=r20-front scripts/paper-gpu.sh` trains the same models.
 # QUAD (default "25%=5%,10%") lists the --square-channels series, each SHARE=BUDGETS
 # (e.g. "15%=5% 25%=5% 25%=10%": trained in that order, run directories RUN_DIR/q15,
 # q25, series quadratic-15, quadratic-25). DATA (default ../shared/data/cifar10-q75), FT,

@@ -31,9 +31,18 @@
 #
 # The schedule (override with environment variables): pretrain PRE_EPOCHS=30 at
 # BATCH=512, one-cycle peak LR=0.2; search lambda 1e-4 (x1.5 after an epoch that lowers
-# the count by less than 10%), Adam SEARCH_LR=4e-3 (fewer steps per epoch at batch 512),
-# at most SEARCH_EPOCHS=40; FT_EPOCHS=5 of fine-tuning per budget. docs/results.md says
-# what a run measured.
+# the count by less than 10%), WARMUP=2 epochs, Adam SEARCH_LR=4e-3 (fewer steps per epoch
+# at batch 512), at most SEARCH_EPOCHS=40; FT_EPOCHS=5 of fine-tuning per budget; ARCH
+# (resnet18), BUDGETS, AMP (1: float16 autocast). QUAD lists quadratic series fine-tuned
+# on copies of the same search, each SHARE=BUDGETS (`--replacement quadratic
+# --square-channels SHARE`, e.g. "15%=5% 25%=5%,10%"; run directories q15, q25, packed
+# and evaluated with the rest). PRESET=r20-front sets issue 15's front at SNL's CPU-scale
+# settings (scripts/results-cifar-cpu.sh, docs/training.md): ResNet-20, pretrain 10
+# epochs at batch 128 and peak lr 0.1, search lr 1e-3 with warm-up 5 through 10% and 5%,
+# 5 fine-tune epochs, float32, QUAD="15%=5%,10% 25%=5%,10%" (each still overridable).
+# Then, here, `scripts/quadratic-front.sh` and `scripts/ab-models.sh` measure the
+# unpacked models (SERIES="identity=runs/paper-gpu/snl quadratic-15=runs/paper-gpu/q15
+# quadratic-25=runs/paper-gpu/q25"). docs/results.md says what a run measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -98,29 +107,61 @@ run() {
             "$py" "$stagedir/data/to_bin.py" "$data" >/dev/null
         fi
     fi
-    local pre=${PRE_EPOCHS:-30} batch=${BATCH:-512} lr=${LR:-0.2} slr=${SEARCH_LR:-4e-3}
-    local sep=${SEARCH_EPOCHS:-40} ft=${FT_EPOCHS:-5} budgets=${BUDGETS:-15000,25000,50000,100000}
-    local limits=() flags=(--amp)
+    local arch=${ARCH:-resnet18} pre=${PRE_EPOCHS:-30} batch=${BATCH:-512} lr=${LR:-0.2}
+    local slr=${SEARCH_LR:-4e-3} warmup=${WARMUP:-2} sep=${SEARCH_EPOCHS:-40}
+    local ft=${FT_EPOCHS:-5} budgets=${BUDGETS:-15000,25000,50000,100000} quad=${QUAD:-}
+    local amp=${AMP:-1}
+    case ${PRESET:-} in
+        "") ;;
+        r20-front)
+            arch=${ARCH:-resnet20} pre=${PRE_EPOCHS:-10} batch=${BATCH:-128} lr=${LR:-0.1}
+            slr=${SEARCH_LR:-1e-3} warmup=${WARMUP:-5} sep=${SEARCH_EPOCHS:-60}
+            budgets=${BUDGETS:-10%,5%} quad=${QUAD-"15%=5%,10% 25%=5%,10%"} amp=${AMP:-0} ;;
+        *) die "unknown PRESET ${PRESET} (r20-front)" ;;
+    esac
+    local limits=() flags=()
+    [ "$amp" = 1 ] && flags=(--amp)
     if [ $tiny = 1 ]; then
-        pre=1 batch=64 sep=${SEARCH_EPOCHS:-12} ft=1 budgets=60%,40% slr=5e-2
+        pre=1 batch=64 sep=${SEARCH_EPOCHS:-12} ft=1 slr=5e-2 warmup=2
+        budgets=60%,40%
+        [ -n "$quad" ] && quad="25%=40%"
         limits=(--train-limit 512 --test-limit 256)
         flags=(--threads 2)
     fi
+    local entry
+    for entry in $quad; do
+        [[ "$entry" =~ ^[0-9]+%=[0-9.%,]+$ ]] || die "bad QUAD entry $entry (SHARE%=BUDGETS)"
+    done
     local t0=$SECONDS
-    log "pretrain: resnet18, $pre epochs, batch $batch, one-cycle lr $lr, device $device"
-    "$bin" pretrain --data "$data" --arch resnet18 --epochs "$pre" --batch "$batch" \
+    log "pretrain: $arch, $pre epochs, batch $batch, one-cycle lr $lr, device $device"
+    "$bin" pretrain --data "$data" --arch "$arch" --epochs "$pre" --batch "$batch" \
         --lr "$lr" --schedule one-cycle:0.15 --device "$device" "${flags[@]}" "${limits[@]}" \
         --out "$work/pre" --quiet 2>&1 | tee -a "$work/train.log" >&2
     log "search through $budgets and fine-tuning ($ft epochs each)"
     "$bin" linearize --model "$work/pre/model" --data "$data" --budget "$budgets" \
-        --batch "$batch" --lambda 1e-4 --lambda-growth 1.5 --min-drop 0.1 --warmup 2 \
+        --batch "$batch" --lambda 1e-4 --lambda-growth 1.5 --min-drop 0.1 --warmup "$warmup" \
         --search-lr "$slr" --max-search-epochs "$sep" --finetune-epochs "$ft" \
         --device "$device" "${flags[@]}" "${limits[@]}" --out "$work/snl" --quiet \
         2>&1 | tee -a "$work/train.log" >&2
+    local dirs=(snl)
+    for entry in $quad; do
+        local share=${entry%%=*} qb=${entry#*=}
+        local q=q${share%\%}
+        [ -d "$work/$q/search" ] || { mkdir -p "$work/$q"; cp -r "$work/snl/search" "$work/$q/search"; }
+        log "quadratic fine-tuning, squares in $share of the linearized positions, at $qb"
+        "$bin" linearize --model "$work/pre/model" --data "$data" --budget "$qb" \
+            --batch "$batch" --lambda 1e-4 --lambda-growth 1.5 --min-drop 0.1 --warmup "$warmup" \
+            --search-lr "$slr" --max-search-epochs "$sep" --finetune-epochs "$ft" \
+            --replacement quadratic --square-channels "$share" \
+            --device "$device" "${flags[@]}" "${limits[@]}" --out "$work/$q" --quiet \
+            2>&1 | tee -a "$work/train.log" >&2
+        [[ " ${dirs[*]} " == *" $q "* ]] || dirs+=("$q")
+    done
     local secs=$((SECONDS - t0))
     log "training took $secs s; evaluating"
     local rows=()
-    for m in "$work/pre/model" $(ls -d "$work"/snl/budget-* | sort -t- -k2 -nr); do
+    local d
+    for m in "$work/pre/model" $(for d in "${dirs[@]}"; do ls -d "$work/$d"/budget-* | sort -t- -k2 -nr; done); do
         local line
         line=$("$bin" eval --model "$m" --data "$data" --device "$device" "${limits[@]}" --quiet)
         rows+=("$m|$line")
@@ -143,8 +184,8 @@ for m in models:
     print(f"{m['model']:<28} {m['kept']:>8} / {m['total']}  {100*m['test_accuracy']:.2f}%")
 PY
     cp "$work/train.log" "$out/train.log"
-    cat "$work/pre/log.jsonl" "$work/snl/log.jsonl" > "$out/log.jsonl"
-    (cd "$work" && tar -cf - pre/model $(cd "$work" && ls -d snl/budget-*)) \
+    (cd "$work" && cat pre/log.jsonl $(printf '%s/log.jsonl ' "${dirs[@]}")) > "$out/log.jsonl"
+    (cd "$work" && tar -cf - pre/model $(for d in "${dirs[@]}"; do ls -d "$d"/budget-*; done)) \
         | split -b 15M -d -a 2 - "$work/models.tar."
     local n
     n=$(ls "$work"/models.tar.* | wc -l)
@@ -197,10 +238,17 @@ case ${1:-} in
         python3 - "$tmp/out/summary.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
+by = {m["model"]: m["kept"] for m in s["models"]}
 kept = [m["kept"] for m in s["models"]]
-assert len(kept) == 3, kept
-assert kept[0] == s["models"][0]["total"] and kept[0] > kept[1] > kept[2] > 0, kept
-print(f"tiny run ok: {len(kept)} models, kept {kept}, {s['training_seconds']} s")
+snl = [m["kept"] for m in s["models"] if m["model"].startswith("snl/")]
+assert len(snl) == 2, kept
+assert kept[0] == s["models"][0]["total"] and kept[0] > snl[0] > snl[1] > 0, kept
+# A quadratic series keeps exactly the identity's count at its budget (same snapshot).
+quad = [m for m in s["models"] if m["model"].startswith("q")]
+for m in quad:
+    assert by["snl/" + m["model"].split("/", 1)[1]] == m["kept"], m
+assert len(kept) == 3 + len(quad), kept
+print(f"tiny run ok: {len(kept)} models ({len(quad)} quadratic), kept {kept}, {s['training_seconds']} s")
 PY
         ls "$tmp/out"
         ;;

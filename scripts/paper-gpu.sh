@@ -137,24 +137,21 @@ run() {
     "$bin" pretrain --data "$data" --arch "$arch" --epochs "$pre" --batch "$batch" \
         --lr "$lr" --schedule one-cycle:0.15 --device "$device" "${flags[@]}" "${limits[@]}" \
         --out "$work/pre" --quiet 2>&1 | tee -a "$work/train.log" >&2
+    # One search (the quadratic series fine-tune copies of it, so the same arguments).
+    local lin=("$bin" linearize --model "$work/pre/model" --data "$data" --batch "$batch"
+        --lambda 1e-4 --lambda-growth 1.5 --min-drop 0.1 --warmup "$warmup"
+        --search-lr "$slr" --max-search-epochs "$sep" --finetune-epochs "$ft"
+        --device "$device" "${flags[@]}" "${limits[@]}" --quiet)
     log "search through $budgets and fine-tuning ($ft epochs each)"
-    "$bin" linearize --model "$work/pre/model" --data "$data" --budget "$budgets" \
-        --batch "$batch" --lambda 1e-4 --lambda-growth 1.5 --min-drop 0.1 --warmup "$warmup" \
-        --search-lr "$slr" --max-search-epochs "$sep" --finetune-epochs "$ft" \
-        --device "$device" "${flags[@]}" "${limits[@]}" --out "$work/snl" --quiet \
-        2>&1 | tee -a "$work/train.log" >&2
+    "${lin[@]}" --budget "$budgets" --out "$work/snl" 2>&1 | tee -a "$work/train.log" >&2
     local dirs=(snl)
     for entry in $quad; do
         local share=${entry%%=*} qb=${entry#*=}
         local q=q${share%\%}
         [ -d "$work/$q/search" ] || { mkdir -p "$work/$q"; cp -r "$work/snl/search" "$work/$q/search"; }
         log "quadratic fine-tuning, squares in $share of the linearized positions, at $qb"
-        "$bin" linearize --model "$work/pre/model" --data "$data" --budget "$qb" \
-            --batch "$batch" --lambda 1e-4 --lambda-growth 1.5 --min-drop 0.1 --warmup "$warmup" \
-            --search-lr "$slr" --max-search-epochs "$sep" --finetune-epochs "$ft" \
-            --replacement quadratic --square-channels "$share" \
-            --device "$device" "${flags[@]}" "${limits[@]}" --out "$work/$q" --quiet \
-            2>&1 | tee -a "$work/train.log" >&2
+        "${lin[@]}" --budget "$qb" --replacement quadratic --square-channels "$share" \
+            --out "$work/$q" 2>&1 | tee -a "$work/train.log" >&2
         [[ " ${dirs[*]} " == *" $q "* ]] || dirs+=("$q")
     done
     local secs=$((SECONDS - t0))
@@ -235,9 +232,13 @@ case ${1:-} in
             export CIFAR_BIN=../shared/data/cifar10-q75
         fi
         run --tiny --stage "$tmp/stage" --work "$tmp/work" --out "$tmp/out"
-        python3 - "$tmp/out/summary.json" <<'PY'
+        # A preset with quadratic series (not emptied by QUAD="") must produce one.
+        want_quad=0
+        [ -n "${PRESET:-}" ] && [ -n "${QUAD-x}" ] && want_quad=1
+        python3 - "$tmp/out/summary.json" "$want_quad" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
+want_quad = sys.argv[2] == "1"
 by = {m["model"]: m["kept"] for m in s["models"]}
 kept = [m["kept"] for m in s["models"]]
 snl = [m["kept"] for m in s["models"] if m["model"].startswith("snl/")]
@@ -248,6 +249,8 @@ quad = [m for m in s["models"] if m["model"].startswith("q")]
 for m in quad:
     assert by["snl/" + m["model"].split("/", 1)[1]] == m["kept"], m
 assert len(kept) == 3 + len(quad), kept
+# The tiny run fine-tunes one quadratic series, at 40%.
+assert len(quad) == (1 if want_quad else 0), kept
 print(f"tiny run ok: {len(kept)} models ({len(quad)} quadratic), kept {kept}, {s['training_seconds']} s")
 PY
         ls "$tmp/out"

@@ -509,12 +509,7 @@ pub fn read(path: &Path) -> Result<Vec<Row>, Error> {
 /// error (never reads more than `max + 1` bytes, so a huge file or a device such as
 /// `/dev/zero` is an error, not an exhausted memory).
 pub(crate) fn read_bounded(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, Error> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut bytes = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, e))?;
+    let bytes = models::format::read_capped(path, max).map_err(|e| Error::io(path, e))?;
     if bytes.len() as u64 > max {
         return Err(Error::Format {
             path: path.to_path_buf(),

@@ -390,12 +390,19 @@ pub fn copy_public(from: &Path, dir: &Path, overwrite: bool) -> Result<String, M
 
 // ---------------------------------------------------------------- reading
 
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ModelError> {
-    let f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+/// At most `max + 1` bytes of the file at `path`: the caller refuses more than `max`
+/// without the rest being read (a huge file or a device such as `/dev/zero` costs at most
+/// `max + 1` bytes of memory). Every bounded file read of the workspace goes through here.
+pub fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| ModelError::io(path, e))?;
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ModelError> {
+    let buf = read_capped(path, max).map_err(|e| ModelError::io(path, e))?;
     if buf.len() as u64 > max {
         return Err(ModelError::malformed(
             path,

@@ -247,19 +247,13 @@ impl LatencyModel {
 
     /// Reads and checks a saved model (JSON, at most 64 KiB).
     pub fn load(path: &std::path::Path) -> Result<Self, ModelError> {
-        use std::io::Read;
-        let io = |e| ModelError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        };
         // One byte more than the limit, so that from_json names an oversized file without
         // the whole of it (or of a device such as /dev/zero) being read.
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .map_err(io)?
-            .take(MAX_JSON_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
+        let bytes =
+            crate::format::read_capped(path, MAX_JSON_BYTES).map_err(|e| ModelError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
         Self::from_json(&bytes).map_err(|e| ModelError::malformed(path, e))
     }
 

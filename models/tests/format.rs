@@ -435,3 +435,16 @@ fn affine_channels_round_trip_and_are_checked() {
     let e = bad.validate().unwrap_err().to_string();
     assert!(e.contains("affine") && e.contains("0.25"), "{e}");
 }
+
+/// The workspace's bounded file reader stops one byte past its limit, so an endless file
+/// is refused by its caller without being read to the end.
+#[test]
+fn read_capped_stops_one_byte_past_the_limit() {
+    let zero = std::path::Path::new("/dev/zero");
+    assert_eq!(models::format::read_capped(zero, 1000).unwrap().len(), 1001);
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::write(&small, b"abc").unwrap();
+    assert_eq!(models::format::read_capped(&small, 1000).unwrap(), b"abc");
+    assert!(models::format::read_capped(&dir.path().join("absent"), 10).is_err());
+}

@@ -8,7 +8,7 @@
 //! so far in `best/`) and `budget-<N>/`, the result. A checkpoint is `vars.safetensors`,
 //! `optim.safetensors` and `state.json` ([`PhaseState`]).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use models::Model;
@@ -159,10 +159,8 @@ pub(super) fn load_checkpoint(
     }
     // A checkpoint's state is a few KiB; read at most one byte over 1 MiB.
     const MAX_STATE_BYTES: u64 = 1 << 20;
-    let mut bytes = Vec::new();
-    std::fs::File::open(&sp)
-        .and_then(|f| f.take(MAX_STATE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| TrainError::io(&sp, e))?;
+    let bytes =
+        models::format::read_capped(&sp, MAX_STATE_BYTES).map_err(|e| TrainError::io(&sp, e))?;
     if bytes.len() as u64 > MAX_STATE_BYTES {
         return Err(TrainError::Invalid(format!(
             "{}: corrupt checkpoint state: larger than {MAX_STATE_BYTES} bytes",

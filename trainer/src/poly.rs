@@ -13,6 +13,36 @@ use tch::{Device, Kind, Tensor};
 /// The identity as a quadratic: `a = 0, b = 1, c = 0`.
 pub const IDENTITY: [f64; 3] = [0.0, 1.0, 0.0];
 
+/// Where a quadratic fine-tune's coefficients start (`snl-train linearize --poly-init`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PolyInit {
+    /// AutoReP's: per channel the least-squares fit of `relu` ([`fit_relu`]; the affine
+    /// fit [`fit_relu_affine`] in channels left without their square).
+    #[default]
+    Fit,
+    /// The identity `(0, 1, 0)` in every channel: the fine-tune starts from the network
+    /// SNL's identity fine-tune starts from and learns the squares from there. The
+    /// squared channels are still chosen by the fit's gain.
+    Identity,
+}
+
+impl PolyInit {
+    /// The flag's value for this start.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolyInit::Fit => "fit",
+            PolyInit::Identity => "identity",
+        }
+    }
+
+    /// Parses [`PolyInit::name`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [PolyInit::Fit, PolyInit::Identity]
+            .into_iter()
+            .find(|p| p.name() == s)
+    }
+}
+
 /// Inputs to a square with `|x|` above this radius are penalised by
 /// `--poly-penalty` (see [`range_penalty`]).
 pub const PENALTY_RADIUS: f64 = 8.0;

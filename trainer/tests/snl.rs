@@ -12,6 +12,7 @@ use models::model::Replacement;
 use tch::{Device, Tensor};
 use trainer::TrainError;
 use trainer::net::Granularity;
+use trainer::poly::PolyInit;
 use trainer::schedule::Schedule;
 use trainer::snl::{self, Budget, Common, Linearize, Pretrain};
 
@@ -78,6 +79,7 @@ fn linearize(c: Common, model: &Path, budgets: Vec<Budget>, finetune: usize) -> 
         poly_penalty: 1.0,
         poly_clip_grad: 5.0,
         square_channels: 1.0,
+        poly_init: PolyInit::Fit,
     }
 }
 
@@ -475,6 +477,48 @@ fn square_channels_leave_affine_channels_with_a_zero() {
     l.replacement = Replacement::Identity;
     let e = snl::linearize(&l).unwrap_err().to_string();
     assert!(e.contains("--square-channels"), "{e}");
+
+    // --poly-init identity on the same snapshot: with no fine-tune epoch the model is
+    // the identity network (every coefficient (0, 1, 0)), squared channels still chosen
+    // by the fit; one epoch learns squares from a = 0 while the affine channels
+    // keep a = 0; a run asking for the fit cannot continue it.
+    let snap = format!("snapshot-{}", out[0].budget);
+    let (s, _) = format::load(&t.path().join("h/search").join(&snap)).unwrap();
+    l.replacement = Replacement::Quadratic;
+    l.poly_init = PolyInit::Identity;
+    for (dir, epochs) in [("i0", 0), ("i1", 1)] {
+        format::save(&s, &t.path().join(dir).join("search").join(&snap), true).unwrap();
+        l.common = common(&data, &t.path().join(dir), 2000);
+        l.finetune_epochs = epochs;
+        let out_i = snl::linearize(&l).unwrap();
+        let (mi, _) = format::load(&out_i[0].path).unwrap();
+        // The fit picks the squared channels on the network as it will start (earlier
+        // sites at the identity here), so the choice may differ from the fitted run's.
+        assert!(!mi.public.affine_channels.is_empty());
+        assert_eq!(mi.provenance["hyperparameters"]["poly_init"], "identity");
+        let mut learned = 0;
+        for site in m.public.masks.keys() {
+            let poly = mi.weight(&models::model::poly_param(site)).unwrap();
+            let c = poly.shape[1];
+            let affine = mi.public.affine_channels.get(site);
+            for ch in 0..c {
+                let abc = [poly.data[ch], poly.data[c + ch], poly.data[2 * c + ch]];
+                if epochs == 0 {
+                    assert_eq!(abc, [0.0, 1.0, 0.0], "{site} channel {ch}");
+                } else if affine.is_some_and(|a| a.contains(&ch)) {
+                    assert_eq!(abc[0], 0.0, "{site} channel {ch}");
+                } else if abc[0] != 0.0 {
+                    learned += 1;
+                }
+            }
+        }
+        assert!(epochs == 0 || learned > 0, "no square learned from a = 0");
+        let log = std::fs::read_to_string(t.path().join(dir).join("log.jsonl")).unwrap();
+        assert!(log.contains("\"init\":\"identity\""), "{log}");
+    }
+    l.poly_init = PolyInit::Fit;
+    let e = snl::linearize(&l).unwrap_err().to_string();
+    assert!(e.contains("--poly-init identity"), "{e}");
 }
 
 /// The affine fit of relu on U[-1, 1] is b = 1/2, c = 1/4; the choice of squared
@@ -590,13 +634,41 @@ fn bad_replacement_is_a_clear_error() {
         err.contains("--replacement \"cubic\": expected identity or quadratic"),
         "{err}"
     );
+    for (extra, want) in [
+        (
+            ["--replacement", "quadratic", "--poly-init", "zero"],
+            "'zero' for '--poly-init <POLY_INIT>': expected fit or identity",
+        ),
+        (
+            ["--replacement", "identity", "--poly-init", "identity"],
+            "--poly-init applies to --replacement quadratic",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_snl-train"))
+            .args([
+                "linearize",
+                "--model",
+                "/nonexistent",
+                "--data",
+                "/nonexistent",
+            ])
+            .args(["--budget", "10%"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_snl-train"))
         .args(["linearize", "--help"])
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
-        help.contains("--replacement") && help.contains("--poly-penalty"),
+        help.contains("--replacement")
+            && help.contains("--poly-penalty")
+            && help.contains("--poly-init"),
         "{help}"
     );
 }

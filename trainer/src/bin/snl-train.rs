@@ -20,6 +20,7 @@ use models::latency::{LatencyModel, Link};
 use models::model::Replacement;
 use trainer::bench::Compare;
 use trainer::net::Granularity;
+use trainer::poly::PolyInit;
 use trainer::snl::{self, Budget, Common, Linearize, Pretrain, Pricing};
 
 /// Train networks and linearize their ReLUs to a budget (SNL, Cho et al., ICML 2022).
@@ -148,6 +149,13 @@ enum Cmd {
         /// positions as squares.
         #[arg(long, default_value = "100%")]
         square_channels: String,
+        /// With --replacement quadratic: where the coefficients start. `fit` (AutoReP's):
+        /// per channel the least-squares fit of relu on the observed pre-activations;
+        /// `identity`: a = 0, b = 1, c = 0 everywhere, so the fine-tune starts from the
+        /// same network as the identity's and learns the squares from there (the squared
+        /// channels are still those the fit gains most in).
+        #[arg(long, default_value = "fit", value_parser = parse_poly_init)]
+        poly_init: PolyInit,
     },
     /// Compare training-step throughput with the same network in Python PyTorch (same
     /// torch wheel, same threads, same batch) and print the ratio. Both processes stay up
@@ -276,6 +284,7 @@ fn run(cli: Cli) -> Result<()> {
             poly_penalty,
             poly_clip_grad,
             square_channels,
+            poly_init,
             latency_budget,
             cost_model,
             rtt_ms,
@@ -289,6 +298,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !(poly_clip_grad >= 0.0 && poly_clip_grad.is_finite()) {
                 bail!("--poly-clip-grad must be a finite number >= 0");
+            }
+            if poly_init != PolyInit::Fit && replacement != Replacement::Quadratic {
+                bail!("--poly-init applies to --replacement quadratic");
             }
             let square_channels = parse_fraction(&square_channels)
                 .filter(|f| *f > 0.0 && *f <= 1.0)
@@ -356,6 +368,7 @@ fn run(cli: Cli) -> Result<()> {
                 poly_penalty,
                 poly_clip_grad,
                 square_channels,
+                poly_init,
             };
             let priced = l.pricing.is_some();
             let out = snl::linearize(&l)?;
@@ -459,6 +472,11 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--poly-init`'s value.
+fn parse_poly_init(s: &str) -> Result<PolyInit, String> {
+    PolyInit::parse(s).ok_or_else(|| "expected fit or identity".to_string())
 }
 
 /// A fraction written as `0.25` or `25%`.

@@ -32,7 +32,7 @@ use tch::nn::VarStore;
 use crate::error::TrainError;
 use crate::net::Net;
 use crate::optim::sgd;
-use crate::poly::{self, IDENTITY, Moments, fit_relu};
+use crate::poly::{self, IDENTITY, Moments, PolyInit, fit_relu};
 use crate::schedule::StepSetting;
 use crate::weights::{export, load_weights};
 
@@ -96,12 +96,15 @@ fn check_replacements(
 /// With `square_fraction < 1` each site keeps the square only in the channels chosen by
 /// [`poly::affine_channels`] (fit gain over an affine fit, largest first, within that
 /// share of the site's dropped positions); the others get the affine fit, `a = 0` held
-/// by the net. Returns the affine channels by site (sites without any left out).
+/// by the net. With [`PolyInit::Identity`] every channel then starts at the identity
+/// instead of its fit (the choice of squared channels stays the fit's). Returns the
+/// affine channels by site (sites without any left out).
 #[allow(clippy::too_many_arguments)]
 fn fit_poly(
     net: &mut Net,
     public: &PublicModel,
     square_fraction: f64,
+    init: PolyInit,
     run_train: &crate::data::TensorSet,
     batch: usize,
     device: tch::Device,
@@ -158,6 +161,9 @@ fn fit_poly(
         } else {
             Vec::new()
         };
+        if init == PolyInit::Identity {
+            used.iter_mut().for_each(|c| *c = IDENTITY);
+        }
         net.set_poly(&site, &used)?;
         net.set_affine_channels(&site, &affine)?;
         let squared: usize = counts
@@ -223,7 +229,7 @@ fn fit_poly(
         "channels_identity": fallback, "samples": samples,
         "rms_identity": (sse_id / n).sqrt(), "rms_fit": (sse_q / n).sqrt(),
         "max_abs_x": max_abs, "fraction_beyond_radius": beyond / n,
-        "radius": poly::PENALTY_RADIUS, "square_channels": square_fraction,
+        "radius": poly::PENALTY_RADIUS, "square_channels": square_fraction, "init": init.name(),
         "squared_positions": squared_total, "dropped_positions": dropped_total, "sites": sites,
     });
     eprintln!(
@@ -288,6 +294,16 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
                 l.square_channels
             )));
         }
+        let had_init = m.provenance["hyperparameters"]["poly_init"]
+            .as_str()
+            .unwrap_or(PolyInit::Fit.name());
+        if quadratic && had_init != l.poly_init.name() {
+            return Err(TrainError::Invalid(format!(
+                "{} was fine-tuned from --poly-init {had_init}, this run asks for {}; use another --out",
+                out_dir.display(),
+                l.poly_init.name()
+            )));
+        }
         let acc = m.provenance["test_accuracy"].as_f64().unwrap_or(0.0);
         return outcome(&m, acc, out_dir);
     }
@@ -329,6 +345,14 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
                     l.square_channels
                 )));
             }
+            let had_init = st.poly_init.as_deref().unwrap_or(PolyInit::Fit.name());
+            if quadratic && had_init != l.poly_init.name() {
+                return Err(TrainError::Invalid(format!(
+                    "{} holds a fine-tuning from --poly-init {had_init}, this run asks for {}; use another --out",
+                    ckpt.display(),
+                    l.poly_init.name()
+                )));
+            }
             // The channels chosen at the fit are in the model saved before the first epoch.
             if quadratic && best_dir.join(format::MODEL_FILE).exists() {
                 let (m, _) = format::load(&best_dir)?;
@@ -359,6 +383,7 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
                     &mut net,
                     &snap.public,
                     l.square_channels,
+                    l.poly_init,
                     train,
                     c.batch,
                     c.device,
@@ -370,9 +395,10 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
                 log.write(json!({"phase": "poly_init", "budget": b.log_value(), "bn_batches": BN_BATCHES, "test_acc_identity": acc_identity, "test_acc": acc}))?;
                 eprintln!(
                     "budget {b} before fine-tuning (batch-norm statistics re-estimated on {BN_BATCHES} batches): \
-                     test acc {:.2}% with the identity, {:.2}% with the fitted quadratics",
+                     test acc {:.2}% with the identity, {:.2}% with the quadratics (--poly-init {})",
                     100.0 * acc_identity,
-                    100.0 * acc
+                    100.0 * acc,
+                    l.poly_init.name()
                 );
             }
             Default::default()
@@ -380,6 +406,8 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
     };
     st.replacement = Some(l.replacement.name().to_string());
     st.square_channels = (l.square_channels < 1.0).then_some(l.square_channels);
+    st.poly_init =
+        (quadratic && l.poly_init != PolyInit::Fit).then(|| l.poly_init.name().to_string());
     // Wall clock of this phase: earlier invocations' (from the checkpoint) plus this one's.
     let (start, before) = (Instant::now(), st.seconds);
     if best_dir.join(format::MODEL_FILE).exists() {
@@ -482,6 +510,7 @@ pub(super) fn finetune(run: &mut Linearization, b: Target) -> Result<Outcome, Tr
             "granularity": format!("{:?}", l.granularity),
             "replacement": l.replacement.name(),
             "square_channels": if quadratic { json!(l.square_channels) } else { json!(null) },
+            "poly_init": if quadratic { json!(l.poly_init.name()) } else { json!(null) },
             "poly_penalty": poly_training.penalty, "poly_penalty_radius": poly::PENALTY_RADIUS,
             "poly_clip_grad": poly_training.clip_grad,
             "poly_fit_batches": if quadratic { json!(FIT_BATCHES) } else { json!(null) },

@@ -58,6 +58,11 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
             "--square-channels applies to --replacement quadratic".into(),
         ));
     }
+    if l.poly_init != crate::poly::PolyInit::Fit && l.replacement != Replacement::Quadratic {
+        return Err(TrainError::Invalid(
+            "--poly-init applies to --replacement quadratic".into(),
+        ));
+    }
     if l.budgets.is_empty() && l.latency_budgets.is_empty() {
         return Err(TrainError::Invalid(
             "give at least one --budget or --latency-budget".into(),

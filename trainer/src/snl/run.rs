@@ -101,6 +101,10 @@ pub(super) struct PhaseState {
     /// channel squared; also in checkpoints written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) square_channels: Option<f64>,
+    /// Where a quadratic fine-tuning's coefficients started (absent: AutoReP's fit, also
+    /// in checkpoints written before `--poly-init` existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) poly_init: Option<String>,
     /// The latency pricing the search's penalty was weighted by (mask search; absent:
     /// SNL's unweighted penalty, also in checkpoints written before pricing existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]

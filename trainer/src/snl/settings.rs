@@ -226,6 +226,8 @@ pub struct Linearize {
     /// instead ([`crate::poly::affine_channels`]) and cost the secure runtime a plain
     /// truncation instead of a square.
     pub square_channels: f64,
+    /// Where the quadratic coefficients start (AutoReP's relu fit by default).
+    pub poly_init: crate::poly::PolyInit,
 }
 
 /// The shared settings as recorded in a model's provenance.

@@ -23,7 +23,9 @@
 #   `PRESET=r20-front scripts/paper-gpu.sh` trains the same models.
 # QUAD (default "25%=5%,10%") lists the --square-channels series, each SHARE=BUDGETS
 # (e.g. "15%=5% 25%=5% 25%=10%": trained in that order, run directories RUN_DIR/q15,
-# q25, series quadratic-15, quadratic-25). DATA (default ../shared/data/cifar10-q75), FT,
+# q25, series quadratic-15, quadratic-25; a share ending in `i`, e.g. "15%i=5%", starts
+# the coefficients at the identity, `--poly-init identity`: run directory q15i, series
+# quadratic-15i). DATA (default ../shared/data/cifar10-q75), FT,
 # PRE_EPOCHS, TRAIN_ARGS (more snl-train arguments, e.g. "--train-limit 1000 --test-limit
 # 500" for a quick check of the script), LIMIT (private inferences per model, default
 # 200), HE_LIMIT (default 3), AB_LIMIT (images per interleaved run, default 30),
@@ -65,17 +67,20 @@ SERIES="identity=$R/id"
 AB5=("$OUT/identity-9420")
 AB10=("$OUT/identity-18841")
 for entry in $QUAD; do
-    share=${entry%%=*} budgets=${entry#*=}
-    [[ "$entry" == *=* && "$share" =~ ^[0-9]+%$ && -n "$budgets" ]] ||
-        { echo "bad QUAD entry $entry (SHARE%=BUDGETS)" >&2; exit 1; }
-    q=q${share%\%}
+    share=${entry%%=*} budgets=${entry#*=} init=fit
+    [[ "$entry" == *=* && "$share" =~ ^[0-9]+%i?$ && -n "$budgets" ]] ||
+        { echo "bad QUAD entry $entry (SHARE%[i]=BUDGETS)" >&2; exit 1; }
+    if [[ "$share" == *i ]]; then init=identity share=${share%i}; fi
+    name=${share%\%}
+    if [ "$init" = identity ]; then name+=i; fi
+    q=q$name
     copy_search "$q"
     $T linearize --model "$R/pre/model" --budget "$budgets" "${S[@]}" --replacement quadratic \
-        --square-channels "$share" --out "$R/$q" >>"$R/$q.log" 2>&1
-    st "quadratic $share fine-tuned at $budgets"
-    [[ " $SERIES " == *" quadratic-${share%\%}=$R/$q "* ]] || SERIES+=" quadratic-${share%\%}=$R/$q"
-    if [[ ",$budgets," == *,5%,* ]]; then AB5+=("$OUT/quadratic-${share%\%}-9420"); fi
-    if [[ ",$budgets," == *,10%,* ]]; then AB10+=("$OUT/quadratic-${share%\%}-18841"); fi
+        --square-channels "$share" --poly-init "$init" --out "$R/$q" >>"$R/$q.log" 2>&1
+    st "quadratic $share (from the $init) fine-tuned at $budgets"
+    [[ " $SERIES " == *" quadratic-$name=$R/$q "* ]] || SERIES+=" quadratic-$name=$R/$q"
+    if [[ ",$budgets," == *,5%,* ]]; then AB5+=("$OUT/quadratic-$name-9420"); fi
+    if [[ ",$budgets," == *,10%,* ]]; then AB10+=("$OUT/quadratic-$name-18841"); fi
 done
 if [ "$EVERY" = 1 ]; then
     copy_search q

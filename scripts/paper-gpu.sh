@@ -36,13 +36,15 @@
 # (resnet18), BUDGETS, AMP (1: float16 autocast). QUAD lists quadratic series fine-tuned
 # on copies of the same search, each SHARE=BUDGETS (`--replacement quadratic
 # --square-channels SHARE`, e.g. "15%=5% 25%=5%,10%"; run directories q15, q25, packed
-# and evaluated with the rest). PRESET=r20-front sets issue 15's front at SNL's CPU-scale
+# and evaluated with the rest; a share ending in `i`, e.g. "15%i=5%", starts the
+# coefficients at the identity, `--poly-init identity`, run directory q15i). PRESET=r20-front sets issue 15's front at SNL's CPU-scale
 # settings (scripts/results-cifar-cpu.sh, docs/training.md): ResNet-20, pretrain 10
 # epochs at batch 128 and peak lr 0.1, search lr 1e-3 with warm-up 5 through 10% and 5%,
-# 5 fine-tune epochs, float32, QUAD="15%=5%,10% 25%=5%,10%" (each still overridable).
+# 5 fine-tune epochs, float32, QUAD="15%=5%,10% 15%i=5%,10% 25%=5%,10%" (each still
+# overridable).
 # Then, here, `scripts/quadratic-front.sh` and `scripts/ab-models.sh` measure the
 # unpacked models (SERIES="identity=runs/paper-gpu/snl quadratic-15=runs/paper-gpu/q15
-# quadratic-25=runs/paper-gpu/q25"). docs/results.md says what a run measured.
+# quadratic-15i=runs/paper-gpu/q15i quadratic-25=runs/paper-gpu/q25"). docs/results.md says what a run measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -116,7 +118,7 @@ run() {
         r20-front)
             arch=${ARCH:-resnet20} pre=${PRE_EPOCHS:-10} batch=${BATCH:-128} lr=${LR:-0.1}
             slr=${SEARCH_LR:-1e-3} warmup=${WARMUP:-5} sep=${SEARCH_EPOCHS:-60}
-            budgets=${BUDGETS:-10%,5%} quad=${QUAD-"15%=5%,10% 25%=5%,10%"} amp=${AMP:-0} ;;
+            budgets=${BUDGETS:-10%,5%} quad=${QUAD-"15%=5%,10% 15%i=5%,10% 25%=5%,10%"} amp=${AMP:-0} ;;
         *) die "unknown PRESET ${PRESET} (r20-front)" ;;
     esac
     local limits=() flags=()
@@ -124,13 +126,13 @@ run() {
     if [ $tiny = 1 ]; then
         pre=1 batch=64 sep=${SEARCH_EPOCHS:-12} ft=1 slr=5e-2 warmup=2
         budgets=60%,40%
-        [ -n "$quad" ] && quad="25%=40%"
+        [ -n "$quad" ] && quad="25%=40% 25%i=40%"
         limits=(--train-limit 512 --test-limit 256)
         flags=(--threads 2)
     fi
     local entry
     for entry in $quad; do
-        [[ "$entry" =~ ^[0-9]+%=[0-9.%,]+$ ]] || die "bad QUAD entry $entry (SHARE%=BUDGETS)"
+        [[ "$entry" =~ ^[0-9]+%i?=[0-9.%,]+$ ]] || die "bad QUAD entry $entry (SHARE%[i]=BUDGETS)"
     done
     local t0=$SECONDS
     log "pretrain: $arch, $pre epochs, batch $batch, one-cycle lr $lr, device $device"
@@ -146,12 +148,14 @@ run() {
     "${lin[@]}" --budget "$budgets" --out "$work/snl" 2>&1 | tee -a "$work/train.log" >&2
     local dirs=(snl)
     for entry in $quad; do
-        local share=${entry%%=*} qb=${entry#*=}
+        local share=${entry%%=*} qb=${entry#*=} init=fit
+        [[ "$share" == *i ]] && init=identity share=${share%i}
         local q=q${share%\%}
+        [ "$init" = identity ] && q+=i
         [ -d "$work/$q/search" ] || { mkdir -p "$work/$q"; cp -r "$work/snl/search" "$work/$q/search"; }
-        log "quadratic fine-tuning, squares in $share of the linearized positions, at $qb"
+        log "quadratic fine-tuning, squares in $share of the linearized positions, at $qb, from the $init"
         "${lin[@]}" --budget "$qb" --replacement quadratic --square-channels "$share" \
-            --out "$work/$q" 2>&1 | tee -a "$work/train.log" >&2
+            --poly-init "$init" --out "$work/$q" 2>&1 | tee -a "$work/train.log" >&2
         [[ " ${dirs[*]} " == *" $q "* ]] || dirs+=("$q")
     done
     local secs=$((SECONDS - t0))
@@ -232,7 +236,7 @@ case ${1:-} in
             export CIFAR_BIN=../shared/data/cifar10-q75
         fi
         run --tiny --stage "$tmp/stage" --work "$tmp/work" --out "$tmp/out"
-        # A preset with quadratic series (not emptied by QUAD="") must produce one.
+        # A preset with quadratic series (not emptied by QUAD="") must produce them.
         want_quad=0
         [ -n "${PRESET:-}" ] && [ -n "${QUAD-x}" ] && want_quad=1
         python3 - "$tmp/out/summary.json" "$want_quad" <<'PY'
@@ -249,8 +253,8 @@ quad = [m for m in s["models"] if m["model"].startswith("q")]
 for m in quad:
     assert by["snl/" + m["model"].split("/", 1)[1]] == m["kept"], m
 assert len(kept) == 3 + len(quad), kept
-# The tiny run fine-tunes one quadratic series, at 40%.
-assert len(quad) == (1 if want_quad else 0), kept
+# The tiny run fine-tunes two quadratic series (fit and identity start), at 40%.
+assert len(quad) == (2 if want_quad else 0), kept
 print(f"tiny run ok: {len(kept)} models ({len(quad)} quadratic), kept {kept}, {s['training_seconds']} s")
 PY
         ls "$tmp/out"

@@ -18,19 +18,6 @@ use tch::{Device, Kind, Tensor};
 use crate::error::TrainError;
 use crate::poly::{Moments, channel_moments, range_penalty};
 
-/// SNL's mix `a relu(x) + (1 - a) x`, computed as `x - a min(x, 0)` (`relu(x) - x =
-/// -min(x, 0)` exactly in floating point): three elementwise passes instead of four, and
-/// `x` read twice rather than three times, so backward sums one gradient fewer.
-fn alpha_mix(x: &Tensor, a: &Tensor) -> Tensor {
-    x - a * x.clamp_max(0.0)
-}
-
-/// A fixed 0/1 mask's site: `relu(x)` where kept, `x` elsewhere (a selection, which is
-/// what `x + m (relu(x) - x)` computes for binary `m`, in two passes instead of four).
-fn masked_relu(x: &Tensor, kept: &Tensor) -> Tensor {
-    x.relu().where_self(kept, x)
-}
-
 /// How ReLU sites compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SiteMode {
@@ -38,8 +25,7 @@ pub enum SiteMode {
     Relu,
     /// `x + alpha (relu(x) - x)` with trainable alphas (mask search).
     Alpha,
-    /// `relu(x)` at kept positions and `x` elsewhere, from the fixed binary masks
-    /// (fine-tuning, evaluation).
+    /// `x + mask (relu(x) - x)` with the fixed binary masks (fine-tuning, evaluation).
     Mask,
 }
 
@@ -627,7 +613,10 @@ impl Net {
                     }
                     match (self.mode, self.poly.get(site)) {
                         (SiteMode::Relu, _) => x.relu(),
-                        (SiteMode::Alpha, _) => alpha_mix(&x, &self.alphas[site]),
+                        (SiteMode::Alpha, _) => {
+                            let a = &self.alphas[site];
+                            &x + a * (x.relu() - &x)
+                        }
                         (SiteMode::Mask, Some(p)) => {
                             let c = p.size()[1];
                             let coef = |k: i64| p.get(k).reshape([1, c, 1, 1]);
@@ -647,7 +636,10 @@ impl Net {
                             }
                             x.relu().where_self(&self.kept[site], &q)
                         }
-                        (SiteMode::Mask, _) => masked_relu(&x, &self.kept[site]),
+                        (SiteMode::Mask, _) => {
+                            let m = &self.masks[site];
+                            &x + m * (x.relu() - &x)
+                        }
                     }
                 }
                 (Op::Add { inputs }, _) => get(inputs[0]) + get(inputs[1]),
@@ -706,100 +698,5 @@ impl ModuleT for Net {
                 penalty: None,
             },
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// SNL's formula, written as the paper does, with autograd through every term.
-    fn snl_mix(x: &Tensor, a: &Tensor) -> Tensor {
-        a * x.relu() + (1.0 - a) * x
-    }
-
-    /// Inputs with exact zeros, both signs and a spread of magnitudes.
-    fn inputs() -> Tensor {
-        let v: Vec<f32> = (0..4 * 3 * 2 * 2)
-            .map(|i| match i % 5 {
-                0 => 0.0,
-                1 => -(i as f32) * 0.37,
-                2 => (i as f32) * 1.9,
-                3 => -1e-3 * i as f32,
-                _ => 40.0 - i as f32,
-            })
-            .collect();
-        Tensor::from_slice(&v).reshape([4, 3, 2, 2])
-    }
-
-    fn grads(
-        f: impl Fn(&Tensor, &Tensor) -> Tensor,
-        x: &Tensor,
-        a: &Tensor,
-    ) -> (Tensor, Tensor, Tensor) {
-        let x = x.detach().set_requires_grad(true);
-        let a = a.detach().set_requires_grad(true);
-        let y = f(&x, &a);
-        // A weight per output so every position's gradient differs.
-        let w = Tensor::arange(y.numel() as i64, (Kind::Float, Device::Cpu)).reshape(y.size())
-            * 0.01
-            - 0.2;
-        (&y * &w).sum(Kind::Float).backward();
-        (y.detach(), x.grad(), a.grad())
-    }
-
-    fn close(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b).abs().max().double_value(&[])
-    }
-
-    #[test]
-    fn alpha_mix_is_snl_mix_in_values_and_gradients() {
-        let x = inputs();
-        let alphas = [
-            Tensor::from_slice(&[
-                0.0f32, 0.25, 1.0, 1.7, -0.3, 0.5, 0.9, 0.01, 0.0, 1.0, 0.6, 0.2,
-            ])
-            .reshape([1, 3, 2, 2]),
-            Tensor::from_slice(&[0.3f32, 1.0, 0.0]).reshape([1, 3, 1, 1]),
-        ];
-        for a in &alphas {
-            let (y0, gx0, ga0) = grads(snl_mix, &x, a);
-            let (y1, gx1, ga1) = grads(alpha_mix, &x, a);
-            assert!(
-                close(&y0, &y1) < 1e-5,
-                "values differ by {}",
-                close(&y0, &y1)
-            );
-            assert!(
-                close(&gx0, &gx1) < 1e-5,
-                "x gradients differ by {}",
-                close(&gx0, &gx1)
-            );
-            assert!(
-                close(&ga0, &ga1) < 1e-4,
-                "alpha gradients differ by {}",
-                close(&ga0, &ga1)
-            );
-            assert!(ga1.abs().sum(Kind::Float).double_value(&[]) > 0.0);
-        }
-    }
-
-    #[test]
-    fn masked_relu_selects_relu_at_kept_positions_and_x_elsewhere() {
-        let x = inputs();
-        let m = Tensor::from_slice(&[
-            1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0,
-        ])
-        .reshape([1, 3, 2, 2]);
-        let (y0, gx0, _) = grads(snl_mix, &x, &m);
-        let (y1, gx1, _) = grads(|x, m| masked_relu(x, &m.gt(0.5)), &x, &m);
-        assert_eq!(close(&y0, &y1), 0.0);
-        assert!(
-            close(&gx0, &gx1) < 1e-6,
-            "x gradients differ by {}",
-            close(&gx0, &gx1)
-        );
-        // Not the identity and not a ReLU everywhere.
-        assert!(close(&y1, &x) > 0.0 && close(&y1, &x.relu()) > 0.0);
     }
 }

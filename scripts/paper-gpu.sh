@@ -37,14 +37,16 @@
 # on copies of the same search, each SHARE=BUDGETS (`--replacement quadratic
 # --square-channels SHARE`, e.g. "15%=5% 25%=5%,10%"; run directories q15, q25, packed
 # and evaluated with the rest; a share ending in `i`, e.g. "15%i=5%", starts the
-# coefficients at the identity, `--poly-init identity`, run directory q15i). PRESET=r20-front sets issue 15's front at SNL's CPU-scale
-# settings (scripts/results-cifar-cpu.sh, docs/training.md): ResNet-20, pretrain 10
+# coefficients at the identity, `--poly-init identity`, run directory q15i).
+# PRESET=r20-front sets issue 15's front at SNL's CPU-scale settings
+# (scripts/results-cifar-cpu.sh, docs/training.md): ResNet-20, pretrain 10
 # epochs at batch 128 and peak lr 0.1, search lr 1e-3 with warm-up 5 through 10% and 5%,
 # 5 fine-tune epochs, float32, QUAD="15%=5%,10% 15%i=5%,10% 25%=5%,10%" (each still
 # overridable).
 # Then, here, `scripts/quadratic-front.sh` and `scripts/ab-models.sh` measure the
 # unpacked models (SERIES="identity=runs/paper-gpu/snl quadratic-15=runs/paper-gpu/q15
-# quadratic-15i=runs/paper-gpu/q15i quadratic-25=runs/paper-gpu/q25"). docs/results.md says what a run measured.
+# quadratic-15i=runs/paper-gpu/q15i quadratic-25=runs/paper-gpu/q25"). docs/results.md
+# says what a run measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -519,6 +519,11 @@ fn square_channels_leave_affine_channels_with_a_zero() {
     l.poly_init = PolyInit::Fit;
     let e = snl::linearize(&l).unwrap_err().to_string();
     assert!(e.contains("--poly-init identity"), "{e}");
+    // The library refuses an identity start without quadratic sites, as the CLI does.
+    l.poly_init = PolyInit::Identity;
+    l.replacement = Replacement::Identity;
+    let e = snl::linearize(&l).unwrap_err().to_string();
+    assert!(e.contains("--poly-init applies"), "{e}");
 }
 
 /// The affine fit of relu on U[-1, 1] is b = 1/2, c = 1/4; the choice of squared
@@ -614,36 +619,21 @@ fn quadratic_fit_of_relu_on_a_uniform_distribution() {
 /// `snl-train linearize --replacement` rejects unknown names before touching anything.
 #[test]
 fn bad_replacement_is_a_clear_error() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snl-train"))
-        .args([
-            "linearize",
-            "--model",
-            "/nonexistent",
-            "--data",
-            "/nonexistent",
-            "--budget",
-            "10%",
-            "--replacement",
-            "cubic",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--replacement \"cubic\": expected identity or quadratic"),
-        "{err}"
-    );
-    for (extra, want) in [
+    let cases: [(&[&str], &str); 3] = [
         (
-            ["--replacement", "quadratic", "--poly-init", "zero"],
+            &["--replacement", "cubic"],
+            "--replacement \"cubic\": expected identity or quadratic",
+        ),
+        (
+            &["--replacement", "quadratic", "--poly-init", "zero"],
             "'zero' for '--poly-init <POLY_INIT>': expected fit or identity",
         ),
         (
-            ["--replacement", "identity", "--poly-init", "identity"],
+            &["--replacement", "identity", "--poly-init", "identity"],
             "--poly-init applies to --replacement quadratic",
         ),
-    ] {
+    ];
+    for (extra, want) in cases {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_snl-train"))
             .args([
                 "linearize",

@@ -299,6 +299,7 @@ fn run(cli: Cli) -> Result<()> {
             if !(poly_clip_grad >= 0.0 && poly_clip_grad.is_finite()) {
                 bail!("--poly-clip-grad must be a finite number >= 0");
             }
+            // Also checked by the library; here before the data directory is scanned.
             if poly_init != PolyInit::Fit && replacement != Replacement::Quadratic {
                 bail!("--poly-init applies to --replacement quadratic");
             }

@@ -20,6 +20,12 @@ use super::settings::{Linearize, Target};
 /// `<out>/budget-<N>` model directories and returns them.
 pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
     let c = &l.common;
+    // Checked before anything is read, so a bad request fails fast.
+    if l.poly_init != crate::poly::PolyInit::Fit && l.replacement != Replacement::Quadratic {
+        return Err(TrainError::Invalid(
+            "--poly-init applies to --replacement quadratic".into(),
+        ));
+    }
     let (base, _) = format::load(&l.model)?;
     if base.public.graph.input != c.dataset.shape() {
         return Err(TrainError::Invalid(format!(
@@ -56,11 +62,6 @@ pub fn linearize(l: &Linearize) -> Result<Vec<Outcome>, TrainError> {
     if l.square_channels < 1.0 && l.replacement != Replacement::Quadratic {
         return Err(TrainError::Invalid(
             "--square-channels applies to --replacement quadratic".into(),
-        ));
-    }
-    if l.poly_init != crate::poly::PolyInit::Fit && l.replacement != Replacement::Quadratic {
-        return Err(TrainError::Invalid(
-            "--poly-init applies to --replacement quadratic".into(),
         ));
     }
     if l.budgets.is_empty() && l.latency_budgets.is_empty() {

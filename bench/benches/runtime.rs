@@ -21,7 +21,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bench::net::loopback_pair;
+use bench::net::loopback_pair_behind;
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use models::data::Normalization;
 use models::exec::{F32Executor, calibrate_batchnorm};
@@ -75,7 +75,7 @@ fn online(c: &mut Criterion) {
         let prog = FixedProgram::lower(&m).unwrap();
         let structure = FixedProgram::structure(&m.public).unwrap();
         let encoded = prog.encode_input(&xs[0]).unwrap();
-        let (sch, cch) = loopback_pair().unwrap();
+        let (sch, cch) = loopback_pair_behind().unwrap();
         std::thread::scope(|s| {
             // The server serves offline + online until the client hangs up.
             let server = s.spawn(|| {

@@ -60,7 +60,8 @@ use protocols::trunc::{
     trunc_online_client, trunc_online_server_finish, trunc_online_server_request,
 };
 use protocols::twopc::{
-    relu_offline_client, relu_offline_server, relu_online_client_with, relu_online_server_send,
+    relu_offline_client_ot, relu_offline_client_tables, relu_offline_server_ot,
+    relu_online_client_with, relu_online_server_send,
 };
 use rand_core::RngCore;
 use serde::Serialize;
@@ -250,23 +251,19 @@ impl<'p> ServerEngine<'p> {
                 .ot
                 .as_mut()
                 .ok_or_else(|| RuntimeError::config("offline phase before the OT setup"))?;
-            let secrets = if layer.kept_count > 0 {
+            // The ReLUs' OTs, then the truncations and squares, then the garbled tables:
+            // once it has the truncations the client knows every mask layer `i + 1` reads
+            // and sends that layer's HE inputs before it reads these tables, so the two
+            // cross the link at the same time (session protocol 9).
+            let relu = if layer.kept_count > 0 {
                 self.batch += 1;
-                let sec = relu_offline_server(
-                    ch,
-                    ot,
-                    layer.relu,
-                    layer.kept_count,
-                    self.batch,
-                    self.rng.prg(),
+                Some(
+                    relu_offline_server_ot(ch, ot, layer.relu, layer.kept_count, self.batch)
+                        .map_err(|e| RuntimeError::from(e).context(&what))?,
                 )
-                .map_err(|e| RuntimeError::from(e).context(&what))?;
-                // Keep only what the online phase needs (the client's zero labels go).
-                Some(ReluOnlineSecrets::from(sec))
             } else {
                 None
             };
-            prep.relus.push(secrets);
             let trunc = if layer.trunc_count > 0 {
                 Some(
                     trunc_offline_server(ch, trunc_ot, layer.trunc_count, layer.shift, l, &mut rng)
@@ -284,6 +281,15 @@ impl<'p> ServerEngine<'p> {
                 _ => None,
             };
             prep.squares.push(square);
+            let secrets = match relu {
+                Some(r) => Some(
+                    r.garble_and_send(ch, self.rng.prg())
+                        .map_err(|e| RuntimeError::from(e).context(&what))?,
+                ),
+                None => None,
+            };
+            // Keep only what the online phase needs (the client's zero labels go).
+            prep.relus.push(secrets.map(ReluOnlineSecrets::from));
             meter.end(ch, i, layer);
         }
         // The client sends every layer's truncation corrections after its last layer, in
@@ -709,17 +715,31 @@ impl ClientEngine {
         let mut squares = Vec::with_capacity(plan.layers.len());
         let mut logit_share = Vec::new();
         pre.begin_inference();
+        // Layer `i + 1`'s HE inputs go out as soon as every mask it reads is known: after
+        // layer `i`'s truncations and before its garbled tables are read (the server
+        // sends those last), so both cross the link at once (session protocol 9).
+        let send_inputs = |pre: &mut dyn Preprocessing,
+                           ch: &mut CountingChannel<C>,
+                           i: usize,
+                           masks: &[Option<Vec<u64>>]| {
+            if i < plan.layers.len() {
+                pre.client_send(ch, plan, i, masks)
+                    .map_err(|e| e.context(&format!("offline layer {i}")))
+            } else {
+                Ok(())
+            }
+        };
+        send_inputs(pre, ch, 0, &masks)?;
         for (i, layer) in plan.layers.iter().enumerate() {
             meter.begin(ch);
             let what = format!("offline layer {i}");
-            let c = pre
-                .client_layer(ch, plan, i, &masks)
-                .map_err(|e| e.context(&what))?;
+            let c = pre.client_recv(ch, plan, i).map_err(|e| e.context(&what))?;
             let Some(v) = layer.output else {
                 logit_share = c;
                 relus.push(None);
                 truncs.push(None);
                 squares.push(None);
+                send_inputs(pre, ch, i + 1, &masks)?;
                 meter.end(ch, i, layer);
                 continue;
             };
@@ -729,6 +749,7 @@ impl ClientEngine {
                 relus.push(None);
                 truncs.push(None);
                 squares.push(None);
+                send_inputs(pre, ch, i + 1, &masks)?;
                 meter.end(ch, i, layer);
                 continue;
             }
@@ -753,17 +774,14 @@ impl ClientEngine {
                     lin.push(cj);
                 }
             }
-            if layer.kept_count > 0 {
-                let (garbled, labels) = relu_offline_client(ch, ot, layer.relu, &bs, &qs)
-                    .map_err(|e| RuntimeError::from(e).context(&what))?;
-                relus.push(Some(ClientRelus {
-                    garbled,
-                    labels,
-                    qs,
-                }));
+            let labels = if layer.kept_count > 0 {
+                Some(
+                    relu_offline_client_ot(ch, ot, layer.relu, &bs, &qs)
+                        .map_err(|e| RuntimeError::from(e).context(&what))?,
+                )
             } else {
-                relus.push(None);
-            }
+                None
+            };
             let lin_r = if layer.trunc_count > 0 {
                 let (t, sec, corr) =
                     trunc_offline_client(ch, trunc_ot, &lin, layer.shift, l, &mut rng)
@@ -797,6 +815,19 @@ impl ClientEngine {
                     squares.push(None);
                     masks[v] = Some(spread_masks(&layer.kept, kept_r, lin_r));
                 }
+            }
+            send_inputs(pre, ch, i + 1, &masks)?;
+            match labels {
+                Some(labels) => {
+                    let garbled = relu_offline_client_tables(ch, layer.relu, bs.len())
+                        .map_err(|e| RuntimeError::from(e).context(&what))?;
+                    relus.push(Some(ClientRelus {
+                        garbled,
+                        labels,
+                        qs,
+                    }));
+                }
+                None => relus.push(None),
             }
             meter.end(ch, i, layer);
         }

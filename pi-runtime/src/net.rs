@@ -22,28 +22,161 @@ use crate::error::{Result, RuntimeError};
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-/// Buffered bytes after which `send` writes through without waiting for `flush`.
+/// Buffered bytes after which `send` hands them to the writer without waiting for
+/// `flush`.
 const WRITE_THROUGH: usize = 1 << 20;
 
+/// How many bytes a server session's writer may hold that the peer has not yet taken
+/// (reserved against the server's memory budget with each offline phase): enough for a
+/// large layer's garbled tables, which then drain while the session reads the client's
+/// next HE inputs and computes.
+pub const SERVER_WRITE_QUEUE_BYTES: usize = 32 << 20;
+
+/// What the writer task is asked to do.
+enum WriterMsg {
+    /// Bytes to write, and the queue room they took (given back once written).
+    Data(Vec<u8>, u32),
+    /// Write what is queued, send close_notify (TLS) and shut the write side down.
+    Shutdown(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Why the writer stopped: rebuilt into a [`ChannelError`] for every later call.
+#[derive(Clone)]
+enum WriterFailure {
+    Timeout,
+    Io(std::io::ErrorKind, String),
+}
+
+/// A reset or broken connection is the peer having closed it.
+fn closed_by_peer(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        kind,
+        BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+    )
+}
+
+impl WriterFailure {
+    fn error(&self) -> ChannelError {
+        match self {
+            WriterFailure::Timeout => ChannelError::Timeout,
+            WriterFailure::Io(kind, _) if closed_by_peer(*kind) => {
+                ChannelError::PeerClosed { wanted: 0 }
+            }
+            WriterFailure::Io(kind, msg) => ChannelError::Io(std::io::Error::new(
+                *kind,
+                format!("writing to the peer: {msg}"),
+            )),
+        }
+    }
+}
+
 /// A [`Channel`] over an asynchronous stream, for protocol code running on a blocking
-/// thread (`spawn_blocking` or a plain thread; never inside an async task). Every read and
-/// write is bounded by the idle timeout and by the session deadline, so a silent or dead
-/// peer cannot hold a session forever.
+/// thread (`spawn_blocking` or a plain thread; never inside an async task). Every read is
+/// bounded by the idle timeout and by the session deadline, so a silent or dead peer
+/// cannot hold a session forever.
+///
+/// Writes go behind: [`Channel::flush`] (and a `send` past 1 MiB) hands the bytes to a
+/// writer task on the runtime and returns, so the protocol thread can read and compute
+/// while they cross the link. The session protocol relies on it (version 9: the client
+/// sends layer `i + 1`'s HE inputs while the server sends layer `i`'s garbled tables).
+/// The client's queue is unbounded: it never blocks on a write, so it always reaches the
+/// read the server's writes wait for, and neither side can stall the other. A server
+/// bounds its queue ([`SERVER_WRITE_QUEUE_BYTES`]) and waits for room, within the same
+/// limits as a read. Each write of the writer is bounded by the idle timeout; a failed
+/// write is reported by the next call. [`BlockingChannel::shutdown`] and dropping the
+/// channel wait (within the idle timeout) for the writer to finish what is queued.
 pub struct BlockingChannel {
     handle: Handle,
-    stream: Box<dyn Stream>,
+    reader: tokio::io::ReadHalf<Box<dyn Stream>>,
+    writer: Option<tokio::sync::mpsc::UnboundedSender<WriterMsg>>,
+    /// Room left in a bounded write queue, in bytes (`None`: unbounded).
+    room: Option<(Arc<tokio::sync::Semaphore>, usize)>,
+    failed: Arc<std::sync::Mutex<Option<WriterFailure>>>,
     wbuf: Vec<u8>,
     idle: Duration,
     deadline: Option<Instant>,
     phase_deadline: Option<Instant>,
 }
 
+/// Writes what it is given in order, flushing whenever its queue runs empty.
+async fn write_behind(
+    mut w: tokio::io::WriteHalf<Box<dyn Stream>>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<WriterMsg>,
+    room: Option<Arc<tokio::sync::Semaphore>>,
+    failed: Arc<std::sync::Mutex<Option<WriterFailure>>>,
+    idle: Duration,
+) {
+    let fail = |f: WriterFailure| {
+        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    };
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            WriterMsg::Data(buf, taken) => {
+                let r = tokio::time::timeout(idle, async {
+                    w.write_all(&buf).await?;
+                    if rx.is_empty() {
+                        w.flush().await?;
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+                .await;
+                if let Some(room) = &room {
+                    room.add_permits(taken as usize);
+                }
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return fail(WriterFailure::Io(e.kind(), e.to_string())),
+                    Err(_) => return fail(WriterFailure::Timeout),
+                }
+            }
+            WriterMsg::Shutdown(done) => {
+                let limit = Duration::from_secs(2).min(idle);
+                let _ = tokio::time::timeout(limit, w.shutdown()).await;
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+    // The channel was dropped: what was queued is written; push it out.
+    let _ = tokio::time::timeout(idle, w.flush()).await;
+}
+
 impl BlockingChannel {
-    /// Wraps `stream`; `handle` is the runtime that drives it.
+    /// Wraps `stream` with an unbounded write queue (the client's side); `handle` is the
+    /// runtime that drives it.
     pub fn new(handle: Handle, stream: Box<dyn Stream>, idle: Duration) -> Self {
+        Self::with_write_queue(handle, stream, idle, None)
+    }
+
+    /// [`Self::new`] whose writer holds at most `limit` bytes the peer has not taken
+    /// (`None`: unbounded); a write that finds no room waits for it.
+    pub fn with_write_queue(
+        handle: Handle,
+        stream: Box<dyn Stream>,
+        idle: Duration,
+        limit: Option<usize>,
+    ) -> Self {
+        let (reader, w) = tokio::io::split(stream);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let room = limit.map(|l| {
+            let l = l.clamp(1, u32::MAX as usize);
+            (Arc::new(tokio::sync::Semaphore::new(l)), l)
+        });
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        handle.spawn(write_behind(
+            w,
+            rx,
+            room.as_ref().map(|(r, _)| r.clone()),
+            failed.clone(),
+            idle,
+        ));
         BlockingChannel {
             handle,
-            stream,
+            reader,
+            writer: Some(tx),
+            room,
+            failed,
             wbuf: Vec::with_capacity(1 << 16),
             idle,
             deadline: None,
@@ -64,36 +197,67 @@ impl BlockingChannel {
             .fold(self.idle, |l, d| l.min(d.saturating_duration_since(now)))
     }
 
-    fn write_out(&mut self) -> Result<(), ChannelError> {
-        let limit = self.limit();
-        let BlockingChannel {
-            handle,
-            stream,
-            wbuf,
-            ..
-        } = self;
-        let r = handle.block_on(async {
-            tokio::time::timeout(limit, async {
-                stream.write_all(wbuf).await?;
-                stream.flush().await
-            })
-            .await
-        });
-        wbuf.clear();
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ChannelError::Io(e)),
-            Err(_) => Err(ChannelError::Timeout),
+    fn check_writer(&self) -> Result<(), ChannelError> {
+        match &*self.failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(f) => Err(f.error()),
+            None => Ok(()),
         }
     }
 
-    /// Sends close_notify (TLS) and shuts the write side down, best effort.
+    /// Hands the buffered bytes to the writer, waiting for room in a bounded queue.
+    fn write_out(&mut self) -> Result<(), ChannelError> {
+        self.check_writer()?;
+        let buf = std::mem::replace(&mut self.wbuf, Vec::with_capacity(1 << 16));
+        let mut taken = 0u32;
+        if let Some((room, cap)) = &self.room {
+            // A buffer larger than the whole queue takes all of it.
+            taken = buf.len().min(*cap) as u32;
+            let limit = self.limit();
+            let room = room.clone();
+            match self
+                .handle
+                .block_on(async { tokio::time::timeout(limit, room.acquire_many(taken)).await })
+            {
+                Ok(Ok(permit)) => permit.forget(),
+                Ok(Err(_)) => return Err(ChannelError::Misuse("write queue closed")),
+                Err(_) => return Err(ChannelError::Timeout),
+            }
+        }
+        let sent = self
+            .writer
+            .as_ref()
+            .is_some_and(|tx| tx.send(WriterMsg::Data(buf, taken)).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            self.check_writer()?;
+            Err(ChannelError::Misuse("send after shutdown"))
+        }
+    }
+
+    /// Waits (within the idle timeout) for the writer to write what is queued, then sends
+    /// close_notify (TLS) and shuts the write side down; best effort. Dropping the
+    /// channel does the same.
     pub fn shutdown(&mut self) {
-        let limit = Duration::from_secs(2).min(self.idle);
-        let stream = &mut self.stream;
-        let _ = self
-            .handle
-            .block_on(async { tokio::time::timeout(limit, stream.shutdown()).await });
+        let _ = self.flush();
+        let Some(tx) = self.writer.take() else {
+            return;
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if tx.send(WriterMsg::Shutdown(done)).is_ok() {
+            let limit = self.idle;
+            let _ = self
+                .handle
+                .block_on(async { tokio::time::timeout(limit, wait).await });
+        }
+    }
+}
+
+/// Flushes and waits for the writer (as [`BlockingChannel::shutdown`]), so that what was
+/// sent reaches the peer even when the runtime is dropped next.
+impl Drop for BlockingChannel {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 
@@ -110,17 +274,16 @@ impl Channel for BlockingChannel {
         if !self.wbuf.is_empty() {
             return Err(ChannelError::Misuse("recv with unflushed sent data"));
         }
+        self.check_writer()?;
         let limit = self.limit();
-        let stream = &mut self.stream;
+        let reader = &mut self.reader;
         let wanted = buf.len();
         let r = self
             .handle
-            .block_on(async { tokio::time::timeout(limit, stream.read_exact(buf)).await });
+            .block_on(async { tokio::time::timeout(limit, reader.read_exact(buf)).await });
         match r {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(ChannelError::PeerClosed { wanted })
-            }
+            Ok(Err(e)) if closed_by_peer(e.kind()) => Err(ChannelError::PeerClosed { wanted }),
             Ok(Err(e)) => Err(ChannelError::Io(e)),
             Err(_) => Err(ChannelError::Timeout),
         }
@@ -128,7 +291,7 @@ impl Channel for BlockingChannel {
 
     fn flush(&mut self) -> Result<(), ChannelError> {
         if self.wbuf.is_empty() {
-            return Ok(());
+            return self.check_writer();
         }
         self.write_out()
     }
@@ -340,4 +503,97 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>> {
     ServerName::try_from(host.to_string()).map_err(|_| {
         RuntimeError::config(format!("{host:?} is not a valid DNS name or IP address"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use protocols::ChannelError;
+    use protocols::channel::Channel;
+
+    use super::BlockingChannel;
+
+    /// A TCP pair on loopback as `(server end with a write queue of `limit` bytes, client
+    /// end)`, driven by `rt`.
+    fn pair(rt: &tokio::runtime::Runtime, limit: usize) -> (BlockingChannel, BlockingChannel) {
+        let h = rt.handle().clone();
+        let (a, b) = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let c = tokio::net::TcpStream::connect(l.local_addr().unwrap());
+            let (c, s) = tokio::join!(c, l.accept());
+            (s.unwrap().0, c.unwrap())
+        });
+        let idle = Duration::from_secs(20);
+        (
+            BlockingChannel::with_write_queue(h.clone(), Box::new(a), idle, Some(limit)),
+            BlockingChannel::new(h, Box::new(b), idle),
+        )
+    }
+
+    fn pattern(n: usize, k: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ k).collect()
+    }
+
+    /// Both ends send far more than the sockets hold before either reads: with plain
+    /// blocking writes this deadlocks; here the client's writer queues and the server's
+    /// waits for room in its small queue while the client reads.
+    #[test]
+    fn both_ends_may_send_at_once() {
+        let rt = crate::client::runtime(Some(2)).unwrap();
+        let (mut s, mut c) = pair(&rt, 64 << 10);
+        let n = 24 << 20;
+        let server = std::thread::spawn(move || {
+            s.send(&pattern(n, 1)).unwrap();
+            s.flush().unwrap();
+            let mut got = vec![0u8; n];
+            s.recv(&mut got).unwrap();
+            assert!(got == pattern(n, 2), "the server read other bytes");
+            s
+        });
+        for chunk in pattern(n, 2).chunks(1 << 16) {
+            c.send(chunk).unwrap();
+        }
+        c.flush().unwrap();
+        let mut got = vec![0u8; n];
+        c.recv(&mut got).unwrap();
+        assert!(got == pattern(n, 1), "the client read other bytes");
+        drop(server.join().unwrap());
+    }
+
+    /// What was flushed before the channel and its runtime are dropped still arrives.
+    #[test]
+    fn a_dropped_channel_delivers_what_it_sent() {
+        let rt = crate::client::runtime(Some(1)).unwrap();
+        let (mut s, mut c) = pair(&rt, 1 << 20);
+        let n = 8 << 20;
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut got = vec![0u8; n];
+            s.recv(&mut got).unwrap();
+            assert!(got == pattern(n, 3));
+            let e = s.recv(&mut [0u8; 1]).unwrap_err();
+            assert!(matches!(e, ChannelError::PeerClosed { .. }), "{e}");
+        });
+        c.send(&pattern(n, 3)).unwrap();
+        c.flush().unwrap();
+        drop(c);
+        reader.join().unwrap();
+    }
+
+    /// A write that fails after the peer has gone is reported by a later call, as the
+    /// peer having closed the connection.
+    #[test]
+    fn a_failed_write_is_reported_later() {
+        let rt = crate::client::runtime(Some(1)).unwrap();
+        let (s, mut c) = pair(&rt, 1 << 20);
+        drop(s);
+        let r = (0..200).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            c.send(&[7u8; 1 << 16]).and_then(|()| c.flush()).err()
+        });
+        let e = r.expect("writes to a closed peer kept succeeding");
+        assert!(matches!(e, ChannelError::PeerClosed { .. }), "{e}");
+        assert!(c.recv(&mut [0u8; 4]).is_err());
+    }
 }

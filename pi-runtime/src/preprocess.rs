@@ -108,14 +108,34 @@ pub trait Preprocessing {
     fn set_key_inferences(&mut self, _n: u32) {}
 
     /// Client: returns `L_i(r) - s` for layer `i`; `masks[v]` holds the mask of every
-    /// value produced so far.
+    /// value produced so far. [`Self::client_send`] then [`Self::client_recv`].
     fn client_layer(
         &mut self,
         ch: &mut dyn Channel,
         plan: &Plan,
         i: usize,
         masks: &[Option<Vec<u64>>],
-    ) -> Result<Vec<u64>>;
+    ) -> Result<Vec<u64>> {
+        self.client_send(ch, plan, i, masks)?;
+        self.client_recv(ch, plan, i)
+    }
+
+    /// Client, first half of layer `i`: sends what the server's
+    /// [`Self::server_layer`] reads (flushed); `masks[v]` holds the mask of every value
+    /// produced so far. The client may receive other messages before
+    /// [`Self::client_recv`] (the runtime sends layer `i + 1`'s inputs before it
+    /// receives layer `i`'s garbled tables).
+    fn client_send(
+        &mut self,
+        ch: &mut dyn Channel,
+        plan: &Plan,
+        i: usize,
+        masks: &[Option<Vec<u64>>],
+    ) -> Result<()>;
+
+    /// Client, second half of layer `i`: receives the server's answer and returns
+    /// `L_i(r) - s`.
+    fn client_recv(&mut self, ch: &mut dyn Channel, plan: &Plan, i: usize) -> Result<Vec<u64>>;
 }
 
 /// The insecure stand-in: the client sends each value's mask once, when a layer first
@@ -181,13 +201,13 @@ impl Preprocessing for InsecureDealer {
         Ok(())
     }
 
-    fn client_layer(
+    fn client_send(
         &mut self,
         ch: &mut dyn Channel,
         plan: &Plan,
         i: usize,
         masks: &[Option<Vec<u64>>],
-    ) -> Result<Vec<u64>> {
+    ) -> Result<()> {
         self.sent.resize(plan.value_lens.len(), false);
         for &v in &plan.layers[i].inputs {
             if !self.sent[v] {
@@ -199,6 +219,10 @@ impl Preprocessing for InsecureDealer {
             }
         }
         ch.flush()?;
+        Ok(())
+    }
+
+    fn client_recv(&mut self, ch: &mut dyn Channel, plan: &Plan, i: usize) -> Result<Vec<u64>> {
         plan.recv_ring(ch, plan.layers[i].len, "dealer correlation")
     }
 }
@@ -467,14 +491,13 @@ impl Preprocessing for HePreprocessing {
         Ok(())
     }
 
-    fn client_layer(
+    fn client_send(
         &mut self,
         ch: &mut dyn Channel,
-        plan: &Plan,
+        _plan: &Plan,
         i: usize,
         masks: &[Option<Vec<u64>>],
-    ) -> Result<Vec<u64>> {
-        let lmask = plan.ring.mask();
+    ) -> Result<()> {
         if self.client.is_none() {
             let mut rng = self.rng.prg();
             self.client = Some(HeClient::setup_with_rng(ch, self.params.clone(), &mut rng)?);
@@ -484,7 +507,6 @@ impl Preprocessing for HePreprocessing {
             return Err(RuntimeError::config(format!("no layer {i} in the HE plan")));
         };
         let mut rng = self.rng.prg();
-        let mut c = vec![0u64; plan.layers[i].len];
         for term in terms {
             let r = masks
                 .get(term.input)
@@ -495,7 +517,23 @@ impl Preprocessing for HePreprocessing {
                         term.input
                     ))
                 })?;
-            let part = he.term_with_rng(ch, &term.layout, r, &mut rng)?;
+            he.term_send(ch, &term.layout, r, &mut rng)?;
+        }
+        Ok(())
+    }
+
+    fn client_recv(&mut self, ch: &mut dyn Channel, plan: &Plan, i: usize) -> Result<Vec<u64>> {
+        let lmask = plan.ring.mask();
+        let (Some(he), Some(terms), Some(layer)) =
+            (&self.client, self.layers.get(i), plan.layers.get(i))
+        else {
+            return Err(RuntimeError::config(format!(
+                "layer {i}'s HE results asked for before its inputs were sent"
+            )));
+        };
+        let mut c = vec![0u64; layer.len];
+        for term in terms {
+            let part = he.term_recv(ch, &term.layout)?;
             c.iter_mut()
                 .zip(part)
                 .for_each(|(c, p)| *c = c.wrapping_add(p) & lmask);

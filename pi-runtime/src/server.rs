@@ -235,7 +235,12 @@ pub async fn run(
             };
             let handle = tokio::runtime::Handle::current();
             let res = tokio::task::spawn_blocking(move || {
-                let mut ch = BlockingChannel::new(handle, stream, cfg.idle_timeout);
+                let mut ch = BlockingChannel::with_write_queue(
+                    handle,
+                    stream,
+                    cfg.idle_timeout,
+                    Some(crate::net::SERVER_WRITE_QUEUE_BYTES),
+                );
                 ch.set_deadline(Some(Instant::now() + cfg.session_timeout));
                 session(&cfg, peer, ch, first, &metrics_lock);
                 drop(permit);

@@ -133,8 +133,17 @@ pub fn server_memory_per_inference(model: &ServedModel, method: Method) -> Resul
     let pre = method.instance(&model.prog)?;
     Ok((
         plan.server_prepared_bytes(),
-        plan.server_offline_peak_bytes() + pre.server_peak_bytes(&plan),
+        offline_peak(&plan, pre.as_ref()),
     ))
+}
+
+/// What a server session holds while an offline phase runs, beyond its prepared
+/// inferences: the phase's largest layer, the preprocessing's peak and what its channel's
+/// writer may hold that the client has not yet taken.
+fn offline_peak(plan: &crate::engine::Plan, pre: &(dyn Preprocessing + Send)) -> u64 {
+    plan.server_offline_peak_bytes()
+        + pre.server_peak_bytes(plan)
+        + crate::net::SERVER_WRITE_QUEUE_BYTES as u64
 }
 
 fn mib(b: u64) -> String {
@@ -386,7 +395,7 @@ pub fn serve_session_from<C: Channel + PhaseDeadline>(
     };
     pre.set_key_inferences(key_inferences);
     let per_inference = engine.plan().server_prepared_bytes().max(1);
-    let peak = engine.plan().server_offline_peak_bytes() + pre.server_peak_bytes(engine.plan());
+    let peak = offline_peak(engine.plan(), pre.as_ref());
     let budget = &opts.memory_budget;
     let Some(room) = budget.limit().checked_sub(peak).map(|r| r / per_inference) else {
         let e = RuntimeError::config(format!(

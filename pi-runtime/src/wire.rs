@@ -35,8 +35,10 @@ pub const MAGIC: [u8; 6] = *b"SNLPI\0";
 /// offline layer; 8: in a layer's online round the client sends its truncation (and
 /// square) answers once it holds every label, before it evaluates the last of them, and
 /// its colour bits after them, so a version 7 peer would read the messages in another
-/// order).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// order; 9: in a layer's offline step the server sends its garbled tables after the
+/// truncations and squares, and the client sends the next layer's HE inputs before it
+/// reads them, so they cross the link at the same time).
+pub const PROTOCOL_VERSION: u16 = 9;
 /// Computational security parameter (bits) of the garbling and OT.
 pub const KAPPA: u16 = 128;
 /// Statistical security parameter (bits).

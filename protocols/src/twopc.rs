@@ -5,7 +5,10 @@
 //!
 //! * Offline, per batch of `n` gadgets: [`relu_offline_client`] and [`relu_offline_server`]
 //!   run `n × (m + l)` correlated OTs for the client's input labels; the server garbles
-//!   and sends the tables (one round trip).
+//!   and sends the tables (one round trip). Split in two halves
+//!   ([`relu_offline_server_ot`] / [`relu_offline_client_ot`], then
+//!   [`ReluOfflineServer::garble_and_send`] / [`relu_offline_client_tables`]) so that other
+//!   messages can travel between the OTs and the tables.
 //! * Online: [`relu_online_server`] sends the labels of the server's inputs,
 //!   [`relu_online_client`] evaluates and sends the output colour bits back (one round
 //!   trip); the server decodes its share of the next layer's masked input.
@@ -190,6 +193,9 @@ fn relu_online_client_chunked<C: Channel + ?Sized>(
 /// messages become the zero labels of the client's inputs, with `Δ` = the OT sender's
 /// correlation), garbles `count` gadgets and sends the tables (length-prefixed
 /// [`GarbledRelus::to_bytes`]). Returns the secrets to keep for the online phase.
+///
+/// The same as [`relu_offline_server_ot`] followed at once by
+/// [`ReluOfflineServer::garble_and_send`].
 pub fn relu_offline_server<C: Channel + ?Sized, R: RngCore + CryptoRng>(
     ch: &mut C,
     ot: &mut OtSender,
@@ -198,18 +204,78 @@ pub fn relu_offline_server<C: Channel + ?Sized, R: RngCore + CryptoRng>(
     batch_id: u64,
     rng: R,
 ) -> Result<ReluGarblerSecrets> {
+    relu_offline_server_ot(ch, ot, params, count, batch_id)?.garble_and_send(ch, rng)
+}
+
+/// Offline phase, server side, first half: the correlated OTs of the client's input
+/// labels. The tables follow with [`ReluOfflineServer::garble_and_send`]; in between
+/// the parties may exchange other messages (the runtime runs the layer's truncations
+/// there, so the client can send its next layer's inputs before the tables arrive).
+pub fn relu_offline_server_ot<C: Channel + ?Sized>(
+    ch: &mut C,
+    ot: &mut OtSender,
+    params: ReluParams,
+    count: usize,
+    batch_id: u64,
+) -> Result<ReluOfflineServer> {
     params.validate()?;
     let zero = ot.send_correlated(ch, count * params.evaluator_input_bits())?;
-    let (garbled, secrets) = garble_relus(params, count, ot.delta(), Some(zero), batch_id, rng)?;
-    garbled.send(ch)?;
-    ch.flush()?;
-    Ok(secrets)
+    Ok(ReluOfflineServer {
+        params,
+        count,
+        batch_id,
+        delta: ot.delta(),
+        zero,
+    })
+}
+
+/// The server's ReLU batch between its OTs and its tables
+/// ([`relu_offline_server_ot`]). Holds the client's zero labels: never printed.
+pub struct ReluOfflineServer {
+    params: ReluParams,
+    count: usize,
+    batch_id: u64,
+    delta: crate::block::Delta,
+    zero: Vec<Block>,
+}
+
+/// Prints sizes only: the zero labels and `Δ` are the garbler's secrets.
+impl std::fmt::Debug for ReluOfflineServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReluOfflineServer")
+            .field("params", &self.params)
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReluOfflineServer {
+    /// Garbles the batch and sends its tables (flushed). Returns the secrets to keep for
+    /// the online phase.
+    pub fn garble_and_send<C: Channel + ?Sized, R: RngCore + CryptoRng>(
+        self,
+        ch: &mut C,
+        rng: R,
+    ) -> Result<ReluGarblerSecrets> {
+        let (garbled, secrets) = garble_relus(
+            self.params,
+            self.count,
+            self.delta,
+            Some(self.zero),
+            self.batch_id,
+            rng,
+        )?;
+        garbled.send(ch)?;
+        ch.flush()?;
+        Ok(secrets)
+    }
 }
 
 /// Offline phase, client side: obtains the labels of its inputs `bs`, `qs` (see
 /// [`client_gadget_inputs`](crate::gc::relu::client_gadget_inputs)) by correlated OT and
 /// receives the garbled tables, checking that they are for `bs.len()` gadgets with
-/// `params`.
+/// `params`. The same as [`relu_offline_client_ot`] followed at once by
+/// [`relu_offline_client_tables`].
 pub fn relu_offline_client<C: Channel + ?Sized>(
     ch: &mut C,
     ot: &mut OtReceiver,
@@ -217,25 +283,46 @@ pub fn relu_offline_client<C: Channel + ?Sized>(
     bs: &[u64],
     qs: &[u64],
 ) -> Result<(GarbledRelus, Vec<Block>)> {
+    let labels = relu_offline_client_ot(ch, ot, params, bs, qs)?;
+    let garbled = relu_offline_client_tables(ch, params, bs.len())?;
+    Ok((garbled, labels))
+}
+
+/// Offline phase, client side, first half: the labels of its inputs `bs`, `qs` by
+/// correlated OT (the server's [`relu_offline_server_ot`]).
+pub fn relu_offline_client_ot<C: Channel + ?Sized>(
+    ch: &mut C,
+    ot: &mut OtReceiver,
+    params: ReluParams,
+    bs: &[u64],
+    qs: &[u64],
+) -> Result<Vec<Block>> {
     params.validate()?;
     let choices = client_input_bits(bs, qs, params)?;
-    let labels = ot.receive_correlated(ch, &choices)?;
-    let max_len = bs
-        .len()
+    ot.receive_correlated(ch, &choices)
+}
+
+/// Offline phase, client side, second half: receives the garbled tables of `count`
+/// gadgets with `params` (the server's [`ReluOfflineServer::garble_and_send`]), checking
+/// that they are what was asked for.
+pub fn relu_offline_client_tables<C: Channel + ?Sized>(
+    ch: &mut C,
+    params: ReluParams,
+    count: usize,
+) -> Result<GarbledRelus> {
+    params.validate()?;
+    let max_len = count
         .checked_mul(params.table_bytes())
         .and_then(|t| t.checked_add(64))
         .ok_or_else(|| ProtocolError::arg("too many gadgets"))?;
     let garbled = GarbledRelus::recv(ch, max_len)?;
-    if garbled.params != params || garbled.count != bs.len() {
+    if garbled.params != params || garbled.count != count {
         return Err(ProtocolError::peer(format!(
             "server garbled {} gadgets with {:?}, expected {} with {:?}",
-            garbled.count,
-            garbled.params,
-            bs.len(),
-            params
+            garbled.count, garbled.params, count, params
         )));
     }
-    Ok((garbled, labels))
+    Ok(garbled)
 }
 
 #[cfg(test)]

@@ -74,7 +74,8 @@ impl HeClient {
         self.term_with_rng(ch, layout, x, &mut Prg::from_entropy())
     }
 
-    /// [`Self::term`] with the encryptions drawn from `rng` (a seeded one in tests).
+    /// [`Self::term`] with the encryptions drawn from `rng` (a seeded one in tests):
+    /// [`Self::term_send`] then [`Self::term_recv`].
     pub fn term_with_rng<R: RngCore + CryptoRng + ?Sized>(
         &self,
         ch: &mut dyn Channel,
@@ -82,6 +83,20 @@ impl HeClient {
         x: &[u64],
         rng: &mut R,
     ) -> Result<Vec<u64>> {
+        self.term_send(ch, layout, x, rng)?;
+        self.term_recv(ch, layout)
+    }
+
+    /// A term's first half: encrypts `x` and sends the input ciphertexts (flushed). The
+    /// server answers with the results that [`Self::term_recv`] reads; in between the
+    /// client may send other terms' inputs (the server reads them in order).
+    pub fn term_send<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        ch: &mut dyn Channel,
+        layout: &ConvLayout,
+        x: &[u64],
+        rng: &mut R,
+    ) -> Result<()> {
         self.check_layout(layout)?;
         let polys = layout.encode_input(x)?;
         // One generator per ciphertext, drawn in order: the parallel encryptions do not
@@ -97,7 +112,13 @@ impl HeClient {
             ch.send_prefixed(c)?;
         }
         ch.flush()?;
-        drop(cts);
+        Ok(())
+    }
+
+    /// A term's second half: receives and decrypts the results of the inputs that
+    /// [`Self::term_send`] sent for `layout`, returning `L(x) - s`.
+    pub fn term_recv(&self, ch: &mut dyn Channel, layout: &ConvLayout) -> Result<Vec<u64>> {
+        self.check_layout(layout)?;
         let mut received = Vec::with_capacity(layout.output_cts());
         // Group-major: the server sends each group's tiles as soon as the group is done.
         for g in 0..layout.groups {

@@ -76,20 +76,27 @@ impl WriterFailure {
 /// bounded by the idle timeout and by the session deadline, so a silent or dead peer
 /// cannot hold a session forever.
 ///
-/// Writes go behind: [`Channel::flush`] (and a `send` past 1 MiB) hands the bytes to a
-/// writer task on the runtime and returns, so the protocol thread can read and compute
-/// while they cross the link. The session protocol relies on it (version 9: the client
+/// Writes never wait for the peer to read: [`Channel::flush`] (and a `send` past 1 MiB)
+/// writes what the socket takes at once on the calling thread and hands the rest to a
+/// writer task on the runtime, so the protocol thread can read and compute while a large
+/// message crosses the link. The session protocol relies on it (version 9: the client
 /// sends layer `i + 1`'s HE inputs while the server sends layer `i`'s garbled tables).
-/// The client's queue is unbounded: it never blocks on a write, so it always reaches the
-/// read the server's writes wait for, and neither side can stall the other. A server
-/// bounds its queue ([`SERVER_WRITE_QUEUE_BYTES`]) and waits for room, within the same
-/// limits as a read. Each write of the writer is bounded by the idle timeout; a failed
-/// write is reported by the next call. [`BlockingChannel::shutdown`] and dropping the
-/// channel wait (within the idle timeout) for the writer to finish what is queued.
+/// Small messages thus cost no hand-over to another thread; while the writer still holds
+/// bytes, later ones queue behind them. The client's queue is unbounded: it never blocks
+/// on a write, so it always reaches the read the server's writes wait for, and neither
+/// side can stall the other. A server bounds its queue ([`SERVER_WRITE_QUEUE_BYTES`]) and
+/// waits for room, within the same limits as a read. Each write of the writer is bounded
+/// by the idle timeout; a failed write is reported by the next call.
+/// [`BlockingChannel::shutdown`] and dropping the channel wait (within the idle timeout)
+/// for the writer to finish what is queued.
 pub struct BlockingChannel {
     handle: Handle,
     reader: tokio::io::ReadHalf<Box<dyn Stream>>,
+    /// The write side, shared with the writer task (which holds it while it writes).
+    write: Arc<tokio::sync::Mutex<tokio::io::WriteHalf<Box<dyn Stream>>>>,
     writer: Option<tokio::sync::mpsc::UnboundedSender<WriterMsg>>,
+    /// Messages handed to the writer and not yet written.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     /// Room left in a bounded write queue, in bytes (`None`: unbounded).
     room: Option<(Arc<tokio::sync::Semaphore>, usize)>,
     failed: Arc<std::sync::Mutex<Option<WriterFailure>>>,
@@ -99,29 +106,39 @@ pub struct BlockingChannel {
     phase_deadline: Option<Instant>,
 }
 
-/// Writes what it is given in order, flushing whenever its queue runs empty.
-async fn write_behind(
-    mut w: tokio::io::WriteHalf<Box<dyn Stream>>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<WriterMsg>,
+/// What the writer task shares with its channel.
+struct WriterShared {
+    write: Arc<tokio::sync::Mutex<tokio::io::WriteHalf<Box<dyn Stream>>>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     room: Option<Arc<tokio::sync::Semaphore>>,
     failed: Arc<std::sync::Mutex<Option<WriterFailure>>>,
+}
+
+/// Writes what it is given in order, flushing whenever its queue runs empty.
+async fn write_behind(
+    sh: WriterShared,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<WriterMsg>,
     idle: Duration,
 ) {
+    use std::sync::atomic::Ordering;
     let fail = |f: WriterFailure| {
-        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+        *sh.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
     };
     while let Some(msg) = rx.recv().await {
         match msg {
             WriterMsg::Data(buf, taken) => {
-                let r = tokio::time::timeout(idle, async {
-                    w.write_all(&buf).await?;
-                    if rx.is_empty() {
-                        w.flush().await?;
-                    }
-                    Ok::<(), std::io::Error>(())
-                })
-                .await;
-                if let Some(room) = &room {
+                let r = {
+                    let mut w = sh.write.lock().await;
+                    tokio::time::timeout(idle, async {
+                        w.write_all(&buf).await?;
+                        if rx.is_empty() {
+                            w.flush().await?;
+                        }
+                        Ok::<(), std::io::Error>(())
+                    })
+                    .await
+                };
+                if let Some(room) = &sh.room {
                     room.add_permits(taken as usize);
                 }
                 match r {
@@ -129,17 +146,17 @@ async fn write_behind(
                     Ok(Err(e)) => return fail(WriterFailure::Io(e.kind(), e.to_string())),
                     Err(_) => return fail(WriterFailure::Timeout),
                 }
+                sh.queued.fetch_sub(1, Ordering::AcqRel);
             }
             WriterMsg::Shutdown(done) => {
                 let limit = Duration::from_secs(2).min(idle);
+                let mut w = sh.write.lock().await;
                 let _ = tokio::time::timeout(limit, w.shutdown()).await;
                 let _ = done.send(());
                 return;
             }
         }
     }
-    // The channel was dropped: what was queued is written; push it out.
-    let _ = tokio::time::timeout(idle, w.flush()).await;
 }
 
 impl BlockingChannel {
@@ -158,23 +175,27 @@ impl BlockingChannel {
         limit: Option<usize>,
     ) -> Self {
         let (reader, w) = tokio::io::split(stream);
+        let write = Arc::new(tokio::sync::Mutex::new(w));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let room = limit.map(|l| {
             let l = l.clamp(1, u32::MAX as usize);
             (Arc::new(tokio::sync::Semaphore::new(l)), l)
         });
         let failed = Arc::new(std::sync::Mutex::new(None));
-        handle.spawn(write_behind(
-            w,
-            rx,
-            room.as_ref().map(|(r, _)| r.clone()),
-            failed.clone(),
-            idle,
-        ));
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let shared = WriterShared {
+            write: write.clone(),
+            queued: queued.clone(),
+            room: room.as_ref().map(|(r, _)| r.clone()),
+            failed: failed.clone(),
+        };
+        handle.spawn(write_behind(shared, rx, idle));
         BlockingChannel {
             handle,
             reader,
+            write,
             writer: Some(tx),
+            queued,
             room,
             failed,
             wbuf: Vec::with_capacity(1 << 16),
@@ -204,10 +225,66 @@ impl BlockingChannel {
         }
     }
 
-    /// Hands the buffered bytes to the writer, waiting for room in a bounded queue.
+    /// Writes what the stream takes without waiting, when the writer holds nothing:
+    /// returns how many bytes of `buf` were written and whether the stream still has to
+    /// be flushed (`None`: the writer is busy, nothing was written).
+    fn write_now(&mut self, buf: &[u8]) -> Result<Option<(usize, bool)>, ChannelError> {
+        use std::pin::Pin;
+        use std::sync::atomic::Ordering;
+        use std::task::Poll;
+        use tokio::io::AsyncWrite;
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return Ok(None);
+        }
+        let Ok(mut w) = self.write.try_lock() else {
+            return Ok(None);
+        };
+        let mut off = 0;
+        // Polled once each on this thread (inside the runtime's context): `Pending` means
+        // the socket is full, and the rest goes to the writer.
+        let r = self.handle.block_on(std::future::poll_fn(|cx| {
+            while off < buf.len() {
+                match Pin::new(&mut *w).poll_write(cx, &buf[off..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::Error::from(
+                            std::io::ErrorKind::WriteZero,
+                        )));
+                    }
+                    Poll::Ready(Ok(n)) => off += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Ready(Ok(true)),
+                }
+            }
+            match Pin::new(&mut *w).poll_flush(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(false)),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Ready(Ok(true)),
+            }
+        }));
+        match r {
+            Ok(unflushed) => Ok(Some((off, unflushed))),
+            Err(e) => {
+                let f = WriterFailure::Io(e.kind(), e.to_string());
+                let err = f.error();
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes the buffered bytes: what the socket takes now on this thread, the rest
+    /// through the writer, waiting for room in a bounded queue.
     fn write_out(&mut self) -> Result<(), ChannelError> {
         self.check_writer()?;
-        let buf = std::mem::replace(&mut self.wbuf, Vec::with_capacity(1 << 16));
+        let mut buf = std::mem::replace(&mut self.wbuf, Vec::with_capacity(1 << 16));
+        match self.write_now(&buf)? {
+            Some((n, false)) if n == buf.len() => return Ok(()),
+            // The rest, or nothing but a flush, goes to the writer.
+            Some((n, _)) => {
+                buf.drain(..n);
+            }
+            None => {}
+        }
         let mut taken = 0u32;
         if let Some((room, cap)) = &self.room {
             // A buffer larger than the whole queue takes all of it.
@@ -223,6 +300,8 @@ impl BlockingChannel {
                 Err(_) => return Err(ChannelError::Timeout),
             }
         }
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let sent = self
             .writer
             .as_ref()

@@ -232,11 +232,20 @@ fn fit_poly(
         "radius": poly::PENALTY_RADIUS, "square_channels": square_fraction, "init": init.name(),
         "squared_positions": squared_total, "dropped_positions": dropped_total, "sites": sites,
     });
+    // With `--poly-init identity` every channel starts at (0, 1, 0); the fit only chose
+    // which channels square.
+    let start = match init {
+        poly::PolyInit::Identity => "every channel starts at the identity (fit used to choose \
+                                     the squared channels)"
+            .to_string(),
+        poly::PolyInit::Fit => {
+            format!("{fitted} channels start at the fit, {fallback} at the identity")
+        }
+    };
     eprintln!(
-        "quadratic init of budget {b}: {fitted} channels fitted, {fallback} left at the identity; \
-         rms error against relu {:.4} (identity) -> {:.4} (fit); max |x| {max_abs:.2}, \
-         {:.4}% of the dropped positions beyond |x| = {}; squares at {squared_total} of \
-         {dropped_total} dropped positions",
+        "quadratic init of budget {b}: {start}; rms error against relu {:.4} (identity) -> \
+         {:.4} (fit); max |x| {max_abs:.2}, {:.4}% of the dropped positions beyond |x| = {}; \
+         squares at {squared_total} of {dropped_total} dropped positions",
         (sse_id / n).sqrt(),
         (sse_q / n).sqrt(),
         100.0 * beyond / n,

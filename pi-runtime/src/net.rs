@@ -37,7 +37,7 @@ enum WriterMsg {
     /// Bytes to write, and the queue room they took (given back once written).
     Data(Vec<u8>, u32),
     /// Write what is queued, send close_notify (TLS) and shut the write side down.
-    Shutdown(tokio::sync::oneshot::Sender<()>),
+    Shutdown(std::sync::mpsc::Sender<()>),
 }
 
 /// Why the writer stopped: rebuilt into a [`ChannelError`] for every later call.
@@ -316,18 +316,23 @@ impl BlockingChannel {
 
     /// Waits (within the idle timeout) for the writer to write what is queued, then sends
     /// close_notify (TLS) and shuts the write side down; best effort. Dropping the
-    /// channel does the same.
+    /// channel does the same. It only waits on a plain channel (no `block_on`), so a
+    /// channel dropped inside an async task does not panic (it blocks that worker until
+    /// the writer is done, at most the idle timeout).
     pub fn shutdown(&mut self) {
-        let _ = self.flush();
         let Some(tx) = self.writer.take() else {
             return;
         };
-        let (done, wait) = tokio::sync::oneshot::channel();
+        // What `send` buffered goes behind the rest, regardless of a bounded queue's room.
+        if !self.wbuf.is_empty() {
+            let buf = std::mem::take(&mut self.wbuf);
+            self.queued
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let _ = tx.send(WriterMsg::Data(buf, 0));
+        }
+        let (done, wait) = std::sync::mpsc::channel();
         if tx.send(WriterMsg::Shutdown(done)).is_ok() {
-            let limit = self.idle;
-            let _ = self
-                .handle
-                .block_on(async { tokio::time::timeout(limit, wait).await });
+            let _ = wait.recv_timeout(self.idle);
         }
     }
 }
@@ -658,6 +663,19 @@ mod tests {
         c.flush().unwrap();
         drop(c);
         reader.join().unwrap();
+    }
+
+    /// Dropping a channel inside async code neither panics nor loses what `send`
+    /// buffered without a flush.
+    #[test]
+    fn a_channel_dropped_in_async_code_still_delivers() {
+        let rt = crate::client::runtime(Some(2)).unwrap();
+        let (mut s, mut c) = pair(&rt, 1 << 20);
+        c.send(b"bye").unwrap();
+        rt.block_on(async move { drop(c) });
+        let mut got = [0u8; 3];
+        s.recv(&mut got).unwrap();
+        assert_eq!(&got, b"bye");
     }
 
     /// A write that fails after the peer has gone is reported by a later call, as the

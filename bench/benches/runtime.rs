@@ -21,7 +21,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bench::net::loopback_pair_behind;
+use bench::net::loopback_pair_runtime;
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use models::data::Normalization;
 use models::exec::{F32Executor, calibrate_batchnorm};
@@ -65,6 +65,7 @@ fn inputs(n: usize) -> Vec<Vec<f32>> {
 
 fn online(c: &mut Criterion) {
     let xs = inputs(4);
+    let rt = pi_runtime::client::runtime(Some(2)).unwrap();
     let mut g = c.benchmark_group("resnet18_online_tcp");
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(10)
@@ -75,7 +76,7 @@ fn online(c: &mut Criterion) {
         let prog = FixedProgram::lower(&m).unwrap();
         let structure = FixedProgram::structure(&m.public).unwrap();
         let encoded = prog.encode_input(&xs[0]).unwrap();
-        let (sch, cch) = loopback_pair_behind().unwrap();
+        let (sch, cch) = loopback_pair_runtime(&rt).unwrap();
         std::thread::scope(|s| {
             // The server serves offline + online until the client hangs up.
             let server = s.spawn(|| {

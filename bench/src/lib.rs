@@ -29,13 +29,12 @@ pub mod net {
     //! Loopback TCP for the two-party benchmarks. The `protocols` crate never opens a
     //! socket; the benchmarks supply one, as `pi-runtime` does.
 
-    use std::io::{self, Read, Write};
+    use std::io;
     use std::net::{TcpListener, TcpStream};
-    use std::sync::mpsc;
+    use std::time::Duration;
 
-    use protocols::ChannelError;
+    use pi_runtime::net::{BlockingChannel, SERVER_WRITE_QUEUE_BYTES};
     use protocols::StreamChannel;
-    use protocols::channel::Channel;
 
     /// A connected pair of channels over TCP on `127.0.0.1` (an ephemeral port), with
     /// Nagle's algorithm disabled on both ends: `(server end, client end)`.
@@ -48,91 +47,31 @@ pub mod net {
         Ok((StreamChannel::new(server), StreamChannel::new(client)))
     }
 
-    /// [`loopback_pair`] whose writes go behind, as `pi-runtime`'s channel does: a
-    /// thread per end writes what [`Channel::flush`] hands it, so each side may send
-    /// while the other sends too (the runtime's offline phase needs it since session
-    /// protocol 9).
-    pub fn loopback_pair_behind() -> io::Result<(WriteBehind, WriteBehind)> {
-        let (s, c) = loopback_pair()?;
+    /// A connected pair of `pi-runtime` channels over TCP on `127.0.0.1`, driven by `rt`
+    /// (which must outlive them): `(server end, client end)`, writing behind as the
+    /// binaries do (the runtime's offline phase needs it since session protocol 9; the
+    /// server's queue bounded as `pi-server`'s). Reads time out after 10 minutes.
+    pub fn loopback_pair_runtime(
+        rt: &tokio::runtime::Runtime,
+    ) -> io::Result<(BlockingChannel, BlockingChannel)> {
+        let (server, client) = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let c = tokio::net::TcpStream::connect(l.local_addr()?);
+            let (c, s) = tokio::join!(c, l.accept());
+            io::Result::Ok((s?.0, c?))
+        })?;
+        server.set_nodelay(true)?;
+        client.set_nodelay(true)?;
+        let idle = Duration::from_secs(600);
         Ok((
-            WriteBehind::new(s.into_inner())?,
-            WriteBehind::new(c.into_inner())?,
+            BlockingChannel::with_write_queue(
+                rt.handle().clone(),
+                Box::new(server),
+                idle,
+                Some(SERVER_WRITE_QUEUE_BYTES),
+            ),
+            BlockingChannel::new(rt.handle().clone(), Box::new(client), idle),
         ))
-    }
-
-    /// A channel over a TCP stream whose writes a second thread performs.
-    pub struct WriteBehind {
-        read: TcpStream,
-        tx: Option<mpsc::Sender<Vec<u8>>>,
-        writer: Option<std::thread::JoinHandle<()>>,
-        wbuf: Vec<u8>,
-    }
-
-    impl WriteBehind {
-        /// Wraps `stream` (a clone of it goes to the writer thread).
-        pub fn new(stream: TcpStream) -> io::Result<Self> {
-            let mut w = stream.try_clone()?;
-            let (tx, rx) = mpsc::channel::<Vec<u8>>();
-            let writer = std::thread::spawn(move || {
-                for buf in rx {
-                    if w.write_all(&buf).is_err() {
-                        return;
-                    }
-                }
-            });
-            Ok(WriteBehind {
-                read: stream,
-                tx: Some(tx),
-                writer: Some(writer),
-                wbuf: Vec::new(),
-            })
-        }
-    }
-
-    impl Channel for WriteBehind {
-        fn send(&mut self, bytes: &[u8]) -> Result<(), ChannelError> {
-            self.wbuf.extend_from_slice(bytes);
-            if self.wbuf.len() >= 1 << 20 {
-                self.flush()?;
-            }
-            Ok(())
-        }
-
-        fn recv(&mut self, buf: &mut [u8]) -> Result<(), ChannelError> {
-            if !self.wbuf.is_empty() {
-                return Err(ChannelError::Misuse("recv with unflushed sent data"));
-            }
-            self.read.read_exact(buf).map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => ChannelError::PeerClosed { wanted: buf.len() },
-                _ => ChannelError::Io(e),
-            })
-        }
-
-        fn flush(&mut self) -> Result<(), ChannelError> {
-            if self.wbuf.is_empty() {
-                return Ok(());
-            }
-            let buf = std::mem::take(&mut self.wbuf);
-            match &self.tx {
-                Some(tx) if tx.send(buf).is_ok() => Ok(()),
-                _ => Err(ChannelError::Io(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the writer thread stopped",
-                ))),
-            }
-        }
-    }
-
-    /// Lets the writer finish what is queued, then closes the stream.
-    impl Drop for WriteBehind {
-        fn drop(&mut self) {
-            let _ = self.flush();
-            self.tx = None;
-            if let Some(w) = self.writer.take() {
-                let _ = w.join();
-            }
-            let _ = self.read.shutdown(std::net::Shutdown::Both);
-        }
     }
 }
 
